@@ -1,0 +1,173 @@
+/* Validated configuration: types only. A struct conf is immutable once
+ * conf_load() returns it; a reload builds a new one. */
+#ifndef USHER_CONF_CONF_T_H
+#define USHER_CONF_CONF_T_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+/* Durations are kept in milliseconds. */
+typedef uint64_t conf_ms;
+
+/* The longest duration any key accepts: 720h (30 days). Anything longer is
+ * far more likely a typo (ms vs s vs h) than intent. */
+#define CONF_DURATION_MAX ((conf_ms)30 * 24 * 3600 * 1000)
+
+/* Where a value came from in the YAML file (1-based line and column). */
+struct conf_pos {
+    unsigned line;
+    unsigned column;
+};
+
+/* A host:port resolved at load time. `text` is what the user wrote. */
+struct conf_address {
+    char *text;   /* "127.0.0.1:9001", "[::1]:80", "backend.local:80" */
+    char *host;   /* "127.0.0.1", "::1", "backend.local" (no brackets) */
+    uint16_t port;
+    struct sockaddr_storage sa;
+    socklen_t sa_len;
+};
+
+enum conf_log_level { CONF_LOG_DEBUG = 1, CONF_LOG_INFO, CONF_LOG_WARN, CONF_LOG_ERROR };
+enum conf_log_format { CONF_LOG_TEXT = 1, CONF_LOG_JSON };
+enum conf_protocol { CONF_PROTO_HTTP = 1, CONF_PROTO_TCP };
+enum conf_balance { CONF_BALANCE_ROUND_ROBIN = 1, CONF_BALANCE_LEAST_CONN };
+
+struct conf_health_check {
+    bool enabled;                 /* false when the pool has no health_check key */
+    enum conf_protocol protocol;  /* http | tcp (default http) */
+    char *path;                   /* default "/healthz" */
+    conf_ms interval;             /* default 2s */
+    conf_ms timeout;              /* default 1s */
+    unsigned healthy_threshold;   /* default 2 */
+    unsigned unhealthy_threshold; /* default 3 */
+    unsigned expect_min;          /* expect_status "200-399" -> 200, 399; "200" -> 200, 200 */
+    unsigned expect_max;
+};
+
+struct conf_backend {
+    char *name;
+    struct conf_address address;
+    unsigned weight;              /* default 1, 0..1000000 */
+    struct conf_pos pos;
+};
+
+struct conf_pool {
+    char *name;
+    enum conf_balance balance;    /* default round_robin */
+    conf_ms deregistration_delay; /* default 30s */
+    struct conf_health_check health_check;
+    struct conf_backend *backends;
+    size_t num_backends;
+    struct conf_pos pos;
+};
+
+/* One entry of a listener's `pools` map: pool name -> weight. */
+struct conf_split {
+    char *pool;
+    size_t pool_index;            /* index into conf.pools */
+    unsigned weight;
+};
+
+struct conf_tls {
+    bool enabled;
+    char *cert;                   /* PEM files; conf_load() resolves a relative path */
+    char *key;                    /* against the config file's directory */
+};
+
+struct conf_listener {
+    char *name;
+    struct conf_address bind;
+    enum conf_protocol protocol;  /* default http */
+    struct conf_tls tls;
+    struct conf_split *splits;
+    size_t num_splits;
+    struct conf_pos pos;
+};
+
+struct conf {
+    char *path;                   /* the file it was loaded from */
+
+    struct {
+        bool enabled;             /* false when the admin key is absent */
+        struct conf_address bind;
+    } admin;
+
+    struct {
+        conf_ms drain_delay;      /* default 0s */
+        conf_ms timeout;          /* default 30s */
+    } shutdown;
+
+    struct {
+        conf_ms client_header;    /* default 10s */
+        conf_ms client_idle;      /* default 60s */
+        conf_ms connect;          /* default 3s */
+        conf_ms backend;          /* default 60s */
+        conf_ms tunnel;           /* default 1h */
+        conf_ms backend_idle;     /* default 4s: pooled idle upstream connection (extension) */
+    } timeouts;
+
+    struct {
+        unsigned max_connections;         /* default 10000 */
+        unsigned max_head_bytes;          /* default 16384 */
+        unsigned max_headers;             /* default 100 */
+        unsigned max_uri_bytes;           /* default 8192 (extension) */
+        unsigned backend_idle_connections;/* default 64 pooled per backend (extension) */
+    } limits;
+
+    struct {
+        enum conf_log_level level;        /* default info */
+        enum conf_log_format format;      /* default text */
+        bool access;                      /* default false */
+    } log;
+
+    struct conf_listener *listeners;
+    size_t num_listeners;
+    struct conf_pool *pools;
+    size_t num_pools;
+
+    void *arena;                  /* internal: every allocation of this conf */
+};
+
+/* Errors collected while loading: each one "file:line:column: key: reason". */
+struct conf_errors {
+    char **messages;
+    size_t count;
+    size_t capacity;
+};
+
+/* What changed between two configs, for an in-place reload. Pointers refer
+ * into the old or new config as named; they live as long as those do. */
+/* Order of the changes: for each pool that disappeared, its backends
+ * (BACKEND_REMOVED) then the pool (POOL_REMOVED); then, per pool of the new
+ * config in order, POOL_ADDED or POOL_CHANGED, then its BACKEND_REMOVED,
+ * BACKEND_ADDED and BACKEND_WEIGHT changes; last the listeners: every
+ * LISTENER_REMOVED first (so a socket is released before a new listener may
+ * want its address), then LISTENER_ADDED / LISTENER_SPLIT in new order. */
+enum conf_change_kind {
+    CONF_BACKEND_ADDED = 1,    /* new_pool/new_backend set */
+    CONF_BACKEND_REMOVED,      /* old_pool/old_backend set (address change = removed + added) */
+    CONF_BACKEND_WEIGHT,       /* both set; only the weight differs */
+    CONF_POOL_ADDED,           /* new_pool set */
+    CONF_POOL_REMOVED,         /* old_pool set */
+    CONF_POOL_CHANGED,         /* both set; balance, delay or health_check differ */
+    CONF_LISTENER_ADDED,       /* new_listener set */
+    CONF_LISTENER_REMOVED,     /* old_listener set (a changed bind = removed + added) */
+    CONF_LISTENER_SPLIT,       /* both set; the pools map or protocol/tls differ, socket kept */
+};
+
+struct conf_change {
+    enum conf_change_kind kind;
+    const struct conf_pool *old_pool, *new_pool;
+    const struct conf_backend *old_backend, *new_backend;
+    const struct conf_listener *old_listener, *new_listener;
+};
+
+struct conf_diff {
+    struct conf_change *changes;
+    size_t count;
+};
+
+#endif

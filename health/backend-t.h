@@ -1,0 +1,122 @@
+/* What usher knows about one backend: types only. A struct backend lives as
+ * long as its identity (pool name, backend name, address) is in the config
+ * or still has connections; it survives reloads. */
+#ifndef USHER_HEALTH_BACKEND_T_H
+#define USHER_HEALTH_BACKEND_T_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "../conf/conf-t.h"
+
+enum backend_state {
+    BACKEND_CHECKING = 1, /* added with a health check, no result yet: no traffic */
+    BACKEND_HEALTHY,      /* in rotation */
+    BACKEND_UNHEALTHY,    /* failed unhealthy_threshold checks in a row: no new traffic */
+    BACKEND_DRAINING,     /* 503 from its check, or removed from the config: no new traffic */
+};
+
+/* Why a backend drains: decides whether it may come back. */
+enum backend_drain_reason {
+    BACKEND_DRAIN_NONE = 0,
+    BACKEND_DRAIN_503,     /* its health check answered 503: back after healthy_threshold successes */
+    BACKEND_DRAIN_REMOVED, /* removed from the config by a reload: gone once drained */
+};
+
+struct backend;
+
+/* How health tells the proxy about a backend, without knowing its
+ * connections. Every hook is called from the event loop at a safe point
+ * (never from inside a proxy call into health). */
+struct backend_hooks {
+    /* The state changed; <reason> is a static string ("ok", "503",
+     * "refused", "timeout", "removed", "re-added"...). The proxy logs the
+     * transition and closes idle pooled connections of a backend that entered
+     * BACKEND_DRAINING. health/ itself never logs. */
+    void (*state_changed)(struct backend *b, enum backend_state from, const char *reason,
+                          void *ctx);
+    /* The deregistration delay passed with connections left: the proxy closes
+     * every remaining connection of <b> (tunnels, in-flight requests). */
+    void (*drain_expired)(struct backend *b, void *ctx);
+    /* <b> was removed from the config and has no connection left: the proxy
+     * unlinks it from its pool and calls backend_free(). */
+    void (*gone)(struct backend *b, void *ctx);
+};
+
+/* Where one check attempt stands (added by health/). */
+enum backend_check_phase {
+    BACKEND_CHECK_IDLE = 0,   /* no attempt in progress; timer = next attempt */
+    BACKEND_CHECK_CONNECTING, /* non-blocking connect pending (EV_WRITE) */
+    BACKEND_CHECK_SENDING,    /* HTTP: writing the request; buf/buf_len = request */
+    BACKEND_CHECK_READING,    /* HTTP: reading the response head into buf */
+};
+
+/* Active health check of one backend: its own socket and timers. */
+struct backend_check {
+    int fd;                    /* -1 when no check is in progress */
+    ev_io io;
+    ev_timer timer;            /* next check (idle) or check timeout (in progress) */
+    bool in_progress;
+    char *buf;                 /* response bytes of an HTTP check (malloc'd while in progress) */
+    size_t buf_len;
+    size_t sent;               /* request bytes written so far */
+    enum backend_check_phase phase; /* added: drives the io callback */
+};
+
+struct backend {
+    /* identity, from the config */
+    char *pool_name;
+    char *name;
+    char *address_text;
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+    unsigned weight;
+    struct conf_health_check hc; /* copy; hc.path owned by the backend */
+
+    /* health */
+    enum backend_state state;
+    enum backend_drain_reason drain_reason;
+    unsigned success_streak;   /* consecutive successful checks */
+    unsigned failure_streak;   /* consecutive failed checks */
+    bool checked_once;         /* at least one check round completed (readiness) */
+    const char *last_result;   /* static: "ok", "503", "refused", "timeout", "reset", "bad status"... */
+    int last_status;           /* HTTP status of the last check, 0 if none */
+    ev_tstamp last_check_at;   /* ev_now() when the last check finished, 0 if never */
+    uint64_t checks_ok, checks_failed; /* totals, for /metrics */
+    struct backend_check check;
+
+    /* deregistration */
+    ev_tstamp drain_deadline;  /* 0 when not draining */
+    ev_timer drain_timer;
+    ev_timer gone_timer;       /* defers the gone hook to a safe point */
+    conf_ms deregistration_delay; /* added: the pool's delay, for 503 drains */
+
+    /* added: a state change made inside a proxy call (remove, reconfigure),
+     * reported by gone_timer at a safe point; notify_reason NULL if none */
+    const char *notify_reason;
+    enum backend_state notify_from;
+    enum backend_drain_reason notify_drain_reason;
+
+    unsigned rand_state;       /* added: per-backend rand_r() state for check jitter */
+
+    /* traffic, maintained by the proxy through backend_conn_acquire/release */
+    unsigned connections;      /* open upstream connections (in use, pooled or tunnels) */
+    unsigned inflight;         /* requests in flight (proxy-maintained) */
+    uint64_t requests_total;   /* proxy-maintained */
+    uint64_t responses[6];     /* by status class: [1]..[5]; [0] for failures without a status */
+    uint64_t connect_failures; /* proxy-maintained */
+
+    /* balancing (smooth weighted round robin), proxy-maintained */
+    int64_t rr_current;
+
+    /* proxy-owned state it attaches to the backend (idle connection pool) */
+    void *proxy_data;
+
+    struct ev_loop *loop;
+    const struct backend_hooks *hooks;
+    void *hooks_ctx;
+};
+
+#endif

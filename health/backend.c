@@ -1,0 +1,425 @@
+/* The backend state machine and its deregistration timer (DESIGN.md,
+ * "Backend states and what each one means for traffic").
+ *
+ * Hooks are only ever called from this module's libev callbacks: the check
+ * callbacks (via backend_check_done), drain_timer and gone_timer. A change
+ * made inside a call from the proxy (backend_remove, backend_reconfigure,
+ * backend_conn_release) updates the fields at once, so backend_in_rotation()
+ * is right immediately, and is reported through gone_timer at 0 s, so the
+ * proxy is never re-entered.
+ *
+ * A drain episode starts when the backend enters draining with connections
+ * left: drain_deadline = now + delay and drain_timer runs. It ends, with
+ * drain_deadline back to 0, when the last connection is released (early
+ * completion), when the delay passes (drain_expired), or when the backend
+ * returns to service (healthy again, re-added). It is not ended by
+ * draining(503) -> unhealthy: the connections it waits for are still there. */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "check.h"
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+
+static const char reason_removed[] = "removed";
+static const char reason_readded[] = "re-added";
+static const char reason_no_check[] = "no health check";
+
+static void drain_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void deferred_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
+const char *backend_state_str(enum backend_state s)
+{
+    switch (s) {
+    case BACKEND_CHECKING:
+        return "checking";
+    case BACKEND_HEALTHY:
+        return "healthy";
+    case BACKEND_UNHEALTHY:
+        return "unhealthy";
+    case BACKEND_DRAINING:
+        return "draining";
+    }
+    return "unknown";
+}
+
+const char *backend_drain_reason_str(enum backend_drain_reason r)
+{
+    switch (r) {
+    case BACKEND_DRAIN_NONE:
+        return "none";
+    case BACKEND_DRAIN_503:
+        return "503";
+    case BACKEND_DRAIN_REMOVED:
+        return "removed";
+    }
+    return "unknown";
+}
+
+bool backend_in_rotation(const struct backend *b)
+{
+    return b->state == BACKEND_HEALTHY && b->weight > 0;
+}
+
+static bool is_removed(const struct backend *b)
+{
+    return b->state == BACKEND_DRAINING && b->drain_reason == BACKEND_DRAIN_REMOVED;
+}
+
+static unsigned threshold(unsigned t)
+{
+    return t == 0 ? 1 : t;
+}
+
+/* Starts gone_timer at 0 s: the safe point for deferred notifications and
+ * for the gone hook. */
+static void defer(struct backend *b)
+{
+    if (ev_is_active(&b->gone_timer))
+        return;
+    ev_timer_set(&b->gone_timer, 0., 0.);
+    ev_timer_start(b->loop, &b->gone_timer);
+}
+
+static void notify(struct backend *b, enum backend_state from, const char *reason)
+{
+    if (b->hooks && b->hooks->state_changed)
+        b->hooks->state_changed(b, from, reason, b->hooks_ctx);
+}
+
+/* Reports the pending deferred change, if any and if it still is one
+ * (removed then re-added before the report leaves nothing to say). */
+static void notify_flush(struct backend *b)
+{
+    const char *reason = b->notify_reason;
+
+    if (!reason)
+        return;
+    b->notify_reason = NULL;
+    if (b->notify_from != b->state || b->notify_drain_reason != b->drain_reason)
+        notify(b, b->notify_from, reason);
+}
+
+/* The one place the state changes. From a libev callback (<deferred>
+ * false) the hook is called now, after any older pending report; from a
+ * proxy call (<deferred> true) it is queued on gone_timer, coalesced with
+ * a report already pending. */
+static void enter(struct backend *b, enum backend_state to, enum backend_drain_reason dr,
+                  const char *reason, bool deferred)
+{
+    enum backend_state from;
+    enum backend_drain_reason from_dr;
+
+    if (!deferred)
+        notify_flush(b);
+    from = b->state;
+    from_dr = b->drain_reason;
+    b->state = to;
+    b->drain_reason = to == BACKEND_DRAINING ? dr : BACKEND_DRAIN_NONE;
+    if (deferred) {
+        if (!b->notify_reason) {
+            b->notify_from = from;
+            b->notify_drain_reason = from_dr;
+        }
+        b->notify_reason = reason;
+        defer(b);
+        return;
+    }
+    notify(b, from, reason);
+}
+
+/* Starts a drain episode of <delay_ms>, or keeps the running one if it
+ * ends earlier (a second reason to drain does not extend the grace already
+ * given). No connections: nothing to wait for, the drain is complete. */
+static void drain_begin(struct backend *b, conf_ms delay_ms)
+{
+    ev_tstamp delay = (ev_tstamp)delay_ms / 1000.0;
+    ev_tstamp deadline = ev_now(b->loop) + delay;
+
+    if (b->connections == 0)
+        return;
+    if (ev_is_active(&b->drain_timer)) {
+        if (deadline >= b->drain_deadline)
+            return;
+        ev_timer_stop(b->loop, &b->drain_timer);
+    }
+    b->drain_deadline = deadline;
+    ev_timer_set(&b->drain_timer, delay, 0.);
+    ev_timer_start(b->loop, &b->drain_timer);
+}
+
+static void drain_end(struct backend *b)
+{
+    ev_timer_stop(b->loop, &b->drain_timer);
+    b->drain_deadline = 0;
+}
+
+/* Back in service: whatever drain episode was running is over. */
+static void enter_healthy(struct backend *b, const char *reason, bool deferred)
+{
+    drain_end(b);
+    enter(b, BACKEND_HEALTHY, BACKEND_DRAIN_NONE, reason, deferred);
+}
+
+void backend_check_done(struct backend *b, enum hc_outcome outcome, const char *reason,
+                        int status)
+{
+    unsigned healthy_t = threshold(b->hc.healthy_threshold);
+    unsigned unhealthy_t = threshold(b->hc.unhealthy_threshold);
+
+    b->checked_once = true;
+    b->last_result = reason;
+    b->last_status = status;
+    b->last_check_at = ev_now(b->loop);
+    /* Checks are stopped on removal; a late result must not revive it. */
+    if (is_removed(b))
+        return;
+
+    switch (outcome) {
+    case HC_SUCCESS:
+        b->checks_ok++;
+        b->success_streak++;
+        b->failure_streak = 0;
+        if (b->state == BACKEND_CHECKING ||
+            (b->state != BACKEND_HEALTHY && b->success_streak >= healthy_t))
+            enter_healthy(b, reason, false);
+        break;
+    case HC_FAILURE:
+        b->checks_failed++;
+        b->failure_streak++;
+        b->success_streak = 0;
+        /* Leaving draining(503) for unhealthy keeps drain_timer running:
+         * the episode still waits on the connections it had. */
+        if (b->state != BACKEND_UNHEALTHY && b->failure_streak >= unhealthy_t)
+            enter(b, BACKEND_UNHEALTHY, BACKEND_DRAIN_NONE, reason, false);
+        break;
+    case HC_DRAINING:
+        /* Neither a success nor a failure: a backend answering 503 for a
+         * long deploy stays draining rather than flapping to unhealthy. */
+        b->checks_failed++;
+        b->success_streak = 0;
+        b->failure_streak = 0;
+        if (b->state != BACKEND_DRAINING) {
+            drain_begin(b, b->deregistration_delay);
+            enter(b, BACKEND_DRAINING, BACKEND_DRAIN_503, reason, false);
+        }
+        break;
+    }
+}
+
+static void drain_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct backend *b = container_of(w, struct backend, drain_timer);
+
+    notify_flush(b);
+    b->drain_deadline = 0;
+    /* The proxy closes what is left; its closes call backend_conn_release,
+     * which defers gone for a removed backend once the count reaches 0. */
+    if (b->connections > 0 && b->hooks && b->hooks->drain_expired)
+        b->hooks->drain_expired(b, b->hooks_ctx);
+    if (is_removed(b) && b->connections == 0)
+        defer(b);
+}
+
+static void deferred_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct backend *b = container_of(w, struct backend, gone_timer);
+
+    notify_flush(b);
+    if (!is_removed(b) || b->connections > 0)
+        return;
+    drain_end(b);
+    /* Stopped so a release made inside the hooks above cannot report gone
+     * twice; the proxy frees <b> inside gone, so nothing may follow it. */
+    ev_timer_stop(loop, &b->gone_timer);
+    if (b->hooks && b->hooks->gone)
+        b->hooks->gone(b, b->hooks_ctx);
+}
+
+/* Seeds the per-backend jitter source: different per backend (identity,
+ * address of the struct) and per process run (time, pid). */
+static unsigned seed(const struct backend *b)
+{
+    const char *parts[] = {b->pool_name, b->name, b->address_text};
+    uint32_t h = 2166136261u; /* FNV-1a 32-bit offset basis */
+    struct timespec ts;
+
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
+        for (const char *p = parts[i]; p && *p; p++)
+            h = (h ^ (unsigned char)*p) * 16777619u; /* FNV-1a prime */
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    h ^= (uint32_t)ts.tv_nsec ^ (uint32_t)ts.tv_sec ^ ((uint32_t)getpid() << 16);
+    h ^= (uint32_t)(uintptr_t)b;
+    return h;
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+struct backend *backend_new(struct ev_loop *loop, const struct conf_pool *cp,
+                            const struct conf_backend *cb, const struct backend_hooks *hooks,
+                            void *hooks_ctx)
+{
+    struct backend *b = calloc(1, sizeof(*b));
+
+    if (!b)
+        return NULL;
+    b->loop = loop;
+    b->hooks = hooks;
+    b->hooks_ctx = hooks_ctx;
+    hc_init(b);
+    ev_init(&b->drain_timer, drain_cb);
+    ev_init(&b->gone_timer, deferred_cb);
+
+    b->pool_name = dup_or_null(cp->name);
+    b->name = dup_or_null(cb->name);
+    b->address_text = dup_or_null(cb->address.text);
+    if ((cp->name && !b->pool_name) || (cb->name && !b->name) ||
+        (cb->address.text && !b->address_text))
+        goto fail;
+    b->hc = cp->health_check;
+    b->hc.path = NULL;
+    if (cp->health_check.enabled && cp->health_check.path) {
+        b->hc.path = strdup(cp->health_check.path);
+        if (!b->hc.path)
+            goto fail;
+    }
+    if (cb->address.sa_len <= sizeof(b->addr)) {
+        memcpy(&b->addr, &cb->address.sa, cb->address.sa_len);
+        b->addr_len = cb->address.sa_len;
+    }
+    b->weight = cb->weight;
+    b->deregistration_delay = cp->deregistration_delay;
+    b->rand_state = seed(b);
+    b->last_result = hc_reason_none;
+
+    if (b->hc.enabled) {
+        b->state = BACKEND_CHECKING;
+        hc_schedule(b, hc_first_delay(b));
+    } else {
+        b->state = BACKEND_HEALTHY;
+        b->checked_once = true;
+    }
+    return b;
+
+fail:
+    backend_free(b);
+    return NULL;
+}
+
+static bool str_eq(const char *a, const char *b)
+{
+    if (!a || !b)
+        return a == b;
+    return strcmp(a, b) == 0;
+}
+
+static bool hc_equal(const struct conf_health_check *a, const struct conf_health_check *b)
+{
+    if (a->enabled != b->enabled)
+        return false;
+    if (!a->enabled)
+        return true;
+    return a->protocol == b->protocol && str_eq(a->path, b->path) && a->interval == b->interval &&
+           a->timeout == b->timeout && a->healthy_threshold == b->healthy_threshold &&
+           a->unhealthy_threshold == b->unhealthy_threshold && a->expect_min == b->expect_min &&
+           a->expect_max == b->expect_max;
+}
+
+int backend_reconfigure(struct backend *b, const struct conf_pool *cp, const struct conf_backend *cb)
+{
+    char *path = NULL;
+    bool changed;
+
+    if (cp->health_check.enabled && cp->health_check.path) {
+        path = strdup(cp->health_check.path);
+        if (!path)
+            return -1;
+    }
+    changed = !hc_equal(&b->hc, &cp->health_check);
+    free(b->hc.path);
+    b->hc = cp->health_check;
+    b->hc.path = path;
+    b->weight = cb->weight;
+    b->deregistration_delay = cp->deregistration_delay;
+
+    if (!b->hc.enabled) {
+        hc_stop(b);
+        b->checked_once = true;
+        if (b->state != BACKEND_HEALTHY)
+            enter_healthy(b, is_removed(b) ? reason_readded : reason_no_check, true);
+        return 0;
+    }
+    if (is_removed(b)) {
+        /* Re-added while draining: a normal backend again, connections
+         * kept. Only a backend whose last check passed skips checking. */
+        bool ok = b->last_result && strcmp(b->last_result, hc_reason_ok) == 0;
+
+        drain_end(b);
+        enter(b, ok ? BACKEND_HEALTHY : BACKEND_CHECKING, BACKEND_DRAIN_NONE, reason_readded,
+              true);
+        hc_stop(b);
+        hc_schedule(b, hc_first_delay(b));
+        return 0;
+    }
+    if (changed || !hc_running(b)) {
+        hc_stop(b);
+        hc_schedule(b, hc_first_delay(b));
+    }
+    return 0;
+}
+
+void backend_remove(struct backend *b, conf_ms delay_ms)
+{
+    hc_stop(b);
+    drain_begin(b, delay_ms);
+    if (!is_removed(b))
+        enter(b, BACKEND_DRAINING, BACKEND_DRAIN_REMOVED, reason_removed, true);
+    if (b->connections == 0)
+        defer(b);
+}
+
+void backend_conn_acquire(struct backend *b)
+{
+    b->connections++;
+}
+
+void backend_conn_release(struct backend *b)
+{
+    if (b->connections == 0)
+        return; /* unbalanced release: never wrap around */
+    b->connections--;
+    if (b->connections > 0)
+        return;
+    /* The last connection ended: the drain completed early. */
+    drain_end(b);
+    if (is_removed(b))
+        defer(b);
+}
+
+void backend_checks_stop(struct backend *b)
+{
+    hc_stop(b);
+}
+
+void backend_free(struct backend *b)
+{
+    if (!b)
+        return;
+    hc_stop(b);
+    ev_timer_stop(b->loop, &b->drain_timer);
+    ev_timer_stop(b->loop, &b->gone_timer);
+    free(b->hc.path);
+    b->hc.path = NULL;
+    free(b->pool_name);
+    free(b->name);
+    free(b->address_text);
+    free(b);
+}

@@ -1,0 +1,411 @@
+/* Active health checks: one non-blocking attempt at a time per backend, on
+ * the backend's event loop. An attempt is connect (+ for http: send the
+ * request, read the response head) under one timeout; it ends in exactly
+ * one result handed to backend_check_done(), after its watchers are stopped
+ * and its socket closed, so nothing of it can fire or count again.
+ *
+ * Schedule: the next attempt starts hc_next_delay() (interval +-10%) after
+ * the previous one ENDED. Measuring from the end means attempts never
+ * overlap and a slow backend is never probed faster than it answers; the
+ * price is that the period is interval + attempt duration, which on a
+ * healthy backend is interval + a few ms. */
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "../parser/http1.h"
+#include "backend.h"
+#include "check.h"
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+
+/* Response-head buffer of an HTTP check. A health endpoint answers with a
+ * short head; 4 KiB holds any sane one and bounds memory per backend. */
+#define HC_BUF_SIZE 4096
+/* Header fields accepted in a health-check response head. */
+#define HC_MAX_HEADERS 64
+/* +-10% per attempt: enough to spread backends checked in lockstep (same
+ * interval, added by the same reload) within a few rounds. */
+#define HC_JITTER 0.10
+/* The first attempt starts within 50 ms: /ready waits for the first round,
+ * so it must be quick, but not one SYN burst for a large fleet. */
+#define HC_FIRST_SPREAD 0.050
+/* Floor for an interval or timeout of 0 (the config should forbid it): a
+ * zero timer would spin the loop. */
+#define HC_MIN_PERIOD 0.001
+
+const char hc_reason_ok[] = "ok";
+const char hc_reason_503[] = "503";
+const char hc_reason_none[] = "none";
+
+static const char reason_refused[] = "refused";
+static const char reason_timeout[] = "timeout";
+static const char reason_reset[] = "reset";
+static const char reason_closed[] = "closed";
+static const char reason_bad_status[] = "bad status";
+static const char reason_bad_response[] = "bad response";
+static const char reason_head_too_large[] = "head too large";
+static const char reason_unreachable[] = "unreachable";
+static const char reason_socket_error[] = "socket error";
+
+static const char request_fmt[] = "GET %s HTTP/1.1\r\n"
+                                  "Host: %s\r\n"
+                                  "User-Agent: usher-health-check\r\n"
+                                  "Connection: close\r\n"
+                                  "\r\n";
+
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void io_cb(struct ev_loop *loop, ev_io *w, int revents);
+
+static ev_tstamp ms_to_s(conf_ms ms)
+{
+    return (ev_tstamp)ms / 1000.0;
+}
+
+/* Uniform in [0, 1) from the backend's own rand_r() state, so checks never
+ * touch a process-wide random state. */
+static double uniform(struct backend *b)
+{
+    return (double)rand_r(&b->rand_state) / ((double)RAND_MAX + 1.0);
+}
+
+static ev_tstamp interval_s(const struct backend *b)
+{
+    ev_tstamp i = ms_to_s(b->hc.interval);
+    return i < HC_MIN_PERIOD ? HC_MIN_PERIOD : i;
+}
+
+ev_tstamp hc_first_delay(struct backend *b)
+{
+    ev_tstamp spread = interval_s(b);
+    if (spread > HC_FIRST_SPREAD)
+        spread = HC_FIRST_SPREAD;
+    return spread * uniform(b);
+}
+
+ev_tstamp hc_next_delay(struct backend *b)
+{
+    return interval_s(b) * (1.0 - HC_JITTER + 2.0 * HC_JITTER * uniform(b));
+}
+
+const char *hc_phase_str(enum backend_check_phase p)
+{
+    switch (p) {
+    case BACKEND_CHECK_IDLE:
+        return "idle";
+    case BACKEND_CHECK_CONNECTING:
+        return "connecting";
+    case BACKEND_CHECK_SENDING:
+        return "sending";
+    case BACKEND_CHECK_READING:
+        return "reading";
+    }
+    return "unknown";
+}
+
+static const char *errno_reason(int err)
+{
+    switch (err) {
+    case ECONNREFUSED:
+        return reason_refused;
+    case ECONNRESET:
+    case EPIPE:
+        return reason_reset;
+    case ETIMEDOUT:
+        return reason_timeout;
+    case EHOSTUNREACH:
+    case ENETUNREACH:
+    case EHOSTDOWN:
+    case ENETDOWN:
+        return reason_unreachable;
+    default:
+        return reason_socket_error;
+    }
+}
+
+void hc_init(struct backend *b)
+{
+    struct backend_check *c = &b->check;
+
+    c->fd = -1;
+    c->in_progress = false;
+    c->phase = BACKEND_CHECK_IDLE;
+    c->buf = NULL;
+    c->buf_len = 0;
+    c->sent = 0;
+    ev_init(&c->io, io_cb);
+    ev_init(&c->timer, timer_cb);
+}
+
+/* Ends the attempt in progress without a result. */
+static void attempt_clear(struct backend *b)
+{
+    struct backend_check *c = &b->check;
+
+    ev_io_stop(b->loop, &c->io);
+    ev_timer_stop(b->loop, &c->timer);
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    free(c->buf);
+    c->buf = NULL;
+    c->buf_len = 0;
+    c->sent = 0;
+    c->in_progress = false;
+    c->phase = BACKEND_CHECK_IDLE;
+}
+
+void hc_schedule(struct backend *b, ev_tstamp delay)
+{
+    struct backend_check *c = &b->check;
+
+    if (!b->hc.enabled || c->in_progress)
+        return;
+    ev_timer_stop(b->loop, &c->timer);
+    ev_timer_set(&c->timer, delay < 0 ? 0 : delay, 0.);
+    ev_timer_start(b->loop, &c->timer);
+}
+
+void hc_stop(struct backend *b)
+{
+    attempt_clear(b);
+}
+
+bool hc_running(const struct backend *b)
+{
+    return b->check.in_progress || ev_is_active(&b->check.timer);
+}
+
+/* The attempt ended: tear it down first (so it cannot fire or count again),
+ * arm the next one, then hand the single result to the state machine. */
+static void finish(struct backend *b, enum hc_outcome outcome, const char *reason, int status)
+{
+    attempt_clear(b);
+    hc_schedule(b, hc_next_delay(b));
+    backend_check_done(b, outcome, reason, status);
+}
+
+static void watch(struct backend *b, int events)
+{
+    struct backend_check *c = &b->check;
+
+    if (ev_is_active(&c->io) && c->io.events == events)
+        return;
+    ev_io_stop(b->loop, &c->io);
+    ev_io_set(&c->io, c->fd, events);
+    ev_io_start(b->loop, &c->io);
+}
+
+/* Builds the request into c->buf (sending phase). Returns 0 or -1 (ENOMEM). */
+static int request_build(struct backend *b)
+{
+    struct backend_check *c = &b->check;
+    const char *path = b->hc.path && b->hc.path[0] ? b->hc.path : "/";
+    const char *host = b->address_text ? b->address_text : "";
+    int n = snprintf(NULL, 0, request_fmt, path, host);
+    /* The same buffer later holds the response head. */
+    size_t size = (size_t)n + 1 > HC_BUF_SIZE ? (size_t)n + 1 : HC_BUF_SIZE;
+
+    if (n < 0)
+        return -1;
+    c->buf = malloc(size);
+    if (!c->buf)
+        return -1;
+    snprintf(c->buf, size, request_fmt, path, host);
+    c->buf_len = (size_t)n;
+    c->sent = 0;
+    return 0;
+}
+
+/* Classifies a complete final response head. */
+static void response_done(struct backend *b, int status)
+{
+    if (status == 503)
+        finish(b, HC_DRAINING, hc_reason_503, status);
+    else if (status >= (int)b->hc.expect_min && status <= (int)b->hc.expect_max)
+        finish(b, HC_SUCCESS, hc_reason_ok, status);
+    else
+        finish(b, HC_FAILURE, reason_bad_status, status);
+}
+
+/* Parses what was read so far. Returns HTTP1_AGAIN if more bytes are
+ * needed, HTTP1_OK once the attempt was finished. */
+static int response_parse(struct backend *b)
+{
+    struct backend_check *c = &b->check;
+    struct http1_header headers[HC_MAX_HEADERS];
+    const struct http1_limits lim = {
+        .max_head_bytes = HC_BUF_SIZE,
+        .max_headers = HC_MAX_HEADERS,
+        .max_uri_bytes = HC_BUF_SIZE,
+    };
+
+    for (;;) {
+        struct http1_response res;
+        int r;
+
+        memset(&res, 0, sizeof(res));
+        res.msg.headers = headers;
+        r = http1_parse_response(c->buf, c->buf_len, &lim, HTTP1_METHOD_GET, &res);
+        if (r == HTTP1_AGAIN) {
+            if (c->buf_len >= HC_BUF_SIZE) {
+                finish(b, HC_FAILURE, reason_head_too_large, 0);
+                return HTTP1_OK;
+            }
+            return HTTP1_AGAIN;
+        }
+        if (r != HTTP1_OK) {
+            finish(b, HC_FAILURE, reason_bad_response, 0);
+            return HTTP1_OK;
+        }
+        /* An interim 1xx (e.g. 100, 103) precedes the real answer; 101
+         * would switch protocols, which a health check never asked for. */
+        if (res.status >= 100 && res.status < 200 && res.status != 101 &&
+            res.msg.head_len > 0 && res.msg.head_len <= c->buf_len) {
+            memmove(c->buf, c->buf + res.msg.head_len, c->buf_len - res.msg.head_len);
+            c->buf_len -= res.msg.head_len;
+            continue;
+        }
+        response_done(b, res.status);
+        return HTTP1_OK;
+    }
+}
+
+static void response_read(struct backend *b)
+{
+    struct backend_check *c = &b->check;
+
+    for (;;) {
+        ssize_t n = recv(c->fd, c->buf + c->buf_len, HC_BUF_SIZE - c->buf_len, 0);
+
+        if (n > 0) {
+            c->buf_len += (size_t)n;
+            if (response_parse(b) != HTTP1_AGAIN)
+                return;
+            continue;
+        }
+        if (n == 0) {
+            finish(b, HC_FAILURE, reason_closed, 0);
+            return;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return;
+        finish(b, HC_FAILURE, errno_reason(errno), 0);
+        return;
+    }
+}
+
+static void request_send(struct backend *b)
+{
+    struct backend_check *c = &b->check;
+
+    while (c->sent < c->buf_len) {
+        ssize_t n = send(c->fd, c->buf + c->sent, c->buf_len - c->sent, MSG_NOSIGNAL);
+
+        if (n >= 0) {
+            c->sent += (size_t)n;
+            continue;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            watch(b, EV_WRITE);
+            return;
+        }
+        finish(b, HC_FAILURE, errno_reason(errno), 0);
+        return;
+    }
+    c->phase = BACKEND_CHECK_READING;
+    c->buf_len = 0;
+    watch(b, EV_READ);
+}
+
+static void connected(struct backend *b)
+{
+    if (b->hc.protocol == CONF_PROTO_TCP) {
+        finish(b, HC_SUCCESS, hc_reason_ok, 0);
+        return;
+    }
+    b->check.phase = BACKEND_CHECK_SENDING;
+    request_send(b);
+}
+
+static void attempt_start(struct backend *b)
+{
+    struct backend_check *c = &b->check;
+    ev_tstamp timeout = ms_to_s(b->hc.timeout);
+
+    c->fd = socket(b->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c->fd < 0)
+        goto fail;
+    if (b->hc.protocol != CONF_PROTO_TCP && request_build(b) < 0)
+        goto fail;
+    c->in_progress = true;
+    c->phase = BACKEND_CHECK_CONNECTING;
+    /* One timeout covers connect, send and the response head. */
+    ev_timer_set(&c->timer, timeout < HC_MIN_PERIOD ? HC_MIN_PERIOD : timeout, 0.);
+    ev_timer_start(b->loop, &c->timer);
+
+    if (connect(c->fd, (const struct sockaddr *)&b->addr, b->addr_len) == 0) {
+        connected(b);
+        return;
+    }
+    if (errno == EINPROGRESS || errno == EINTR) {
+        watch(b, EV_WRITE);
+        return;
+    }
+    finish(b, HC_FAILURE, errno_reason(errno), 0);
+    return;
+
+fail:
+    /* usher itself could not try (out of fds or memory): that says nothing
+     * about the backend, and counting it as a failure would take a whole
+     * fleet out of rotation at once. No result; try again next interval. */
+    attempt_clear(b);
+    hc_schedule(b, hc_next_delay(b));
+}
+
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct backend *b = container_of(w, struct backend, check.timer);
+
+    if (b->check.in_progress)
+        finish(b, HC_FAILURE, reason_timeout, 0);
+    else
+        attempt_start(b);
+}
+
+static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct backend *b = container_of(w, struct backend, check.io);
+    struct backend_check *c = &b->check;
+    int err = 0;
+    socklen_t len = sizeof(err);
+
+    switch (c->phase) {
+    case BACKEND_CHECK_CONNECTING:
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+            err = errno;
+        if (err != 0) {
+            finish(b, HC_FAILURE, errno_reason(err), 0);
+            return;
+        }
+        connected(b);
+        return;
+    case BACKEND_CHECK_SENDING:
+        request_send(b);
+        return;
+    case BACKEND_CHECK_READING:
+        response_read(b);
+        return;
+    case BACKEND_CHECK_IDLE:
+        ev_io_stop(loop, w);
+        return;
+    }
+}

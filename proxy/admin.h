@@ -1,0 +1,13 @@
+/* The admin listener (admin.bind): /live, /ready, /status, /metrics. */
+#ifndef USHER_PROXY_ADMIN_H
+#define USHER_PROXY_ADMIN_H
+
+#include "worker-t.h"
+
+/* Binds admin.bind and starts answering. Returns 0, or -1 after logging. */
+int admin_start(struct worker *w);
+
+/* Closes the admin listener and its open connections. */
+void admin_stop(struct worker *w);
+
+#endif

@@ -1,0 +1,89 @@
+#include "balance.h"
+
+#include "../health/backend.h"
+
+static bool was_tried(const struct backend *b, struct backend *const *tried, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (tried[i] == b)
+            return true;
+    return false;
+}
+
+static bool is_candidate(const struct backend *b, struct backend *const *tried, unsigned n)
+{
+    return backend_in_rotation(b) && !was_tried(b, tried, n);
+}
+
+static bool pool_has_candidate(const struct pool *p, struct backend *const *tried, unsigned n)
+{
+    for (size_t i = 0; i < p->num_backends; i++)
+        if (is_candidate(p->backends[i], tried, n))
+            return true;
+    return false;
+}
+
+/* Smooth weighted round robin (as in nginx's upstream module): every
+ * candidate gains its weight, the largest wins and pays back the total.
+ * Over any window the picks follow the weights without bursts. */
+static struct backend *pick_round_robin(struct pool *p, struct backend *const *tried, unsigned n)
+{
+    struct backend *best = NULL;
+    int64_t total = 0;
+    for (size_t i = 0; i < p->num_backends; i++) {
+        struct backend *b = p->backends[i];
+        if (!is_candidate(b, tried, n))
+            continue;
+        b->rr_current += b->weight;
+        total += b->weight;
+        if (!best || b->rr_current > best->rr_current)
+            best = b;
+    }
+    if (best)
+        best->rr_current -= total;
+    return best;
+}
+
+/* Fewest in-flight requests per unit of weight; ties rotate so equal
+ * backends share the load. Compares a/wa < b/wb as a*wb < b*wa. */
+static struct backend *pick_least_conn(struct pool *p, struct backend *const *tried, unsigned n)
+{
+    struct backend *best = NULL;
+    size_t count = p->num_backends;
+    for (size_t k = 0; k < count; k++) {
+        struct backend *b = p->backends[(p->lc_next + k) % count];
+        if (!is_candidate(b, tried, n))
+            continue;
+        if (!best ||
+            (uint64_t)b->inflight * best->weight < (uint64_t)best->inflight * b->weight)
+            best = b;
+    }
+    if (count)
+        p->lc_next = (p->lc_next + 1) % count;
+    return best;
+}
+
+struct backend *balance_pick(struct listener *l, struct backend *const *tried, unsigned num_tried,
+                             struct pool **pool_out)
+{
+    struct split_slot *best = NULL;
+    int64_t total = 0;
+    for (size_t i = 0; i < l->num_slots; i++) {
+        struct split_slot *s = &l->slots[i];
+        if (s->weight == 0 || !s->pool || !pool_has_candidate(s->pool, tried, num_tried))
+            continue;
+        s->current += s->weight;
+        total += s->weight;
+        if (!best || s->current > best->current)
+            best = s;
+    }
+    if (!best)
+        return NULL;
+    best->current -= total;
+
+    struct pool *p = best->pool;
+    *pool_out = p;
+    if (p->conf && p->conf->balance == CONF_BALANCE_LEAST_CONN)
+        return pick_least_conn(p, tried, num_tried);
+    return pick_round_robin(p, tried, num_tried);
+}

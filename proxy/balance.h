@@ -1,0 +1,17 @@
+/* Choosing where a new request or connection goes: the listener's split
+ * over pools, then the pool's balance over its backends. */
+#ifndef USHER_PROXY_BALANCE_H
+#define USHER_PROXY_BALANCE_H
+
+#include "worker-t.h"
+
+/* Picks a backend in rotation for a new request on <l>, skipping the
+ * <num_tried> backends in <tried>. The split is taken over the pools that
+ * still have a candidate (weights renormalised); within the pool
+ * round_robin is smooth weighted round robin and least_conn picks the
+ * fewest in-flight requests relative to weight. Returns the backend (and
+ * its pool in *<pool_out>), or NULL if none can take it (answer 503/502). */
+struct backend *balance_pick(struct listener *l, struct backend *const *tried, unsigned num_tried,
+                             struct pool **pool_out);
+
+#endif

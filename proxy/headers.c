@@ -1,0 +1,160 @@
+#include "headers.h"
+
+#include <stdio.h>
+#include <string.h>
+#include "../parser/http1.h"
+
+/* Connection header fields a message may carry before we stop honouring the
+ * names they list (a bound; legitimate messages carry one). */
+#define MAX_CONNECTION_FIELDS 8
+
+/* Fields that are hop-by-hop whatever Connection says (RFC 9110 7.6.1, plus
+ * the non-standard Proxy-Connection and Keep-Alive). */
+static const char *const hop_by_hop[] = {
+    "connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", NULL,
+};
+
+struct conn_lists {
+    struct http1_slice v[MAX_CONNECTION_FIELDS];
+    size_t n;
+};
+
+static void collect_connection(const struct http1_message *m, struct conn_lists *cl)
+{
+    cl->n = 0;
+    for (size_t i = 0; i < m->num_headers && cl->n < MAX_CONNECTION_FIELDS; i++)
+        if (http1_slice_eq(m->headers[i].name, "connection"))
+            cl->v[cl->n++] = m->headers[i].value;
+}
+
+static bool listed_in_connection(const struct conn_lists *cl, struct http1_slice name)
+{
+    char tok[64];
+    if (name.len >= sizeof(tok))
+        return false;
+    memcpy(tok, name.ptr, name.len);
+    tok[name.len] = '\0';
+    for (size_t i = 0; i < cl->n; i++)
+        if (http1_list_has_token(cl->v[i], tok))
+            return true;
+    return false;
+}
+
+static bool is_hop_by_hop(struct http1_slice name, const struct conn_lists *cl)
+{
+    for (const char *const *h = hop_by_hop; *h; h++)
+        if (http1_slice_eq(name, *h))
+            return true;
+    return cl->n > 0 && listed_in_connection(cl, name);
+}
+
+static int append_field(struct hbuf *out, const struct http1_header *h)
+{
+    if (hbuf_append(out, h->name.ptr, h->name.len) < 0 || hbuf_append(out, ": ", 2) < 0 ||
+        hbuf_append(out, h->value.ptr, h->value.len) < 0 || hbuf_append(out, "\r\n", 2) < 0)
+        return -1;
+    return 0;
+}
+
+int headers_build_request(struct hbuf *out, const struct http1_request *req,
+                          const struct forward_info *fi)
+{
+    const struct http1_message *m = &req->msg;
+    struct conn_lists cl;
+    collect_connection(m, &cl);
+
+    int rc = 0;
+    rc |= hbuf_append(out, req->method.ptr, req->method.len);
+    rc |= hbuf_append(out, " ", 1);
+    rc |= hbuf_append(out, req->target.ptr, req->target.len);
+    rc |= hbuf_append_str(out, m->minor_version == 0 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n");
+
+    for (size_t i = 0; i < m->num_headers; i++) {
+        const struct http1_header *h = &m->headers[i];
+        if (is_hop_by_hop(h->name, &cl) || http1_slice_eq(h->name, "x-forwarded-for") ||
+            http1_slice_eq(h->name, "x-forwarded-proto") ||
+            http1_slice_eq(h->name, "x-forwarded-host"))
+            continue;
+        rc |= append_field(out, h);
+    }
+
+    /* X-Forwarded-For: every earlier hop in order, then this client */
+    rc |= hbuf_append_str(out, "X-Forwarded-For: ");
+    for (size_t i = 0; i < m->num_headers; i++) {
+        const struct http1_header *h = &m->headers[i];
+        if (!http1_slice_eq(h->name, "x-forwarded-for") || h->value.len == 0)
+            continue;
+        rc |= hbuf_append(out, h->value.ptr, h->value.len);
+        rc |= hbuf_append(out, ", ", 2);
+    }
+    rc |= hbuf_printf(out, "%s\r\nX-Forwarded-Proto: %s\r\n", fi->client_addr, fi->proto);
+    if (req->host.len) {
+        rc |= hbuf_append_str(out, "X-Forwarded-Host: ");
+        rc |= hbuf_append(out, req->host.ptr, req->host.len);
+        rc |= hbuf_append(out, "\r\n", 2);
+    }
+    if (fi->upgrade) {
+        rc |= hbuf_append_str(out, "Connection: upgrade\r\nUpgrade: ");
+        rc |= hbuf_append(out, m->upgrade.ptr, m->upgrade.len);
+        rc |= hbuf_append(out, "\r\n", 2);
+    } else if (m->minor_version == 0) {
+        /* HTTP/1.0 upstream requests are one-shot unless asked otherwise;
+         * ask, so the connection can be pooled */
+        rc |= hbuf_append_str(out, "Connection: keep-alive\r\n");
+    }
+    rc |= hbuf_append(out, "\r\n", 2);
+    return rc ? -1 : 0;
+}
+
+int headers_build_response(struct hbuf *out, const struct http1_response *res,
+                           enum response_conn conn)
+{
+    const struct http1_message *m = &res->msg;
+    struct conn_lists cl;
+    collect_connection(m, &cl);
+
+    int rc = hbuf_printf(out, "HTTP/1.1 %d ", res->status);
+    rc |= hbuf_append(out, res->reason.ptr, res->reason.len);
+    rc |= hbuf_append(out, "\r\n", 2);
+    for (size_t i = 0; i < m->num_headers; i++) {
+        const struct http1_header *h = &m->headers[i];
+        if (is_hop_by_hop(h->name, &cl))
+            continue;
+        rc |= append_field(out, h);
+    }
+    switch (conn) {
+    case RESPONSE_CONN_KEEP_ALIVE:
+        break;
+    case RESPONSE_CONN_KEEP_ALIVE_10:
+        rc |= hbuf_append_str(out, "Connection: keep-alive\r\n");
+        break;
+    case RESPONSE_CONN_CLOSE:
+        rc |= hbuf_append_str(out, "Connection: close\r\n");
+        break;
+    case RESPONSE_CONN_UPGRADE:
+        rc |= hbuf_append_str(out, "Connection: upgrade\r\nUpgrade: ");
+        rc |= hbuf_append(out, m->upgrade.ptr, m->upgrade.len);
+        rc |= hbuf_append(out, "\r\n", 2);
+        break;
+    }
+    rc |= hbuf_append(out, "\r\n", 2);
+    return rc ? -1 : 0;
+}
+
+int headers_build_error(struct hbuf *out, int status, const char *detail, bool close,
+                        bool head_only)
+{
+    const char *text = http1_status_text(status);
+    char body[256];
+    int body_len = detail ? snprintf(body, sizeof(body), "%d %s: %s\n", status, text, detail)
+                          : snprintf(body, sizeof(body), "%d %s\n", status, text);
+    if (body_len < 0 || (size_t)body_len >= sizeof(body))
+        body_len = (int)sizeof(body) - 1;
+    int rc = hbuf_printf(out,
+                         "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+                         "Cache-Control: no-store\r\n%s\r\n",
+                         status, text, body_len, close ? "Connection: close\r\n" : "");
+    if (!head_only)
+        rc |= hbuf_append(out, body, (size_t)body_len);
+    return rc ? -1 : 0;
+}

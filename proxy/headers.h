@@ -1,0 +1,39 @@
+/* Rebuilding heads: usher never forwards a head as it came in. It writes a
+ * new one with hop-by-hop fields removed and its own fields added, so what a
+ * peer sees is exactly what usher understood (RFC 9110 section 7.6.1). */
+#ifndef USHER_PROXY_HEADERS_H
+#define USHER_PROXY_HEADERS_H
+
+#include <stdbool.h>
+#include "../parser/http1-t.h"
+#include "buf.h"
+
+/* What the rebuilt request head must carry besides the client's fields. */
+struct forward_info {
+    const char *client_addr; /* appended to X-Forwarded-For */
+    const char *proto;       /* X-Forwarded-Proto: "http" or "https" */
+    bool upgrade;            /* keep Upgrade and send Connection: upgrade */
+};
+
+/* Appends the upstream request head for <req> to <out>. Returns 0 or -1. */
+int headers_build_request(struct hbuf *out, const struct http1_request *req,
+                          const struct forward_info *fi);
+
+/* How the response head must end for the client. */
+enum response_conn {
+    RESPONSE_CONN_KEEP_ALIVE = 1, /* HTTP/1.1 client: nothing to add */
+    RESPONSE_CONN_KEEP_ALIVE_10,  /* HTTP/1.0 client: Connection: keep-alive */
+    RESPONSE_CONN_CLOSE,          /* Connection: close */
+    RESPONSE_CONN_UPGRADE,        /* 101: Connection: upgrade + Upgrade */
+};
+
+/* Appends the client response head for <res> to <out>. Returns 0 or -1. */
+int headers_build_response(struct hbuf *out, const struct http1_response *res,
+                           enum response_conn conn);
+
+/* Appends a complete response usher makes itself: <status> with a short
+ * plain-text body naming <detail> (may be NULL). Returns 0 or -1. */
+int headers_build_error(struct hbuf *out, int status, const char *detail, bool close,
+                        bool head_only);
+
+#endif

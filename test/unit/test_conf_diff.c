@@ -1,0 +1,437 @@
+/* Unit tests of conf_diff(): each kind of change, their order, and what is
+ * not a change. */
+#include "conf/conf.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int failures;
+
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
+            failures++;                                                                            \
+        }                                                                                          \
+    } while (0)
+
+static struct conf *load(const char *yaml)
+{
+    struct conf_errors e = {0};
+    struct conf *c = conf_load_string("t.yaml", yaml, strlen(yaml), &e);
+
+    for (size_t i = 0; i < e.count; i++)
+        fprintf(stderr, "unexpected: %s\n", e.messages[i]);
+    conf_errors_clear(&e);
+    if (!c) {
+        fprintf(stderr, "config does not load:\n%s\n", yaml);
+        failures++;
+    }
+    return c;
+}
+
+/* The reference config every test edits: one listener, two pools. */
+static const char base[] = "listeners:\n"
+                           "  - name: web\n"
+                           "    bind: 127.0.0.1:8080\n"
+                           "    pools: {blue: 100, green: 0}\n"
+                           "pools:\n"
+                           "  - name: blue\n"
+                           "    health_check: {interval: 2s}\n"
+                           "    backends:\n"
+                           "      - {name: blue-1, address: 127.0.0.1:9001}\n"
+                           "      - {name: blue-2, address: 127.0.0.1:9002, weight: 2}\n"
+                           "  - name: green\n"
+                           "    backends:\n"
+                           "      - {name: green-1, address: 127.0.0.1:9003}\n";
+
+/* <base> with the first occurrence of <from> replaced by <to>. */
+static char *edit(const char *from, const char *to)
+{
+    const char *at = strstr(base, from);
+    char *out = NULL;
+
+    if (!at) {
+        fprintf(stderr, "edit: \"%s\" not in the base config\n", from);
+        failures++;
+        return strdup(base);
+    }
+    if (asprintf(&out, "%.*s%s%s", (int)(at - base), base, to, at + strlen(from)) < 0)
+        abort();
+    return out;
+}
+
+/* One expected change: its kind and the names it is about ("-" for none). */
+struct want {
+    enum conf_change_kind kind;
+    const char *pool;     /* pool of the change (old or new side) */
+    const char *backend;  /* backend name */
+    const char *listener; /* listener name */
+};
+
+static const char *change_pool(const struct conf_change *ch)
+{
+    return ch->new_pool ? ch->new_pool->name : ch->old_pool ? ch->old_pool->name : "-";
+}
+
+static const char *change_backend(const struct conf_change *ch)
+{
+    return ch->new_backend ? ch->new_backend->name : ch->old_backend ? ch->old_backend->name : "-";
+}
+
+static const char *change_listener(const struct conf_change *ch)
+{
+    return ch->new_listener ? ch->new_listener->name
+                            : ch->old_listener ? ch->old_listener->name : "-";
+}
+
+/* Checks which side of each change is set, as enum conf_change_kind says. */
+static bool sides_ok(const struct conf_change *ch)
+{
+    bool op = ch->old_pool, np = ch->new_pool, ob = ch->old_backend, nb = ch->new_backend;
+    bool ol = ch->old_listener, nl = ch->new_listener;
+
+    switch (ch->kind) {
+    case CONF_BACKEND_ADDED:
+        return !op && np && !ob && nb && !ol && !nl;
+    case CONF_BACKEND_REMOVED:
+        return op && !np && ob && !nb && !ol && !nl;
+    case CONF_BACKEND_WEIGHT:
+        return op && np && ob && nb && !ol && !nl;
+    case CONF_POOL_ADDED:
+        return !op && np && !ob && !nb && !ol && !nl;
+    case CONF_POOL_REMOVED:
+        return op && !np && !ob && !nb && !ol && !nl;
+    case CONF_POOL_CHANGED:
+        return op && np && !ob && !nb && !ol && !nl;
+    case CONF_LISTENER_ADDED:
+        return !op && !np && !ob && !nb && !ol && nl;
+    case CONF_LISTENER_REMOVED:
+        return !op && !np && !ob && !nb && ol && !nl;
+    case CONF_LISTENER_SPLIT:
+        return !op && !np && !ob && !nb && ol && nl;
+    }
+    return false;
+}
+
+static void check_diff(int line, const struct conf *a, const struct conf *b, const struct want *w,
+                       size_t n)
+{
+    struct conf_diff d;
+    bool ok;
+
+    if (conf_diff(a, b, &d) != 0) {
+        fprintf(stderr, "%s:%d: conf_diff failed\n", __FILE__, line);
+        failures++;
+        return;
+    }
+    ok = d.count == n;
+    for (size_t i = 0; ok && i < n; i++) {
+        const struct conf_change *ch = &d.changes[i];
+        ok = ch->kind == w[i].kind && strcmp(change_pool(ch), w[i].pool) == 0 &&
+             strcmp(change_backend(ch), w[i].backend) == 0 &&
+             strcmp(change_listener(ch), w[i].listener) == 0 && sides_ok(ch);
+    }
+    if (!ok) {
+        fprintf(stderr, "%s:%d: diff differs\n  expected:\n", __FILE__, line);
+        for (size_t i = 0; i < n; i++)
+            fprintf(stderr, "    %s pool=%s backend=%s listener=%s\n",
+                    conf_change_kind_str(w[i].kind), w[i].pool, w[i].backend, w[i].listener);
+        fprintf(stderr, "  got:\n");
+        for (size_t i = 0; i < d.count; i++)
+            fprintf(stderr, "    %s pool=%s backend=%s listener=%s%s\n",
+                    conf_change_kind_str(d.changes[i].kind), change_pool(&d.changes[i]),
+                    change_backend(&d.changes[i]), change_listener(&d.changes[i]),
+                    sides_ok(&d.changes[i]) ? "" : " (wrong sides set)");
+        failures++;
+    }
+    conf_diff_free(&d);
+    CHECK(d.changes == NULL && d.count == 0);
+}
+
+#define WANT(...) ((const struct want[]){__VA_ARGS__})
+#define NWANT(...) (sizeof(WANT(__VA_ARGS__)) / sizeof(struct want))
+#define CHECK_DIFF(a, b, ...) check_diff(__LINE__, a, b, WANT(__VA_ARGS__), NWANT(__VA_ARGS__))
+#define CHECK_NO_DIFF(a, b) check_diff(__LINE__, a, b, NULL, 0)
+
+/* Loads <base> edited by <from> -> <to> and compares it with <old>. */
+#define EDITED(from, to) load_edit(from, to)
+
+static struct conf *load_edit(const char *from, const char *to)
+{
+    char *y = edit(from, to);
+    struct conf *c = load(y);
+
+    free(y);
+    return c;
+}
+
+static void test_no_change(struct conf *old)
+{
+    struct conf *same = load(base);
+    /* a reordered split, a backend written by name, a re-set default: no change */
+    struct conf *cosmetic = EDITED("{blue: 100, green: 0}", "{green: 0, blue: 100}");
+    struct conf *host = EDITED("bind: 127.0.0.1:8080", "bind: localhost:8080");
+    struct conf *dflt = EDITED("address: 127.0.0.1:9001}", "address: 127.0.0.1:9001, weight: 1}");
+
+    if (same && cosmetic && host && dflt) {
+        CHECK_NO_DIFF(old, old);
+        CHECK_NO_DIFF(old, same);
+        CHECK_NO_DIFF(old, cosmetic);
+        CHECK_NO_DIFF(old, host);
+        CHECK_NO_DIFF(old, dflt);
+    }
+    conf_free(same);
+    conf_free(cosmetic);
+    conf_free(host);
+    conf_free(dflt);
+}
+
+static void test_backends(struct conf *old)
+{
+    struct conf *added = EDITED("      - {name: green-1,",
+                                "      - {name: green-2, address: 127.0.0.1:9004}\n"
+                                "      - {name: green-1,");
+    struct conf *removed = EDITED("      - {name: blue-1, address: 127.0.0.1:9001}\n", "");
+    struct conf *moved = EDITED("127.0.0.1:9002", "127.0.0.1:9012");
+    /* same socket address, other host text: health checks send another Host */
+    struct conf *renamed_host = EDITED("127.0.0.1:9003", "localhost:9003");
+    struct conf *weight = EDITED("weight: 2", "weight: 5");
+    /* moved and reweighted: only the move counts */
+    struct conf *both = EDITED("127.0.0.1:9002, weight: 2", "127.0.0.1:9012, weight: 5");
+
+    if (!added || !removed || !moved || !renamed_host || !weight || !both)
+        goto out;
+    CHECK_DIFF(old, added, {CONF_BACKEND_ADDED, "green", "green-2", "-"});
+    CHECK_DIFF(old, removed, {CONF_BACKEND_REMOVED, "blue", "blue-1", "-"});
+    CHECK_DIFF(old, moved, {CONF_BACKEND_REMOVED, "blue", "blue-2", "-"},
+               {CONF_BACKEND_ADDED, "blue", "blue-2", "-"});
+    CHECK_DIFF(old, renamed_host, {CONF_BACKEND_REMOVED, "green", "green-1", "-"},
+               {CONF_BACKEND_ADDED, "green", "green-1", "-"});
+    CHECK_DIFF(old, weight, {CONF_BACKEND_WEIGHT, "blue", "blue-2", "-"});
+    CHECK_DIFF(old, both, {CONF_BACKEND_REMOVED, "blue", "blue-2", "-"},
+               {CONF_BACKEND_ADDED, "blue", "blue-2", "-"});
+
+    /* the pointers refer into the right config */
+    struct conf_diff d;
+    if (conf_diff(old, weight, &d) == 0 && d.count == 1) {
+        CHECK(d.changes[0].old_pool == &old->pools[0]);
+        CHECK(d.changes[0].new_pool == &weight->pools[0]);
+        CHECK(d.changes[0].old_backend == &old->pools[0].backends[1]);
+        CHECK(d.changes[0].new_backend == &weight->pools[0].backends[1]);
+        CHECK(d.changes[0].old_backend->weight == 2 && d.changes[0].new_backend->weight == 5);
+        conf_diff_free(&d);
+    } else {
+        CHECK(!"weight diff");
+    }
+out:
+    conf_free(added);
+    conf_free(removed);
+    conf_free(moved);
+    conf_free(renamed_host);
+    conf_free(weight);
+    conf_free(both);
+}
+
+static void test_pools(struct conf *old)
+{
+    struct conf *added = EDITED("  - name: green\n",
+                                "  - name: red\n"
+                                "    backends:\n"
+                                "      - {name: red-1, address: 127.0.0.1:9005}\n"
+                                "      - {name: red-2, address: 127.0.0.1:9006}\n"
+                                "  - name: green\n");
+    struct conf *removed = load("listeners:\n"
+                                "  - name: web\n"
+                                "    bind: 127.0.0.1:8080\n"
+                                "    pools: {green: 1}\n"
+                                "pools:\n"
+                                "  - name: green\n"
+                                "    backends:\n"
+                                "      - {name: green-1, address: 127.0.0.1:9003}\n");
+    struct conf *balance = EDITED("  - name: green\n", "  - name: green\n    balance: least_conn\n");
+    struct conf *delay = EDITED("  - name: green\n",
+                                "  - name: green\n    deregistration_delay: 5s\n");
+    struct conf *hc_on = EDITED("  - name: green\n", "  - name: green\n    health_check: {}\n");
+    struct conf *hc_off = EDITED("    health_check: {interval: 2s}\n", "");
+    struct conf *hc_interval = EDITED("{interval: 2s}", "{interval: 3s}");
+    struct conf *hc_same = EDITED("{interval: 2s}", "{path: /healthz}");
+    struct conf *hc_status = EDITED("{interval: 2s}", "{expect_status: 200}");
+    struct conf *hc_and_backend =
+        EDITED("{interval: 2s}", "{interval: 5s, timeout: 2s}");
+
+    if (!added || !removed || !balance || !delay || !hc_on || !hc_off || !hc_interval ||
+        !hc_same || !hc_status || !hc_and_backend)
+        goto out;
+    CHECK_DIFF(old, added, {CONF_POOL_ADDED, "red", "-", "-"},
+               {CONF_BACKEND_ADDED, "red", "red-1", "-"}, {CONF_BACKEND_ADDED, "red", "red-2", "-"});
+    /* backends of a removed pool drain first, then the pool goes; the split changed too */
+    CHECK_DIFF(old, removed, {CONF_BACKEND_REMOVED, "blue", "blue-1", "-"},
+               {CONF_BACKEND_REMOVED, "blue", "blue-2", "-"}, {CONF_POOL_REMOVED, "blue", "-", "-"},
+               {CONF_LISTENER_SPLIT, "-", "-", "web"});
+    CHECK_DIFF(old, balance, {CONF_POOL_CHANGED, "green", "-", "-"});
+    CHECK_DIFF(old, delay, {CONF_POOL_CHANGED, "green", "-", "-"});
+    CHECK_DIFF(old, hc_on, {CONF_POOL_CHANGED, "green", "-", "-"});
+    CHECK_DIFF(old, hc_off, {CONF_POOL_CHANGED, "blue", "-", "-"});
+    CHECK_DIFF(old, hc_interval, {CONF_POOL_CHANGED, "blue", "-", "-"});
+    CHECK_NO_DIFF(old, hc_same);
+    CHECK_DIFF(old, hc_status, {CONF_POOL_CHANGED, "blue", "-", "-"});
+    CHECK_DIFF(old, hc_and_backend, {CONF_POOL_CHANGED, "blue", "-", "-"});
+    /* both ways: a pool added is removed going back */
+    CHECK_DIFF(added, old, {CONF_BACKEND_REMOVED, "red", "red-1", "-"},
+               {CONF_BACKEND_REMOVED, "red", "red-2", "-"}, {CONF_POOL_REMOVED, "red", "-", "-"});
+out:
+    conf_free(added);
+    conf_free(removed);
+    conf_free(balance);
+    conf_free(delay);
+    conf_free(hc_on);
+    conf_free(hc_off);
+    conf_free(hc_interval);
+    conf_free(hc_same);
+    conf_free(hc_status);
+    conf_free(hc_and_backend);
+}
+
+static void test_listeners(struct conf *old)
+{
+    struct conf *added = EDITED("pools:\n  - name: blue\n",
+                                "  - name: api\n"
+                                "    bind: 127.0.0.1:8081\n"
+                                "    pools: {green: 1}\n"
+                                "pools:\n  - name: blue\n");
+    struct conf *rebind = EDITED("127.0.0.1:8080", "127.0.0.1:8090");
+    struct conf *renamed = EDITED("name: web", "name: www");
+    struct conf *switched = EDITED("{blue: 100, green: 0}", "{blue: 0, green: 100}");
+    struct conf *fewer = EDITED("{blue: 100, green: 0}", "{blue: 100}");
+    struct conf *protocol = EDITED("    pools: {blue", "    protocol: tcp\n    pools: {blue");
+
+    if (!added || !rebind || !renamed || !switched || !fewer || !protocol)
+        goto out;
+    CHECK_DIFF(old, added, {CONF_LISTENER_ADDED, "-", "-", "api"});
+    CHECK_DIFF(added, old, {CONF_LISTENER_REMOVED, "-", "-", "api"});
+    CHECK_DIFF(old, rebind, {CONF_LISTENER_REMOVED, "-", "-", "web"},
+               {CONF_LISTENER_ADDED, "-", "-", "web"});
+    CHECK_DIFF(old, renamed, {CONF_LISTENER_REMOVED, "-", "-", "web"},
+               {CONF_LISTENER_ADDED, "-", "-", "www"});
+    CHECK_DIFF(old, switched, {CONF_LISTENER_SPLIT, "-", "-", "web"});
+    CHECK_DIFF(old, fewer, {CONF_LISTENER_SPLIT, "-", "-", "web"});
+    CHECK_DIFF(old, protocol, {CONF_LISTENER_SPLIT, "-", "-", "web"});
+out:
+    conf_free(added);
+    conf_free(rebind);
+    conf_free(renamed);
+    conf_free(switched);
+    conf_free(fewer);
+    conf_free(protocol);
+}
+
+static void test_tls(struct conf *old)
+{
+    char path[] = "/tmp/usher-test-diff-XXXXXX";
+    int fd = mkstemp(path);
+    char *to = NULL;
+    struct conf *tls = NULL, *tls2 = NULL;
+
+    if (fd < 0) {
+        CHECK(!"mkstemp");
+        return;
+    }
+    close(fd);
+    if (asprintf(&to, "    tls: {cert: %s, key: %s}\n    pools: {blue", path, path) > 0) {
+        tls = EDITED("    pools: {blue", to);
+        tls2 = EDITED("    pools: {blue", to);
+    }
+    if (tls && tls2) {
+        CHECK_DIFF(old, tls, {CONF_LISTENER_SPLIT, "-", "-", "web"});
+        CHECK_DIFF(tls, old, {CONF_LISTENER_SPLIT, "-", "-", "web"});
+        CHECK_NO_DIFF(tls, tls2);
+    }
+    conf_free(tls);
+    conf_free(tls2);
+    free(to);
+    unlink(path);
+}
+
+/* Many things at once: the documented order. */
+static void test_order(struct conf *old)
+{
+    struct conf *next = load("listeners:\n"
+                             "  - name: api\n"
+                             "    bind: 127.0.0.1:8081\n"
+                             "    pools: {red: 1}\n"
+                             "  - name: web\n"
+                             "    bind: 127.0.0.1:8080\n"
+                             "    pools: {red: 1, green: 1}\n"
+                             "pools:\n"
+                             "  - name: red\n"
+                             "    backends:\n"
+                             "      - {name: red-1, address: 127.0.0.1:9005}\n"
+                             "  - name: green\n"
+                             "    balance: least_conn\n"
+                             "    backends:\n"
+                             "      - {name: green-2, address: 127.0.0.1:9004}\n"
+                             "      - {name: green-1, address: 127.0.0.1:9003, weight: 3}\n");
+    if (!next)
+        return;
+    CHECK_DIFF(old, next, {CONF_BACKEND_REMOVED, "blue", "blue-1", "-"},
+               {CONF_BACKEND_REMOVED, "blue", "blue-2", "-"}, {CONF_POOL_REMOVED, "blue", "-", "-"},
+               {CONF_POOL_ADDED, "red", "-", "-"}, {CONF_BACKEND_ADDED, "red", "red-1", "-"},
+               {CONF_POOL_CHANGED, "green", "-", "-"},
+               {CONF_BACKEND_ADDED, "green", "green-2", "-"},
+               {CONF_BACKEND_WEIGHT, "green", "green-1", "-"},
+               {CONF_LISTENER_ADDED, "-", "-", "api"}, {CONF_LISTENER_SPLIT, "-", "-", "web"});
+    conf_free(next);
+}
+
+static void test_from_nothing(struct conf *old)
+{
+    CHECK_DIFF(NULL, old, {CONF_POOL_ADDED, "blue", "-", "-"},
+               {CONF_BACKEND_ADDED, "blue", "blue-1", "-"},
+               {CONF_BACKEND_ADDED, "blue", "blue-2", "-"}, {CONF_POOL_ADDED, "green", "-", "-"},
+               {CONF_BACKEND_ADDED, "green", "green-1", "-"},
+               {CONF_LISTENER_ADDED, "-", "-", "web"});
+    CHECK_DIFF(old, NULL, {CONF_BACKEND_REMOVED, "blue", "blue-1", "-"},
+               {CONF_BACKEND_REMOVED, "blue", "blue-2", "-"}, {CONF_POOL_REMOVED, "blue", "-", "-"},
+               {CONF_BACKEND_REMOVED, "green", "green-1", "-"},
+               {CONF_POOL_REMOVED, "green", "-", "-"}, {CONF_LISTENER_REMOVED, "-", "-", "web"});
+    CHECK_NO_DIFF(NULL, NULL);
+}
+
+static void test_kind_names(void)
+{
+    CHECK(strcmp(conf_change_kind_str(CONF_BACKEND_ADDED), "backend_added") == 0);
+    CHECK(strcmp(conf_change_kind_str(CONF_BACKEND_REMOVED), "backend_removed") == 0);
+    CHECK(strcmp(conf_change_kind_str(CONF_BACKEND_WEIGHT), "backend_weight") == 0);
+    CHECK(strcmp(conf_change_kind_str(CONF_POOL_ADDED), "pool_added") == 0);
+    CHECK(strcmp(conf_change_kind_str(CONF_POOL_REMOVED), "pool_removed") == 0);
+    CHECK(strcmp(conf_change_kind_str(CONF_POOL_CHANGED), "pool_changed") == 0);
+    CHECK(strcmp(conf_change_kind_str(CONF_LISTENER_ADDED), "listener_added") == 0);
+    CHECK(strcmp(conf_change_kind_str(CONF_LISTENER_REMOVED), "listener_removed") == 0);
+    CHECK(strcmp(conf_change_kind_str(CONF_LISTENER_SPLIT), "listener_split") == 0);
+    CHECK(strcmp(conf_change_kind_str((enum conf_change_kind)0), "?") == 0);
+}
+
+int main(void)
+{
+    struct conf *old = load(base);
+
+    if (old) {
+        test_no_change(old);
+        test_backends(old);
+        test_pools(old);
+        test_listeners(old);
+        test_tls(old);
+        test_order(old);
+        test_from_nothing(old);
+    }
+    test_kind_names();
+    conf_free(old);
+    if (failures) {
+        fprintf(stderr, "test_conf_diff: %d failure(s)\n", failures);
+        return 1;
+    }
+    printf("test_conf_diff: ok\n");
+    return 0;
+}
