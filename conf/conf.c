@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,11 +101,11 @@ struct key {
     const char *name;
     enum key_type type;
     unsigned flags;
-    size_t offset;    /* where the value goes, from the base of the table's struct */
-    size_t aux;       /* T_SECTION: bool set when present; T_LIST: its size_t count;
-                         T_STATUS: the upper bound of the range */
+    size_t offset; /* where the value goes, from the base of the table's struct */
+    size_t aux;    /* T_SECTION: bool set when present; T_LIST: its size_t count;
+                      T_STATUS: the upper bound of the range */
     uint64_t min, max;
-    uint64_t def;     /* default of a bool, integer, duration or enum */
+    uint64_t def;        /* default of a bool, integer, duration or enum */
     const char *def_str; /* default of a string, address or status */
     const struct enum_name *names;
     const struct section *sub;
@@ -123,9 +124,8 @@ struct section {
 #define SECTION_MAX_KEYS 16
 
 #define MS(n) ((uint64_t)(n))
-#define SEC(n) ((uint64_t)(n) * 1000)
-#define MIN(n) ((uint64_t)(n) * 60000)
-#define HOUR(n) ((uint64_t)(n) * 3600000)
+#define SEC(n) ((uint64_t)(n)*1000)
+#define HOUR(n) ((uint64_t)(n)*3600000)
 
 /* Weights are relative; a million leaves room for percentages with four
  * decimals while smooth weighted round robin sums stay far from overflow. */
@@ -155,7 +155,10 @@ static const struct enum_name log_format_names[] = {
 
 static void check_health(struct loader *l, void *base, yaml_node_t *map);
 
-#define KEY(T, n, ty, field, ...) {.name = n, .type = ty, .offset = offsetof(T, field), __VA_ARGS__}
+#define KEY(T, n, ty, field, ...)                                                                  \
+    {                                                                                              \
+        .name = n, .type = ty, .offset = offsetof(T, field), __VA_ARGS__                           \
+    }
 
 /* health_check: offsets from struct conf_pool */
 #define HC(n, ty, field, ...) KEY(struct conf_pool, n, ty, health_check.field, __VA_ARGS__)
@@ -186,8 +189,8 @@ static const struct section backend_section = {.keys = backend_keys,
 static const struct key pool_keys[] = {
     PO("name", T_NAME, name, .flags = K_REQUIRED),
     PO("balance", T_ENUM, balance, .names = balance_names, .def = CONF_BALANCE_ROUND_ROBIN),
-    PO("deregistration_delay", T_DURATION, deregistration_delay, .min = 0,
-       .max = CONF_DURATION_MAX, .def = SEC(30)),
+    PO("deregistration_delay", T_DURATION, deregistration_delay, .min = 0, .max = CONF_DURATION_MAX,
+       .def = SEC(30)),
     PO("health_check", T_SECTION, health_check, .sub = &health_section,
        .aux = offsetof(struct conf_pool, health_check.enabled)),
     /* required, but may be empty: a blue/green pool can stand idle */
@@ -199,17 +202,17 @@ static const struct section pool_section = {.keys = pool_keys,
                                             .pos_offset = offsetof(struct conf_pool, pos)};
 
 #define LI(n, ty, field, ...) KEY(struct conf_listener, n, ty, field, __VA_ARGS__)
-static const struct key tls_keys[] = {
-    LI("cert", T_FILE, tls.cert, .flags = K_REQUIRED),
-    LI("key", T_FILE, tls.key, .flags = K_REQUIRED),
-    {.name = NULL}};
+static const struct key tls_keys[] = {LI("cert", T_FILE, tls.cert, .flags = K_REQUIRED),
+                                      LI("key", T_FILE, tls.key, .flags = K_REQUIRED),
+                                      {.name = NULL}};
 static const struct section tls_section = {.keys = tls_keys};
 
 static const struct key listener_keys[] = {
     LI("name", T_NAME, name, .flags = K_REQUIRED),
     LI("bind", T_ADDRESS, bind, .flags = K_REQUIRED),
     LI("protocol", T_ENUM, protocol, .names = protocol_names, .def = CONF_PROTO_HTTP),
-    LI("tls", T_SECTION, tls, .sub = &tls_section, .aux = offsetof(struct conf_listener, tls.enabled)),
+    LI("tls", T_SECTION, tls, .sub = &tls_section,
+       .aux = offsetof(struct conf_listener, tls.enabled)),
     LI("pools", T_SPLITS, splits, .flags = K_REQUIRED, .max = WEIGHT_MAX,
        .aux = offsetof(struct conf_listener, num_splits)),
     {.name = NULL}};
@@ -218,10 +221,10 @@ static const struct section listener_section = {.keys = listener_keys,
                                                 .pos_offset = offsetof(struct conf_listener, pos)};
 
 #define CF(n, ty, field, ...) KEY(struct conf, n, ty, field, __VA_ARGS__)
-static const struct key admin_keys[] = {
-    CF("bind", T_ADDRESS, admin.bind, .def_str = "127.0.0.1:9901", .flags = K_RESTART,
-       .dotted = "admin.bind"),
-    {.name = NULL}};
+static const struct key admin_keys[] = {CF("bind", T_ADDRESS, admin.bind,
+                                           .def_str = "127.0.0.1:9901", .flags = K_RESTART,
+                                           .dotted = "admin.bind"),
+                                        {.name = NULL}};
 static const struct section admin_section = {.keys = admin_keys};
 
 static const struct key shutdown_keys[] = {
@@ -232,10 +235,13 @@ static const struct section shutdown_section = {.keys = shutdown_keys};
 
 #define TIMEOUT(n, dflt)                                                                           \
     CF(#n, T_DURATION, timeouts.n, .min = MS(1), .max = CONF_DURATION_MAX, .def = dflt)
-static const struct key timeout_keys[] = {
-    TIMEOUT(client_header, SEC(10)), TIMEOUT(client_idle, SEC(60)), TIMEOUT(connect, SEC(3)),
-    TIMEOUT(backend, SEC(60)),       TIMEOUT(tunnel, HOUR(1)),      TIMEOUT(backend_idle, SEC(4)),
-    {.name = NULL}};
+static const struct key timeout_keys[] = {TIMEOUT(client_header, SEC(10)),
+                                          TIMEOUT(client_idle, SEC(60)),
+                                          TIMEOUT(connect, SEC(3)),
+                                          TIMEOUT(backend, SEC(60)),
+                                          TIMEOUT(tunnel, HOUR(1)),
+                                          TIMEOUT(backend_idle, SEC(4)),
+                                          {.name = NULL}};
 static const struct section timeouts_section = {.keys = timeout_keys};
 
 static const struct key limit_keys[] = {
@@ -245,8 +251,8 @@ static const struct key limit_keys[] = {
     CF("max_headers", T_UINT, limits.max_headers, .min = 1, .max = 10000, .def = 100),
     CF("max_uri_bytes", T_UINT, limits.max_uri_bytes, .min = 16, .max = 1048576, .def = 8192),
     /* 0 turns upstream keep-alive pooling off */
-    CF("backend_idle_connections", T_UINT, limits.backend_idle_connections, .min = 0,
-       .max = 100000, .def = 64),
+    CF("backend_idle_connections", T_UINT, limits.backend_idle_connections, .min = 0, .max = 100000,
+       .def = 64),
     {.name = NULL}};
 static const struct section limits_section = {.keys = limit_keys};
 
@@ -258,8 +264,8 @@ static const struct key log_keys[] = {
 static const struct section log_section = {.keys = log_keys};
 
 static const struct key root_keys[] = {
-    CF("admin", T_SECTION, admin, .sub = &admin_section, .aux = offsetof(struct conf, admin.enabled),
-       .flags = K_RESTART, .dotted = "admin"),
+    CF("admin", T_SECTION, admin, .sub = &admin_section,
+       .aux = offsetof(struct conf, admin.enabled), .flags = K_RESTART, .dotted = "admin"),
     CF("shutdown", T_SECTION, shutdown, .sub = &shutdown_section, .aux = NO_OFFSET),
     CF("timeouts", T_SECTION, timeouts, .sub = &timeouts_section, .aux = NO_OFFSET),
     CF("limits", T_SECTION, limits, .sub = &limits_section, .aux = NO_OFFSET),
@@ -354,8 +360,8 @@ static void verror(struct loader *l, unsigned line, unsigned column, const char 
 
     if (vasprintf(&reason, fmt, ap) < 0)
         goto fail;
-    if (asprintf(&msg, "%s:%u:%u: %s: %s", l->file, line, column,
-                 l->path_len ? l->path : "(root)", reason) < 0)
+    if (asprintf(&msg, "%s:%u:%u: %s: %s", l->file, line, column, l->path_len ? l->path : "(root)",
+                 reason) < 0)
         goto fail;
     if (l->nerrs == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 16;
@@ -396,13 +402,14 @@ static __attribute__((format(printf, 4, 5))) void error_at(struct loader *l, uns
     va_end(ap);
 }
 
-/* Copies user text for a message: quoted, control bytes as '?', cut long. */
-static const char *quote(const char *s, char *buf)
+/* Copies user text for a message: quoted, control bytes as '?', cut after
+ * <max> bytes; <buf> holds max + 6. */
+static const char *quote_n(const char *s, char *buf, size_t max)
 {
     size_t o = 0, i;
 
     buf[o++] = '"';
-    for (i = 0; s[i] && i < QUOTE_MAX; i++)
+    for (i = 0; s[i] && i < max; i++)
         buf[o++] = ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) ? '?' : s[i];
     if (s[i]) {
         memcpy(buf + o, "...", 3);
@@ -411,6 +418,11 @@ static const char *quote(const char *s, char *buf)
     buf[o++] = '"';
     buf[o] = '\0';
     return buf;
+}
+
+static const char *quote(const char *s, char *buf)
+{
+    return quote_n(s, buf, QUOTE_MAX);
 }
 
 static size_t path_append(struct loader *l, const char *s, size_t n)
@@ -488,7 +500,8 @@ static yaml_node_pair_t *map_pair(struct loader *l, yaml_node_t *map, const char
 {
     if (!map || map->type != YAML_MAPPING_NODE)
         return NULL;
-    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
         yaml_node_t *k = node_get(l, p->key);
         if (k && k->type == YAML_SCALAR_NODE && strcmp(scalar_text(k), key) == 0)
             return p;
@@ -525,7 +538,8 @@ static bool duplicate_key(struct loader *l, yaml_node_t *map, yaml_node_pair_t *
     for (yaml_node_pair_t *q = map->data.mapping.pairs.start; q < p; q++) {
         yaml_node_t *qk = node_get(l, q->key);
         if (qk && qk->type == YAML_SCALAR_NODE && strcmp(scalar_text(qk), scalar_text(kn)) == 0) {
-            error_node(l, kn, "duplicate key (first at line %u)", (unsigned)qk->start_mark.line + 1);
+            error_node(l, kn, "duplicate key (first at line %u)",
+                       (unsigned)qk->start_mark.line + 1);
             return true;
         }
     }
@@ -744,7 +758,7 @@ static bool http_path_valid(const char *s)
  * relative to the config file's directory. */
 static void parse_file(struct loader *l, void *dst, yaml_node_t *n)
 {
-    char q[QUOTE_BUF];
+    char q[PATH_MAX + 8];
     const char *s = want_string(l, n);
     char *path = NULL;
     struct stat st;
@@ -759,8 +773,8 @@ static void parse_file(struct loader *l, void *dst, yaml_node_t *n)
     if (s[0] != '/' && l->base_dir) {
         char *full = NULL;
         size_t bl = strlen(l->base_dir);
-        if (asprintf(&full, "%s%s%s", l->base_dir, bl && l->base_dir[bl - 1] == '/' ? "" : "/",
-                     s) < 0) {
+        if (asprintf(&full, "%s%s%s", l->base_dir, bl && l->base_dir[bl - 1] == '/' ? "" : "/", s) <
+            0) {
             l->oom = true;
             return;
         }
@@ -773,11 +787,11 @@ static void parse_file(struct loader *l, void *dst, yaml_node_t *n)
         return;
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        error_node(l, n, "cannot read %s: %s", quote(path, q), strerror(errno));
+        error_node(l, n, "cannot read %s: %s", quote_n(path, q, PATH_MAX), strerror(errno));
         return;
     }
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
-        error_node(l, n, "cannot read %s: not a regular file", quote(path, q));
+        error_node(l, n, "cannot read %s: not a regular file", quote_n(path, q, PATH_MAX));
     close(fd);
     memcpy(dst, &path, sizeof(path));
 }
@@ -888,7 +902,8 @@ static void parse_section(struct loader *l, const struct section *s, void *base,
     bool seen[SECTION_MAX_KEYS] = {false};
     size_t errs_before = l->nerrs;
 
-    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
         yaml_node_t *kn = node_get(l, p->key), *vn = node_get(l, p->value);
         const struct key *k;
         size_t old;
@@ -1054,7 +1069,8 @@ static void check_references(struct loader *l, yaml_node_t *root)
                            sizeof(c->pools[0]));
         for (size_t i = 0; i < c->num_pools; i++) {
             struct conf_pool *p = &c->pools[i];
-            yaml_node_t *backends = parsed_list(l, seq_item(l, pools, i), "backends", p->num_backends);
+            yaml_node_t *backends =
+                parsed_list(l, seq_item(l, pools, i), "backends", p->num_backends);
             pool_names_ok &= p->name != NULL;
             if (!backends || p->num_backends == 0)
                 continue;
@@ -1088,8 +1104,9 @@ static void check_references(struct loader *l, yaml_node_t *root)
                            "address %s is already used by listener \"%s\"", quote(li->bind.text, q),
                            lj->name);
             else
-                error_node(l, map_get(l, item, "bind"), "address %s is already used by listeners[%zu]",
-                           quote(li->bind.text, q), j);
+                error_node(l, map_get(l, item, "bind"),
+                           "address %s is already used by listeners[%zu]", quote(li->bind.text, q),
+                           j);
             path_pop(l, old3);
             break;
         }
@@ -1400,9 +1417,8 @@ static bool value_equal(const struct key *k, const void *a_base, const void *b_b
 
     switch (k->type) {
     case T_SECTION:
-        return k->aux == NO_OFFSET ||
-               *(const bool *)((const char *)a_base + k->aux) ==
-                   *(const bool *)((const char *)b_base + k->aux);
+        return k->aux == NO_OFFSET || *(const bool *)((const char *)a_base + k->aux) ==
+                                          *(const bool *)((const char *)b_base + k->aux);
     case T_ADDRESS:
         return conf_address_same((const struct conf_address *)a, (const struct conf_address *)b);
     case T_BOOL:

@@ -94,8 +94,8 @@ static bool splits_equal(const struct conf_listener *a, const struct conf_listen
 static bool listener_settings_equal(const struct conf_listener *a, const struct conf_listener *b)
 {
     return a->protocol == b->protocol && a->tls.enabled == b->tls.enabled &&
-           (!a->tls.enabled || (str_equal(a->tls.cert, b->tls.cert) &&
-                                str_equal(a->tls.key, b->tls.key))) &&
+           (!a->tls.enabled ||
+            (str_equal(a->tls.cert, b->tls.cert) && str_equal(a->tls.key, b->tls.key))) &&
            splits_equal(a, b);
 }
 
@@ -115,18 +115,21 @@ static void diff_backends(struct builder *b, const struct conf_pool *op, const s
         const struct conf_backend *ob = &op->backends[i];
         const struct conf_backend *nb = find_backend(np, ob->name);
         if (!nb || !backend_address_equal(&ob->address, &nb->address))
-            push(b, (struct conf_change){.kind = CONF_BACKEND_REMOVED, .old_pool = op,
-                                         .old_backend = ob});
+            push(b, (struct conf_change){
+                        .kind = CONF_BACKEND_REMOVED, .old_pool = op, .old_backend = ob});
     }
     for (size_t i = 0; i < np->num_backends; i++) {
         const struct conf_backend *nb = &np->backends[i];
         const struct conf_backend *ob = find_backend(op, nb->name);
         if (!ob || !backend_address_equal(&ob->address, &nb->address))
-            push(b, (struct conf_change){.kind = CONF_BACKEND_ADDED, .new_pool = np,
-                                         .new_backend = nb});
+            push(b, (struct conf_change){
+                        .kind = CONF_BACKEND_ADDED, .new_pool = np, .new_backend = nb});
         else if (ob->weight != nb->weight)
-            push(b, (struct conf_change){.kind = CONF_BACKEND_WEIGHT, .old_pool = op,
-                                         .new_pool = np, .old_backend = ob, .new_backend = nb});
+            push(b, (struct conf_change){.kind = CONF_BACKEND_WEIGHT,
+                                         .old_pool = op,
+                                         .new_pool = np,
+                                         .old_backend = ob,
+                                         .new_backend = nb});
     }
 }
 
@@ -144,7 +147,8 @@ int conf_diff(const struct conf *old, const struct conf *new, struct conf_diff *
         if (find_pool(new, op->name))
             continue;
         for (size_t j = 0; j < op->num_backends; j++)
-            push(&b, (struct conf_change){.kind = CONF_BACKEND_REMOVED, .old_pool = op,
+            push(&b, (struct conf_change){.kind = CONF_BACKEND_REMOVED,
+                                          .old_pool = op,
                                           .old_backend = &op->backends[j]});
         push(&b, (struct conf_change){.kind = CONF_POOL_REMOVED, .old_pool = op});
     }
@@ -154,12 +158,14 @@ int conf_diff(const struct conf *old, const struct conf *new, struct conf_diff *
         if (!op) {
             push(&b, (struct conf_change){.kind = CONF_POOL_ADDED, .new_pool = np});
             for (size_t j = 0; j < np->num_backends; j++)
-                push(&b, (struct conf_change){.kind = CONF_BACKEND_ADDED, .new_pool = np,
+                push(&b, (struct conf_change){.kind = CONF_BACKEND_ADDED,
+                                              .new_pool = np,
                                               .new_backend = &np->backends[j]});
             continue;
         }
         if (!pool_settings_equal(op, np))
-            push(&b, (struct conf_change){.kind = CONF_POOL_CHANGED, .old_pool = op, .new_pool = np});
+            push(&b,
+                 (struct conf_change){.kind = CONF_POOL_CHANGED, .old_pool = op, .new_pool = np});
         diff_backends(&b, op, np);
     }
 
@@ -176,8 +182,8 @@ int conf_diff(const struct conf *old, const struct conf *new, struct conf_diff *
         if (!ol || !conf_address_same(&ol->bind, &nl->bind))
             push(&b, (struct conf_change){.kind = CONF_LISTENER_ADDED, .new_listener = nl});
         else if (!listener_settings_equal(ol, nl))
-            push(&b, (struct conf_change){.kind = CONF_LISTENER_SPLIT, .old_listener = ol,
-                                          .new_listener = nl});
+            push(&b, (struct conf_change){
+                         .kind = CONF_LISTENER_SPLIT, .old_listener = ol, .new_listener = nl});
     }
 
     if (b.oom) {

@@ -24,7 +24,7 @@
 #include "backend.h"
 #include "check.h"
 
-#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 static const char reason_removed[] = "removed";
 static const char reason_readded[] = "re-added";
@@ -166,8 +166,7 @@ static void enter_healthy(struct backend *b, const char *reason, bool deferred)
     enter(b, BACKEND_HEALTHY, BACKEND_DRAIN_NONE, reason, deferred);
 }
 
-void backend_check_done(struct backend *b, enum hc_outcome outcome, const char *reason,
-                        int status)
+void backend_check_done(struct backend *b, enum hc_outcome outcome, const char *reason, int status)
 {
     unsigned healthy_t = threshold(b->hc.healthy_threshold);
     unsigned unhealthy_t = threshold(b->hc.unhealthy_threshold);
@@ -333,7 +332,8 @@ static bool hc_equal(const struct conf_health_check *a, const struct conf_health
            a->expect_max == b->expect_max;
 }
 
-int backend_reconfigure(struct backend *b, const struct conf_pool *cp, const struct conf_backend *cb)
+int backend_reconfigure(struct backend *b, const struct conf_pool *cp,
+                        const struct conf_backend *cb)
 {
     char *path = NULL;
     bool changed;
@@ -363,8 +363,7 @@ int backend_reconfigure(struct backend *b, const struct conf_pool *cp, const str
         bool ok = b->last_result && strcmp(b->last_result, hc_reason_ok) == 0;
 
         drain_end(b);
-        enter(b, ok ? BACKEND_HEALTHY : BACKEND_CHECKING, BACKEND_DRAIN_NONE, reason_readded,
-              true);
+        enter(b, ok ? BACKEND_HEALTHY : BACKEND_CHECKING, BACKEND_DRAIN_NONE, reason_readded, true);
         hc_stop(b);
         hc_schedule(b, hc_first_delay(b));
         return 0;

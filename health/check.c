@@ -21,7 +21,7 @@
 #include "backend.h"
 #include "check.h"
 
-#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /* Response-head buffer of an HTTP check. A health endpoint answers with a
  * short head; 4 KiB holds any sane one and bounds memory per backend. */
@@ -264,8 +264,8 @@ static int response_parse(struct backend *b)
         }
         /* An interim 1xx (e.g. 100, 103) precedes the real answer; 101
          * would switch protocols, which a health check never asked for. */
-        if (res.status >= 100 && res.status < 200 && res.status != 101 &&
-            res.msg.head_len > 0 && res.msg.head_len <= c->buf_len) {
+        if (res.status >= 100 && res.status < 200 && res.status != 101 && res.msg.head_len > 0 &&
+            res.msg.head_len <= c->buf_len) {
             memmove(c->buf, c->buf + res.msg.head_len, c->buf_len - res.msg.head_len);
             c->buf_len -= res.msg.head_len;
             continue;

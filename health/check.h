@@ -47,7 +47,6 @@ const char *hc_phase_str(enum backend_check_phase p);
 /* Implemented in backend.c: the one result of the attempt that just ended.
  * <reason> is static; <status> the HTTP status or 0. Called from a libev
  * callback only. */
-void backend_check_done(struct backend *b, enum hc_outcome outcome, const char *reason,
-                        int status);
+void backend_check_done(struct backend *b, enum hc_outcome outcome, const char *reason, int status);
 
 #endif

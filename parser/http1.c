@@ -283,7 +283,7 @@ static int unexpected(struct http1_message *m, const char *p, const char *end,
  * hold only letters and '-': c | 0x20 equals a lower-case letter only for
  * that letter in either case, and equals '-' only for '-' or CR, which a
  * token cannot hold. */
-static bool name_is(const char *n, const char *lit, size_t len)
+static inline bool name_is(const char *n, const char *lit, size_t len)
 {
     for (size_t i = 0; i < len; i++)
         if ((n[i] | 0x20) != lit[i])
@@ -328,10 +328,12 @@ static bool list_next(const char **pp, const char *end, struct http1_slice *el)
 
 bool http1_list_has_token(struct http1_slice list, const char *token)
 {
-    const char *p = list.ptr, *end = list.ptr + list.len;
+    const char *p, *end;
     struct http1_slice el;
     if (list.len == 0)
         return false;
+    p = list.ptr;
+    end = list.ptr + list.len;
     while (list_next(&p, end, &el))
         if (http1_slice_eq(el, token))
             return true;
@@ -586,7 +588,7 @@ static int on_transfer_encoding(struct fields *f, struct http1_slice v)
         size_t k, n = sizeof(known_codings) / sizeof(known_codings[0]);
         for (size_t i = 0; i < el.len; i++)
             if (!is_token((unsigned char)el.ptr[i]))
-                return fail(m, 400, R_TE_MALFORMED); /* parameters included: none is defined */
+                return fail(m, 400, R_TE_MALFORMED); /* no known coding takes parameters */
         for (k = 0; k < n; k++)
             if (http1_slice_eq(el, known_codings[k]))
                 break;
@@ -601,6 +603,14 @@ static int on_transfer_encoding(struct fields *f, struct http1_slice v)
     return 0;
 }
 
+/* <el> (a slice of a field value, so free of CTLs) equals the lower-case
+ * literal <lit> of length <len>, ignoring case. name_is() is exact here
+ * too: the bytes it could confuse with '-' or a digit are CTLs. */
+static inline bool token_is(struct http1_slice el, const char *lit, size_t len)
+{
+    return el.len == len && name_is(el.ptr, lit, len);
+}
+
 static void on_connection(struct fields *f, struct http1_slice v)
 {
     struct http1_message *m = f->m;
@@ -609,11 +619,11 @@ static void on_connection(struct fields *f, struct http1_slice v)
 
     m->connection = v;
     while (list_next(&p, end, &el)) {
-        if (http1_slice_eq(el, "close"))
+        if (token_is(el, "close", 5))
             m->flags |= HTTP1_F_CONN_CLOSE;
-        else if (http1_slice_eq(el, "keep-alive"))
+        else if (token_is(el, "keep-alive", 10))
             m->flags |= HTTP1_F_CONN_KEEPALIVE;
-        else if (http1_slice_eq(el, "upgrade"))
+        else if (token_is(el, "upgrade", 7))
             m->flags |= HTTP1_F_CONN_UPGRADE;
     }
 }
@@ -1178,6 +1188,41 @@ int http1_chunked_scan(struct http1_chunked *c, const char *buf, size_t len, siz
             if (c->chunk_left == 0)
                 c->state = CS_DATA_CR;
             continue;
+        }
+        const char *reason = chunked_step(c, (unsigned char)buf[i]);
+        if (reason) {
+            c->state = CS_ERROR;
+            c->error_reason = reason;
+            *consumed = i;
+            return HTTP1_ERROR;
+        }
+        i++;
+    }
+    *consumed = i;
+    return c->state == CS_DONE ? HTTP1_OK : HTTP1_AGAIN;
+}
+
+int http1_chunked_decode(struct http1_chunked *c, const char *buf, size_t len, size_t *consumed,
+                         size_t *data_off, size_t *data_len)
+{
+    size_t i = 0;
+
+    *consumed = *data_off = *data_len = 0;
+    if (c->state == CS_ERROR)
+        return HTTP1_ERROR;
+    while (i < len && c->state != CS_DONE) {
+        if (c->state == CS_DATA) {
+            uint64_t n = len - i;
+            if (n > c->chunk_left)
+                n = c->chunk_left;
+            *data_off = i;
+            *data_len = (size_t)n;
+            i += (size_t)n;
+            c->chunk_left -= n;
+            c->data_bytes += n;
+            if (c->chunk_left == 0)
+                c->state = CS_DATA_CR;
+            break; /* one data run per call */
         }
         const char *reason = chunked_step(c, (unsigned char)buf[i]);
         if (reason) {

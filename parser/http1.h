@@ -39,6 +39,13 @@ int http1_chunked_scan(struct http1_chunked *c, const char *buf, size_t len, siz
  * "error"...), for logs and tests. */
 const char *http1_chunked_state_str(const struct http1_chunked *c);
 
+/* Like http1_chunked_scan, but stops after the first run of chunk data and
+ * reports it: <buf>[*<data_off> .. *<data_off> + *<data_len>) is payload
+ * (*<data_len> is 0 when this step held only framing). Call again with the
+ * bytes after *<consumed> to go on. Same returns as http1_chunked_scan. */
+int http1_chunked_decode(struct http1_chunked *c, const char *buf, size_t len, size_t *consumed,
+                         size_t *data_off, size_t *data_len);
+
 /* True if the comma-separated token list <list> contains <token>
  * (case-insensitive, optional whitespace around elements). */
 bool http1_list_has_token(struct http1_slice list, const char *token);

@@ -213,12 +213,39 @@ static void release_empty_bufs(struct client *c)
 
 /* ---- body framing -------------------------------------------------------- */
 
+/* De-chunks in place for a client that cannot read chunked (HTTP/1.0): the
+ * payload of the raw bytes after *<fwd> moves down to join the bytes ready
+ * to send, the framing is dropped. Returns 0 or HTTP1_ERROR. */
+static int dechunk(struct body_state *bs, struct buf *b, size_t *fwd)
+{
+    char *raw = buf_head(b) + *fwd;
+    size_t raw_len = buf_len(b) - *fwd, rd = 0;
+    char *wr = raw;
+    while (rd < raw_len && !bs->done) {
+        size_t used, off, len;
+        int rc = http1_chunked_decode(&bs->chunked, raw + rd, raw_len - rd, &used, &off, &len);
+        if (rc == HTTP1_ERROR)
+            return HTTP1_ERROR;
+        memmove(wr, raw + rd + off, len);
+        wr += len;
+        rd += used;
+        bs->done = rc == HTTP1_OK;
+    }
+    size_t rest = raw_len - rd; /* after the body: never forwarded */
+    memmove(wr, raw + rd, rest);
+    *fwd = (size_t)(wr - buf_head(b));
+    b->end = b->start + *fwd + rest;
+    return 0;
+}
+
 /* Extends *<fwd> over the bytes of <b> that belong to the body described by
  * <bs>. Returns 0, or HTTP1_ERROR on invalid chunked framing. */
 static int frame_body(struct body_state *bs, struct buf *b, size_t *fwd)
 {
     if (bs->done || !b)
         return 0;
+    if (bs->dechunk)
+        return dechunk(bs, b, fwd);
     size_t avail = buf_len(b) - *fwd;
     switch (bs->framing) {
     case HTTP1_BODY_NONE:
@@ -252,6 +279,7 @@ static int frame_body(struct body_state *bs, struct buf *b, size_t *fwd)
 static void body_start(struct body_state *bs, const struct http1_message *m)
 {
     bs->framing = m->framing;
+    bs->dechunk = false;
     bs->left = m->content_length;
     http1_chunked_init(&bs->chunked);
     bs->done = m->framing == HTTP1_BODY_NONE ||
@@ -485,7 +513,8 @@ static enum step start_request(struct client *c, struct http1_request *req)
     c->response_started = false;
     c->attempts = 0;
     c->keep_alive = (m->flags & HTTP1_F_KEEP_ALIVE) && !worker_draining(c);
-    c->upgrading = (m->flags & HTTP1_F_HAS_UPGRADE) && (m->flags & HTTP1_F_CONN_UPGRADE);
+    c->upgrading = m->minor_version == 1 && (m->flags & HTTP1_F_HAS_UPGRADE) &&
+                   (m->flags & HTTP1_F_CONN_UPGRADE);
     copy_for_log(c->log_method, sizeof(c->log_method), req->method);
     copy_for_log(c->log_path, sizeof(c->log_path), req->target);
     body_start(&c->req_body, m);
@@ -521,12 +550,19 @@ static enum step start_request(struct client *c, struct http1_request *req)
 static enum step on_head(struct client *c)
 {
     enum step progress = STEP_BLOCKED;
-    if (c->c_readable) {
+    bool new_line = c->state == CLIENT_IDLE; /* pipelined bytes: parse them */
+    if (c->c_readable && !c->client_eof) {
         if (!ensure_buf(c, &c->in)) {
             client_close(c);
             return STEP_CLOSED;
         }
         ssize_t n = buf_space(c->in) || c->in->start ? sock_read(c->fd, c->in) : HTTP1_AGAIN;
+        if (n > 0) {
+            /* a head can only complete (or fail) at an LF: a slowloris
+             * client sending a byte at a time costs no re-parse per byte;
+             * an error found later than it could be is still found */
+            new_line = new_line || memchr(c->in->data + c->in->end - n, '\n', (size_t)n);
+        }
         if (n == HTTP1_AGAIN) {
             c->c_readable = false;
         } else if (n <= 0) {
@@ -541,12 +577,19 @@ static enum step on_head(struct client *c)
     }
     if (!c->in || buf_len(c->in) == 0) {
         release_empty_bufs(c);
+        if (c->client_eof) {
+            client_close(c); /* half-closed and every request answered */
+            return STEP_CLOSED;
+        }
         return progress;
     }
     if (c->state == CLIENT_IDLE) {
         c->head_started_at = now_of(c);
         set_state(c, CLIENT_READING_HEAD);
     }
+
+    if (!new_line && buf_len(c->in) < c->in->cap && !c->client_eof)
+        return progress;
 
     struct http1_request req;
     memset(&req, 0, sizeof(req));
@@ -578,29 +621,65 @@ static bool request_replayable(const struct client *c)
     return c->req_body.framing == HTTP1_BODY_NONE && !c->upgrading;
 }
 
+/* Idempotent methods (RFC 9110 9.2.2) may be sent again to another backend
+ * when the first one failed without answering. */
+static bool request_idempotent(const struct client *c)
+{
+    switch (c->method) {
+    case HTTP1_METHOD_GET:
+    case HTTP1_METHOD_HEAD:
+    case HTTP1_METHOD_OPTIONS:
+    case HTTP1_METHOD_TRACE:
+    case HTTP1_METHOD_PUT:
+    case HTTP1_METHOD_DELETE:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Sends the request again on a fresh connection to <b>, or, if <b> was
+ * already tried, to another backend. */
+static enum step resend(struct client *c, struct backend *b)
+{
+    struct pool *p = c->pool;
+    unbind_upstream(c, false);
+    c->req_head.sent = 0;
+    if (b) {
+        int err = 0;
+        struct upstream *u = upstream_connect(c->w, b, c, &err);
+        if (u) {
+            c->from_pool = false;
+            bind_upstream(c, u, p);
+            set_state(c, CLIENT_CONNECTING);
+            return STEP_PROGRESS;
+        }
+        remember_tried(c, b);
+    }
+    return connect_upstream(c);
+}
+
 /* The upstream failed (<why>) before the response was complete. */
 static enum step upstream_failed(struct client *c, const char *why)
 {
     struct backend *b = c->up->backend;
     bool nothing_received = !c->response_started && (!c->out || buf_len(c->out) == 0);
-    if (nothing_received && c->from_pool && request_replayable(c)) {
-        /* the backend closed a pooled connection as we reused it (its own
-         * keep-alive timeout): RFC 9112 9.3.1 allows a retry on a new one */
-        log_debug("pooled connection closed, retrying", "pool=%s backend=%s", c->pool->name,
-                  b->name);
-        struct pool *p = c->pool;
-        unbind_upstream(c, false);
-        c->req_head.sent = 0;
-        int err = 0;
-        struct upstream *u = upstream_connect(c->w, b, c, &err);
-        if (!u) {
-            remember_tried(c, b);
-            return connect_upstream(c);
+    if (nothing_received && request_replayable(c)) {
+        if (c->from_pool) {
+            /* the backend closed a pooled connection as we reused it (its
+             * own keep-alive timeout): RFC 9112 9.3.1 allows a new one */
+            log_debug("pooled connection closed, retrying", "pool=%s backend=%s",
+                      c->pool->name, b->name);
+            return resend(c, b);
         }
-        c->from_pool = false;
-        bind_upstream(c, u, p);
-        set_state(c, CLIENT_CONNECTING);
-        return STEP_PROGRESS;
+        if (request_idempotent(c) && c->attempts + 1 < MAX_ATTEMPTS) {
+            /* a fresh connection failed without a byte of answer: the
+             * backend died under the request; another one can take it */
+            log_warn("backend failed, retrying", "pool=%s backend=%s reason=\"%s\"",
+                     c->pool->name, b->name, why);
+            remember_tried(c, b);
+            return resend(c, NULL);
+        }
     }
     log_warn("backend failed", "pool=%s backend=%s reason=\"%s\" response_started=%d",
              c->pool ? c->pool->name : "-", b->name, why, c->response_started);
@@ -618,7 +697,7 @@ static enum step finish_exchange(struct client *c)
                     (!c->out || buf_len(c->out) == 0);
     end_request(c);
     unbind_upstream(c, reusable);
-    if (!req_done || !c->keep_alive || c->client_eof) {
+    if (!req_done || !c->keep_alive) {
         client_close(c);
         return STEP_CLOSED;
     }
@@ -626,6 +705,10 @@ static enum step finish_exchange(struct client *c)
     hbuf_reset(&c->res_head);
     c->in_fwd = 0;
     c->out_fwd = 0;
+    c->response_started = false;
+    c->upgrading = false;
+    c->status = 0;
+    c->method = HTTP1_METHOD_OTHER;
     if (c->out)
         buf_consume(c->out, buf_len(c->out));
     release_empty_bufs(c);
@@ -669,6 +752,7 @@ static enum step on_response_head(struct client *c)
     }
 
     enum response_conn conn;
+    bool dechunk_body = false;
     if (res.status == 101) {
         if (!c->upgrading)
             return upstream_failed(c, "unexpected 101 response");
@@ -676,19 +760,23 @@ static enum step on_response_head(struct client *c)
     } else {
         c->upgrading = false;
         /* an answer before the whole request went up ends the connection:
-         * the rest of the request body cannot be told from the next request */
-        if (!c->req_body.done || res.msg.framing == HTTP1_BODY_UNTIL_CLOSE)
+         * the rest of the request body cannot be told from the next request;
+         * a body without length (until close, or de-chunked for HTTP/1.0)
+         * can only end with the connection */
+        dechunk_body = res.msg.framing == HTTP1_BODY_CHUNKED && c->req_minor == 0;
+        if (!c->req_body.done || res.msg.framing == HTTP1_BODY_UNTIL_CLOSE || dechunk_body)
             c->keep_alive = false;
         conn = response_conn_for(c);
     }
     c->status = res.status;
     c->res_reusable = (res.msg.flags & HTTP1_F_KEEP_ALIVE) && res.status != 101;
-    if (headers_build_response(&c->res_head, &res, conn) < 0) {
+    if (headers_build_response(&c->res_head, &res, conn, dechunk_body) < 0) {
         client_close(c);
         return STEP_CLOSED;
     }
     c->response_started = true;
     body_start(&c->res_body, &res.msg);
+    c->res_body.dechunk = dechunk_body;
     buf_consume(c->out, res.msg.head_len);
     c->out_fwd = 0;
 

@@ -107,7 +107,7 @@ int headers_build_request(struct hbuf *out, const struct http1_request *req,
 }
 
 int headers_build_response(struct hbuf *out, const struct http1_response *res,
-                           enum response_conn conn)
+                           enum response_conn conn, bool dechunk)
 {
     const struct http1_message *m = &res->msg;
     struct conn_lists cl;
@@ -118,7 +118,8 @@ int headers_build_response(struct hbuf *out, const struct http1_response *res,
     rc |= hbuf_append(out, "\r\n", 2);
     for (size_t i = 0; i < m->num_headers; i++) {
         const struct http1_header *h = &m->headers[i];
-        if (is_hop_by_hop(h->name, &cl))
+        if (is_hop_by_hop(h->name, &cl) ||
+            (dechunk && http1_slice_eq(h->name, "transfer-encoding")))
             continue;
         rc |= append_field(out, h);
     }

@@ -27,9 +27,11 @@ enum response_conn {
     RESPONSE_CONN_UPGRADE,        /* 101: Connection: upgrade + Upgrade */
 };
 
-/* Appends the client response head for <res> to <out>. Returns 0 or -1. */
+/* Appends the client response head for <res> to <out>; <dechunk> drops
+ * Transfer-Encoding (the body goes out de-chunked, delimited by the close).
+ * Returns 0 or -1. */
 int headers_build_response(struct hbuf *out, const struct http1_response *res,
-                           enum response_conn conn);
+                           enum response_conn conn, bool dechunk);
 
 /* Appends a complete response usher makes itself: <status> with a short
  * plain-text body naming <detail> (may be NULL). Returns 0 or -1. */

@@ -87,6 +87,7 @@ static void drain_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         return;
     if (ev_now(loop) + 0.0005 >= w->drain_deadline) {
         log_warn("shutdown timeout", "closing=%u exit_code=1", w->num_clients);
+        w->state = WORKER_STOPPED; /* these closes must not read as a clean drain */
         struct list *pos, *tmp;
         list_for_each_safe(pos, tmp, &w->clients)
         {

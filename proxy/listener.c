@@ -67,6 +67,12 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 
 struct listener *listener_open(struct worker *w, const struct conf_listener *cl, const char **err)
 {
+    if (cl->tls.enabled) {
+        /* refusing beats serving plain text where TLS was asked for */
+        *err = "tls termination is not supported yet";
+        errno = ENOTSUP;
+        return NULL;
+    }
     struct listener *l = calloc(1, sizeof(*l));
     if (!l || !(l->name = strdup(cl->name)) || !(l->bind_text = strdup(cl->bind.text))) {
         if (l)

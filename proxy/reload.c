@@ -22,31 +22,6 @@ static struct listener *find_listener(struct worker *w, const struct conf_listen
     return NULL;
 }
 
-static const char *change_str(enum conf_change_kind k)
-{
-    switch (k) {
-    case CONF_BACKEND_ADDED:
-        return "backend_added";
-    case CONF_BACKEND_REMOVED:
-        return "backend_removed";
-    case CONF_BACKEND_WEIGHT:
-        return "backend_weight";
-    case CONF_POOL_ADDED:
-        return "pool_added";
-    case CONF_POOL_REMOVED:
-        return "pool_removed";
-    case CONF_POOL_CHANGED:
-        return "pool_changed";
-    case CONF_LISTENER_ADDED:
-        return "listener_added";
-    case CONF_LISTENER_REMOVED:
-        return "listener_removed";
-    case CONF_LISTENER_SPLIT:
-        return "listener_split";
-    }
-    return "change";
-}
-
 static void log_changes(const struct conf *old, const struct conf *nc)
 {
     struct conf_diff d = {0};
@@ -57,7 +32,7 @@ static void log_changes(const struct conf *old, const struct conf *nc)
         const struct conf_pool *p = ch->new_pool ? ch->new_pool : ch->old_pool;
         const struct conf_backend *b = ch->new_backend ? ch->new_backend : ch->old_backend;
         const struct conf_listener *l = ch->new_listener ? ch->new_listener : ch->old_listener;
-        log_info("reload change", "kind=%s pool=%s backend=%s listener=%s", change_str(ch->kind),
+        log_info("reload change", "kind=%s pool=%s backend=%s listener=%s", conf_change_kind_str(ch->kind),
                  p ? p->name : "-", b ? b->name : "-", l ? l->name : "-");
     }
     log_info("reload diff", "changes=%zu", d.count);
@@ -126,6 +101,10 @@ int lifecycle_reload(struct worker *w)
     }
 
     struct conf *old = w->conf;
+    const char *needs_restart = conf_restart_needed(old, nc);
+    if (needs_restart)
+        log_warn("reload partial", "key=%s reason=\"changing it needs a restart, the old value stays\"",
+                 needs_restart);
     log_changes(old, nc);
     w->conf = nc;
     w->generation++;

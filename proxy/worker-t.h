@@ -88,6 +88,7 @@ struct body_state {
     uint64_t left;               /* HTTP1_BODY_LENGTH: bytes still to come */
     struct http1_chunked chunked;/* HTTP1_BODY_CHUNKED scanner */
     bool done;                   /* every body byte has been framed (maybe not yet sent) */
+    bool dechunk;                /* strip the chunked framing (for an HTTP/1.0 client) */
 };
 
 /* Retries: each backend at most once; a small bound keeps a blackholed

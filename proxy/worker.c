@@ -152,6 +152,14 @@ static struct backend *find_backend(struct pool *p, const struct conf_backend *c
     return NULL;
 }
 
+/* A reload removed <b> (or its whole pool): it drains with <delay>. */
+static void remove_backend(struct pool *p, struct backend *b, conf_ms delay)
+{
+    log_info("backend removed", "pool=%s backend=%s address=%s connections=%u", p->name, b->name,
+             b->address_text, b->connections);
+    backend_remove(b, delay);
+}
+
 static int sync_pool(struct worker *w, struct pool *p, const struct conf_pool *cp)
 {
     bool *keep = calloc(p->num_backends + 1, sizeof(*keep));
@@ -182,11 +190,8 @@ static int sync_pool(struct worker *w, struct pool *p, const struct conf_pool *c
     }
     for (size_t k = 0; k < existing; k++) {
         struct backend *b = p->backends[k];
-        if (!keep[k] && !is_removed(b)) {
-            log_info("backend removed", "pool=%s backend=%s address=%s connections=%u", p->name,
-                     b->name, b->address_text, b->connections);
-            backend_remove(b, cp->deregistration_delay);
-        }
+        if (!keep[k] && !is_removed(b))
+            remove_backend(p, b, cp->deregistration_delay);
     }
     free(keep);
     return 0;
@@ -201,7 +206,7 @@ int worker_sync_pools(struct worker *w, const struct conf *conf)
         conf_ms delay = p->conf ? p->conf->deregistration_delay : 0;
         for (size_t i = 0; i < p->num_backends; i++)
             if (!is_removed(p->backends[i]))
-                backend_remove(p->backends[i], delay);
+                remove_backend(p, p->backends[i], delay);
         p->conf = NULL;
     }
     for (size_t i = 0; i < conf->num_pools; i++) {

@@ -23,6 +23,14 @@ bodies, and answers by path:
   /hang                 never answers (until the peer closes or the backend stops)
   /status?code=N        status N (no body for 1xx/204/304)
   /headers              JSON {"method","target","version","headers":[[name,value],...],"peer"}
+  /early?code=N         answers N at once without reading the request body, then closes
+  /status?code=N&cl=L   status N with Content-Length L and no body (304, HEAD)
+  /cl-te                response with Content-Length 3 and Transfer-Encoding chunked ("chunky")
+  /dup-cl               response with two differing Content-Length headers
+  /badchunk             chunked response whose second chunk size is "zz"
+  /trickle-head         a normal answer written one byte at a time
+  /hop                  answer with hop-by-hop headers (Connection: X-Hop, X-Hop, Keep-Alive...)
+  /manyheaders?n=N      answer with N extra header fields
   any path with close=1 answers with "Connection: close" and closes.
 
 Setting .mode to a path ("/hang", "/status?code=500", ...) handles every
@@ -91,6 +99,7 @@ class _Conn:
         self.id = conn_id
         self.buf = b""
         self.closed = False
+        self.nreq = 0
 
     # reading helpers ---------------------------------------------------------
     def fill(self):
@@ -211,7 +220,9 @@ class Backend:
     Attributes tests set: health_status (int), mode (None or a path),
     idle_timeout (seconds: close a keep-alive connection idle that long),
     response_delay (seconds before every non-health response),
-    health_delay (seconds before answering /healthz)."""
+    health_delay (seconds before answering /healthz),
+    drop_reused (close, without answering, any request that is not the first
+    on its connection: the keep-alive race)."""
 
     def __init__(self, name="backend", port=0, backlog=128, idle_timeout=None,
                  health_status=200, mode=None):
@@ -224,6 +235,7 @@ class Backend:
         self.mode = mode
         self.response_delay = 0.0
         self.health_delay = 0.0
+        self.drop_reused = False
         self.requests = []
         self.health_requests = 0
         self.conns_total = 0
@@ -406,7 +418,11 @@ class Backend:
             keep = False
         has_body = req.header("content-length") not in (None, "0") or req.header_all(
             "transfer-encoding")
-        if has_body and "100-continue" in (req.header("expect") or "").lower() and path != "/hang":
+        c.nreq += 1
+        if not health and self.drop_reused and c.nreq > 1:
+            return False  # like a backend whose keep-alive timer fired just now
+        if has_body and "100-continue" in (req.header("expect") or "").lower() and path not in (
+                "/hang", "/early"):
             c.send(b"HTTP/1.1 100 Continue\r\n\r\n")
         head_only = method == "HEAD"
 
@@ -420,6 +436,12 @@ class Backend:
             c.rst()
             return False
         if path == "/drop":
+            return False
+        if path == "/early":
+            # answer without reading the request body, then close
+            code = int(query.get("code", "413"))
+            self._respond(c, code, b"early", False, head_only)
+            time.sleep(0.2)
             return False
         if path == "/upload":
             c.read_body(req, rate=float(query.get("rate", 0)) or None)
@@ -437,7 +459,53 @@ class Backend:
             return self._respond(c, 200, self.name.encode(), keep, head_only)
         if path == "/status":
             code = int(query.get("code", "200"))
+            if "cl" in query:  # e.g. a 304 or a HEAD answer with the length of the full body
+                c.send(self._head(code, [("Content-Length", query["cl"])], keep))
+                return keep
             return self._respond(c, code, ("status %d" % code).encode(), keep, head_only)
+        if path == "/cl-te":
+            # response smuggling attempt: Transfer-Encoding must win over Content-Length
+            c.send(self._head(200, [("Content-Length", "3"), ("Transfer-Encoding", "chunked")],
+                              keep))
+            if not head_only:
+                c.send(b"6\r\nchunky\r\n0\r\n\r\n")
+            return keep
+        if path == "/dup-cl":
+            c.send(self._head(200, [("Content-Length", "4"), ("Content-Length", "6")], False))
+            if not head_only:
+                c.send(b"abcdef")
+            return False
+        if path == "/badchunk":
+            c.send(self._head(200, [("Transfer-Encoding", "chunked")], keep))
+            c.send(b"5\r\nhello\r\n")
+            time.sleep(0.05)
+            c.send(b"zz\r\nworld\r\n0\r\n\r\n")
+            time.sleep(0.2)
+            return False
+        if path == "/trickle-head":
+            body = self.name.encode()
+            data = self._head(200, [("Content-Type", "text/plain"),
+                                    ("Content-Length", str(len(body)))], keep) + body
+            for i in range(len(data)):
+                c.send(data[i:i + 1])
+                time.sleep(0.002)
+            return keep
+        if path == "/hop":
+            body = self.name.encode()
+            c.send(self._head(200, [("Connection", "X-Hop"), ("X-Hop", "1"),
+                                    ("Keep-Alive", "timeout=5"), ("Proxy-Connection", "keep-alive"),
+                                    ("X-End", "2"), ("Content-Length", str(len(body)))], keep))
+            if not head_only:
+                c.send(body)
+            return keep
+        if path == "/manyheaders":
+            n = int(query.get("n", "150"))
+            body = self.name.encode()
+            c.send(self._head(200, [("X-M%d" % i, "v") for i in range(n)] +
+                              [("Content-Length", str(len(body)))], keep))
+            if not head_only:
+                c.send(body)
+            return keep
         if path == "/headers":
             body = json.dumps({"method": method, "target": target, "version": version,
                                "headers": [[k, v] for k, v in headers], "peer": c.peer,

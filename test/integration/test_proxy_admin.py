@@ -138,17 +138,17 @@ def test_metrics_count_usher_made_errors(backend_factory, usher_factory):
 
 def test_ready_waits_for_first_health_round(backend_factory, usher_factory):
     b = backend_factory("blue-1")
-    b.health_delay = 1.0
+    b.health_delay = 1.0  # no health result for at least 1 s
     cfg = util.make_config(pools={"blue": [b]}, pool_opts={"blue": {"health_check": {
-        "path": "/healthz", "interval": "300ms", "timeout": "3s"}}})
+        "path": "/healthz", "interval": "2s", "timeout": "1500ms"}}})
     u = usher_factory(cfg, wait_ready=False)
-    util.wait_until(lambda: u.admin_get("/live", timeout=1)[0] == 200, 5.0, what="/live")
+    u.wait_admin("/live", 200, 5.0)
     assert u.admin_get("/ready")[0] == 503, "ready before any health check answered"
     assert u.backend_status("blue", "blue-1")["state"] == "checking"
     with RawConn(u.port) as c:
         r = c.request("GET", "/")
         util.check_usher_error(c, r, 503, must_close=False)
-    util.wait_until(lambda: u.admin_get("/ready", timeout=1)[0] == 200, 5.0, what="/ready 200")
+    u.wait_admin("/ready", 200, 6.0)
     assert u.backend_status("blue", "blue-1")["state"] == "healthy"
     with RawConn(u.port) as c:
         assert c.request("GET", "/").body == b"blue-1"

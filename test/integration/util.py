@@ -633,7 +633,7 @@ class Usher:
     port / ports[name]: listener ports; admin_port; url(path, listener=None);
     admin_get(path) -> (status, body str, headers dict); status_json();
     metrics() -> Metrics; log() -> stderr text so far; log_lines(event=None);
-    wait_log(regex, timeout); send_signal(sig); reload(cfg) (rewrite + SIGHUP);
+    wait_log(regex, timeout); wait_admin(path, status, timeout); send_signal(sig); reload(cfg) (rewrite + SIGHUP);
     wait_exit(timeout) -> returncode; stop() -> returncode; rss_kb();
     sanitizer_report() -> the offending text or None."""
 
@@ -696,6 +696,24 @@ class Usher:
             except AssertionError as e:
                 raise AssertionError("%s\nusher stderr:\n%s" % (e, self.log())) from None
         return self
+
+    def wait_admin(self, path, status=200, timeout=5.0):
+        """Waits until GET <path> on the admin port answers <status>; fails
+        at once (with the log) if usher exits meanwhile."""
+        def probe():
+            if not self.running():
+                raise AssertionError("usher exited with %s; stderr:\n%s"
+                                     % (self.proc.returncode, self.log()))
+            try:
+                return self.admin_get(path, timeout=1.0)[0] == status
+            except OSError:
+                return False
+        try:
+            return wait_until(probe, timeout, what="admin %s to answer %d" % (path, status))
+        except AssertionError as e:
+            if "usher exited" in str(e):
+                raise
+            raise AssertionError("%s\nusher stderr:\n%s" % (e, self.log())) from None
 
     def url(self, path="/", listener=None):
         port = self.ports[listener] if listener else self.port

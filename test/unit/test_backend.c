@@ -96,8 +96,9 @@ static void write_all(int fd, const char *s, size_t len)
 static void answer(int fd, const char *status_line)
 {
     char out[256];
-    int n = snprintf(out, sizeof(out), "HTTP/1.1 %s\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
-                     status_line);
+    int n =
+        snprintf(out, sizeof(out),
+                 "HTTP/1.1 %s\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok", status_line);
     write_all(fd, out, (size_t)n);
 }
 
@@ -174,7 +175,8 @@ static void *server_main(void *arg)
             answer(fd, "200 OK");
             break;
         case SRV_BYTES: {
-            static const char r[] = "HTTP/1.1 204 No Content\r\nX-A: b\r\nConnection: close\r\n\r\n";
+            static const char r[] =
+                "HTTP/1.1 204 No Content\r\nX-A: b\r\nConnection: close\r\n\r\n";
             for (size_t i = 0; i + 1 < sizeof(r); i++) {
                 write_all(fd, r + i, 1);
                 usleep(500);
@@ -251,8 +253,7 @@ struct tconf {
 };
 
 static void tconf_init(struct tconf *t, uint16_t port, bool hc, enum conf_protocol proto,
-                       conf_ms interval, conf_ms timeout, unsigned ht, unsigned ut,
-                       conf_ms dereg)
+                       conf_ms interval, conf_ms timeout, unsigned ht, unsigned ut, conf_ms dereg)
 {
     struct sockaddr_in *sin = (struct sockaddr_in *)&t->cb.address.sa;
 
@@ -316,8 +317,15 @@ static void record(struct tctx *c, enum ev_kind kind, struct backend *b, enum ba
         reentered++;
     if (c->n >= (int)(sizeof(c->ev) / sizeof(c->ev[0])))
         return;
-    c->ev[c->n++] = (struct rec){kind, from, b->state, reason, b->checks_ok, b->checks_failed,
-                                 b->success_streak, b->failure_streak, now_s()};
+    c->ev[c->n++] = (struct rec){kind,
+                                 from,
+                                 b->state,
+                                 reason,
+                                 b->checks_ok,
+                                 b->checks_failed,
+                                 b->success_streak,
+                                 b->failure_streak,
+                                 now_s()};
 }
 
 static void on_state(struct backend *b, enum backend_state from, const char *reason, void *ctx)
@@ -752,8 +760,7 @@ static void test_readded(void)
     CHECK(b->state == BACKEND_HEALTHY && !hc_running(b), "no health check: healthy");
     RUN_FOR(0.05);
     const struct rec *r2 = last_state(&c);
-    CHECK(r2 && r2->from == BACKEND_UNHEALTHY && streq(r2->reason, "no health check"),
-          "reported");
+    CHECK(r2 && r2->from == BACKEND_UNHEALTHY && streq(r2->reason, "no health check"), "reported");
     backend_free(b);
     server_stop(s);
 }
@@ -834,8 +841,8 @@ static void test_failure_kinds(void)
         tconf_init(&t, s->port, true, CONF_PROTO_HTTP, 50, 1000, 2, 1, 1000);
         struct backend *b = mk(&c, &t);
         RUN_UNTIL(b->checks_ok + b->checks_failed >= 1, 2.0);
-        CHECK(streq(b->last_result, cases[i].reason), "mode %d: reason %s, want %s",
-              cases[i].mode, b->last_result, cases[i].reason);
+        CHECK(streq(b->last_result, cases[i].reason), "mode %d: reason %s, want %s", cases[i].mode,
+              b->last_result, cases[i].reason);
         CHECK(b->state == (cases[i].ok ? BACKEND_HEALTHY : BACKEND_UNHEALTHY), "mode %d: %s",
               cases[i].mode, backend_state_str(b->state));
         backend_free(b);

@@ -26,7 +26,7 @@ static int failures;
     do {                                                                                           \
         unsigned long long a_ = (unsigned long long)(a), b_ = (unsigned long long)(b);             \
         if (a_ != b_) {                                                                            \
-            fprintf(stderr, "%s:%d: %s == %llu, expected %llu\n", __FILE__, __LINE__, #a, a_, b_);  \
+            fprintf(stderr, "%s:%d: %s == %llu, expected %llu\n", __FILE__, __LINE__, #a, a_, b_); \
             failures++;                                                                            \
         }                                                                                          \
     } while (0)
@@ -35,7 +35,7 @@ static int failures;
     do {                                                                                           \
         const char *a_ = (a), *b_ = (b);                                                           \
         if (!a_ || !b_ || strcmp(a_, b_) != 0) {                                                   \
-            fprintf(stderr, "%s:%d: %s == \"%s\", expected \"%s\"\n", __FILE__, __LINE__, #a,       \
+            fprintf(stderr, "%s:%d: %s == \"%s\", expected \"%s\"\n", __FILE__, __LINE__, #a,      \
                     a_ ? a_ : "(null)", b_ ? b_ : "(null)");                                       \
             failures++;                                                                            \
         }                                                                                          \
@@ -62,7 +62,8 @@ static struct conf *load_ok(int line, const char *yaml)
     struct conf *c = conf_load_string("t.yaml", yaml, strlen(yaml), &e);
 
     if (!c || e.count) {
-        fprintf(stderr, "%s:%d: expected a valid config, got %zu errors:\n", __FILE__, line, e.count);
+        fprintf(stderr, "%s:%d: expected a valid config, got %zu errors:\n", __FILE__, line,
+                e.count);
         for (size_t i = 0; i < e.count; i++)
             fprintf(stderr, "    %s\n", e.messages[i]);
         failures++;
@@ -97,7 +98,8 @@ static void expect_errors(int line, const char *yaml, const char *const *want)
     conf_free(c);
     conf_errors_clear(&e);
 }
-#define EXPECT_ERRORS(yaml, ...) expect_errors(__LINE__, yaml, (const char *const[]){__VA_ARGS__, NULL})
+#define EXPECT_ERRORS(yaml, ...)                                                                   \
+    expect_errors(__LINE__, yaml, (const char *const[]){__VA_ARGS__, NULL})
 
 static void test_defaults(void)
 {
@@ -418,16 +420,17 @@ static void test_ranges(void)
                   "t.yaml:3:19: limits.max_head_bytes: must be between 1024 and 1048576",
                   "t.yaml:4:16: limits.max_headers: must be between 1 and 10000",
                   "t.yaml:5:29: limits.backend_idle_connections: must be between 0 and 100000");
-    EXPECT_ERRORS(LISTENERS "pools:\n"
-                            "  - name: blue\n"
-                            "    health_check:\n"
-                            "      healthy_threshold: 0\n"
-                            "      interval: 1ms\n"
-                            "    backends:\n"
-                            "      - {name: b1, address: 127.0.0.1:9001, weight: 1000001}\n",
-                  "t.yaml:8:26: pools[0].health_check.healthy_threshold: must be between 1 and 1000",
-                  "t.yaml:9:17: pools[0].health_check.interval: must be between 10ms and 720h",
-                  "t.yaml:11:53: pools[0].backends[0].weight: must be between 0 and 1000000");
+    EXPECT_ERRORS(
+        LISTENERS "pools:\n"
+                  "  - name: blue\n"
+                  "    health_check:\n"
+                  "      healthy_threshold: 0\n"
+                  "      interval: 1ms\n"
+                  "    backends:\n"
+                  "      - {name: b1, address: 127.0.0.1:9001, weight: 1000001}\n",
+        "t.yaml:8:26: pools[0].health_check.healthy_threshold: must be between 1 and 1000",
+        "t.yaml:9:17: pools[0].health_check.interval: must be between 10ms and 720h",
+        "t.yaml:11:53: pools[0].backends[0].weight: must be between 0 and 1000000");
     EXPECT_ERRORS("listeners:\n"
                   "  - name: web\n"
                   "    bind: 127.0.0.1:8080\n"
@@ -446,9 +449,17 @@ static void test_durations(void)
         const char *text;
         conf_ms ms;
     } good[] = {
-        {"0s", 0},        {"0ms", 0},       {"1ms", 1},         {"250ms", 250},
-        {"5s", 5000},     {"2m", 120000},   {"1h", 3600000},    {"720h", 2592000000ULL},
-        {"90s", 90000},   {"007s", 7000},   {"43200m", 2592000000ULL},
+        {"0s", 0},
+        {"0ms", 0},
+        {"1ms", 1},
+        {"250ms", 250},
+        {"5s", 5000},
+        {"2m", 120000},
+        {"1h", 3600000},
+        {"720h", 2592000000ULL},
+        {"90s", 90000},
+        {"007s", 7000},
+        {"43200m", 2592000000ULL},
     };
     static const struct {
         const char *text, *reason;
@@ -474,8 +485,7 @@ static void test_durations(void)
         const char *reason = NULL;
         if (conf_parse_duration(good[i].text, &ms, &reason) != 0 || ms != good[i].ms) {
             fprintf(stderr, "duration \"%s\": got %llu (%s), expected %llu\n", good[i].text,
-                    (unsigned long long)ms, reason ? reason : "ok",
-                    (unsigned long long)good[i].ms);
+                    (unsigned long long)ms, reason ? reason : "ok", (unsigned long long)good[i].ms);
             failures++;
         }
     }
@@ -498,19 +508,20 @@ static void test_durations(void)
     CHECK_STR(conf_format_duration(7200000, buf, sizeof(buf)), "2h");
 
     /* in a document: the value node's position, the text quoted back */
-    EXPECT_ERRORS("timeouts:\n"
-                  "  connect: 5\n"
-                  "  backend: 1.5s\n"
-                  "  tunnel: forever\n"
-                  "shutdown:\n"
-                  "  timeout: \"10 s\"\n" MIN_DOC,
-                  "t.yaml:2:12: timeouts.connect: invalid duration \"5\": missing unit (ms, s, m or h)",
-                  "t.yaml:3:12: timeouts.backend: invalid duration \"1.5s\": no fractions, use a "
-                  "smaller unit (1500ms, not 1.5s)",
-                  "t.yaml:4:11: timeouts.tunnel: invalid duration \"forever\": must be a whole "
-                  "number with a unit ms, s, m or h",
-                  "t.yaml:6:12: shutdown.timeout: invalid duration \"10 s\": must be a whole "
-                  "number with a unit ms, s, m or h");
+    EXPECT_ERRORS(
+        "timeouts:\n"
+        "  connect: 5\n"
+        "  backend: 1.5s\n"
+        "  tunnel: forever\n"
+        "shutdown:\n"
+        "  timeout: \"10 s\"\n" MIN_DOC,
+        "t.yaml:2:12: timeouts.connect: invalid duration \"5\": missing unit (ms, s, m or h)",
+        "t.yaml:3:12: timeouts.backend: invalid duration \"1.5s\": no fractions, use a "
+        "smaller unit (1500ms, not 1.5s)",
+        "t.yaml:4:11: timeouts.tunnel: invalid duration \"forever\": must be a whole "
+        "number with a unit ms, s, m or h",
+        "t.yaml:6:12: shutdown.timeout: invalid duration \"10 s\": must be a whole "
+        "number with a unit ms, s, m or h");
 }
 
 static void test_addresses(void)
@@ -601,57 +612,60 @@ static void test_addresses(void)
     conf_address_clear(&x);
 
     /* in a document */
-    EXPECT_ERRORS("admin:\n"
-                  "  bind: localhost\n"
-                  "listeners:\n"
-                  "  - name: web\n"
-                  "    bind: \"[::1]:80\"\n"
-                  "    pools: {blue: 1}\n"
-                  "pools:\n"
-                  "  - name: blue\n"
-                  "    backends:\n"
-                  "      - name: b1\n"
-                  "        address: nonexistent.invalid:9001\n"
-                  "      - name: b2\n"
-                  "        address: 127.0.0.1:70000\n"
-                  "      - name: b3\n"
-                  "        address: fe80::1:80\n",
-                  "t.yaml:2:9: admin.bind: invalid address \"localhost\": expected host:port",
-                  "t.yaml:11:18: pools[0].backends[0].address: invalid address "
-                  "\"nonexistent.invalid:9001\": cannot resolve host",
-                  "t.yaml:13:18: pools[0].backends[1].address: invalid address \"127.0.0.1:70000\": "
-                  "port must be between 1 and 65535",
-                  "t.yaml:15:18: pools[0].backends[2].address: invalid address \"fe80::1:80\": IPv6 "
-                  "addresses need brackets, e.g. [::1]:80");
+    EXPECT_ERRORS(
+        "admin:\n"
+        "  bind: localhost\n"
+        "listeners:\n"
+        "  - name: web\n"
+        "    bind: \"[::1]:80\"\n"
+        "    pools: {blue: 1}\n"
+        "pools:\n"
+        "  - name: blue\n"
+        "    backends:\n"
+        "      - name: b1\n"
+        "        address: nonexistent.invalid:9001\n"
+        "      - name: b2\n"
+        "        address: 127.0.0.1:70000\n"
+        "      - name: b3\n"
+        "        address: fe80::1:80\n",
+        "t.yaml:2:9: admin.bind: invalid address \"localhost\": expected host:port",
+        "t.yaml:11:18: pools[0].backends[0].address: invalid address "
+        "\"nonexistent.invalid:9001\": cannot resolve host",
+        "t.yaml:13:18: pools[0].backends[1].address: invalid address \"127.0.0.1:70000\": "
+        "port must be between 1 and 65535",
+        "t.yaml:15:18: pools[0].backends[2].address: invalid address \"fe80::1:80\": IPv6 "
+        "addresses need brackets, e.g. [::1]:80");
 }
 
 static void test_names_and_references(void)
 {
-    EXPECT_ERRORS("listeners:\n"
-                  "  - name: web\n"
-                  "    bind: 127.0.0.1:8080\n"
-                  "    pools: {blue: 1}\n"
-                  "  - name: web\n"
-                  "    bind: 127.0.0.1:8081\n"
-                  "    pools: {blue: 1}\n" POOLS,
-                  "t.yaml:5:11: listeners[1].name: duplicate listener name \"web\" (first at line 2)");
+    EXPECT_ERRORS(
+        "listeners:\n"
+        "  - name: web\n"
+        "    bind: 127.0.0.1:8080\n"
+        "    pools: {blue: 1}\n"
+        "  - name: web\n"
+        "    bind: 127.0.0.1:8081\n"
+        "    pools: {blue: 1}\n" POOLS,
+        "t.yaml:5:11: listeners[1].name: duplicate listener name \"web\" (first at line 2)");
     EXPECT_ERRORS(LISTENERS "pools:\n"
                             "  - name: blue\n"
                             "    backends: []\n"
                             "  - name: blue\n"
                             "    backends: []\n",
                   "t.yaml:8:11: pools[1].name: duplicate pool name \"blue\" (first at line 6)");
-    EXPECT_ERRORS(LISTENERS "pools:\n"
-                            "  - name: blue\n"
-                            "    backends:\n"
-                            "      - {name: b1, address: 127.0.0.1:9001}\n"
-                            "      - {name: b2, address: 127.0.0.1:9002}\n"
-                            "      - {name: b1, address: 127.0.0.1:9003}\n"
-                            "  - name: green\n"
-                            "    backends:\n"
-                            "      - {name: b1, address: 127.0.0.1:9001}\n",
-                  "t.yaml:10:16: pools[0].backends[2].name: duplicate backend name \"b1\" (first at "
-                  "line 8)");
+    EXPECT_ERRORS(
+        LISTENERS "pools:\n"
+                  "  - name: blue\n"
+                  "    backends:\n"
+                  "      - {name: b1, address: 127.0.0.1:9001}\n"
+                  "      - {name: b2, address: 127.0.0.1:9002}\n"
+                  "      - {name: b1, address: 127.0.0.1:9003}\n"
+                  "  - name: green\n"
+                  "    backends:\n"
+                  "      - {name: b1, address: 127.0.0.1:9001}\n",
+        "t.yaml:10:16: pools[0].backends[2].name: duplicate backend name \"b1\" (first at "
+        "line 8)");
     EXPECT_ERRORS("listeners:\n"
                   "  - name: web\n"
                   "    bind: 127.0.0.1:8080\n"
@@ -705,21 +719,22 @@ static void test_enums(void)
                   "t.yaml:2:10: log.level: invalid value \"verbose\": must be one of debug, info, "
                   "warn, error",
                   "t.yaml:3:11: log.format: invalid value \"xml\": must be one of text, json");
-    EXPECT_ERRORS("listeners:\n"
-                  "  - name: web\n"
-                  "    bind: 127.0.0.1:8080\n"
-                  "    protocol: udp\n"
-                  "    pools: {blue: 1}\n"
-                  "pools:\n"
-                  "  - name: blue\n"
-                  "    balance: random\n"
-                  "    health_check: {protocol: grpc}\n"
-                  "    backends: []\n",
-                  "t.yaml:4:15: listeners[0].protocol: invalid value \"udp\": must be one of http, tcp",
-                  "t.yaml:8:14: pools[0].balance: invalid value \"random\": must be one of "
-                  "round_robin, least_conn",
-                  "t.yaml:9:30: pools[0].health_check.protocol: invalid value \"grpc\": must be one "
-                  "of http, tcp");
+    EXPECT_ERRORS(
+        "listeners:\n"
+        "  - name: web\n"
+        "    bind: 127.0.0.1:8080\n"
+        "    protocol: udp\n"
+        "    pools: {blue: 1}\n"
+        "pools:\n"
+        "  - name: blue\n"
+        "    balance: random\n"
+        "    health_check: {protocol: grpc}\n"
+        "    backends: []\n",
+        "t.yaml:4:15: listeners[0].protocol: invalid value \"udp\": must be one of http, tcp",
+        "t.yaml:8:14: pools[0].balance: invalid value \"random\": must be one of "
+        "round_robin, least_conn",
+        "t.yaml:9:30: pools[0].health_check.protocol: invalid value \"grpc\": must be one "
+        "of http, tcp");
 }
 
 static void test_missing(void)
@@ -827,10 +842,12 @@ static void test_syntax_and_documents(void)
     EXPECT_ERRORS("listeners:\n"
                   "\t- name: web\n",
                   "t.yaml:2:1: syntax error: found character that cannot start any token");
-    EXPECT_ERRORS("listeners: [web\n", "t.yaml:2:1: syntax error: did not find expected ',' or ']'");
+    EXPECT_ERRORS("listeners: [web\n",
+                  "t.yaml:2:1: syntax error: did not find expected ',' or ']'");
     EXPECT_ERRORS("listeners: *nope\n", "t.yaml:1:12: syntax error: found undefined alias");
     EXPECT_ERRORS("listeners: \xff\n", "t.yaml:1:12: syntax error: invalid leading UTF-8 octet");
-    EXPECT_ERRORS(MIN_DOC "---\n" MIN_DOC, "t.yaml:10:1: (root): only one YAML document is allowed");
+    EXPECT_ERRORS(MIN_DOC "---\n" MIN_DOC,
+                  "t.yaml:10:1: (root): only one YAML document is allowed");
     EXPECT_ERRORS("timeouts:\n"
                   "  connect: 1s\n"
                   "  connect: 2s\n" MIN_DOC,
@@ -852,51 +869,52 @@ static void test_syntax_and_documents(void)
 /* Every kind of mistake in one file: all reported, in file order. */
 static void test_all_errors_in_one_run(void)
 {
-    EXPECT_ERRORS("admin:\n"
-                  "  bind: 127.0.0.1\n"
-                  "timeouts:\n"
-                  "  connect: 3\n"
-                  "  tunel: 1h\n"
-                  "limits:\n"
-                  "  max_headers: 0\n"
-                  "log:\n"
-                  "  level: loud\n"
-                  "  access: 1\n"
-                  "listeners:\n"
-                  "  - name: web\n"
-                  "    bind: 127.0.0.1:8080\n"
-                  "    pools: {blue: 1, purple: 1}\n"
-                  "  - name: web\n"
-                  "    bind: 127.0.0.1:8080\n"
-                  "    pools: {blue: 0}\n"
-                  "pools:\n"
-                  "  - name: blue\n"
-                  "    health_check: {interval: 1s, timeout: 1s}\n"
-                  "    backends:\n"
-                  "      - {name: b1, address: 127.0.0.1:9001}\n"
-                  "      - {name: b1, address: \"[::1]:0\"}\n"
-                  "      - {weight: x}\n",
-                  "t.yaml:2:9: admin.bind: invalid address \"127.0.0.1\": expected host:port",
-                  "t.yaml:4:12: timeouts.connect: invalid duration \"3\": missing unit (ms, s, m or h)",
-                  "t.yaml:5:3: timeouts.tunel: unknown key",
-                  "t.yaml:7:16: limits.max_headers: must be between 1 and 10000",
-                  "t.yaml:9:10: log.level: invalid value \"loud\": must be one of debug, info, warn, "
-                  "error",
-                  "t.yaml:10:11: log.access: expected true or false",
-                  "t.yaml:14:22: listeners[0].pools.purple: unknown pool \"purple\"",
-                  "t.yaml:15:11: listeners[1].name: duplicate listener name \"web\" (first at line 12)",
-                  "t.yaml:16:11: listeners[1].bind: address \"127.0.0.1:8080\" is already used by "
-                  "listener \"web\"",
-                  "t.yaml:17:12: listeners[1].pools: all weights are 0: at least one pool needs a "
-                  "weight above 0",
-                  "t.yaml:20:43: pools[0].health_check.timeout: must be shorter than interval (1s)",
-                  "t.yaml:23:16: pools[0].backends[1].name: duplicate backend name \"b1\" (first at "
-                  "line 22)",
-                  "t.yaml:23:29: pools[0].backends[1].address: invalid address \"[::1]:0\": port "
-                  "must be between 1 and 65535",
-                  "t.yaml:24:9: pools[0].backends[2].name: missing required key",
-                  "t.yaml:24:9: pools[0].backends[2].address: missing required key",
-                  "t.yaml:24:18: pools[0].backends[2].weight: expected an integer");
+    EXPECT_ERRORS(
+        "admin:\n"
+        "  bind: 127.0.0.1\n"
+        "timeouts:\n"
+        "  connect: 3\n"
+        "  tunel: 1h\n"
+        "limits:\n"
+        "  max_headers: 0\n"
+        "log:\n"
+        "  level: loud\n"
+        "  access: 1\n"
+        "listeners:\n"
+        "  - name: web\n"
+        "    bind: 127.0.0.1:8080\n"
+        "    pools: {blue: 1, purple: 1}\n"
+        "  - name: web\n"
+        "    bind: 127.0.0.1:8080\n"
+        "    pools: {blue: 0}\n"
+        "pools:\n"
+        "  - name: blue\n"
+        "    health_check: {interval: 1s, timeout: 1s}\n"
+        "    backends:\n"
+        "      - {name: b1, address: 127.0.0.1:9001}\n"
+        "      - {name: b1, address: \"[::1]:0\"}\n"
+        "      - {weight: x}\n",
+        "t.yaml:2:9: admin.bind: invalid address \"127.0.0.1\": expected host:port",
+        "t.yaml:4:12: timeouts.connect: invalid duration \"3\": missing unit (ms, s, m or h)",
+        "t.yaml:5:3: timeouts.tunel: unknown key",
+        "t.yaml:7:16: limits.max_headers: must be between 1 and 10000",
+        "t.yaml:9:10: log.level: invalid value \"loud\": must be one of debug, info, warn, "
+        "error",
+        "t.yaml:10:11: log.access: expected true or false",
+        "t.yaml:14:22: listeners[0].pools.purple: unknown pool \"purple\"",
+        "t.yaml:15:11: listeners[1].name: duplicate listener name \"web\" (first at line 12)",
+        "t.yaml:16:11: listeners[1].bind: address \"127.0.0.1:8080\" is already used by "
+        "listener \"web\"",
+        "t.yaml:17:12: listeners[1].pools: all weights are 0: at least one pool needs a "
+        "weight above 0",
+        "t.yaml:20:43: pools[0].health_check.timeout: must be shorter than interval (1s)",
+        "t.yaml:23:16: pools[0].backends[1].name: duplicate backend name \"b1\" (first at "
+        "line 22)",
+        "t.yaml:23:29: pools[0].backends[1].address: invalid address \"[::1]:0\": port "
+        "must be between 1 and 65535",
+        "t.yaml:24:9: pools[0].backends[2].name: missing required key",
+        "t.yaml:24:9: pools[0].backends[2].address: missing required key",
+        "t.yaml:24:18: pools[0].backends[2].weight: expected an integer");
 }
 
 static void test_errors_accumulate(void)
@@ -962,7 +980,8 @@ static void test_load_file(void)
         char *want = NULL;
         CHECK(conf_load(missing, &e) == NULL);
         CHECK_EQ(e.count, 1);
-        if (e.count == 1 && asprintf(&want, "%s: cannot open: No such file or directory", missing) > 0)
+        if (e.count == 1 &&
+            asprintf(&want, "%s: cannot open: No such file or directory", missing) > 0)
             CHECK_STR(e.messages[0], want);
         free(want);
         conf_errors_clear(&e);

@@ -910,6 +910,41 @@ static void test_helpers(void)
     CHECK_STR(http1_status_text(299), "Unknown");
 }
 
+/* Decodes <s> feeding at most <step> bytes a call; appends the payload to
+ * <out>. Returns the last result. */
+static int decode_all(const char *s, size_t len, size_t step, char *out, size_t *out_len)
+{
+    struct http1_chunked c;
+    http1_chunked_init(&c);
+    size_t pos = 0;
+    int rc = HTTP1_AGAIN;
+    *out_len = 0;
+    while (pos < len && rc == HTTP1_AGAIN) {
+        size_t avail = len - pos < step ? len - pos : step;
+        size_t used, off, dlen;
+        rc = http1_chunked_decode(&c, s + pos, avail, &used, &off, &dlen);
+        memcpy(out + *out_len, s + pos + off, dlen);
+        *out_len += dlen;
+        pos += used;
+    }
+    return rc;
+}
+
+static void test_chunked_decode(void)
+{
+    current = "chunked_decode";
+    static const char body[] = "5;x=1\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+    char out[64];
+    size_t out_len;
+    for (size_t step = 1; step <= sizeof(body); step++) {
+        int rc = decode_all(body, sizeof(body) - 1, step, out, &out_len);
+        if (rc != HTTP1_OK || out_len != 11 || memcmp(out, "hello world", 11) != 0)
+            failf(__LINE__, "step %zu: rc %d payload \"%.*s\"", step, rc, (int)out_len, out);
+    }
+    if (decode_all("5\r\nhelloX", 10, 64, out, &out_len) != HTTP1_ERROR)
+        failf(__LINE__, "missing CRLF after data must fail");
+}
+
 int main(void)
 {
     page_size = sysconf(_SC_PAGESIZE);
@@ -918,6 +953,7 @@ int main(void)
     test_request_errors();
     test_response();
     test_chunked();
+    test_chunked_decode();
     test_helpers();
     if (failures) {
         fprintf(stderr, "test_http1: %d failure(s)\n", failures);

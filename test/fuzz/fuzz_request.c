@@ -1,0 +1,89 @@
+/* libFuzzer harness for http1_parse_request: no crash, no read past the
+ * data (exactly sized heap copy), and the result invariants hold. */
+#include "parser/http1.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_HEADERS 100
+
+static struct http1_header headers[MAX_HEADERS], headers2[MAX_HEADERS];
+
+/* The default limits, and small ones so the limit paths are reached. */
+static const struct http1_limits limits[] = {
+    {.max_head_bytes = 16384, .max_headers = MAX_HEADERS, .max_uri_bytes = 8192},
+    {.max_head_bytes = 200, .max_headers = 4, .max_uri_bytes = 24},
+};
+
+static void in_buf(struct http1_slice s, const char *buf, size_t len)
+{
+    if (s.len == 0)
+        return;
+    if (s.ptr < buf || s.ptr + s.len > buf + len)
+        abort();
+}
+
+static void check(const char *buf, size_t len, const struct http1_limits *lim)
+{
+    struct http1_request req = {.msg.headers = headers}, pre = {.msg.headers = headers2};
+    const struct http1_message *m = &req.msg;
+    int r = http1_parse_request(buf, len, lim, &req);
+
+    if (r == HTTP1_AGAIN)
+        return;
+    if (r == HTTP1_ERROR) {
+        int st = m->error_status;
+        if (!m->error_reason || (st != 400 && st != 414 && st != 431 && st != 501 && st != 505))
+            abort();
+        /* a prefix either waits or fails the same way */
+        int rp = http1_parse_request(buf, len / 2, lim, &pre);
+        if (rp != HTTP1_AGAIN && (rp != HTTP1_ERROR || pre.msg.error_reason != m->error_reason))
+            abort();
+        return;
+    }
+    if (r != HTTP1_OK)
+        abort();
+    if (m->head_len > len || m->head_len > lim->max_head_bytes || m->head_len < 4 ||
+        memcmp(buf + m->head_len - 4, "\r\n\r\n", 4) != 0)
+        abort();
+    if (m->num_headers > lim->max_headers || m->minor_version < 0 || m->minor_version > 1)
+        abort();
+    if (m->framing != HTTP1_BODY_NONE && m->framing != HTTP1_BODY_LENGTH &&
+        m->framing != HTTP1_BODY_CHUNKED)
+        abort(); /* never UNTIL_CLOSE for a request */
+    if ((m->framing == HTTP1_BODY_LENGTH && !(m->flags & HTTP1_F_HAS_CL)) ||
+        (m->framing == HTTP1_BODY_CHUNKED && !(m->flags & HTTP1_F_HAS_TE)))
+        abort();
+    if (req.method.len == 0 || req.target.len == 0 || req.target.len > lim->max_uri_bytes)
+        abort();
+    in_buf(req.method, buf, m->head_len);
+    in_buf(req.target, buf, m->head_len);
+    in_buf(req.host, buf, m->head_len);
+    in_buf(m->upgrade, buf, m->head_len);
+    in_buf(m->connection, buf, m->head_len);
+    for (size_t i = 0; i < m->num_headers; i++) {
+        if (m->headers[i].name.len == 0)
+            abort();
+        in_buf(m->headers[i].name, buf, m->head_len);
+        in_buf(m->headers[i].value, buf, m->head_len);
+    }
+    /* complete exactly at head_len, not a byte earlier */
+    if (http1_parse_request(buf, m->head_len - 1, lim, &pre) != HTTP1_AGAIN)
+        abort();
+    if (http1_parse_request(buf, m->head_len, lim, &pre) != HTTP1_OK ||
+        pre.msg.head_len != m->head_len || pre.msg.flags != m->flags ||
+        pre.msg.framing != m->framing || pre.msg.num_headers != m->num_headers)
+        abort();
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    char *buf = malloc(size ? size : 1);
+    if (!buf)
+        return 0;
+    memcpy(buf, data, size);
+    for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++)
+        check(buf, size, &limits[i]);
+    free(buf);
+    return 0;
+}

@@ -1,0 +1,183 @@
+"""`usher -t -c FILE`: the config check as a user runs it.
+
+Every broken config must be reported as "file:line:column: key: reason" lines
+on stderr (all of them, in file order) with exit code 2; a good one prints
+"configuration ok" on stdout and exits 0. Self-contained: it only runs the
+binary ($USHER_BIN, default <repo>/build/usher).
+
+The broken files in configs/ carry what usher must print in trailing
+"# expect: LINE:COL: key: reason" comments; FILE: is prepended as the path
+given on the command line, and "{dir}" stands for the file's directory.
+"""
+import os
+import pathlib
+import subprocess
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parent.parent.parent
+CONFIGS = pathlib.Path(__file__).resolve().parent / "configs"
+RUN_TIMEOUT = 10  # seconds; a config check is instant, a run that starts is killed
+
+BROKEN = sorted(p.name for p in CONFIGS.glob("*.yaml") if not p.name.startswith("good-"))
+GOOD = [REPO / "conf" / "usher.yaml", REPO / "conf" / "demo.yaml"] + sorted(
+    CONFIGS.glob("good-*.yaml")
+)
+
+
+@pytest.fixture(scope="module")
+def usher():
+    binary = pathlib.Path(os.environ.get("USHER_BIN", REPO / "build" / "usher"))
+    if not (binary.is_file() and os.access(binary, os.X_OK)):
+        pytest.fail(f"usher binary not found at {binary}: build it first (scripts/build) "
+                    "or set USHER_BIN")
+    return str(binary)
+
+
+def run(usher, *args, cwd=REPO):
+    """Runs usher to completion (bounded); returns (code, stdout lines, stderr lines)."""
+    try:
+        p = subprocess.run([usher, *args], cwd=cwd, capture_output=True, text=True,
+                           timeout=RUN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"usher {' '.join(args)} still running after {RUN_TIMEOUT}s")
+    return p.returncode, p.stdout.splitlines(), p.stderr.splitlines()
+
+
+def expected_lines(path, shown_as):
+    out = []
+    for line in path.read_text().splitlines():
+        if line.startswith("# expect: "):
+            rest = line[len("# expect: "):].replace("{dir}", str(path.parent))
+            out.append(f"{shown_as}:{rest}")
+    return out
+
+
+def test_every_broken_config_has_expectations():
+    assert len(BROKEN) >= 8
+    for name in BROKEN:
+        assert expected_lines(CONFIGS / name, name), f"{name} has no '# expect:' lines"
+
+
+@pytest.mark.parametrize("path", GOOD, ids=lambda p: p.name)
+def test_good_config(usher, path):
+    code, out, err = run(usher, "-t", "-c", str(path))
+    assert (code, out, err) == (0, ["configuration ok"], [])
+
+
+@pytest.mark.parametrize("name", BROKEN)
+def test_broken_config(usher, name):
+    path = CONFIGS / name
+    code, out, err = run(usher, "-t", "-c", str(path))
+    assert code == 2
+    assert out == []
+    assert err == expected_lines(path, str(path))
+
+
+@pytest.mark.parametrize("name", ["durations.yaml", "references.yaml", "syntax.yaml"])
+def test_broken_config_without_check_flag(usher, name):
+    """Starting for real with a broken config fails the same way, before any socket opens."""
+    path = CONFIGS / name
+    code, out, err = run(usher, "-c", str(path))
+    assert code == 2
+    assert err == expected_lines(path, str(path))
+
+
+def test_file_name_as_given(usher):
+    """A relative path is reported as typed, relative to where usher was started."""
+    code, _, err = run(usher, "-t", "-c", "types.yaml", cwd=CONFIGS)
+    assert code == 2
+    assert err == expected_lines(CONFIGS / "types.yaml", "types.yaml")
+    assert err[0] == "types.yaml:2:8: admin: expected a mapping"
+
+
+def test_nonexistent_file(usher, tmp_path):
+    missing = tmp_path / "nope.yaml"
+    code, out, err = run(usher, "-t", "-c", str(missing))
+    assert code == 2
+    assert out == []
+    assert err == [f"{missing}: cannot open: No such file or directory"]
+    code, _, err = run(usher, "-c", str(missing))
+    assert code == 2
+    assert err == [f"{missing}: cannot open: No such file or directory"]
+
+
+def test_directory_instead_of_file(usher, tmp_path):
+    code, _, err = run(usher, "-t", "-c", str(tmp_path))
+    assert code == 2
+    assert err == [f"{tmp_path}: cannot read: Is a directory"]
+
+
+BASE = """\
+listeners:
+  - name: web
+    bind: 127.0.0.1:18080
+    pools: {blue: 1}
+pools:
+  - name: blue
+    backends:
+      - name: blue-1
+        address: 127.0.0.1:19001
+"""
+
+
+@pytest.mark.parametrize("text, errors", [
+    # one of each kind, as a user would write them
+    ("timeouts:\n  connect: 5\n" + BASE,
+     ['2:12: timeouts.connect: invalid duration "5": missing unit (ms, s, m or h)']),
+    ("timeouts:\n  conect: 5s\n" + BASE,
+     ["2:3: timeouts.conect: unknown key"]),
+    ("limits:\n  max_connections: 0\n" + BASE,
+     ["2:20: limits.max_connections: must be between 1 and 1000000"]),
+    ("log:\n  format: yaml\n" + BASE,
+     ['2:11: log.format: invalid value "yaml": must be one of text, json']),
+    (BASE.replace("127.0.0.1:19001", '"[::1]:80"').replace("bind: 127.0.0.1:18080", "bind: ::1:80"),
+     ['3:11: listeners[0].bind: invalid address "::1:80": IPv6 addresses need brackets, '
+      'e.g. [::1]:80']),
+    (BASE.replace("{blue: 1}", "{blue: 0}"),
+     ["4:12: listeners[0].pools: all weights are 0: at least one pool needs a weight above 0"]),
+    (BASE.replace("{blue: 1}", "{green: 1}"),
+     ['4:13: listeners[0].pools.green: unknown pool "green"']),
+    (BASE.replace("  - name: blue\n", "  - name: blue\n    health_check: {interval: 1s}\n"),
+     ["7:30: pools[0].health_check.interval: must be longer than timeout (1s)"]),
+    (BASE + "      - name: blue-1\n        address: 127.0.0.1:19002\n",
+     ['10:15: pools[0].backends[1].name: duplicate backend name "blue-1" (first at line 8)']),
+    (BASE.replace("        address: 127.0.0.1:19001\n", ""),
+     ["8:9: pools[0].backends[0].address: missing required key"]),
+    ("listeners: [\n", ["2:1: syntax error: did not find expected node content"]),
+    # all of them at once, in file order
+    ("timeouts:\n  connect: 5\n  conect: 5s\nlog:\n  level: loud\n"
+     + BASE.replace("{blue: 1}", "{blue: 1, red: 2}").replace("127.0.0.1:19001", "127.0.0.1:0"),
+     ['2:12: timeouts.connect: invalid duration "5": missing unit (ms, s, m or h)',
+      "3:3: timeouts.conect: unknown key",
+      '5:10: log.level: invalid value "loud": must be one of debug, info, warn, error',
+      '9:22: listeners[0].pools.red: unknown pool "red"',
+      '14:18: pools[0].backends[0].address: invalid address "127.0.0.1:0": '
+      "port must be between 1 and 65535"]),
+], ids=["duration", "unknown-key", "range", "enum", "v6-brackets", "zero-weights", "unknown-pool",
+        "timeout-vs-interval", "duplicate-backend", "missing-key", "syntax", "all-at-once"])
+def test_inline_errors(usher, tmp_path, text, errors):
+    path = tmp_path / "usher.yaml"
+    path.write_text(text)
+    code, out, err = run(usher, "-t", "-c", str(path))
+    assert (code, out) == (2, [])
+    assert err == [f"{path}:{e}" for e in errors]
+
+
+def test_tls_files_relative_to_the_config(usher, tmp_path):
+    """cert/key are found next to the config file, wherever usher runs from."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-keyout", str(tmp_path / "server.key"),
+                    "-out", str(tmp_path / "server.pem")],
+                   check=True, capture_output=True, timeout=RUN_TIMEOUT)
+    cfg = tmp_path / "tls.yaml"
+    cfg.write_text(BASE.replace("    pools: {blue: 1}\n",
+                                "    tls: {cert: server.pem, key: server.key}\n"
+                                "    pools: {blue: 1}\n"))
+    assert run(usher, "-t", "-c", str(cfg), cwd="/") == (0, ["configuration ok"], [])
+
+    (tmp_path / "server.key").unlink()
+    code, _, err = run(usher, "-t", "-c", str(cfg), cwd="/")
+    assert code == 2
+    assert err == [f'{cfg}:4:34: listeners[0].tls.key: cannot read "{tmp_path}/server.key": '
+                   "No such file or directory"]
