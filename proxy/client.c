@@ -25,6 +25,11 @@
  * starve the others (memcached's reqs_per_event). */
 #define MAX_DRIVE_ROUNDS 16
 
+/* While draining, a connection that has not sent its first request yet is
+ * not idle keep-alive: its client was just told "connected" and its request
+ * is likely on the wire. It gets this long to send it. */
+#define FIRST_REQUEST_GRACE_S 1.0
+
 /* Result of one step of drive(). */
 enum step {
     STEP_BLOCKED = 0, /* nothing more to do until an event */
@@ -75,6 +80,11 @@ static ev_tstamp deadline_of(const struct client *c)
     const struct conf *conf = c->w->conf;
     switch (c->state) {
     case CLIENT_IDLE:
+        if (c->requests == 0 && c->w->state >= WORKER_DRAINING) {
+            ev_tstamp grace = c->last_activity + FIRST_REQUEST_GRACE_S;
+            ev_tstamp idle = c->last_activity + ms_to_s(conf->timeouts.client_idle);
+            return grace < idle ? grace : idle;
+        }
         return c->last_activity + ms_to_s(conf->timeouts.client_idle);
     case CLIENT_READING_HEAD:
         return c->head_started_at + ms_to_s(conf->timeouts.client_header);
@@ -291,9 +301,11 @@ static bool request_sent(const struct client *c)
     return c->req_body.done && c->in_fwd == 0 && !head_pending(&c->req_head);
 }
 
+/* The process drains, or this connection's listener was removed by a
+ * reload: answer what is asked, with Connection: close. */
 static bool worker_draining(const struct client *c)
 {
-    return c->w->state >= WORKER_DRAIN_DELAY;
+    return c->w->state >= WORKER_DRAIN_DELAY || c->listener->closed;
 }
 
 /* ---- upstream binding ---------------------------------------------------- */
@@ -1164,8 +1176,11 @@ void client_accept(struct listener *l, int fd, const struct sockaddr_storage *sa
 
 void client_shutdown_idle(struct client *c)
 {
-    if (c->state == CLIENT_IDLE)
+    if (c->state == CLIENT_IDLE && c->requests > 0) {
         client_close(c);
-    else
-        c->keep_alive = false;
+        return;
+    }
+    c->keep_alive = false;
+    if (c->state == CLIENT_IDLE)
+        arm_timer(c); /* its deadline just became the first-request grace */
 }

@@ -1,6 +1,7 @@
 #include "listener.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -23,16 +24,19 @@
  * readable socket that cannot be accepted. */
 #define ACCEPT_RETRY_S 0.1
 
-/* Seconds the kernel holds a connection until its first bytes arrive
- * (TCP_DEFER_ACCEPT), saving a wakeup per connection. */
-#define DEFER_ACCEPT_S 1
+/* No TCP_DEFER_ACCEPT: it would save a wakeup per connection, but the
+ * connections it holds back are invisible to accept() and would be reset
+ * when a drain closes the listener. */
 
-static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
+/* Accepts up to <max> queued connections. <drain>: the listener is about to
+ * close, so take everything regardless of max_connections: what stays in
+ * the kernel queue would be reset by the close. */
+static void accept_batch(struct listener *l, unsigned max, bool drain)
 {
-    struct listener *l = container_of(io, struct listener, io);
     struct worker *w = l->w;
-    for (int i = 0; i < ACCEPT_BATCH; i++) {
-        if (w->num_clients >= w->conf->limits.max_connections) {
+    struct ev_loop *loop = w->loop;
+    for (unsigned i = 0; i < max; i++) {
+        if (!drain && w->num_clients >= w->conf->limits.max_connections) {
             if (!w->accept_limited) {
                 w->accept_limited = true;
                 w->stats.accept_paused++;
@@ -65,6 +69,11 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
     }
 }
 
+static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    accept_batch(container_of(io, struct listener, io), ACCEPT_BATCH, false);
+}
+
 struct listener *listener_open(struct worker *w, const struct conf_listener *cl, const char **err)
 {
     if (cl->tls.enabled) {
@@ -87,10 +96,8 @@ struct listener *listener_open(struct worker *w, const struct conf_listener *cl,
         *err = "socket failed";
         goto fail;
     }
-    int one = 1, defer = DEFER_ACCEPT_S;
+    int one = 1;
     setsockopt(l->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (cl->protocol == CONF_PROTO_HTTP)
-        setsockopt(l->fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof(defer));
     if (bind(l->fd, (const struct sockaddr *)&cl->bind.sa, cl->bind.sa_len) < 0) {
         *err = "bind failed";
         goto fail;
@@ -158,6 +165,9 @@ void listener_close(struct listener *l)
 {
     if (l->closed)
         return;
+    /* a client whose handshake completed has been told "connected": serve
+     * it rather than reset it with the close */
+    accept_batch(l, UINT_MAX, true);
     listener_pause(l);
     close(l->fd);
     l->fd = -1;

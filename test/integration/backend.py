@@ -31,6 +31,7 @@ bodies, and answers by path:
   /trickle-head         a normal answer written one byte at a time
   /hop                  answer with hop-by-hop headers (Connection: X-Hop, X-Hop, Keep-Alive...)
   /manyheaders?n=N      answer with N extra header fields
+  any path with v10=1   answers "HTTP/1.0 200" (no keep-alive) and then reads nothing more
   any path with close=1 answers with "Connection: close" and closes.
 
 Setting .mode to a path ("/hang", "/status?code=500", ...) handles every
@@ -442,6 +443,14 @@ class Backend:
             code = int(query.get("code", "413"))
             self._respond(c, code, b"early", False, head_only)
             time.sleep(0.2)
+            return False
+        if query.get("v10") == "1":
+            # an HTTP/1.0 server: answers 1.0 without keep-alive and then
+            # reads nothing more (a request sent on this connection hangs)
+            c.read_body(req)
+            body = self.name.encode()
+            c.send(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            c.wait_peer_or_stop()
             return False
         if path == "/upload":
             c.read_body(req, rate=float(query.get("rate", 0)) or None)

@@ -50,6 +50,16 @@ def wait_state(u, pool, name, state, timeout=5.0):
     return None if r == "gone" else r
 
 
+def wait_field(u, pool, name, key, at_least, timeout=3.0):
+    """Waits until the backend's /status field <key> is >= <at_least>;
+    returns the backend's /status object."""
+    def ok():
+        b = u.backend_status(pool, name)
+        return b if b and b[key] >= at_least else None
+    return util.wait_until(ok, timeout, interval=0.005,
+                           what="%s/%s %s >= %d" % (pool, name, key, at_least))
+
+
 def state_transitions(u, backend=None):
     """[(from, to, reason)] of the 'backend state' log lines, optionally of one backend."""
     out = []

@@ -9,7 +9,7 @@ import time
 
 import util
 from health_util import (LoadLoop, backend_state, hc_opts, servers,  # noqa: F401 (fixture)
-                         state_transitions, wait_state)
+                         state_transitions, wait_field, wait_state)
 from util import RawConn
 
 # Slack on top of a computed bound: scheduling of the Python backends and
@@ -129,8 +129,7 @@ def test_thresholds_out_of_rotation_and_back(servers, usher_factory):
     b1.health_status = 500
 
     # unhealthy_threshold - 1 failures: still healthy and still served
-    st = util.wait_until(lambda: (lambda b: b if b["failure_streak"] >= 2 else None)(
-        u.backend_status("blue", "blue-1")), 3.0, interval=0.005, what="failure_streak 2")
+    st = wait_field(u, "blue", "blue-1", "failure_streak", 2)
     before = len(b1.reqs())
     bodies = _get_all(u.port, 6)
     after_st = u.backend_status("blue", "blue-1")
@@ -154,8 +153,7 @@ def test_thresholds_out_of_rotation_and_back(servers, usher_factory):
 
     # healthy_threshold successes bring it back; one is not enough
     b1.health_status = 200
-    st = util.wait_until(lambda: (lambda b: b if b["success_streak"] >= 1 else None)(
-        u.backend_status("blue", "blue-1")), 2.0, interval=0.005, what="success_streak 1")
+    st = wait_field(u, "blue", "blue-1", "success_streak", 1)
     if st["success_streak"] == 1:
         assert st["state"] == "unhealthy", st
         bodies = _get_all(u.port, 4)

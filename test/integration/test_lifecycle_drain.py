@@ -263,3 +263,34 @@ def test_websocket_tunnel_flows_during_drain_then_cut_at_timeout(usher_factory):
             ws.close()
         ws_backend.stop()
         aio.close()
+
+
+def test_connection_without_a_request_yet_is_served_during_drain(backend_factory, usher_factory):
+    """A client that connected just before SIGTERM but has not sent its request
+    yet is not an idle keep-alive connection: closing it would turn its request
+    into an error. It gets a short grace, and its request is answered."""
+    b = backend_factory("blue-1")
+    u = usher_factory(pools={"blue": [b]}, shutdown={"drain_delay": "0s", "timeout": "10s"})
+    fresh = RawConn(u.port)
+    time.sleep(0.2)  # accepted by usher, no byte sent yet
+    drain_signal(u, signal.SIGTERM)
+    u.wait_log(r"shutdown listeners closed", 2.0)
+    time.sleep(0.2)
+    r = fresh.request("GET", "/")
+    assert r.status == 200 and r.body == b"blue-1", r
+    assert r.has_token("connection", "close"), r.raw_head
+    assert fresh.wait_closed(2.0) == b""
+    fresh.close()
+    assert u.wait_exit(3.0) == 0, u.log()
+
+
+def test_connection_that_never_sends_does_not_hold_the_drain(backend_factory, usher_factory):
+    b = backend_factory("blue-1")
+    u = usher_factory(pools={"blue": [b]}, shutdown={"drain_delay": "0s", "timeout": "10s"})
+    silent = RawConn(u.port)
+    time.sleep(0.2)
+    t0 = drain_signal(u, signal.SIGTERM)
+    assert silent.wait_closed(3.0) == b""
+    silent.close()
+    assert u.wait_exit(3.0) == 0, u.log()
+    assert time.monotonic() - t0 < 2.5, "a silent connection held the drain"

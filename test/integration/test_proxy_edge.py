@@ -303,3 +303,59 @@ def test_multiple_x_forwarded_for_lines(proxy):
         seen = [v for k, v in r.json()["headers"] if k.lower() == "x-forwarded-for"]
     joined = ", ".join(seen)
     assert joined == "10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1", seen
+
+
+def test_http10_backend_connection_not_reused(backend_factory, usher_factory):
+    """An HTTP/1.0 answer without keep-alive ends that upstream connection."""
+    b = backend_factory("blue-1")
+    u = usher_factory(pools={"blue": [b]}, timeouts={"backend": "1s"})
+    with RawConn(u.port) as c:
+        for i in range(3):
+            r = c.request("GET", "/?v10=1&i=%d" % i, timeout=4)
+            assert r.status == 200 and r.body == b"blue-1", "request %d: %r" % (i, r)
+    assert b.conns_total == 3
+
+
+def test_nothing_after_connection_close_is_processed(proxy):
+    with proxy.conn() as c:
+        c.send(build_request("GET", "/a", headers=[("Connection", "close")]) +
+               build_request("GET", "/b"))
+        r = c.read_response()
+        assert r.status == 200 and r.has_token("connection", "close")
+        assert c.wait_closed(3) == b""
+    time.sleep(0.1)
+    assert [r.target for r in proxy.backend.reqs()] == ["/a"]
+
+
+def test_asterisk_and_absolute_form_targets(proxy):
+    with proxy.conn() as c:
+        r = c.request("OPTIONS", "*")
+        assert r.status == 200, r
+        r = c.request("GET", "http://usher.test/headers?abs=1")
+        assert r.status == 200, "absolute-form must be accepted (RFC 9112 3.2.2): %r" % r
+    targets = [r.target for r in proxy.backend.reqs()]
+    assert targets[0] == "*"
+    assert targets[1] in ("/headers?abs=1", "http://usher.test/headers?abs=1"), targets
+
+
+def test_invalid_host_value_400(proxy):
+    with proxy.conn() as c:
+        c.send(b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n")
+        r = c.read_response()
+        util.check_usher_error(c, r, 400, must_close=True)
+    assert proxy.backend.reqs() == []
+
+
+def test_slow_upload_longer_than_backend_timeout(backend_factory, usher_factory):
+    """The backend timeout measures how long usher waits for the backend; a
+    body still flowing up to it is not the backend being silent."""
+    b = backend_factory("blue-1")
+    u = usher_factory(pools={"blue": [b]}, timeouts={"backend": "500ms"})
+    n = 16 * 20000
+    with RawConn(u.port, timeout=10) as c:
+        c.send(build_request("POST", "/upload", headers=[("Content-Length", str(n))]))
+        for i in range(16):  # ~1.6 s in total, a piece every 100 ms
+            c.send(b"".join(util.pattern_chunks(20000, start=20000 * i)))
+            time.sleep(0.1)
+        r = c.read_response()
+        assert r.status == 200 and r.json() == {"sha256": util.pattern_sha256(n), "len": n}, r

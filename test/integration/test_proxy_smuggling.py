@@ -7,7 +7,7 @@ import time
 import pytest
 
 import util
-from util import RawConn
+from util import RawConn, build_request
 
 H = b"Host: usher.test\r\n"
 
@@ -195,3 +195,57 @@ def test_default_limits_accept_large_but_legal_heads(proxy):
     with proxy.conn() as c:
         r = c.request("GET", "/", headers=[("X-Big", "a" * 17000)])
         util.check_usher_error(c, r, 431, must_close=True)
+
+
+SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: usher.test\r\n\r\n"
+
+
+def _dead_entry():
+    return {"name": "dead-1", "address": "127.0.0.1:%d" % util.free_port(), "weight": 1}
+
+
+def test_error_with_unread_body_closes_connection(backend_factory, usher_factory):
+    """usher answers 503 before the body arrived: the body (which looks like
+    a request) must never be taken for the next request."""
+    b = backend_factory("blue-1")
+    u = usher_factory(pools={"blue": [(b, 0)]})
+    with RawConn(u.port) as c:
+        c.send(b"POST / HTTP/1.1\r\n" + H + b"Content-Length: %d\r\n\r\n" % (len(SMUGGLED) + 100))
+        r = c.read_response()
+        assert r.status == 503, r
+        c.send(SMUGGLED)  # the body, sent after the answer
+        assert r.has_token("connection", "close"), "unread body but no Connection: close: %r" % (
+            r.raw_head)
+        assert c.wait_closed(3) == b""
+
+
+def test_error_body_in_same_packet_not_a_second_request(usher_factory):
+    """The whole body arrived with the head: usher may keep the connection,
+    but the body is skipped, not parsed (one request -> one response)."""
+    u = usher_factory(pools={"blue": [_dead_entry()]})
+    with RawConn(u.port) as c:
+        c.send(b"POST / HTTP/1.1\r\n" + H + b"Content-Length: %d\r\n\r\n" % len(SMUGGLED) +
+               SMUGGLED)
+        r = c.read_response()
+        util.check_usher_error(c, r, 502, must_close=False)
+        if r.has_token("connection", "close"):
+            assert c.wait_closed(3) == b""
+            return
+        assert not c.readable(0.5), "a second response: the body was parsed as a request"
+        c.send(build_request("GET", "/real"))
+        r = c.read_response()
+        assert r.status == 502
+        assert not c.readable(0.3)
+
+
+def test_chunked_body_with_error_not_a_second_request(usher_factory):
+    u = usher_factory(pools={"blue": [_dead_entry()]})
+    body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(SMUGGLED), SMUGGLED)
+    with RawConn(u.port) as c:
+        c.send(b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n" + body)
+        r = c.read_response()
+        util.check_usher_error(c, r, 502, must_close=False)
+        if r.has_token("connection", "close"):
+            assert c.wait_closed(3) == b""
+        else:
+            assert not c.readable(0.5), "a second response: the chunked body was parsed"

@@ -7,6 +7,8 @@ import subprocess
 
 import pytest
 
+import util
+
 
 def test_wrk_smoke(backend_factory, usher_factory):
     wrk = shutil.which("wrk")
@@ -32,3 +34,22 @@ def test_wrk_smoke(backend_factory, usher_factory):
     # round robin over two equal backends
     n1, n2 = len(b1.reqs()), len(b2.reqs())
     assert abs(n1 - n2) <= max(20, 0.05 * (n1 + n2)), (n1, n2)
+
+
+def test_wrk_connection_close(backend_factory, usher_factory):
+    """New connection per request: accept, answer, close, again and again."""
+    b1 = backend_factory("blue-1")
+    u = usher_factory(pools={"blue": [b1]})
+    p = subprocess.run(["wrk", "-t1", "-c10", "-d2s", "--timeout", "5s",
+                        "-H", "Connection: close", u.url("/")],
+                       capture_output=True, text=True, timeout=30)
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    assert total >= 200, out
+    assert "Non-2xx" not in out, out
+    assert "Socket errors" not in out, out
+    util.wait_until(lambda: u.status_json()["listeners"][0]["connections"] == 0, 3.0,
+                    what="every client connection to be gone")
+    # the upstream side stayed pooled: far fewer upstream connections than requests
+    assert b1.conns_total <= 20, b1.conns_total

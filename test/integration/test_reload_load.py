@@ -8,7 +8,6 @@ import time
 import util
 from lifecycle_util import (AsyncioThread, Background, KeepAliveLoad, WsClient, WsEchoBackend,
                             config_for, reload_and_wait)
-from util import RawConn
 
 RELOADS = 50
 HEALTH = {"protocol": "http", "path": "/healthz", "interval": "200ms", "timeout": "150ms",

@@ -177,3 +177,25 @@ def test_tcp_removed_backend_drains_until_delay_then_gone(servers, usher_factory
     c3 = servers.add(TCPClient(u.port))
     assert c3.exchange("after") == "after"
     assert other.conns_active == 1
+
+
+def test_tcp_unhealthy_backend_keeps_its_sessions(servers, usher_factory):
+    """unhealthy (failed checks, not 503) takes a backend out of rotation but
+    its existing sessions are not closed by usher: no deregistration delay
+    applies to them."""
+    echos = [_echo(servers, "tcp-1"), _echo(servers, "tcp-2")]
+    u = usher_factory(_cfg(echos, hc=hc_opts(interval="150ms", timeout="80ms", unhealthy=2)))
+    for e in echos:
+        wait_state(u, "tcp", e.name, "healthy")
+    c, p, mine, other = _drain_session(servers, u, echos)
+    t_flip = time.monotonic()
+    mine.health_status = 500
+    st = wait_state(u, "tcp", mine.name, "unhealthy", timeout=2.0)
+    assert st["active_connections"] == 1, st
+    before = other.conns_total
+    c2 = servers.add(TCPClient(u.port))
+    assert c2.exchange("new") == "new" and other.conns_total == before + 1
+    time.sleep(max(0.0, t_flip + DELAY + 0.8 - time.monotonic()))
+    assert p.failed_at is None, "usher closed a session of an unhealthy backend: %s" % p.error
+    assert p.last_ok > t_flip + DELAY + 0.5
+    assert not u.log_lines("backend drain expired")

@@ -163,3 +163,59 @@ def test_websocket_drain_completes_early_when_last_session_ends(servers, usher_f
     print("\nWS drain completed %.3fs after the last session closed" % (time.monotonic() - t_close))
     u.wait_log(r"backend gone pool=ws backend=%s " % mine.name, 0.5)
     assert not u.log_lines("backend drain expired")
+
+
+def test_websocket_503_then_healthy_again_keeps_session(servers, usher_factory):
+    """A backend that drained on 503 and passes healthy_threshold checks
+    before the delay ends is back in service: its session is not cut."""
+    ws = _start(servers, ["ws-1", "ws-2"])
+    u = usher_factory(_cfg(ws))
+    for w in ws:
+        wait_state(u, "ws", w.name, "healthy")
+    c, mine = _session_on(servers, u, ws)
+    p = servers.add(Pinger(c, every=0.05).start())
+    t_flip = time.monotonic()
+    mine.health_status = 503
+    wait_state(u, "ws", mine.name, "draining", timeout=2.0)
+    m = u.metrics()
+    remaining = m.get("usher_backend_drain_remaining_seconds", pool="ws", backend=mine.name)
+    assert remaining is not None and 0 < remaining <= DELAY, remaining
+    time.sleep(0.3)
+    mine.health_status = 200
+    st = wait_state(u, "ws", mine.name, "healthy", timeout=2.0)
+    assert st["drain_deadline_ms"] is None, st
+    # well past the delay counted from the first 503
+    time.sleep(max(0.0, t_flip + DELAY + 0.8 - time.monotonic()))
+    assert p.failed_at is None, "session cut although the backend came back: %s" % p.error
+    assert p.last_ok > t_flip + DELAY + 0.5
+    assert not u.log_lines("backend drain expired")
+    assert ("draining", "healthy", "ok") in state_transitions(u, mine.name)
+
+
+def test_websocket_readded_while_draining_keeps_session(servers, usher_factory):
+    """A backend removed by a reload and re-added by the next one before its
+    delay ends becomes a normal backend again and keeps its session."""
+    ws = _start(servers, ["ws-1", "ws-2"])
+    cfg = _cfg(ws)
+    u = usher_factory(cfg)
+    for w in ws:
+        wait_state(u, "ws", w.name, "healthy")
+    c, mine = _session_on(servers, u, ws)
+    p = servers.add(Pinger(c, every=0.05).start())
+    t_remove = time.monotonic()
+    u.reload(_without(cfg, mine.name))
+    u.wait_log(r"reload done generation=2", 2.0)
+    st = wait_state(u, "ws", mine.name, "draining", timeout=1.0)
+    assert st["in_config"] is False and st["active_connections"] == 1, st
+    time.sleep(0.5)
+    u.reload(cfg)
+    u.wait_log(r"reload done generation=3", 2.0)
+    st = wait_state(u, "ws", mine.name, "healthy", timeout=1.0)
+    assert st["in_config"] is True and st["drain_deadline_ms"] is None, st
+    time.sleep(max(0.0, t_remove + DELAY + 0.8 - time.monotonic()))
+    assert p.failed_at is None, "session cut although the backend was re-added: %s" % p.error
+    assert p.last_ok > t_remove + DELAY + 0.5
+    assert not u.log_lines("backend drain expired")
+    assert not u.log_lines("backend gone")
+    st = u.backend_status("ws", mine.name)
+    assert st["state"] == "healthy" and st["active_connections"] == 1, st
