@@ -138,6 +138,8 @@ static void build_status(struct hbuf *o, struct worker *w)
     hbuf_append_str(o, "],\"pools\":[");
     first = true;
     for (struct pool *p = w->pools; p; p = p->next) {
+        if (!p->conf && p->num_backends == 0)
+            continue; /* removed by a reload and fully drained */
         hbuf_append_str(o, first ? "{\"name\":" : ",{\"name\":");
         first = false;
         json_str(o, p->name);

@@ -475,6 +475,13 @@ static enum step connect_upstream(struct client *c)
         }
         int err = 0;
         u = upstream_connect(c->w, b, c, &err);
+        if (!u && (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM)) {
+            /* usher's own shortage, not the backend's: no point trying others,
+             * and closing this client gives a descriptor back */
+            log_warn("upstream connect failed", "reason=\"%s\" connections=%u", strerror(err),
+                     c->w->num_clients);
+            return respond_error(c, 503, "proxy out of resources", true);
+        }
         if (!u) {
             b->connect_failures++;
             log_warn("backend connect failed", "pool=%s backend=%s address=%s error=\"%s\"",

@@ -36,7 +36,7 @@ static void accept_batch(struct listener *l, unsigned max, bool drain)
     struct worker *w = l->w;
     struct ev_loop *loop = w->loop;
     for (unsigned i = 0; i < max; i++) {
-        if (!drain && w->num_clients >= w->conf->limits.max_connections) {
+        if (!drain && w->num_clients >= w->max_clients) {
             if (!w->accept_limited) {
                 w->accept_limited = true;
                 w->stats.accept_paused++;

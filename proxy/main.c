@@ -74,6 +74,7 @@ int main(int argc, char **argv)
         return 0;
     }
 
+    worker_raise_fd_limit();
     struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
     if (!loop) {
         fprintf(stderr, "usher: cannot initialise the event loop\n");

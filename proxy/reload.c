@@ -142,7 +142,8 @@ int lifecycle_reload(struct worker *w)
     /* fresh listeners: re-point their splits now that pools are synced */
     for (struct listener *l = fresh; l; l = l->next) {
         listener_configure(l, l->conf);
-        log_info("listener started", "name=%s bind=%s", l->name, l->bind_text);
+        log_info("listener started", "name=%s bind=%s protocol=%s", l->name, l->bind_text,
+                 conf_protocol_str(l->protocol));
     }
     *tail = NULL;
     struct listener **end = &w->listeners;

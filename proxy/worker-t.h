@@ -195,6 +195,7 @@ struct worker {
     ev_idle reaper;              /* frees closed clients */
     ev_timer accept_retry;       /* resumes accepting after EMFILE */
     bool accept_limited;         /* paused because of max_connections */
+    unsigned max_clients;        /* limits.max_connections, capped by the fd limit */
 
     struct admin *admin;
     struct worker_stats stats;

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "../conf/conf.h"
 #include "../health/backend.h"
@@ -275,7 +276,7 @@ void worker_client_closed(struct worker *w, struct client *c)
     c->listener->connections--;
     list_append(&w->closed, &c->link);
     ev_idle_start(w->loop, &w->reaper);
-    if (w->accept_limited && w->num_clients < w->conf->limits.max_connections) {
+    if (w->accept_limited && w->num_clients < w->max_clients) {
         w->accept_limited = false;
         log_info("accept resumed", "connections=%u", w->num_clients);
         worker_accept_resume(w);
@@ -306,8 +307,44 @@ static void accept_retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
 
 /* ---- creation and teardown ----------------------------------------------- */
 
+/* Descriptors kept aside from client/upstream pairs: stdio, the event
+ * loop's own, listeners, the admin socket and its clients, one health check
+ * per backend (added below). */
+#define FD_RESERVE 64
+
+/* Caps max_connections so that every client connection can also open its
+ * upstream connection: a client accepted without a descriptor left for its
+ * backend could only be answered with an error. */
+static unsigned max_clients_for(const struct conf *conf)
+{
+    struct rlimit rl;
+    unsigned want = conf->limits.max_connections;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+        return want;
+    size_t reserve = FD_RESERVE + conf->num_listeners;
+    for (size_t i = 0; i < conf->num_pools; i++)
+        reserve += conf->pools[i].num_backends;
+    rlim_t usable = rl.rlim_cur > reserve ? (rl.rlim_cur - reserve) / 2 : 1;
+    if (usable >= want)
+        return want;
+    log_warn("max_connections lowered", "configured=%u effective=%llu nofile=%llu "
+             "reason=\"each client needs 2 file descriptors\"",
+             want, (unsigned long long)usable, (unsigned long long)rl.rlim_cur);
+    return usable ? (unsigned)usable : 1;
+}
+
+void worker_raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
 void worker_apply_limits(struct worker *w, const struct conf *conf)
 {
+    w->max_clients = max_clients_for(conf);
     w->limits.max_head_bytes = conf->limits.max_head_bytes;
     w->limits.max_headers = conf->limits.max_headers;
     w->limits.max_uri_bytes = conf->limits.max_uri_bytes;
@@ -371,7 +408,7 @@ int worker_start(struct worker *w)
         tail = &l->next;
         listener_resume(l);
         log_info("listener started", "name=%s bind=%s protocol=%s", cl->name, cl->bind.text,
-                 cl->protocol == CONF_PROTO_TCP ? "tcp" : "http");
+                 conf_protocol_str(cl->protocol));
     }
     if (conf->admin.enabled && admin_start(w) < 0)
         return -1;

@@ -38,7 +38,11 @@ bool worker_ready(const struct worker *w);
 void worker_accept_pause(struct worker *w);
 void worker_accept_resume(struct worker *w);
 
-/* Parse-time limits derived from a config. */
+/* Raises the soft RLIMIT_NOFILE to the hard limit (once, at startup). */
+void worker_raise_fd_limit(void);
+
+/* Limits derived from a config: parse limits, buffer size, and the
+ * effective max_connections (capped by the file descriptor limit). */
 void worker_apply_limits(struct worker *w, const struct conf *conf);
 
 const char *worker_state_str(enum worker_state s);
