@@ -18,6 +18,7 @@
 #include "headers.h"
 #include "list.h"
 #include "log.h"
+#include "tls.h"
 #include "upstream.h"
 #include "worker.h"
 
@@ -40,6 +41,8 @@ enum step {
 const char *client_state_str(enum client_state s)
 {
     switch (s) {
+    case CLIENT_TLS_HANDSHAKE:
+        return "tls_handshake";
     case CLIENT_IDLE:
         return "idle";
     case CLIENT_READING_HEAD:
@@ -88,6 +91,8 @@ static ev_tstamp deadline_of(const struct client *c)
         return c->last_activity + ms_to_s(conf->timeouts.client_idle);
     case CLIENT_READING_HEAD:
         return c->head_started_at + ms_to_s(conf->timeouts.client_header);
+    case CLIENT_TLS_HANDSHAKE:
+        return c->last_activity + ms_to_s(conf->timeouts.client_header);
     case CLIENT_CONNECTING:
         return c->last_activity + ms_to_s(conf->timeouts.connect);
     case CLIENT_FORWARDING:
@@ -194,6 +199,53 @@ static ssize_t sock_send(int fd, struct hbuf *head, struct buf *b, size_t *fwd)
             *fwd -= left;
         }
     }
+}
+
+/* Reads from the client: through TLS on a TLS listener. */
+static ssize_t client_recv(struct client *c, struct buf *b)
+{
+    if (!c->ssl)
+        return sock_read(c->fd, b);
+    if (buf_space(b) == 0)
+        buf_compact(b);
+    ssize_t n = tls_recv(c->ssl, b->data + b->end, buf_space(b), &c->tls_read_want);
+    if (n > 0)
+        b->end += (size_t)n;
+    return n;
+}
+
+/* Writes to the client: sock_send, or the same through TLS (one record per
+ * piece; TLS has no writev). */
+static ssize_t client_send(struct client *c, struct hbuf *head, struct buf *b, size_t *fwd)
+{
+    if (!c->ssl)
+        return sock_send(c->fd, head, b, fwd);
+    ssize_t total = 0;
+    unsigned want;
+    while (head->sent < head->len) {
+        ssize_t n = tls_send(c->ssl, head->data + head->sent, head->len - head->sent, &want);
+        if (n <= 0)
+            return n < 0 ? HTTP1_ERROR : total;
+        head->sent += (size_t)n;
+        total += n;
+    }
+    while (b && *fwd > 0) {
+        ssize_t n = tls_send(c->ssl, buf_head(b), *fwd, &want);
+        if (n <= 0)
+            return n < 0 ? HTTP1_ERROR : total;
+        buf_consume(b, (size_t)n);
+        *fwd -= (size_t)n;
+        total += n;
+    }
+    return total;
+}
+
+/* Half-closes toward the client (tunnels): close_notify first on TLS. */
+static void client_shutdown_write(struct client *c)
+{
+    if (c->ssl)
+        SSL_shutdown(c->ssl);
+    shutdown(c->fd, SHUT_WR);
 }
 
 static bool head_pending(const struct hbuf *h)
@@ -379,6 +431,8 @@ void client_close(struct client *c)
     unbind_upstream(c, false);
     client_want(c, 0);
     ev_timer_stop(w->loop, &c->timer);
+    tls_close(c->ssl);
+    c->ssl = NULL;
     close(c->fd);
     c->fd = -1;
     buf_put(&w->bufs, c->in);
@@ -575,7 +629,7 @@ static enum step on_head(struct client *c)
             client_close(c);
             return STEP_CLOSED;
         }
-        ssize_t n = buf_space(c->in) || c->in->start ? sock_read(c->fd, c->in) : HTTP1_AGAIN;
+        ssize_t n = buf_space(c->in) || c->in->start ? client_recv(c, c->in) : HTTP1_AGAIN;
         if (n > 0) {
             /* a head can only complete (or fail) at an LF: a slowloris
              * client sending a byte at a time costs no re-parse per byte;
@@ -833,7 +887,7 @@ static enum step on_forward(struct client *c)
             return STEP_CLOSED;
         }
         if (buf_space(c->in) > 0 || c->in->start > 0) {
-            ssize_t n = sock_read(c->fd, c->in);
+            ssize_t n = client_recv(c, c->in);
             if (n == HTTP1_AGAIN) {
                 c->c_readable = false;
             } else if (n <= 0) {
@@ -886,7 +940,7 @@ static enum step on_forward(struct client *c)
 
     /* response bytes toward the client */
     if (head_pending(&c->res_head) || c->out_fwd > 0) {
-        ssize_t n = sock_send(c->fd, &c->res_head, c->out, &c->out_fwd);
+        ssize_t n = client_send(c, &c->res_head, c->out, &c->out_fwd);
         if (n < 0) {
             client_close(c); /* the client went away mid-response */
             return STEP_CLOSED;
@@ -906,7 +960,10 @@ static enum step on_forward(struct client *c)
 
 /* ---- tunnels (after a 101, and TCP mode) --------------------------------- */
 
-static enum step tunnel_read(struct client *c, int fd, struct buf **b, bool *readable, bool *eof)
+/* Reads one side of a tunnel: the client's (<from_client>) or the
+ * upstream's. */
+static enum step tunnel_read(struct client *c, bool from_client, struct buf **b, bool *readable,
+                             bool *eof)
 {
     if (!*readable || *eof)
         return STEP_BLOCKED;
@@ -916,7 +973,7 @@ static enum step tunnel_read(struct client *c, int fd, struct buf **b, bool *rea
     }
     if (buf_space(*b) == 0 && (*b)->start == 0)
         return STEP_BLOCKED;
-    ssize_t n = sock_read(fd, *b);
+    ssize_t n = from_client ? client_recv(c, *b) : sock_read(c->up->fd, *b);
     if (n == HTTP1_AGAIN) {
         *readable = false;
         return STEP_BLOCKED;
@@ -936,11 +993,11 @@ static enum step on_tunnel(struct client *c)
     struct upstream *u = c->up;
     enum step progress = STEP_BLOCKED, s;
 
-    s = tunnel_read(c, c->fd, &c->in, &c->c_readable, &c->client_eof);
+    s = tunnel_read(c, true, &c->in, &c->c_readable, &c->client_eof);
     if (s == STEP_CLOSED)
         return s;
     progress |= s;
-    s = tunnel_read(c, u->fd, &c->out, &c->u_readable, &c->up_eof);
+    s = tunnel_read(c, false, &c->out, &c->u_readable, &c->up_eof);
     if (s == STEP_CLOSED)
         return s;
     progress |= s;
@@ -957,7 +1014,7 @@ static enum step on_tunnel(struct client *c)
             progress = STEP_PROGRESS;
     }
     if (head_pending(&c->res_head) || c->out_fwd) {
-        ssize_t n = sock_send(c->fd, &c->res_head, c->out, &c->out_fwd);
+        ssize_t n = client_send(c, &c->res_head, c->out, &c->out_fwd);
         if (n < 0) {
             client_close(c);
             return STEP_CLOSED;
@@ -973,7 +1030,7 @@ static enum step on_tunnel(struct client *c)
         c->up_shut = true;
     }
     if (c->up_eof && c->out_fwd == 0 && !head_pending(&c->res_head) && !c->client_shut) {
-        shutdown(c->fd, SHUT_WR);
+        client_shutdown_write(c);
         c->client_shut = true;
     }
     if (c->up_shut && c->client_shut) {
@@ -985,7 +1042,7 @@ static enum step on_tunnel(struct client *c)
 
 static enum step on_responding(struct client *c)
 {
-    ssize_t n = sock_send(c->fd, &c->res_head, NULL, NULL);
+    ssize_t n = client_send(c, &c->res_head, NULL, NULL);
     if (n < 0) {
         client_close(c);
         return STEP_CLOSED;
@@ -998,6 +1055,29 @@ static enum step on_responding(struct client *c)
     return finish_exchange(c);
 }
 
+/* ---- TLS handshake ------------------------------------------------------- */
+
+static enum step on_handshake(struct client *c)
+{
+    int rc = tls_handshake(c->ssl, &c->tls_read_want);
+    if (rc == HTTP1_AGAIN)
+        return STEP_BLOCKED;
+    if (rc < 0) {
+        log_debug("tls handshake failed", "client=%s listener=%s", c->peer, c->listener->name);
+        client_close(c);
+        return STEP_CLOSED;
+    }
+    c->tls_read_want = 0;
+    c->c_readable = true; /* the first request may already sit decrypted in TLS */
+    if (is_tcp_mode(c)) {
+        c->started_at = now_of(c);
+        c->req_body.done = true;
+        return connect_upstream(c);
+    }
+    set_state(c, CLIENT_IDLE);
+    return STEP_PROGRESS;
+}
+
 /* ---- the driver ---------------------------------------------------------- */
 
 static void update_watchers(struct client *c)
@@ -1006,6 +1086,9 @@ static void update_watchers(struct client *c)
     bool can_read_in = !c->in || buf_space(c->in) > 0 || c->in->start > 0;
     bool can_read_out = !c->out || buf_space(c->out) > 0 || c->out->start > 0;
     switch (c->state) {
+    case CLIENT_TLS_HANDSHAKE:
+        ce = c->tls_read_want ? c->tls_read_want : EV_READ;
+        break;
     case CLIENT_IDLE:
     case CLIENT_READING_HEAD:
         if (can_read_in)
@@ -1031,6 +1114,8 @@ static void update_watchers(struct client *c)
     case CLIENT_CLOSED:
         return;
     }
+    if (c->ssl && (ce & EV_READ) && c->tls_read_want == EV_WRITE)
+        ce |= EV_WRITE; /* a TLS read waits for the socket to take a write */
     client_want(c, ce);
     if (c->up)
         upstream_want(c->up, ue);
@@ -1041,6 +1126,9 @@ static void drive(struct client *c)
     for (int round = 0; round < MAX_DRIVE_ROUNDS; round++) {
         enum step s = STEP_BLOCKED;
         switch (c->state) {
+        case CLIENT_TLS_HANDSHAKE:
+            s = on_handshake(c);
+            break;
         case CLIENT_IDLE:
         case CLIENT_READING_HEAD:
             s = on_head(c);
@@ -1070,7 +1158,7 @@ static void drive(struct client *c)
 static void client_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct client *c = container_of(io, struct client, io);
-    if (revents & EV_READ)
+    if ((revents & EV_READ) || (c->ssl && (revents & EV_WRITE) && c->tls_read_want == EV_WRITE))
         c->c_readable = true;
     drive(c);
 }
@@ -1113,6 +1201,7 @@ static void client_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
     }
     enum step s = STEP_PROGRESS;
     switch (c->state) {
+    case CLIENT_TLS_HANDSHAKE:
     case CLIENT_IDLE:
     case CLIENT_TUNNEL:
     case CLIENT_RESPONDING:
@@ -1168,6 +1257,16 @@ void client_accept(struct listener *l, int fd, const struct sockaddr_storage *sa
     list_append(&w->clients, &c->link);
     worker_client_opened(w, c);
 
+    if (l->tls_ctx) {
+        c->ssl = tls_accept_new(l->tls_ctx, fd);
+        if (!c->ssl) {
+            client_close(c);
+            return;
+        }
+        set_state(c, CLIENT_TLS_HANDSHAKE);
+        drive(c);
+        return;
+    }
     if (is_tcp_mode(c)) {
         c->started_at = now_of(c);
         c->req_body.done = true;

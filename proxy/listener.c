@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -11,6 +12,7 @@
 
 #include "client.h"
 #include "log.h"
+#include "tls.h"
 #include "worker.h"
 
 /* Connections taken per readiness event: enough to drain a burst in one
@@ -76,12 +78,6 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 
 struct listener *listener_open(struct worker *w, const struct conf_listener *cl, const char **err)
 {
-    if (cl->tls.enabled) {
-        /* refusing beats serving plain text where TLS was asked for */
-        *err = "tls termination is not supported yet";
-        errno = ENOTSUP;
-        return NULL;
-    }
     struct listener *l = calloc(1, sizeof(*l));
     if (!l || !(l->name = strdup(cl->name)) || !(l->bind_text = strdup(cl->bind.text))) {
         if (l)
@@ -108,7 +104,7 @@ struct listener *listener_open(struct worker *w, const struct conf_listener *cl,
     }
     ev_io_init(&l->io, accept_cb, l->fd, EV_READ);
     if (listener_configure(l, cl) < 0) {
-        *err = "out of memory";
+        *err = cl->tls.enabled ? "cannot load its certificate" : "out of memory";
         goto fail;
     }
     return l;
@@ -125,9 +121,24 @@ fail:;
 
 int listener_configure(struct listener *l, const struct conf_listener *cl)
 {
+    SSL_CTX *tls_ctx = NULL;
+    if (cl->tls.enabled) {
+        char err[256];
+        tls_ctx = tls_context_new(cl->tls.cert, cl->tls.key, cl->protocol == CONF_PROTO_HTTP, err,
+                                  sizeof(err));
+        if (!tls_ctx) {
+            log_error("tls failed", "listener=%s reason=\"%s\"", cl->name, err);
+            return -1;
+        }
+    }
     struct split_slot *slots = calloc(cl->num_splits ? cl->num_splits : 1, sizeof(*slots));
-    if (!slots)
+    if (!slots) {
+        tls_context_free(tls_ctx);
         return -1;
+    }
+    /* open TLS connections keep a reference to the context they started with */
+    tls_context_free(l->tls_ctx);
+    l->tls_ctx = tls_ctx;
     for (size_t i = 0; i < cl->num_splits; i++) {
         slots[i].pool = worker_find_pool(l->w, cl->splits[i].pool);
         slots[i].weight = cl->splits[i].weight;
@@ -180,7 +191,26 @@ void listener_free(struct listener *l)
         return;
     listener_close(l);
     free(l->slots);
+    tls_context_free(l->tls_ctx);
     free(l->name);
     free(l->bind_text);
     free(l);
+}
+
+int listener_check_tls(const struct conf *conf, char *msg, size_t cap)
+{
+    for (size_t i = 0; i < conf->num_listeners; i++) {
+        const struct conf_listener *cl = &conf->listeners[i];
+        if (!cl->tls.enabled)
+            continue;
+        char err[256];
+        SSL_CTX *ctx = tls_context_new(cl->tls.cert, cl->tls.key, 1, err, sizeof(err));
+        if (!ctx) {
+            snprintf(msg, cap, "%s:%u:%u: listeners[%zu].tls: %s", conf->path, cl->pos.line,
+                     cl->pos.column, i, err);
+            return -1;
+        }
+        tls_context_free(ctx);
+    }
+    return 0;
 }

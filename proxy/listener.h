@@ -19,6 +19,11 @@ void listener_pause(struct listener *l);
 /* Closes the socket: no new connections. Open ones continue. */
 void listener_close(struct listener *l);
 
+/* Loads every TLS certificate and key of <conf> once, so a bad one is a
+ * config error (usher -t, startup, reload) and not a failure later. Returns
+ * 0, or -1 with "file:line:column: listeners[i].tls: reason" in <msg>. */
+int listener_check_tls(const struct conf *conf, char *msg, size_t cap);
+
 /* Frees <l>; its socket must be closed and its connections gone. */
 void listener_free(struct listener *l);
 

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "../conf/conf.h"
+#include "listener.h"
 #include "log.h"
 #include "worker.h"
 
@@ -66,6 +67,12 @@ int main(int argc, char **argv)
         if (errs.count == 0)
             fprintf(stderr, "%s: cannot load configuration\n", path);
         conf_errors_clear(&errs);
+        return EXIT_BAD_CONFIG;
+    }
+    char tls_err[512];
+    if (listener_check_tls(conf, tls_err, sizeof(tls_err)) < 0) {
+        fprintf(stderr, "%s\n", tls_err);
+        conf_free(conf);
         return EXIT_BAD_CONFIG;
     }
     if (check_only) {

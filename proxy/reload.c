@@ -75,6 +75,14 @@ int lifecycle_reload(struct worker *w)
         return -1;
     }
 
+    char tls_err[512];
+    if (listener_check_tls(nc, tls_err, sizeof(tls_err)) < 0) {
+        log_error("config error", "error=\"%s\"", tls_err);
+        conf_free(nc);
+        reload_failed(w, "invalid config, running config kept");
+        return -1;
+    }
+
     /* bind new listeners before committing: a port in use fails the reload
      * as a whole, with the old config still serving */
     struct listener *fresh = NULL, **tail = &fresh;

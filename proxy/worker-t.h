@@ -59,6 +59,7 @@ struct listener {
     const struct conf_listener *conf; /* current generation; NULL once removed */
     enum conf_protocol protocol;  /* copied: open connections outlive a removed conf */
     bool tls;
+    struct ssl_ctx_st *tls_ctx;  /* certificate and key of a TLS listener */
     char *bind_text;
     int fd;
     ev_io io;
@@ -73,7 +74,8 @@ struct listener {
 };
 
 enum client_state {
-    CLIENT_IDLE = 1,       /* keep-alive, no byte of the next request yet */
+    CLIENT_TLS_HANDSHAKE = 1, /* TLS listener: handshake in progress */
+    CLIENT_IDLE,           /* keep-alive, no byte of the next request yet */
     CLIENT_READING_HEAD,   /* part of a request head received */
     CLIENT_CONNECTING,     /* request parsed, upstream connect in progress */
     CLIENT_FORWARDING,     /* request and response flowing */
@@ -99,6 +101,8 @@ struct client {
     struct worker *w;
     struct listener *listener;
     int fd;
+    struct ssl_st *ssl;          /* TLS state on a TLS listener, else NULL */
+    unsigned tls_read_want;      /* events a TLS read waits for (EV_WRITE during a key update) */
     ev_io io;
     ev_timer timer;
     enum client_state state;

@@ -1,0 +1,159 @@
+#include "tls.h"
+
+#include <errno.h>
+#include <ev.h>
+#include <openssl/err.h>
+#include <openssl/x509.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../parser/http1-t.h"
+
+/* ALPN wire format: length-prefixed protocol names. */
+static const unsigned char alpn_http11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+
+/* Picks http/1.1 when the client offers it; a client offering only h2 gets
+ * no ALPN answer and falls back or fails on its own terms. */
+static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *out_len,
+                       const unsigned char *in, unsigned int in_len, void *arg)
+{
+    unsigned char *sel = NULL;
+    if (SSL_select_next_proto(&sel, out_len, alpn_http11, sizeof(alpn_http11), in, in_len) !=
+        OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK;
+    *out = sel;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static void openssl_reason(char *err, size_t cap, const char *what)
+{
+    unsigned long e = ERR_get_error();
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof(buf));
+    snprintf(err, cap, "%s: %s", what, e ? buf : "unknown error");
+    ERR_clear_error();
+}
+
+SSL_CTX *tls_context_new(const char *cert, const char *key, int http, char *err, size_t cap)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) {
+        openssl_reason(err, cap, "cannot create a TLS context");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    /* renegotiation is a CPU-exhaustion lever for clients and never needed */
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    /* partial writes, and retries from a buffer that moved (compaction) */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                              SSL_MODE_RELEASE_BUFFERS);
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+        openssl_reason(err, cap, "cannot load the certificate");
+        goto fail;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+        if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH) {
+            snprintf(err, cap, "the private key does not match the certificate");
+            ERR_clear_error();
+        } else {
+            openssl_reason(err, cap, "cannot load the private key");
+        }
+        goto fail;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        openssl_reason(err, cap, "the private key does not match the certificate");
+        goto fail;
+    }
+    if (http)
+        SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
+    return ctx;
+fail:
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+void tls_context_free(SSL_CTX *ctx)
+{
+    SSL_CTX_free(ctx);
+}
+
+SSL *tls_accept_new(SSL_CTX *ctx, int fd)
+{
+    SSL *ssl = SSL_new(ctx);
+    if (!ssl)
+        return NULL;
+    if (SSL_set_fd(ssl, fd) != 1) {
+        SSL_free(ssl);
+        return NULL;
+    }
+    SSL_set_accept_state(ssl);
+    return ssl;
+}
+
+void tls_close(SSL *ssl)
+{
+    if (!ssl)
+        return;
+    if (SSL_is_init_finished(ssl))
+        SSL_shutdown(ssl);
+    SSL_free(ssl);
+    ERR_clear_error();
+}
+
+/* Maps an SSL_* result to AGAIN (with the events to wait for) or ERROR. */
+static int classify(SSL *ssl, int ret, unsigned *want)
+{
+    switch (SSL_get_error(ssl, ret)) {
+    case SSL_ERROR_WANT_READ:
+        *want = EV_READ;
+        return HTTP1_AGAIN;
+    case SSL_ERROR_WANT_WRITE:
+        *want = EV_WRITE;
+        return HTTP1_AGAIN;
+    case SSL_ERROR_ZERO_RETURN:
+        return 0;
+    case SSL_ERROR_SYSCALL:
+        ERR_clear_error();
+        /* EOF without close_notify is an abrupt close, not a fault */
+        return errno == 0 ? 0 : HTTP1_ERROR;
+    default:
+        ERR_clear_error();
+        return HTTP1_ERROR;
+    }
+}
+
+int tls_handshake(SSL *ssl, unsigned *want)
+{
+    *want = 0;
+    errno = 0;
+    int ret = SSL_do_handshake(ssl);
+    if (ret == 1)
+        return 0;
+    int rc = classify(ssl, ret, want);
+    return rc == 0 ? HTTP1_ERROR : rc;
+}
+
+ssize_t tls_recv(SSL *ssl, char *p, size_t n, unsigned *want)
+{
+    *want = 0;
+    errno = 0;
+    size_t got = 0;
+    int ret = SSL_read_ex(ssl, p, n, &got);
+    if (ret == 1)
+        return (ssize_t)got;
+    return classify(ssl, ret, want);
+}
+
+ssize_t tls_send(SSL *ssl, const char *p, size_t n, unsigned *want)
+{
+    *want = 0;
+    errno = 0;
+    size_t put = 0;
+    int ret = SSL_write_ex(ssl, p, n, &put);
+    if (ret == 1)
+        return (ssize_t)put;
+    int rc = classify(ssl, ret, want);
+    if (rc == HTTP1_AGAIN)
+        return 0;
+    return HTTP1_ERROR;
+}

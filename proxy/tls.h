@@ -1,0 +1,35 @@
+/* TLS termination for client connections (OpenSSL). */
+#ifndef USHER_PROXY_TLS_H
+#define USHER_PROXY_TLS_H
+
+#include <openssl/ssl.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Builds a server context from a PEM certificate chain and private key:
+ * TLS 1.2 and later, no renegotiation, ALPN "http/1.1" when <http>.
+ * Returns the context, or NULL with a reason in <err> (<cap> bytes). */
+SSL_CTX *tls_context_new(const char *cert, const char *key, int http, char *err, size_t cap);
+
+/* Drops a reference to <ctx> (connections hold their own). NULL is fine. */
+void tls_context_free(SSL_CTX *ctx);
+
+/* Creates the TLS state of an accepted socket <fd>. NULL on failure. */
+SSL *tls_accept_new(SSL_CTX *ctx, int fd);
+
+/* Sends close_notify (best effort, never blocks) and frees <ssl>. */
+void tls_close(SSL *ssl);
+
+/* Steps the handshake. Returns 0 when done, HTTP1_AGAIN with *<want> set
+ * to the libev events it waits for, or HTTP1_ERROR. */
+int tls_handshake(SSL *ssl, unsigned *want);
+
+/* Reads up to <n> bytes: returns the count (> 0), 0 on a clean or abrupt
+ * close, HTTP1_AGAIN with *<want> set, or HTTP1_ERROR. */
+ssize_t tls_recv(SSL *ssl, char *p, size_t n, unsigned *want);
+
+/* Writes up to <n> bytes: returns the count (>= 0; 0 with *<want> set when
+ * the socket is full), or HTTP1_ERROR. */
+ssize_t tls_send(SSL *ssl, const char *p, size_t n, unsigned *want);
+
+#endif
