@@ -23,8 +23,10 @@
 #include "worker.h"
 
 /* Bound on state-machine rounds per event, so one busy connection cannot
- * starve the others (memcached's reqs_per_event). */
-#define MAX_DRIVE_ROUNDS 16
+ * starve the others (memcached's reqs_per_event): 8 rounds of up to 64 KiB.
+ * Measured on 1 MB responses to 10 clients: 16 rounds doubled p99 (20 ms vs
+ * 9-12 ms) for no throughput gain, 4 rounds cost 10% throughput. */
+#define MAX_DRIVE_ROUNDS 8
 
 /* While draining, a connection that has not sent its first request yet is
  * not idle keep-alive: its client was just told "connected" and its request
@@ -107,14 +109,24 @@ static ev_tstamp deadline_of(const struct client *c)
     return 0;
 }
 
+/* Makes sure the timer fires no later than the state's deadline. A timer
+ * already due earlier is left alone: its callback recomputes the deadline
+ * and re-arms, so most transitions cost no timer-heap operation. */
 static void arm_timer(struct client *c)
 {
-    ev_timer_stop(c->w->loop, &c->timer);
     if (c->state == CLIENT_CLOSED)
         return;
-    double left = deadline_of(c) - now_of(c);
-    ev_timer_set(&c->timer, left > 0.001 ? left : 0.001, 0.);
+    ev_tstamp deadline = deadline_of(c);
+    if (c->timer_at > 0 && c->timer_at <= deadline)
+        return;
+    ev_tstamp now = now_of(c);
+    double left = deadline - now;
+    if (left < 0.001)
+        left = 0.001;
+    ev_timer_stop(c->w->loop, &c->timer);
+    ev_timer_set(&c->timer, left, 0.);
     ev_timer_start(c->w->loop, &c->timer);
+    c->timer_at = now + left;
 }
 
 /* Every transition goes through here so the timer always matches the state;
@@ -141,15 +153,20 @@ static void client_want(struct client *c, unsigned events)
 }
 
 /* Reads into <b>. Returns bytes read (> 0), 0 on EOF, HTTP1_AGAIN when the
- * socket is empty, or HTTP1_ERROR (errno set). */
-static ssize_t sock_read(int fd, struct buf *b)
+ * socket is empty, or HTTP1_ERROR (errno set). A short read emptied the
+ * socket: *<readable> is cleared so the next read waits for the event
+ * instead of costing a syscall that returns EAGAIN. */
+static ssize_t sock_read(int fd, struct buf *b, bool *readable)
 {
     if (buf_space(b) == 0)
         buf_compact(b);
     for (;;) {
-        ssize_t n = read(fd, b->data + b->end, buf_space(b));
+        size_t want = buf_space(b);
+        ssize_t n = read(fd, b->data + b->end, want);
         if (n > 0) {
             b->end += (size_t)n;
+            if ((size_t)n < want)
+                *readable = false;
             return n;
         }
         if (n == 0)
@@ -205,7 +222,7 @@ static ssize_t sock_send(int fd, struct hbuf *head, struct buf *b, size_t *fwd)
 static ssize_t client_recv(struct client *c, struct buf *b)
 {
     if (!c->ssl)
-        return sock_read(c->fd, b);
+        return sock_read(c->fd, b, &c->c_readable);
     if (buf_space(b) == 0)
         buf_compact(b);
     ssize_t n = tls_recv(c->ssl, b->data + b->end, buf_space(b), &c->tls_read_want);
@@ -253,10 +270,15 @@ static bool head_pending(const struct hbuf *h)
     return h->sent < h->len;
 }
 
+static struct buf_pool *pool_for(struct client *c, struct buf **b)
+{
+    return b == &c->out ? &c->w->bufs_out : &c->w->bufs_in;
+}
+
 static bool ensure_buf(struct client *c, struct buf **b)
 {
     if (!*b)
-        *b = buf_get(&c->w->bufs);
+        *b = buf_get(pool_for(c, b));
     return *b != NULL;
 }
 
@@ -264,11 +286,11 @@ static bool ensure_buf(struct client *c, struct buf **b)
 static void release_empty_bufs(struct client *c)
 {
     if (c->in && buf_len(c->in) == 0) {
-        buf_put(&c->w->bufs, c->in);
+        buf_put(&c->w->bufs_in, c->in);
         c->in = NULL;
     }
     if (c->out && buf_len(c->out) == 0) {
-        buf_put(&c->w->bufs, c->out);
+        buf_put(&c->w->bufs_out, c->out);
         c->out = NULL;
     }
 }
@@ -435,8 +457,8 @@ void client_close(struct client *c)
     c->ssl = NULL;
     close(c->fd);
     c->fd = -1;
-    buf_put(&w->bufs, c->in);
-    buf_put(&w->bufs, c->out);
+    buf_put(&w->bufs_in, c->in);
+    buf_put(&w->bufs_out, c->out);
     c->in = c->out = NULL;
     hbuf_free(&c->req_head);
     hbuf_free(&c->res_head);
@@ -774,8 +796,9 @@ static enum step finish_exchange(struct client *c)
         client_close(c);
         return STEP_CLOSED;
     }
-    hbuf_reset(&c->req_head);
-    hbuf_reset(&c->res_head);
+    /* an idle keep-alive connection holds no memory but its struct */
+    hbuf_free(&c->req_head);
+    hbuf_free(&c->res_head);
     c->in_fwd = 0;
     c->out_fwd = 0;
     c->response_started = false;
@@ -912,7 +935,7 @@ static enum step on_forward(struct client *c)
             return STEP_CLOSED;
         }
         if (buf_space(c->out) > 0 || c->out->start > 0) {
-            ssize_t n = sock_read(u->fd, c->out);
+            ssize_t n = sock_read(u->fd, c->out, &c->u_readable);
             if (n == HTTP1_AGAIN) {
                 c->u_readable = false;
             } else if (n < 0) {
@@ -973,7 +996,7 @@ static enum step tunnel_read(struct client *c, bool from_client, struct buf **b,
     }
     if (buf_space(*b) == 0 && (*b)->start == 0)
         return STEP_BLOCKED;
-    ssize_t n = from_client ? client_recv(c, *b) : sock_read(c->up->fd, *b);
+    ssize_t n = from_client ? client_recv(c, *b) : sock_read(c->up->fd, *b, readable);
     if (n == HTTP1_AGAIN) {
         *readable = false;
         return STEP_BLOCKED;
@@ -1193,10 +1216,9 @@ void client_upstream_event(struct client *c, unsigned revents)
 static void client_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct client *c = container_of(t, struct client, timer);
-    ev_tstamp deadline = deadline_of(c);
-    if (ev_now(loop) < deadline) {
-        ev_timer_set(t, deadline - ev_now(loop), 0.);
-        ev_timer_start(loop, t);
+    c->timer_at = 0;
+    if (ev_now(loop) < deadline_of(c)) {
+        arm_timer(c);
         return;
     }
     enum step s = STEP_PROGRESS;

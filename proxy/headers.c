@@ -8,11 +8,39 @@
  * names they list (a bound; legitimate messages carry one). */
 #define MAX_CONNECTION_FIELDS 8
 
-/* Fields that are hop-by-hop whatever Connection says (RFC 9110 7.6.1, plus
- * the non-standard Proxy-Connection and Keep-Alive). */
-static const char *const hop_by_hop[] = {
-    "connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", NULL,
+/* What usher does with a field, by name. Classified by length first: most
+ * fields match no candidate and cost one switch. */
+enum field_kind {
+    FIELD_END_TO_END = 0, /* forwarded (unless Connection names it) */
+    FIELD_HOP_BY_HOP,     /* RFC 9110 7.6.1, plus Keep-Alive and Proxy-Connection */
+    FIELD_XFF,            /* X-Forwarded-For: appended to */
+    FIELD_XF_SET,         /* X-Forwarded-Proto / -Host: replaced */
 };
+
+static enum field_kind field_kind(struct http1_slice name)
+{
+    switch (name.len) {
+    case 2:
+        return http1_slice_eq(name, "te") ? FIELD_HOP_BY_HOP : FIELD_END_TO_END;
+    case 7:
+        return http1_slice_eq(name, "trailer") || http1_slice_eq(name, "upgrade")
+                   ? FIELD_HOP_BY_HOP
+                   : FIELD_END_TO_END;
+    case 10:
+        return http1_slice_eq(name, "connection") || http1_slice_eq(name, "keep-alive")
+                   ? FIELD_HOP_BY_HOP
+                   : FIELD_END_TO_END;
+    case 15:
+        return http1_slice_eq(name, "x-forwarded-for") ? FIELD_XFF : FIELD_END_TO_END;
+    case 16:
+        if (http1_slice_eq(name, "proxy-connection"))
+            return FIELD_HOP_BY_HOP;
+        return http1_slice_eq(name, "x-forwarded-host") ? FIELD_XF_SET : FIELD_END_TO_END;
+    case 17:
+        return http1_slice_eq(name, "x-forwarded-proto") ? FIELD_XF_SET : FIELD_END_TO_END;
+    }
+    return FIELD_END_TO_END;
+}
 
 struct conn_lists {
     struct http1_slice v[MAX_CONNECTION_FIELDS];
@@ -42,10 +70,7 @@ static bool listed_in_connection(const struct conn_lists *cl, struct http1_slice
 
 static bool is_hop_by_hop(struct http1_slice name, const struct conn_lists *cl)
 {
-    for (const char *const *h = hop_by_hop; *h; h++)
-        if (http1_slice_eq(name, *h))
-            return true;
-    return cl->n > 0 && listed_in_connection(cl, name);
+    return field_kind(name) == FIELD_HOP_BY_HOP || (cl->n > 0 && listed_in_connection(cl, name));
 }
 
 static int append_field(struct hbuf *out, const struct http1_header *h)
@@ -69,25 +94,29 @@ int headers_build_request(struct hbuf *out, const struct http1_request *req,
     rc |= hbuf_append(out, req->target.ptr, req->target.len);
     rc |= hbuf_append_str(out, m->minor_version == 0 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n");
 
+    bool has_xff = false;
     for (size_t i = 0; i < m->num_headers; i++) {
         const struct http1_header *h = &m->headers[i];
-        if (is_hop_by_hop(h->name, &cl) || http1_slice_eq(h->name, "x-forwarded-for") ||
-            http1_slice_eq(h->name, "x-forwarded-proto") ||
-            http1_slice_eq(h->name, "x-forwarded-host"))
+        enum field_kind k = field_kind(h->name);
+        has_xff |= k == FIELD_XFF;
+        if (k != FIELD_END_TO_END || (cl.n > 0 && listed_in_connection(&cl, h->name)))
             continue;
         rc |= append_field(out, h);
     }
 
     /* X-Forwarded-For: every earlier hop in order, then this client */
     rc |= hbuf_append_str(out, "X-Forwarded-For: ");
-    for (size_t i = 0; i < m->num_headers; i++) {
+    for (size_t i = 0; has_xff && i < m->num_headers; i++) {
         const struct http1_header *h = &m->headers[i];
-        if (!http1_slice_eq(h->name, "x-forwarded-for") || h->value.len == 0)
+        if (field_kind(h->name) != FIELD_XFF || h->value.len == 0)
             continue;
         rc |= hbuf_append(out, h->value.ptr, h->value.len);
         rc |= hbuf_append(out, ", ", 2);
     }
-    rc |= hbuf_printf(out, "%s\r\nX-Forwarded-Proto: %s\r\n", fi->client_addr, fi->proto);
+    rc |= hbuf_append_str(out, fi->client_addr);
+    rc |= hbuf_append_str(out, "\r\nX-Forwarded-Proto: ");
+    rc |= hbuf_append_str(out, fi->proto);
+    rc |= hbuf_append(out, "\r\n", 2);
     if (req->host.len) {
         rc |= hbuf_append_str(out, "X-Forwarded-Host: ");
         rc |= hbuf_append(out, req->host.ptr, req->host.len);
@@ -113,7 +142,12 @@ int headers_build_response(struct hbuf *out, const struct http1_response *res,
     struct conn_lists cl;
     collect_connection(m, &cl);
 
-    int rc = hbuf_printf(out, "HTTP/1.1 %d ", res->status);
+    /* status is 100..599 (the parser checked): no printf on the hot path */
+    char status_line[] = "HTTP/1.1 000 ";
+    status_line[9] = (char)('0' + res->status / 100);
+    status_line[10] = (char)('0' + res->status / 10 % 10);
+    status_line[11] = (char)('0' + res->status % 10);
+    int rc = hbuf_append(out, status_line, sizeof(status_line) - 1);
     rc |= hbuf_append(out, res->reason.ptr, res->reason.len);
     rc |= hbuf_append(out, "\r\n", 2);
     for (size_t i = 0; i < m->num_headers; i++) {

@@ -105,6 +105,7 @@ struct client {
     unsigned tls_read_want;      /* events a TLS read waits for (EV_WRITE during a key update) */
     ev_io io;
     ev_timer timer;
+    ev_tstamp timer_at;          /* when the armed timer fires (0: not armed) */
     enum client_state state;
     unsigned io_events;          /* events the io watcher is started with (0 = stopped) */
     char peer[48];               /* client IP, for X-Forwarded-For and logs */
@@ -186,7 +187,8 @@ struct worker {
     struct conf *conf;           /* current generation, immutable */
     uint64_t generation;
     enum worker_state state;
-    struct buf_pool bufs;
+    struct buf_pool bufs_in;     /* client -> backend: request heads and bodies */
+    struct buf_pool bufs_out;    /* backend -> client: larger, responses are the bulk */
     struct http1_header *headers;/* parse scratch: limits.max_headers entries */
     size_t headers_cap;
     struct http1_limits limits;
