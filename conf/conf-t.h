@@ -23,8 +23,8 @@ struct conf_pos {
 
 /* A host:port resolved at load time. `text` is what the user wrote. */
 struct conf_address {
-    char *text;   /* "127.0.0.1:9001", "[::1]:80", "backend.local:80" */
-    char *host;   /* "127.0.0.1", "::1", "backend.local" (no brackets) */
+    char *text; /* "127.0.0.1:9001", "[::1]:80", "backend.local:80" */
+    char *host; /* "127.0.0.1", "::1", "backend.local" (no brackets) */
     uint16_t port;
     struct sockaddr_storage sa;
     socklen_t sa_len;
@@ -50,7 +50,7 @@ struct conf_health_check {
 struct conf_backend {
     char *name;
     struct conf_address address;
-    unsigned weight;              /* default 1, 0..1000000 */
+    unsigned weight; /* default 1, 0..1000000 */
     struct conf_pos pos;
 };
 
@@ -67,20 +67,20 @@ struct conf_pool {
 /* One entry of a listener's `pools` map: pool name -> weight. */
 struct conf_split {
     char *pool;
-    size_t pool_index;            /* index into conf.pools */
+    size_t pool_index; /* index into conf.pools */
     unsigned weight;
 };
 
 struct conf_tls {
     bool enabled;
-    char *cert;                   /* PEM files; conf_load() resolves a relative path */
-    char *key;                    /* against the config file's directory */
+    char *cert; /* PEM files; conf_load() resolves a relative path */
+    char *key;  /* against the config file's directory */
 };
 
 struct conf_listener {
     char *name;
     struct conf_address bind;
-    enum conf_protocol protocol;  /* default http */
+    enum conf_protocol protocol; /* default http */
     struct conf_tls tls;
     struct conf_split *splits;
     size_t num_splits;
@@ -88,39 +88,39 @@ struct conf_listener {
 };
 
 struct conf {
-    char *path;                   /* the file it was loaded from */
+    char *path; /* the file it was loaded from */
 
     struct {
-        bool enabled;             /* false when the admin key is absent */
+        bool enabled; /* false when the admin key is absent */
         struct conf_address bind;
     } admin;
 
     struct {
-        conf_ms drain_delay;      /* default 0s */
-        conf_ms timeout;          /* default 30s */
+        conf_ms drain_delay; /* default 0s */
+        conf_ms timeout;     /* default 30s */
     } shutdown;
 
     struct {
-        conf_ms client_header;    /* default 10s */
-        conf_ms client_idle;      /* default 60s */
-        conf_ms connect;          /* default 3s */
-        conf_ms backend;          /* default 60s */
-        conf_ms tunnel;           /* default 1h */
-        conf_ms backend_idle;     /* default 4s: pooled idle upstream connection (extension) */
+        conf_ms client_header; /* default 10s */
+        conf_ms client_idle;   /* default 60s */
+        conf_ms connect;       /* default 3s */
+        conf_ms backend;       /* default 60s */
+        conf_ms tunnel;        /* default 1h */
+        conf_ms backend_idle;  /* default 4s: pooled idle upstream connection (extension) */
     } timeouts;
 
     struct {
-        unsigned max_connections;         /* default 10000 */
-        unsigned max_head_bytes;          /* default 16384 */
-        unsigned max_headers;             /* default 100 */
-        unsigned max_uri_bytes;           /* default 8192 (extension) */
-        unsigned backend_idle_connections;/* default 64 pooled per backend (extension) */
+        unsigned max_connections;          /* default 10000 */
+        unsigned max_head_bytes;           /* default 16384 */
+        unsigned max_headers;              /* default 100 */
+        unsigned max_uri_bytes;            /* default 8192 (extension) */
+        unsigned backend_idle_connections; /* default 64 pooled per backend (extension) */
     } limits;
 
     struct {
-        enum conf_log_level level;        /* default info */
-        enum conf_log_format format;      /* default text */
-        bool access;                      /* default false */
+        enum conf_log_level level;   /* default info */
+        enum conf_log_format format; /* default text */
+        bool access;                 /* default false */
     } log;
 
     struct conf_listener *listeners;
@@ -128,7 +128,7 @@ struct conf {
     struct conf_pool *pools;
     size_t num_pools;
 
-    void *arena;                  /* internal: every allocation of this conf */
+    void *arena; /* internal: every allocation of this conf */
 };
 
 /* Errors collected while loading: each one "file:line:column: key: reason". */
@@ -147,15 +147,15 @@ struct conf_errors {
  * LISTENER_REMOVED first (so a socket is released before a new listener may
  * want its address), then LISTENER_ADDED / LISTENER_SPLIT in new order. */
 enum conf_change_kind {
-    CONF_BACKEND_ADDED = 1,    /* new_pool/new_backend set */
-    CONF_BACKEND_REMOVED,      /* old_pool/old_backend set (address change = removed + added) */
-    CONF_BACKEND_WEIGHT,       /* both set; only the weight differs */
-    CONF_POOL_ADDED,           /* new_pool set */
-    CONF_POOL_REMOVED,         /* old_pool set */
-    CONF_POOL_CHANGED,         /* both set; balance, delay or health_check differ */
-    CONF_LISTENER_ADDED,       /* new_listener set */
-    CONF_LISTENER_REMOVED,     /* old_listener set (a changed bind = removed + added) */
-    CONF_LISTENER_SPLIT,       /* both set; the pools map or protocol/tls differ, socket kept */
+    CONF_BACKEND_ADDED = 1, /* new_pool/new_backend set */
+    CONF_BACKEND_REMOVED,   /* old_pool/old_backend set (address change = removed + added) */
+    CONF_BACKEND_WEIGHT,    /* both set; only the weight differs */
+    CONF_POOL_ADDED,        /* new_pool set */
+    CONF_POOL_REMOVED,      /* old_pool set */
+    CONF_POOL_CHANGED,      /* both set; balance, delay or health_check differ */
+    CONF_LISTENER_ADDED,    /* new_listener set */
+    CONF_LISTENER_REMOVED,  /* old_listener set (a changed bind = removed + added) */
+    CONF_LISTENER_SPLIT,    /* both set; the pools map or protocol/tls differ, socket kept */
 };
 
 struct conf_change {

@@ -21,7 +21,7 @@ enum backend_state {
 /* Why a backend drains: decides whether it may come back. */
 enum backend_drain_reason {
     BACKEND_DRAIN_NONE = 0,
-    BACKEND_DRAIN_503,     /* its health check answered 503: back after healthy_threshold successes */
+    BACKEND_DRAIN_503, /* its health check answered 503: back after healthy_threshold successes */
     BACKEND_DRAIN_REMOVED, /* removed from the config by a reload: gone once drained */
 };
 
@@ -55,13 +55,13 @@ enum backend_check_phase {
 
 /* Active health check of one backend: its own socket and timers. */
 struct backend_check {
-    int fd;                    /* -1 when no check is in progress */
+    int fd; /* -1 when no check is in progress */
     ev_io io;
-    ev_timer timer;            /* next check (idle) or check timeout (in progress) */
+    ev_timer timer; /* next check (idle) or check timeout (in progress) */
     bool in_progress;
-    char *buf;                 /* response bytes of an HTTP check (malloc'd while in progress) */
+    char *buf; /* response bytes of an HTTP check (malloc'd while in progress) */
     size_t buf_len;
-    size_t sent;               /* request bytes written so far */
+    size_t sent;                    /* request bytes written so far */
     enum backend_check_phase phase; /* added: drives the io callback */
 };
 
@@ -78,19 +78,20 @@ struct backend {
     /* health */
     enum backend_state state;
     enum backend_drain_reason drain_reason;
-    unsigned success_streak;   /* consecutive successful checks */
-    unsigned failure_streak;   /* consecutive failed checks */
-    bool checked_once;         /* at least one check round completed (readiness) */
-    const char *last_result;   /* static: "ok", "503", "refused", "timeout", "reset", "bad status"... */
-    int last_status;           /* HTTP status of the last check, 0 if none */
-    ev_tstamp last_check_at;   /* ev_now() when the last check finished, 0 if never */
+    unsigned success_streak; /* consecutive successful checks */
+    unsigned failure_streak; /* consecutive failed checks */
+    bool checked_once;       /* at least one check round completed (readiness) */
+    const char
+        *last_result; /* static: "ok", "503", "refused", "timeout", "reset", "bad status"... */
+    int last_status;  /* HTTP status of the last check, 0 if none */
+    ev_tstamp last_check_at;           /* ev_now() when the last check finished, 0 if never */
     uint64_t checks_ok, checks_failed; /* totals, for /metrics */
     struct backend_check check;
 
     /* deregistration */
-    ev_tstamp drain_deadline;  /* 0 when not draining */
+    ev_tstamp drain_deadline; /* 0 when not draining */
     ev_timer drain_timer;
-    ev_timer gone_timer;       /* defers the gone hook to a safe point */
+    ev_timer gone_timer;          /* defers the gone hook to a safe point */
     conf_ms deregistration_delay; /* added: the pool's delay, for 503 drains */
 
     /* added: a state change made inside a proxy call (remove, reconfigure),
@@ -99,7 +100,7 @@ struct backend {
     enum backend_state notify_from;
     enum backend_drain_reason notify_drain_reason;
 
-    unsigned rand_state;       /* added: per-backend rand_r() state for check jitter */
+    unsigned rand_state; /* added: per-backend rand_r() state for check jitter */
 
     /* traffic, maintained by the proxy through backend_conn_acquire/release */
     unsigned connections;      /* open upstream connections (in use, pooled or tunnels) */

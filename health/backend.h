@@ -18,7 +18,8 @@ struct backend *backend_new(struct ev_loop *loop, const struct conf_pool *cp,
  * new weight and health-check settings; state, streaks and counters are
  * kept. A backend that was draining because it was removed becomes a normal
  * backend again (state from its last check). Returns 0 or -1 (ENOMEM). */
-int backend_reconfigure(struct backend *b, const struct conf_pool *cp, const struct conf_backend *cb);
+int backend_reconfigure(struct backend *b, const struct conf_pool *cp,
+                        const struct conf_backend *cb);
 
 /* The reload removed this backend: it drains with <delay_ms> and is handed to
  * hooks->gone once its last connection ends or the delay passes. */

@@ -55,7 +55,7 @@ enum http1_flag {
     HTTP1_F_HAS_UPGRADE = 1u << 4,     /* an Upgrade header field is present */
     HTTP1_F_HAS_TE = 1u << 5,          /* a Transfer-Encoding header field is present */
     HTTP1_F_HAS_CL = 1u << 6,          /* a Content-Length header field is present */
-    HTTP1_F_KEEP_ALIVE = 1u << 7,      /* net result: the connection may persist after this message */
+    HTTP1_F_KEEP_ALIVE = 1u << 7, /* net result: the connection may persist after this message */
 };
 
 /* Limits applied while parsing; from the config's `limits` section. */
@@ -67,15 +67,15 @@ struct http1_limits {
 
 /* Fields shared by requests and responses. */
 struct http1_message {
-    int minor_version;                /* 0 or 1 (HTTP/1.0, HTTP/1.1) */
-    struct http1_header *headers;     /* caller-provided array of limits.max_headers entries */
+    int minor_version;            /* 0 or 1 (HTTP/1.0, HTTP/1.1) */
+    struct http1_header *headers; /* caller-provided array of limits.max_headers entries */
     size_t num_headers;
-    size_t head_len;                  /* bytes of the head including the final CRLF CRLF */
+    size_t head_len; /* bytes of the head including the final CRLF CRLF */
     enum http1_framing framing;
-    uint64_t content_length;          /* valid when framing == HTTP1_BODY_LENGTH */
-    unsigned flags;                   /* enum http1_flag */
-    struct http1_slice upgrade;       /* Upgrade field value, if HTTP1_F_HAS_UPGRADE */
-    struct http1_slice connection;    /* last Connection field value (tokens), may be empty */
+    uint64_t content_length;       /* valid when framing == HTTP1_BODY_LENGTH */
+    unsigned flags;                /* enum http1_flag */
+    struct http1_slice upgrade;    /* Upgrade field value, if HTTP1_F_HAS_UPGRADE */
+    struct http1_slice connection; /* last Connection field value (tokens), may be empty */
     /* On HTTP1_ERROR: the status to answer (400, 414, 431, 501, 505 for
      * requests; 502 for responses) and a static human-readable reason. */
     int error_status;
@@ -99,10 +99,10 @@ struct http1_response {
 /* Incremental chunked-body scanner state (RFC 9112 section 7.1). Zero it
  * with http1_chunked_init() before the first byte of a body. */
 struct http1_chunked {
-    int state;              /* internal */
-    uint64_t chunk_left;    /* bytes of chunk data still expected */
-    uint64_t data_bytes;    /* total payload bytes seen so far (for stats) */
-    size_t line_len;        /* length of the current size/trailer line (bounded) */
+    int state;           /* internal */
+    uint64_t chunk_left; /* bytes of chunk data still expected */
+    uint64_t data_bytes; /* total payload bytes seen so far (for stats) */
+    size_t line_len;     /* length of the current size/trailer line (bounded) */
     const char *error_reason;
 };
 

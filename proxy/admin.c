@@ -164,7 +164,8 @@ static const char *const status_class[] = {"none", "1xx", "2xx", "3xx", "4xx", "
 
 static void build_metrics(struct hbuf *o, struct worker *w)
 {
-    hbuf_printf(o, "# HELP usher_up 1 while the process runs.\n# TYPE usher_up gauge\nusher_up 1\n");
+    hbuf_printf(o,
+                "# HELP usher_up 1 while the process runs.\n# TYPE usher_up gauge\nusher_up 1\n");
     hbuf_printf(o, "# TYPE usher_ready gauge\nusher_ready %d\n", worker_ready(w) ? 1 : 0);
     hbuf_printf(o, "# TYPE usher_draining gauge\nusher_draining %d\n",
                 w->state >= WORKER_DRAIN_DELAY ? 1 : 0);
@@ -230,17 +231,21 @@ static void build_metrics(struct hbuf *o, struct worker *w)
     for (struct pool *p = w->pools; p; p = p->next)
         for (size_t i = 0; i < p->num_backends; i++)
             for (int k = 1; k < STATUS_CLASSES; k++)
-                hbuf_printf(o, "usher_backend_responses_total{pool=\"%s\",backend=\"%s\",code=\"%s\"} %llu\n",
-                            p->name, p->backends[i]->name, status_class[k],
-                            (unsigned long long)p->backends[i]->responses[k]);
+                hbuf_printf(
+                    o,
+                    "usher_backend_responses_total{pool=\"%s\",backend=\"%s\",code=\"%s\"} %llu\n",
+                    p->name, p->backends[i]->name, status_class[k],
+                    (unsigned long long)p->backends[i]->responses[k]);
     hbuf_append_str(o, "# TYPE usher_health_checks_total counter\n");
     for (struct pool *p = w->pools; p; p = p->next)
         for (size_t i = 0; i < p->num_backends; i++) {
             const struct backend *b = p->backends[i];
-            hbuf_printf(o, "usher_health_checks_total{pool=\"%s\",backend=\"%s\",result=\"ok\"} %llu\n",
-                        p->name, b->name, (unsigned long long)b->checks_ok);
-            hbuf_printf(o, "usher_health_checks_total{pool=\"%s\",backend=\"%s\",result=\"fail\"} %llu\n",
-                        p->name, b->name, (unsigned long long)b->checks_failed);
+            hbuf_printf(
+                o, "usher_health_checks_total{pool=\"%s\",backend=\"%s\",result=\"ok\"} %llu\n",
+                p->name, b->name, (unsigned long long)b->checks_ok);
+            hbuf_printf(
+                o, "usher_health_checks_total{pool=\"%s\",backend=\"%s\",result=\"fail\"} %llu\n",
+                p->name, b->name, (unsigned long long)b->checks_failed);
         }
 }
 
@@ -326,8 +331,8 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *io, int revents)
         ev_io_start(loop, io);
     }
     while (ac->out.sent < ac->out.len) {
-        ssize_t n = send(ac->fd, ac->out.data + ac->out.sent, ac->out.len - ac->out.sent,
-                         MSG_NOSIGNAL);
+        ssize_t n =
+            send(ac->fd, ac->out.data + ac->out.sent, ac->out.len - ac->out.sent, MSG_NOSIGNAL);
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
             return;
         if (n <= 0)
@@ -396,8 +401,7 @@ void admin_stop(struct worker *w)
     if (!a)
         return;
     struct list *pos, *tmp;
-    list_for_each_safe(pos, tmp, &a->conns)
-    {
+    list_for_each_safe (pos, tmp, &a->conns) {
         conn_free(container_of(pos, struct admin_conn, link));
     }
     ev_io_stop(w->loop, &a->io);

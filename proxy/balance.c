@@ -54,8 +54,7 @@ static struct backend *pick_least_conn(struct pool *p, struct backend *const *tr
         struct backend *b = p->backends[(p->lc_next + k) % count];
         if (!is_candidate(b, tried, n))
             continue;
-        if (!best ||
-            (uint64_t)b->inflight * best->weight < (uint64_t)best->inflight * b->weight)
+        if (!best || (uint64_t)b->inflight * best->weight < (uint64_t)best->inflight * b->weight)
             best = b;
     }
     if (count)

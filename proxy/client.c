@@ -523,8 +523,8 @@ static void remember_tried(struct client *c, struct backend *b)
 static enum step no_backend(struct client *c)
 {
     if (is_tcp_mode(c)) {
-        log_warn("tcp no backend", "client=%s listener=%s attempts=%u", c->peer,
-                 c->listener->name, c->attempts);
+        log_warn("tcp no backend", "client=%s listener=%s attempts=%u", c->peer, c->listener->name,
+                 c->attempts);
         client_close(c);
         return STEP_CLOSED;
     }
@@ -763,15 +763,15 @@ static enum step upstream_failed(struct client *c, const char *why)
         if (c->from_pool) {
             /* the backend closed a pooled connection as we reused it (its
              * own keep-alive timeout): RFC 9112 9.3.1 allows a new one */
-            log_debug("pooled connection closed, retrying", "pool=%s backend=%s",
-                      c->pool->name, b->name);
+            log_debug("pooled connection closed, retrying", "pool=%s backend=%s", c->pool->name,
+                      b->name);
             return resend(c, b);
         }
         if (request_idempotent(c) && c->attempts + 1 < MAX_ATTEMPTS) {
             /* a fresh connection failed without a byte of answer: the
              * backend died under the request; another one can take it */
-            log_warn("backend failed, retrying", "pool=%s backend=%s reason=\"%s\"",
-                     c->pool->name, b->name, why);
+            log_warn("backend failed, retrying", "pool=%s backend=%s reason=\"%s\"", c->pool->name,
+                     b->name, why);
             remember_tried(c, b);
             return resend(c, NULL);
         }
@@ -788,8 +788,8 @@ static enum step upstream_failed(struct client *c, const char *why)
 static enum step finish_exchange(struct client *c)
 {
     bool req_done = request_sent(c);
-    bool reusable = c->res_reusable && req_done && c->out_fwd == 0 &&
-                    (!c->out || buf_len(c->out) == 0);
+    bool reusable =
+        c->res_reusable && req_done && c->out_fwd == 0 && (!c->out || buf_len(c->out) == 0);
     end_request(c);
     unbind_upstream(c, reusable);
     if (!req_done || !c->keep_alive) {
@@ -825,7 +825,8 @@ static enum step on_response_head(struct client *c)
     struct http1_response res;
     memset(&res, 0, sizeof(res));
     res.msg.headers = c->w->headers;
-    int rc = http1_parse_response(buf_head(c->out), buf_len(c->out), &c->w->limits, c->method, &res);
+    int rc =
+        http1_parse_response(buf_head(c->out), buf_len(c->out), &c->w->limits, c->method, &res);
     if (rc == HTTP1_AGAIN) {
         if (buf_len(c->out) >= c->out->cap)
             return upstream_failed(c, "response head too large");
@@ -839,7 +840,8 @@ static enum step on_response_head(struct client *c)
     if (res.status >= 100 && res.status < 200 && res.status != 101) {
         /* interim response (100 Continue, 103 Early Hints): relay it to
          * HTTP/1.1 clients and wait for the final one */
-        if (c->req_minor >= 1 && hbuf_append(&c->res_head, buf_head(c->out), res.msg.head_len) < 0) {
+        if (c->req_minor >= 1 &&
+            hbuf_append(&c->res_head, buf_head(c->out), res.msg.head_len) < 0) {
             client_close(c);
             return STEP_CLOSED;
         }
@@ -975,8 +977,7 @@ static enum step on_forward(struct client *c)
         }
     }
 
-    if (c->response_started && c->res_body.done && !head_pending(&c->res_head) &&
-        c->out_fwd == 0)
+    if (c->response_started && c->res_body.done && !head_pending(&c->res_head) && c->out_fwd == 0)
         return finish_exchange(c);
     return progress;
 }

@@ -63,8 +63,7 @@ static void close_listeners(struct worker *w)
 
     unsigned before = w->num_clients;
     struct list *pos, *tmp;
-    list_for_each_safe(pos, tmp, &w->clients)
-    {
+    list_for_each_safe (pos, tmp, &w->clients) {
         client_shutdown_idle(container_of(pos, struct client, link));
     }
     log_info("shutdown idle connections closed", "closed=%u connections=%u",
@@ -89,8 +88,7 @@ static void drain_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         log_warn("shutdown timeout", "closing=%u exit_code=1", w->num_clients);
         w->state = WORKER_STOPPED; /* these closes must not read as a clean drain */
         struct list *pos, *tmp;
-        list_for_each_safe(pos, tmp, &w->clients)
-        {
+        list_for_each_safe (pos, tmp, &w->clients) {
             client_close(container_of(pos, struct client, link));
         }
         stop_loop(w, 1);
@@ -111,8 +109,8 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *s, int revents)
 {
     struct worker *w = s->data;
     if (w->state >= WORKER_DRAIN_DELAY) {
-        log_warn("shutdown forced", "signal=%s connections=%u exit_code=1",
-                 signal_name(s->signum), w->num_clients);
+        log_warn("shutdown forced", "signal=%s connections=%u exit_code=1", signal_name(s->signum),
+                 w->num_clients);
         stop_loop(w, 1);
         return;
     }

@@ -33,7 +33,7 @@ static inline void list_remove(struct list *item)
     item->prev = item->next = item;
 }
 
-#define list_for_each_safe(pos, tmp, head) \
+#define list_for_each_safe(pos, tmp, head)                                                         \
     for (pos = (head)->next, tmp = pos->next; pos != (head); pos = tmp, tmp = pos->next)
 
 #endif

@@ -42,8 +42,7 @@ static void accept_batch(struct listener *l, unsigned max, bool drain)
             if (!w->accept_limited) {
                 w->accept_limited = true;
                 w->stats.accept_paused++;
-                log_warn("accept paused", "reason=max_connections connections=%u",
-                         w->num_clients);
+                log_warn("accept paused", "reason=max_connections connections=%u", w->num_clients);
                 worker_accept_pause(w);
             }
             return;

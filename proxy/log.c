@@ -132,8 +132,8 @@ void log_event(enum conf_log_level level, const char *event, const char *fmt, ..
     format_time(ts, sizeof(ts));
     size_t n;
     if (settings.format == CONF_LOG_JSON) {
-        n = (size_t)snprintf(line, sizeof(line), "{\"time\":\"%s\",\"level\":\"%s\",\"event\":\"", ts,
-                             level_str(level));
+        n = (size_t)snprintf(line, sizeof(line), "{\"time\":\"%s\",\"level\":\"%s\",\"event\":\"",
+                             ts, level_str(level));
         n += json_escape(line + n, sizeof(line) - n, event, strlen(event));
         line[n++] = '"';
         n += kv_to_json(line + n, sizeof(line) - n - 3, kv);

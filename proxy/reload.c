@@ -32,8 +32,9 @@ static void log_changes(const struct conf *old, const struct conf *nc)
         const struct conf_pool *p = ch->new_pool ? ch->new_pool : ch->old_pool;
         const struct conf_backend *b = ch->new_backend ? ch->new_backend : ch->old_backend;
         const struct conf_listener *l = ch->new_listener ? ch->new_listener : ch->old_listener;
-        log_info("reload change", "kind=%s pool=%s backend=%s listener=%s", conf_change_kind_str(ch->kind),
-                 p ? p->name : "-", b ? b->name : "-", l ? l->name : "-");
+        log_info("reload change", "kind=%s pool=%s backend=%s listener=%s",
+                 conf_change_kind_str(ch->kind), p ? p->name : "-", b ? b->name : "-",
+                 l ? l->name : "-");
     }
     log_info("reload diff", "changes=%zu", d.count);
     conf_diff_free(&d);
@@ -111,7 +112,8 @@ int lifecycle_reload(struct worker *w)
     struct conf *old = w->conf;
     const char *needs_restart = conf_restart_needed(old, nc);
     if (needs_restart)
-        log_warn("reload partial", "key=%s reason=\"changing it needs a restart, the old value stays\"",
+        log_warn("reload partial",
+                 "key=%s reason=\"changing it needs a restart, the old value stays\"",
                  needs_restart);
     log_changes(old, nc);
     w->conf = nc;
@@ -140,8 +142,7 @@ int lifecycle_reload(struct worker *w)
         listener_close(l);
         l->conf = NULL;
         struct list *pos, *tmp;
-        list_for_each_safe(pos, tmp, &w->clients)
-        {
+        list_for_each_safe (pos, tmp, &w->clients) {
             struct client *c = container_of(pos, struct client, link);
             if (c->listener == l)
                 client_shutdown_idle(c);

@@ -121,8 +121,7 @@ void upstream_release(struct upstream *u, bool reusable)
     struct backend_conns *bc = conns_of(b);
     const struct conf *conf = u->w->conf;
     if (!reusable || !backend_in_rotation(b) ||
-        bc->idle_count >= conf->limits.backend_idle_connections ||
-        u->w->state >= WORKER_DRAINING) {
+        bc->idle_count >= conf->limits.backend_idle_connections || u->w->state >= WORKER_DRAINING) {
         upstream_close(u);
         return;
     }
@@ -153,8 +152,7 @@ void upstream_close_idle(struct backend *b)
 {
     struct backend_conns *bc = conns_of(b);
     struct list *pos, *tmp;
-    list_for_each_safe(pos, tmp, &bc->idle)
-    {
+    list_for_each_safe (pos, tmp, &bc->idle) {
         upstream_close(container_of(pos, struct upstream, pool_link));
     }
 }

@@ -71,10 +71,10 @@ static void on_drain_expired(struct backend *b, void *ctx)
     struct backend_conns *bc = b->proxy_data;
     unsigned n = 0;
     struct list *pos, *tmp;
-    list_for_each_safe(pos, tmp, &bc->active) n++;
+    list_for_each_safe (pos, tmp, &bc->active)
+        n++;
     log_info("backend drain expired", "pool=%s backend=%s closing=%u", b->pool_name, b->name, n);
-    list_for_each_safe(pos, tmp, &bc->active)
-    {
+    list_for_each_safe (pos, tmp, &bc->active) {
         struct upstream *u = container_of(pos, struct upstream, pool_link);
         client_close(u->client);
     }
@@ -261,8 +261,7 @@ static void reaper_cb(struct ev_loop *loop, ev_idle *idle, int revents)
 {
     struct worker *w = container_of(idle, struct worker, reaper);
     struct list *pos, *tmp;
-    list_for_each_safe(pos, tmp, &w->closed)
-    {
+    list_for_each_safe (pos, tmp, &w->closed) {
         list_remove(pos);
         client_free(container_of(pos, struct client, link));
     }
@@ -332,7 +331,8 @@ static unsigned max_clients_for(const struct conf *conf)
     rlim_t usable = rl.rlim_cur > reserve ? (rl.rlim_cur - reserve) / 2 : 1;
     if (usable >= want)
         return want;
-    log_warn("max_connections lowered", "configured=%u effective=%llu nofile=%llu "
+    log_warn("max_connections lowered",
+             "configured=%u effective=%llu nofile=%llu "
              "reason=\"each client needs 2 file descriptors\"",
              want, (unsigned long long)usable, (unsigned long long)rl.rlim_cur);
     return usable ? (unsigned)usable : 1;
@@ -441,8 +441,7 @@ void worker_free(struct worker *w)
         listener_close(l);
     log_info("released", "what=listeners");
 
-    list_for_each_safe(pos, tmp, &w->clients)
-    {
+    list_for_each_safe (pos, tmp, &w->clients) {
         client_close(container_of(pos, struct client, link));
     }
     reaper_cb(w->loop, &w->reaper, 0);

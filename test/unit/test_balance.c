@@ -159,8 +159,8 @@ static void test_least_conn(void)
         int pi;
         seen[index_of(&f, balance_pick(&f.l, NULL, 0, &p), &pi)]++;
     }
-    CHECK(seen[0] > 0 && seen[1] > 0 && seen[2] > 0, "ties must rotate: %d %d %d", seen[0],
-          seen[1], seen[2]);
+    CHECK(seen[0] > 0 && seen[1] > 0 && seen[2] > 0, "ties must rotate: %d %d %d", seen[0], seen[1],
+          seen[2]);
 }
 
 int main(void)
