@@ -66,7 +66,7 @@ bool backend_in_rotation(const struct backend *b)
     return b->state == BACKEND_HEALTHY && b->weight > 0;
 }
 
-static bool is_removed(const struct backend *b)
+bool backend_removed(const struct backend *b)
 {
     return b->state == BACKEND_DRAINING && b->drain_reason == BACKEND_DRAIN_REMOVED;
 }
@@ -176,7 +176,7 @@ void backend_check_done(struct backend *b, enum hc_outcome outcome, const char *
     b->last_status = status;
     b->last_check_at = ev_now(b->loop);
     /* Checks are stopped on removal; a late result must not revive it. */
-    if (is_removed(b))
+    if (backend_removed(b))
         return;
 
     switch (outcome) {
@@ -221,7 +221,7 @@ static void drain_cb(struct ev_loop *loop, ev_timer *w, int revents)
      * which defers gone for a removed backend once the count reaches 0. */
     if (b->connections > 0 && b->hooks && b->hooks->drain_expired)
         b->hooks->drain_expired(b, b->hooks_ctx);
-    if (is_removed(b) && b->connections == 0)
+    if (backend_removed(b) && b->connections == 0)
         defer(b);
 }
 
@@ -230,7 +230,7 @@ static void deferred_cb(struct ev_loop *loop, ev_timer *w, int revents)
     struct backend *b = container_of(w, struct backend, gone_timer);
 
     notify_flush(b);
-    if (!is_removed(b) || b->connections > 0)
+    if (!backend_removed(b) || b->connections > 0)
         return;
     drain_end(b);
     /* Stopped so a release made inside the hooks above cannot report gone
@@ -354,10 +354,10 @@ int backend_reconfigure(struct backend *b, const struct conf_pool *cp,
         hc_stop(b);
         b->checked_once = true;
         if (b->state != BACKEND_HEALTHY)
-            enter_healthy(b, is_removed(b) ? reason_readded : reason_no_check, true);
+            enter_healthy(b, backend_removed(b) ? reason_readded : reason_no_check, true);
         return 0;
     }
-    if (is_removed(b)) {
+    if (backend_removed(b)) {
         /* Re-added while draining: a normal backend again, connections
          * kept. Only a backend whose last check passed skips checking. */
         bool ok = b->last_result && strcmp(b->last_result, hc_reason_ok) == 0;
@@ -379,7 +379,7 @@ void backend_remove(struct backend *b, conf_ms delay_ms)
 {
     hc_stop(b);
     drain_begin(b, delay_ms);
-    if (!is_removed(b))
+    if (!backend_removed(b))
         enter(b, BACKEND_DRAINING, BACKEND_DRAIN_REMOVED, reason_removed, true);
     if (b->connections == 0)
         defer(b);
@@ -399,7 +399,7 @@ void backend_conn_release(struct backend *b)
         return;
     /* The last connection ended: the drain completed early. */
     drain_end(b);
-    if (is_removed(b))
+    if (backend_removed(b))
         defer(b);
 }
 

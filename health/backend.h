@@ -31,6 +31,9 @@ void backend_free(struct backend *b);
 /* True if new requests/connections may go to <b>: healthy with weight > 0. */
 bool backend_in_rotation(const struct backend *b);
 
+/* True if a reload removed <b> and it is draining toward "gone". */
+bool backend_removed(const struct backend *b);
+
 /* The proxy opened / closed an upstream connection to <b>. Releasing the
  * last connection of a draining backend completes its drain early. */
 void backend_conn_acquire(struct backend *b);

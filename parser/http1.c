@@ -305,10 +305,17 @@ bool http1_slice_eq(struct http1_slice s, const char *lit)
     return lit[i] == '\0';
 }
 
-/* Next element of the comma-separated list in [*pp, end), without its
- * surrounding whitespace; empty elements are skipped (RFC 9110 section
- * 5.6.1). Returns false at the end of the list. */
-static bool list_next(const char **pp, const char *end, struct http1_slice *el)
+bool http1_slices_eq(struct http1_slice a, struct http1_slice b)
+{
+    if (a.len != b.len)
+        return false;
+    for (size_t i = 0; i < a.len; i++)
+        if (lower(a.ptr[i]) != lower(b.ptr[i]))
+            return false;
+    return true;
+}
+
+bool http1_list_next(const char **pp, const char *end, struct http1_slice *el)
 {
     const char *p = *pp, *s, *e;
     while (p < end && (is_ows(*p) || *p == ','))
@@ -334,7 +341,7 @@ bool http1_list_has_token(struct http1_slice list, const char *token)
         return false;
     p = list.ptr;
     end = list.ptr + list.len;
-    while (list_next(&p, end, &el))
+    while (http1_list_next(&p, end, &el))
         if (http1_slice_eq(el, token))
             return true;
     return false;
@@ -584,7 +591,7 @@ static int on_transfer_encoding(struct fields *f, struct http1_slice v)
     struct http1_slice el;
 
     m->flags |= HTTP1_F_HAS_TE;
-    while (list_next(&p, end, &el)) {
+    while (http1_list_next(&p, end, &el)) {
         size_t k, n = sizeof(known_codings) / sizeof(known_codings[0]);
         for (size_t i = 0; i < el.len; i++)
             if (!is_token((unsigned char)el.ptr[i]))
@@ -618,7 +625,7 @@ static void on_connection(struct fields *f, struct http1_slice v)
     struct http1_slice el;
 
     m->connection = v;
-    while (list_next(&p, end, &el)) {
+    while (http1_list_next(&p, end, &el)) {
         if (token_is(el, "close", 5))
             m->flags |= HTTP1_F_CONN_CLOSE;
         else if (token_is(el, "keep-alive", 10))
@@ -1171,35 +1178,15 @@ static const char *chunked_step(struct http1_chunked *c, unsigned char ch)
 
 int http1_chunked_scan(struct http1_chunked *c, const char *buf, size_t len, size_t *consumed)
 {
-    size_t i = 0;
-
-    *consumed = 0;
-    if (c->state == CS_ERROR)
-        return HTTP1_ERROR;
-    while (i < len && c->state != CS_DONE) {
-        if (c->state == CS_DATA) {
-            /* the hot path: payload is skipped, not looked at */
-            uint64_t n = len - i;
-            if (n > c->chunk_left)
-                n = c->chunk_left;
-            i += (size_t)n;
-            c->chunk_left -= n;
-            c->data_bytes += n;
-            if (c->chunk_left == 0)
-                c->state = CS_DATA_CR;
-            continue;
-        }
-        const char *reason = chunked_step(c, (unsigned char)buf[i]);
-        if (reason) {
-            c->state = CS_ERROR;
-            c->error_reason = reason;
-            *consumed = i;
-            return HTTP1_ERROR;
-        }
-        i++;
-    }
-    *consumed = i;
-    return c->state == CS_DONE ? HTTP1_OK : HTTP1_AGAIN;
+    /* decode, ignoring where the payload is: one call per chunk */
+    size_t pos = 0, used, off, data_len;
+    int rc;
+    do {
+        rc = http1_chunked_decode(c, buf + pos, len - pos, &used, &off, &data_len);
+        pos += used;
+    } while (rc == HTTP1_AGAIN && pos < len);
+    *consumed = pos;
+    return rc;
 }
 
 int http1_chunked_decode(struct http1_chunked *c, const char *buf, size_t len, size_t *consumed,

@@ -50,6 +50,14 @@ int http1_chunked_decode(struct http1_chunked *c, const char *buf, size_t len, s
  * (case-insensitive, optional whitespace around elements). */
 bool http1_list_has_token(struct http1_slice list, const char *token);
 
+/* Next element of the comma-separated list in [*<pp>, <end>), without its
+ * surrounding whitespace; empty elements are skipped (RFC 9110 section
+ * 5.6.1). Returns false at the end of the list. */
+bool http1_list_next(const char **pp, const char *end, struct http1_slice *el);
+
+/* Case-insensitive comparison of two slices. */
+bool http1_slices_eq(struct http1_slice a, struct http1_slice b);
+
 /* Case-insensitive comparison of <s> with the NUL-terminated <lit>. */
 bool http1_slice_eq(struct http1_slice s, const char *lit);
 

@@ -78,9 +78,7 @@ static void status_backend(struct hbuf *o, struct worker *w, const struct backen
                 ",\"state\":\"%s\",\"weight\":%u,\"in_config\":%s,\"active_connections\":%u,"
                 "\"inflight_requests\":%u,\"requests_total\":%llu,\"connect_failures\":%llu,"
                 "\"success_streak\":%u,\"failure_streak\":%u,\"last_result\":",
-                backend_state_str(b->state), b->weight,
-                b->drain_reason == BACKEND_DRAIN_REMOVED && b->state == BACKEND_DRAINING ? "false"
-                                                                                         : "true",
+                backend_state_str(b->state), b->weight, backend_removed(b) ? "false" : "true",
                 b->connections, b->inflight, (unsigned long long)b->requests_total,
                 (unsigned long long)b->connect_failures, b->success_streak, b->failure_streak);
     if (b->last_result)

@@ -16,6 +16,7 @@
 #include "../parser/http1.h"
 #include "balance.h"
 #include "headers.h"
+#include "io_watch.h"
 #include "list.h"
 #include "log.h"
 #include "tls.h"
@@ -142,14 +143,7 @@ static void set_state(struct client *c, enum client_state s)
 
 static void client_want(struct client *c, unsigned events)
 {
-    if (c->io_events == events)
-        return;
-    ev_io_stop(c->w->loop, &c->io);
-    if (events) {
-        ev_io_set(&c->io, c->fd, (int)events);
-        ev_io_start(c->w->loop, &c->io);
-    }
-    c->io_events = events;
+    io_watch(c->w->loop, &c->io, c->fd, &c->io_events, events);
 }
 
 /* Reads into <b>. Returns bytes read (> 0), 0 on EOF, HTTP1_AGAIN when the
@@ -377,7 +371,7 @@ static bool request_sent(const struct client *c)
 
 /* The process drains, or this connection's listener was removed by a
  * reload: answer what is asked, with Connection: close. */
-static bool worker_draining(const struct client *c)
+static bool conn_closing(const struct client *c)
 {
     return c->w->state >= WORKER_DRAIN_DELAY || c->listener->closed;
 }
@@ -483,7 +477,8 @@ static enum step respond_error(struct client *c, int status, const char *detail,
         return STEP_CLOSED;
     }
     unbind_upstream(c, false);
-    if (!c->req_body.done || worker_draining(c))
+    hbuf_reset(&c->req_head); /* the request goes no further */
+    if (!c->req_body.done || conn_closing(c))
         close = true;
     if (!close && c->in) {
         buf_consume(c->in, c->in_fwd); /* the unsent body of this request */
@@ -520,6 +515,35 @@ static void remember_tried(struct client *c, struct backend *b)
         c->tried[c->attempts++] = b;
 }
 
+/* usher's own shortage rather than the backend's fault. */
+static bool local_shortage(int err)
+{
+    return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+}
+
+/* Counts and logs a failed connect to <b> (<err> 0: it timed out) and
+ * rules <b> out for this request. */
+static void connect_failure(struct client *c, struct backend *b, int err)
+{
+    b->connect_failures++;
+    log_warn("backend connect failed", "pool=%s backend=%s address=%s error=\"%s\"", b->pool_name,
+             b->name, b->address_text, err ? strerror(err) : "connect timeout");
+    remember_tried(c, b);
+}
+
+/* Starts a new connection to <b> of pool <p> for the request. Returns
+ * false if the connect failed at once (*<err> set). */
+static bool open_upstream(struct client *c, struct backend *b, struct pool *p, int *err)
+{
+    struct upstream *u = upstream_connect(c->w, b, c, err);
+    if (!u)
+        return false;
+    c->from_pool = false;
+    bind_upstream(c, u, p);
+    set_state(c, CLIENT_CONNECTING);
+    return true;
+}
+
 static enum step no_backend(struct client *c)
 {
     if (is_tcp_mode(c)) {
@@ -550,42 +574,27 @@ static enum step connect_upstream(struct client *c)
             return STEP_PROGRESS;
         }
         int err = 0;
-        u = upstream_connect(c->w, b, c, &err);
-        if (!u && (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM)) {
-            /* usher's own shortage, not the backend's: no point trying others,
-             * and closing this client gives a descriptor back */
+        if (open_upstream(c, b, p, &err))
+            return STEP_PROGRESS;
+        if (local_shortage(err)) {
+            /* no point trying other backends, and closing this client
+             * gives a descriptor back */
             log_warn("upstream connect failed", "reason=\"%s\" connections=%u", strerror(err),
                      c->w->num_clients);
             return respond_error(c, 503, "proxy out of resources", true);
         }
-        if (!u) {
-            b->connect_failures++;
-            log_warn("backend connect failed", "pool=%s backend=%s address=%s error=\"%s\"",
-                     p->name, b->name, b->address_text, strerror(err));
-            remember_tried(c, b);
-            continue;
-        }
-        c->from_pool = false;
-        bind_upstream(c, u, p);
-        set_state(c, CLIENT_CONNECTING);
-        return STEP_PROGRESS;
+        connect_failure(c, b, err);
     }
 }
 
 /* The connect of the bound upstream failed (<err>) or timed out (0). */
 static enum step connect_failed(struct client *c, int err)
 {
-    struct backend *b = c->up->backend;
-    b->connect_failures++;
-    log_warn("backend connect failed", "pool=%s backend=%s address=%s error=\"%s\"",
-             c->pool ? c->pool->name : "-", b->name, b->address_text,
-             err ? strerror(err) : "connect timeout");
-    remember_tried(c, b);
+    connect_failure(c, c->up->backend, err);
     unbind_upstream(c, false);
     if (err == 0 && c->attempts >= MAX_ATTEMPTS && !is_tcp_mode(c))
         return respond_error(c, 504, "backend connect timeout", false);
-    enum step s = connect_upstream(c);
-    return s;
+    return connect_upstream(c);
 }
 
 static void copy_for_log(char *dst, size_t cap, struct http1_slice s)
@@ -603,18 +612,14 @@ static enum step start_request(struct client *c, struct http1_request *req)
     c->started_at = now_of(c);
     c->method = req->method_id;
     c->req_minor = m->minor_version;
-    c->status = 0;
-    c->bytes_out = 0;
-    c->response_started = false;
-    c->attempts = 0;
-    c->keep_alive = (m->flags & HTTP1_F_KEEP_ALIVE) && !worker_draining(c);
+    c->keep_alive = (m->flags & HTTP1_F_KEEP_ALIVE) && !conn_closing(c);
     c->upgrading = m->minor_version == 1 && (m->flags & HTTP1_F_HAS_UPGRADE) &&
                    (m->flags & HTTP1_F_CONN_UPGRADE);
-    copy_for_log(c->log_method, sizeof(c->log_method), req->method);
-    copy_for_log(c->log_path, sizeof(c->log_path), req->target);
+    if (c->w->conf->log.access) {
+        copy_for_log(c->log_method, sizeof(c->log_method), req->method);
+        copy_for_log(c->log_path, sizeof(c->log_path), req->target);
+    }
     body_start(&c->req_body, m);
-    memset(&c->res_body, 0, sizeof(c->res_body));
-    c->res_reusable = false;
 
     if (req->method_id == HTTP1_METHOD_CONNECT) {
         buf_consume(c->in, m->head_len);
@@ -692,14 +697,10 @@ static enum step on_head(struct client *c)
     int rc = http1_parse_request(buf_head(c->in), buf_len(c->in), &c->w->limits, &req);
     if (rc == HTTP1_OK)
         return start_request(c, &req);
-    if (rc == HTTP1_ERROR) {
-        c->req_body.done = false;
+    if (rc == HTTP1_ERROR)
         return respond_error(c, req.msg.error_status, req.msg.error_reason, true);
-    }
-    if (buf_len(c->in) >= c->in->cap) {
-        c->req_body.done = false;
+    if (buf_len(c->in) >= c->in->cap)
         return respond_error(c, 431, "request head too large", true);
-    }
     if (c->client_eof) {
         client_close(c);
         return STEP_CLOSED;
@@ -740,17 +741,11 @@ static enum step resend(struct client *c, struct backend *b)
     struct pool *p = c->pool;
     unbind_upstream(c, false);
     c->req_head.sent = 0;
-    if (b) {
-        int err = 0;
-        struct upstream *u = upstream_connect(c->w, b, c, &err);
-        if (u) {
-            c->from_pool = false;
-            bind_upstream(c, u, p);
-            set_state(c, CLIENT_CONNECTING);
-            return STEP_PROGRESS;
-        }
+    int err = 0;
+    if (b && open_upstream(c, b, p, &err))
+        return STEP_PROGRESS;
+    if (b)
         remember_tried(c, b);
-    }
     return connect_upstream(c);
 }
 
@@ -799,12 +794,18 @@ static enum step finish_exchange(struct client *c)
     /* an idle keep-alive connection holds no memory but its struct */
     hbuf_free(&c->req_head);
     hbuf_free(&c->res_head);
+    /* the next exchange starts from nothing: an error answered before its
+     * head parses must not inherit this one's method or progress */
     c->in_fwd = 0;
     c->out_fwd = 0;
     c->response_started = false;
     c->upgrading = false;
     c->status = 0;
     c->method = HTTP1_METHOD_OTHER;
+    c->bytes_out = 0;
+    c->attempts = 0;
+    c->res_reusable = false;
+    memset(&c->res_body, 0, sizeof(c->res_body));
     if (c->out)
         buf_consume(c->out, buf_len(c->out));
     release_empty_bufs(c);
@@ -814,7 +815,7 @@ static enum step finish_exchange(struct client *c)
 
 static enum response_conn response_conn_for(struct client *c)
 {
-    if (!c->keep_alive || worker_draining(c))
+    if (!c->keep_alive || conn_closing(c))
         return RESPONSE_CONN_CLOSE;
     return c->req_minor == 0 ? RESPONSE_CONN_KEEP_ALIVE_10 : RESPONSE_CONN_KEEP_ALIVE;
 }
@@ -1074,9 +1075,15 @@ static enum step on_responding(struct client *c)
     if (head_pending(&c->res_head))
         return n > 0 ? STEP_PROGRESS : STEP_BLOCKED;
     c->bytes_out += c->res_head.len;
-    c->res_body.done = true;
-    c->req_head.sent = c->req_head.len;
     return finish_exchange(c);
+}
+
+/* TCP mode: the whole connection is one exchange, tunnelled to a backend. */
+static enum step start_tcp_session(struct client *c)
+{
+    c->started_at = now_of(c);
+    c->req_body.done = true;
+    return connect_upstream(c);
 }
 
 /* ---- TLS handshake ------------------------------------------------------- */
@@ -1093,11 +1100,8 @@ static enum step on_handshake(struct client *c)
     }
     c->tls_read_want = 0;
     c->c_readable = true; /* the first request may already sit decrypted in TLS */
-    if (is_tcp_mode(c)) {
-        c->started_at = now_of(c);
-        c->req_body.done = true;
-        return connect_upstream(c);
-    }
+    if (is_tcp_mode(c))
+        return start_tcp_session(c);
     set_state(c, CLIENT_IDLE);
     return STEP_PROGRESS;
 }
@@ -1231,7 +1235,6 @@ static void client_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
         client_close(c);
         return;
     case CLIENT_READING_HEAD:
-        c->req_body.done = false;
         s = respond_error(c, 408, "request head timeout", true);
         break;
     case CLIENT_CONNECTING:
@@ -1291,13 +1294,12 @@ void client_accept(struct listener *l, int fd, const struct sockaddr_storage *sa
         return;
     }
     if (is_tcp_mode(c)) {
-        c->started_at = now_of(c);
-        c->req_body.done = true;
-        if (connect_upstream(c) != STEP_CLOSED)
+        if (start_tcp_session(c) != STEP_CLOSED)
             update_watchers(c);
         return;
     }
-    /* TCP_DEFER_ACCEPT makes the first request likely to be there already */
+    /* the request often arrives right behind the handshake: read before
+     * paying for a wait */
     c->c_readable = true;
     set_state(c, CLIENT_IDLE);
     drive(c);

@@ -4,9 +4,10 @@
 #include <string.h>
 #include "../parser/http1.h"
 
-/* Connection header fields a message may carry before we stop honouring the
- * names they list (a bound; legitimate messages carry one). */
-#define MAX_CONNECTION_FIELDS 8
+/* Field names a message's Connection header may declare hop-by-hop beyond
+ * the standard ones; more are ignored (a bound on per-header work, and no
+ * legitimate message lists more). */
+#define MAX_CONNECTION_TOKENS 16
 
 /* What usher does with a field, by name. Classified by length first: most
  * fields match no candidate and cost one switch. */
@@ -42,35 +43,40 @@ static enum field_kind field_kind(struct http1_slice name)
     return FIELD_END_TO_END;
 }
 
-struct conn_lists {
-    struct http1_slice v[MAX_CONNECTION_FIELDS];
+/* The names a message's Connection fields list, except keep-alive, close
+ * and upgrade: those name no field or one dropped anyway, so the common
+ * "Connection: keep-alive" costs nothing per field. */
+struct conn_tokens {
+    struct http1_slice v[MAX_CONNECTION_TOKENS];
     size_t n;
 };
 
-static void collect_connection(const struct http1_message *m, struct conn_lists *cl)
+static void collect_connection(const struct http1_message *m, struct conn_tokens *ct)
 {
-    cl->n = 0;
-    for (size_t i = 0; i < m->num_headers && cl->n < MAX_CONNECTION_FIELDS; i++)
-        if (http1_slice_eq(m->headers[i].name, "connection"))
-            cl->v[cl->n++] = m->headers[i].value;
+    ct->n = 0;
+    for (size_t i = 0; i < m->num_headers; i++) {
+        if (!http1_slice_eq(m->headers[i].name, "connection"))
+            continue;
+        const char *p = m->headers[i].value.ptr, *end = p + m->headers[i].value.len;
+        struct http1_slice el;
+        while (ct->n < MAX_CONNECTION_TOKENS && http1_list_next(&p, end, &el))
+            if (!http1_slice_eq(el, "keep-alive") && !http1_slice_eq(el, "close") &&
+                !http1_slice_eq(el, "upgrade"))
+                ct->v[ct->n++] = el;
+    }
 }
 
-static bool listed_in_connection(const struct conn_lists *cl, struct http1_slice name)
+static bool listed_in_connection(const struct conn_tokens *ct, struct http1_slice name)
 {
-    char tok[64];
-    if (name.len >= sizeof(tok))
-        return false;
-    memcpy(tok, name.ptr, name.len);
-    tok[name.len] = '\0';
-    for (size_t i = 0; i < cl->n; i++)
-        if (http1_list_has_token(cl->v[i], tok))
+    for (size_t i = 0; i < ct->n; i++)
+        if (http1_slices_eq(ct->v[i], name))
             return true;
     return false;
 }
 
-static bool is_hop_by_hop(struct http1_slice name, const struct conn_lists *cl)
+static bool is_hop_by_hop(struct http1_slice name, const struct conn_tokens *ct)
 {
-    return field_kind(name) == FIELD_HOP_BY_HOP || (cl->n > 0 && listed_in_connection(cl, name));
+    return field_kind(name) == FIELD_HOP_BY_HOP || listed_in_connection(ct, name);
 }
 
 static int append_field(struct hbuf *out, const struct http1_header *h)
@@ -85,8 +91,8 @@ int headers_build_request(struct hbuf *out, const struct http1_request *req,
                           const struct forward_info *fi)
 {
     const struct http1_message *m = &req->msg;
-    struct conn_lists cl;
-    collect_connection(m, &cl);
+    struct conn_tokens ct;
+    collect_connection(m, &ct);
 
     int rc = 0;
     rc |= hbuf_append(out, req->method.ptr, req->method.len);
@@ -99,7 +105,7 @@ int headers_build_request(struct hbuf *out, const struct http1_request *req,
         const struct http1_header *h = &m->headers[i];
         enum field_kind k = field_kind(h->name);
         has_xff |= k == FIELD_XFF;
-        if (k != FIELD_END_TO_END || (cl.n > 0 && listed_in_connection(&cl, h->name)))
+        if (k != FIELD_END_TO_END || listed_in_connection(&ct, h->name))
             continue;
         rc |= append_field(out, h);
     }
@@ -139,8 +145,8 @@ int headers_build_response(struct hbuf *out, const struct http1_response *res,
                            enum response_conn conn, bool dechunk)
 {
     const struct http1_message *m = &res->msg;
-    struct conn_lists cl;
-    collect_connection(m, &cl);
+    struct conn_tokens ct;
+    collect_connection(m, &ct);
 
     /* status is 100..599 (the parser checked): no printf on the hot path */
     char status_line[] = "HTTP/1.1 000 ";
@@ -152,7 +158,7 @@ int headers_build_response(struct hbuf *out, const struct http1_response *res,
     rc |= hbuf_append(out, "\r\n", 2);
     for (size_t i = 0; i < m->num_headers; i++) {
         const struct http1_header *h = &m->headers[i];
-        if (is_hop_by_hop(h->name, &cl) ||
+        if (is_hop_by_hop(h->name, &ct) ||
             (dechunk && http1_slice_eq(h->name, "transfer-encoding")))
             continue;
         rc |= append_field(out, h);

@@ -13,11 +13,19 @@
 #include "log.h"
 #include "worker.h"
 
+/* A listener is kept by a reload when its name and bind address stay: the
+ * same rule conf_diff applies (a bind written differently but resolving to
+ * the same address keeps its socket). l->conf is still the old generation. */
+static bool same_listener(const struct listener *l, const struct conf_listener *cl)
+{
+    return !l->closed && strcmp(l->name, cl->name) == 0 &&
+           conf_address_same(&l->conf->bind, &cl->bind);
+}
+
 static struct listener *find_listener(struct worker *w, const struct conf_listener *cl)
 {
     for (struct listener *l = w->listeners; l; l = l->next)
-        if (!l->closed && strcmp(l->name, cl->name) == 0 &&
-            strcmp(l->bind_text, cl->bind.text) == 0)
+        if (same_listener(l, cl))
             return l;
     return NULL;
 }
@@ -127,9 +135,8 @@ int lifecycle_reload(struct worker *w)
         if (l->closed)
             continue;
         const struct conf_listener *cl = NULL;
-        for (size_t i = 0; i < nc->num_listeners; i++)
-            if (strcmp(nc->listeners[i].name, l->name) == 0 &&
-                strcmp(nc->listeners[i].bind.text, l->bind_text) == 0)
+        for (size_t i = 0; i < nc->num_listeners && !cl; i++)
+            if (same_listener(l, &nc->listeners[i]))
                 cl = &nc->listeners[i];
         if (cl) {
             listener_configure(l, cl);

@@ -10,6 +10,7 @@
 
 #include "../health/backend.h"
 #include "client.h"
+#include "io_watch.h"
 #include "list.h"
 #include "log.h"
 
@@ -38,14 +39,7 @@ void upstream_backend_detach(struct backend *b)
 
 void upstream_want(struct upstream *u, unsigned events)
 {
-    if (u->io_events == events)
-        return;
-    ev_io_stop(u->w->loop, &u->io);
-    if (events) {
-        ev_io_set(&u->io, u->fd, (int)events);
-        ev_io_start(u->w->loop, &u->io);
-    }
-    u->io_events = events;
+    io_watch(u->w->loop, &u->io, u->fd, &u->io_events, events);
 }
 
 static void upstream_io_cb(struct ev_loop *loop, ev_io *io, int revents)

@@ -143,11 +143,6 @@ static int pool_add_backend(struct pool *p, struct backend *b)
     return 0;
 }
 
-static bool is_removed(const struct backend *b)
-{
-    return b->state == BACKEND_DRAINING && b->drain_reason == BACKEND_DRAIN_REMOVED;
-}
-
 static struct backend *find_backend(struct pool *p, const struct conf_backend *cb)
 {
     for (size_t i = 0; i < p->num_backends; i++) {
@@ -196,7 +191,7 @@ static int sync_pool(struct worker *w, struct pool *p, const struct conf_pool *c
     }
     for (size_t k = 0; k < existing; k++) {
         struct backend *b = p->backends[k];
-        if (!keep[k] && !is_removed(b))
+        if (!keep[k] && !backend_removed(b))
             remove_backend(p, b, cp->deregistration_delay);
     }
     free(keep);
@@ -211,7 +206,7 @@ int worker_sync_pools(struct worker *w, const struct conf *conf)
         /* a removed pool's backends drain with the delay they had */
         conf_ms delay = p->conf ? p->conf->deregistration_delay : 0;
         for (size_t i = 0; i < p->num_backends; i++)
-            if (!is_removed(p->backends[i]))
+            if (!backend_removed(p->backends[i]))
                 remove_backend(p, p->backends[i], delay);
         p->conf = NULL;
     }
@@ -234,7 +229,7 @@ static bool first_round_done(const struct worker *w)
     for (const struct pool *p = w->pools; p; p = p->next)
         for (size_t i = 0; i < p->num_backends; i++) {
             const struct backend *b = p->backends[i];
-            if (!is_removed(b) && b->hc.enabled && !b->checked_once)
+            if (!backend_removed(b) && b->hc.enabled && !b->checked_once)
                 return false;
         }
     return true;

@@ -56,6 +56,28 @@ READ_CHUNK = 65536
 BODY_NONE_STATUSES = (204, 304)
 
 
+def shut_down_sockets(lsock, socks, reset):
+    """Closes the listening socket <lsock> (None is fine: connects are then
+    refused) and ends every connection in <socks>: with a FIN, or, when
+    <reset>, so that their close sends an RST. SHUT_RD wakes a thread blocked
+    in recv() without sending a FIN; with SO_LINGER 0 the final close (by that
+    thread or the caller) then sends the RST."""
+    if lsock is not None:
+        try:
+            lsock.close()
+        except OSError:
+            pass
+    for s in socks:
+        try:
+            if reset:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.shutdown(socket.SHUT_RD)
+            else:
+                s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 class BadRequest(Exception):
     pass
 
@@ -284,26 +306,12 @@ class Backend:
 
     def _shutdown(self, reset, timeout):
         self._stop.set()
-        if self._lsock:
-            try:
-                self._lsock.close()
-            except OSError:
-                pass
-            self._lsock = None
         with self._lock:
             conns = list(self._conns)
-        for c in conns:
-            try:
-                if reset:
-                    # SHUT_RD wakes a thread blocked in recv() without sending a
-                    # FIN; the final close with SO_LINGER 0 then sends the RST.
-                    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    c.sock.shutdown(socket.SHUT_RD)
-                else:
-                    c.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            if reset:
+        shut_down_sockets(self._lsock, [c.sock for c in conns], reset)
+        self._lsock = None
+        if reset:
+            for c in conns:
                 c.close()
         deadline = time.monotonic() + timeout
         for t in [self._accept_thread] + list(self._threads):

@@ -10,12 +10,11 @@ thread is stoppable. Standard library + python3-websockets only."""
 import asyncio
 import http
 import socket
-import struct
 import threading
 import time
 
 import util
-from backend import Backend
+from backend import Backend, shut_down_sockets
 from util import HOST, RawConn
 
 # How long a helper waits for its own threads when stopped.
@@ -345,23 +344,10 @@ class TCPEchoServer:
 
     def _shutdown(self, reset, timeout):
         self._stop.set()
-        if self._lsock:
-            try:
-                self._lsock.close()
-            except OSError:
-                pass
-            self._lsock = None
         with self._lock:
             socks = list(self._socks)
-        for s in socks:
-            try:
-                if reset:
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    s.shutdown(socket.SHUT_RD)
-                else:
-                    s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        shut_down_sockets(self._lsock, socks, reset)
+        self._lsock = None
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.01, deadline - time.monotonic()))
