@@ -45,6 +45,13 @@ struct backend_hooks {
     void (*gone)(struct backend *b, void *ctx);
 };
 
+/* What one attempt said about the backend. */
+enum hc_outcome {
+    HC_SUCCESS = 1, /* status within expect_status (http), connected (tcp) */
+    HC_FAILURE,     /* refused, timeout, reset, closed, bad status, ... */
+    HC_DRAINING,    /* HTTP 503: the backend asks to be deregistered */
+};
+
 /* Where one check attempt stands (added by health/). */
 enum backend_check_phase {
     BACKEND_CHECK_IDLE = 0,   /* no attempt in progress; timer = next attempt */
@@ -57,12 +64,15 @@ enum backend_check_phase {
 struct backend_check {
     int fd; /* -1 when no check is in progress */
     ev_io io;
+    unsigned io_events; /* what io watches now (0: stopped) */
     ev_timer timer; /* next check (idle) or check timeout (in progress) */
     bool in_progress;
     char *buf; /* response bytes of an HTTP check (malloc'd while in progress) */
     size_t buf_len;
     size_t sent;                    /* request bytes written so far */
-    enum backend_check_phase phase; /* added: drives the io callback */
+    enum backend_check_phase phase; /* drives the io callback */
+    /* the state machine's result callback (health/check.h hc_done_cb) */
+    void (*done)(struct backend *b, enum hc_outcome outcome, const char *reason, int status);
 };
 
 struct backend {
@@ -102,18 +112,10 @@ struct backend {
 
     unsigned rand_state; /* added: per-backend rand_r() state for check jitter */
 
-    /* traffic, maintained by the proxy through backend_conn_acquire/release */
-    unsigned connections;      /* open upstream connections (in use, pooled or tunnels) */
-    unsigned inflight;         /* requests in flight (proxy-maintained) */
-    uint64_t requests_total;   /* proxy-maintained */
-    uint64_t responses[6];     /* by status class: [1]..[5]; [0] for failures without a status */
-    uint64_t connect_failures; /* proxy-maintained */
-
-    /* balancing (smooth weighted round robin), proxy-maintained */
-    int64_t rr_current;
-
-    /* proxy-owned state it attaches to the backend (idle connection pool) */
-    void *proxy_data;
+    /* open upstream connections (in use, pooled or tunnels), maintained by
+     * the proxy through backend_conn_acquire/release: a drain completes
+     * when the last one closes */
+    unsigned connections;
 
     struct ev_loop *loop;
     const struct backend_hooks *hooks;

@@ -2,7 +2,7 @@
  * "Backend states and what each one means for traffic").
  *
  * Hooks are only ever called from this module's libev callbacks: the check
- * callbacks (via backend_check_done), drain_timer and gone_timer. A change
+ * callbacks (via check_done), drain_timer and gone_timer. A change
  * made inside a call from the proxy (backend_remove, backend_reconfigure,
  * backend_conn_release) updates the fields at once, so backend_in_rotation()
  * is right immediately, and is reported through gone_timer at 0 s, so the
@@ -24,7 +24,7 @@
 #include "backend.h"
 #include "check.h"
 
-#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+#include "loop/list.h"
 
 static const char reason_removed[] = "removed";
 static const char reason_readded[] = "re-added";
@@ -166,7 +166,7 @@ static void enter_healthy(struct backend *b, const char *reason, bool deferred)
     enter(b, BACKEND_HEALTHY, BACKEND_DRAIN_NONE, reason, deferred);
 }
 
-void backend_check_done(struct backend *b, enum hc_outcome outcome, const char *reason, int status)
+static void check_done(struct backend *b, enum hc_outcome outcome, const char *reason, int status)
 {
     unsigned healthy_t = threshold(b->hc.healthy_threshold);
     unsigned unhealthy_t = threshold(b->hc.unhealthy_threshold);
@@ -273,7 +273,7 @@ struct backend *backend_new(struct ev_loop *loop, const struct conf_pool *cp,
     b->loop = loop;
     b->hooks = hooks;
     b->hooks_ctx = hooks_ctx;
-    hc_init(b);
+    hc_init(b, check_done);
     ev_init(&b->drain_timer, drain_cb);
     ev_init(&b->gone_timer, deferred_cb);
 

@@ -1,7 +1,7 @@
 /* Active health checks: one non-blocking attempt at a time per backend, on
  * the backend's event loop. An attempt is connect (+ for http: send the
  * request, read the response head) under one timeout; it ends in exactly
- * one result handed to backend_check_done(), after its watchers are stopped
+ * one result handed to the done callback, after its watchers are stopped
  * and its socket closed, so nothing of it can fire or count again.
  *
  * Schedule: the next attempt starts hc_next_delay() (interval +-10%) after
@@ -20,8 +20,9 @@
 #include "../parser/http1.h"
 #include "backend.h"
 #include "check.h"
-
-#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+#include "loop/io.h"
+#include "loop/list.h"
+#include "loop/net.h"
 
 /* Response-head buffer of an HTTP check. A health endpoint answers with a
  * short head; 4 KiB holds any sane one and bounds memory per backend. */
@@ -60,6 +61,7 @@ static const char request_fmt[] = "GET %s HTTP/1.1\r\n"
 
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void io_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void watch(struct backend *b, unsigned events);
 
 static ev_tstamp ms_to_s(conf_ms ms)
 {
@@ -127,10 +129,11 @@ static const char *errno_reason(int err)
     }
 }
 
-void hc_init(struct backend *b)
+void hc_init(struct backend *b, hc_done_cb done)
 {
     struct backend_check *c = &b->check;
 
+    c->done = done;
     c->fd = -1;
     c->in_progress = false;
     c->phase = BACKEND_CHECK_IDLE;
@@ -138,6 +141,7 @@ void hc_init(struct backend *b)
     c->buf_len = 0;
     c->sent = 0;
     ev_init(&c->io, io_cb);
+    c->io_events = 0;
     ev_init(&c->timer, timer_cb);
 }
 
@@ -146,7 +150,7 @@ static void attempt_clear(struct backend *b)
 {
     struct backend_check *c = &b->check;
 
-    ev_io_stop(b->loop, &c->io);
+    watch(b, 0);
     ev_timer_stop(b->loop, &c->timer);
     if (c->fd >= 0)
         close(c->fd);
@@ -186,18 +190,12 @@ static void finish(struct backend *b, enum hc_outcome outcome, const char *reaso
 {
     attempt_clear(b);
     hc_schedule(b, hc_next_delay(b));
-    backend_check_done(b, outcome, reason, status);
+    b->check.done(b, outcome, reason, status);
 }
 
-static void watch(struct backend *b, int events)
+static void watch(struct backend *b, unsigned events)
 {
-    struct backend_check *c = &b->check;
-
-    if (ev_is_active(&c->io) && c->io.events == events)
-        return;
-    ev_io_stop(b->loop, &c->io);
-    ev_io_set(&c->io, c->fd, events);
-    ev_io_start(b->loop, &c->io);
+    io_watch(b->loop, &b->check.io, b->check.fd, &b->check.io_events, events);
 }
 
 /* Builds the request into c->buf (sending phase). Returns 0 or -1 (ENOMEM). */
@@ -341,26 +339,26 @@ static void attempt_start(struct backend *b)
     struct backend_check *c = &b->check;
     ev_tstamp timeout = ms_to_s(b->hc.timeout);
 
-    c->fd = socket(b->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (c->fd < 0)
-        goto fail;
+    int in_progress = 0, err = 0;
     if (b->hc.protocol != CONF_PROTO_TCP && request_build(b) < 0)
+        goto fail;
+    c->fd = net_connect_start((const struct sockaddr *)&b->addr, b->addr_len, &in_progress, &err);
+    if (c->fd < 0 && (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM))
         goto fail;
     c->in_progress = true;
     c->phase = BACKEND_CHECK_CONNECTING;
     /* One timeout covers connect, send and the response head. */
     ev_timer_set(&c->timer, timeout < HC_MIN_PERIOD ? HC_MIN_PERIOD : timeout, 0.);
     ev_timer_start(b->loop, &c->timer);
-
-    if (connect(c->fd, (const struct sockaddr *)&b->addr, b->addr_len) == 0) {
+    if (c->fd < 0) {
+        finish(b, HC_FAILURE, errno_reason(err), 0);
+        return;
+    }
+    if (!in_progress) {
         connected(b);
         return;
     }
-    if (errno == EINPROGRESS || errno == EINTR) {
-        watch(b, EV_WRITE);
-        return;
-    }
-    finish(b, HC_FAILURE, errno_reason(errno), 0);
+    watch(b, EV_WRITE);
     return;
 
 fail:
@@ -386,13 +384,13 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
     struct backend *b = container_of(w, struct backend, check.io);
     struct backend_check *c = &b->check;
     int err = 0;
-    socklen_t len = sizeof(err);
 
     switch (c->phase) {
     case BACKEND_CHECK_CONNECTING:
-        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-            err = errno;
-        if (err != 0) {
+        switch (net_connect_result(c->fd, &err)) {
+        case NET_AGAIN:
+            return;
+        case NET_ERROR:
             finish(b, HC_FAILURE, errno_reason(err), 0);
             return;
         }
@@ -405,7 +403,7 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
         response_read(b);
         return;
     case BACKEND_CHECK_IDLE:
-        ev_io_stop(loop, w);
+        watch(b, 0);
         return;
     }
 }

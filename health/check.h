@@ -1,25 +1,24 @@
 /* Active health checks of one backend: private to health/. check.c runs the
  * attempts on the event loop; backend.c owns the state machine and receives
- * exactly one result per attempt through backend_check_done(). */
+ * exactly one result per attempt through the callback it handed to hc_init(). */
 #ifndef USHER_HEALTH_CHECK_H
 #define USHER_HEALTH_CHECK_H
 
 #include "backend-t.h"
 
-/* What one attempt said about the backend. */
-enum hc_outcome {
-    HC_SUCCESS = 1, /* status within expect_status (http), connected (tcp) */
-    HC_FAILURE,     /* refused, timeout, reset, closed, bad status, ... */
-    HC_DRAINING,    /* HTTP 503: the backend asks to be deregistered */
-};
+
+typedef void (*hc_done_cb)(struct backend *b, enum hc_outcome outcome, const char *reason,
+                           int status);
 
 /* Static reasons, shared with the state machine (and the logs via hooks). */
 extern const char hc_reason_ok[];   /* "ok" */
 extern const char hc_reason_503[];  /* "503" */
 extern const char hc_reason_none[]; /* "none": no check completed yet */
 
-/* Prepares the check watchers of <b> (fd -1, nothing armed). */
-void hc_init(struct backend *b);
+/* Prepares the check watchers of <b> (fd -1, nothing armed). Each attempt
+ * that ends reports its one result to <done>: <reason> is static, <status>
+ * the HTTP status or 0; called from a libev callback only. */
+void hc_init(struct backend *b, hc_done_cb done);
 
 /* Arms the next attempt <delay> seconds from now, replacing any pending
  * one. Does nothing while an attempt is in progress or without a health
@@ -44,9 +43,5 @@ ev_tstamp hc_next_delay(struct backend *b);
 /* "idle", "connecting", "sending", "reading". */
 const char *hc_phase_str(enum backend_check_phase p);
 
-/* Implemented in backend.c: the one result of the attempt that just ended.
- * <reason> is static; <status> the HTTP status or 0. Called from a libev
- * callback only. */
-void backend_check_done(struct backend *b, enum hc_outcome outcome, const char *reason, int status);
 
 #endif

@@ -1,3 +1,4 @@
+// links: usher_health
 /* The backend state machine, active health checks and deregistration
  * timers, against real sockets on 127.0.0.1 and a real libev loop. Each
  * scripted backend is a thread with a blocking accept() answering in the

@@ -1,9 +1,10 @@
+// links: usher_proxy_core
 /* Balancing: the listener split over pools and the pool's balance over its
  * backends (proxy/balance.c), on hand-built runtime objects. */
 #include <stdio.h>
 #include <string.h>
 
-#include "proxy/balance.h"
+#include "proxy/core/balance.h"
 
 static int failures;
 
@@ -20,8 +21,9 @@ static int failures;
 #define MAX_B 4
 
 struct fixture {
-    struct backend b[2][MAX_B];
-    struct backend *ptrs[2][MAX_B];
+    struct backend hb[2][MAX_B];
+    struct server b[2][MAX_B];
+    struct server *ptrs[2][MAX_B];
     struct pool pools[2];
     struct conf_pool conf_pools[2];
     struct split_slot slots[2];
@@ -35,16 +37,17 @@ static void setup(struct fixture *f, const unsigned weights[2][MAX_B], size_t nb
     static char *names[] = {"a", "b", "c", "d"};
     for (int p = 0; p < 2; p++) {
         for (size_t i = 0; i < nb; i++) {
-            f->b[p][i].name = names[i];
-            f->b[p][i].weight = weights[p][i];
-            f->b[p][i].state = BACKEND_HEALTHY;
+            f->hb[p][i].name = names[i];
+            f->hb[p][i].weight = weights[p][i];
+            f->hb[p][i].state = BACKEND_HEALTHY;
+            f->b[p][i].hb = &f->hb[p][i];
             f->ptrs[p][i] = &f->b[p][i];
         }
         f->conf_pools[p].balance = balance;
         f->pools[p].conf = &f->conf_pools[p];
         f->pools[p].name = p ? "green" : "blue";
-        f->pools[p].backends = f->ptrs[p];
-        f->pools[p].num_backends = nb;
+        f->pools[p].servers = f->ptrs[p];
+        f->pools[p].num_servers = nb;
         f->slots[p].pool = &f->pools[p];
         f->slots[p].weight = split[p];
     }
@@ -52,7 +55,7 @@ static void setup(struct fixture *f, const unsigned weights[2][MAX_B], size_t nb
     f->l.num_slots = 2;
 }
 
-static int index_of(struct fixture *f, struct backend *b, int *pool)
+static int index_of(struct fixture *f, struct server *b, int *pool)
 {
     for (int p = 0; p < 2; p++)
         for (int i = 0; i < MAX_B; i++)
@@ -74,9 +77,9 @@ static void test_smooth_sequence(void)
     char got[8] = {0};
     for (int i = 0; i < 7; i++) {
         struct pool *p = NULL;
-        struct backend *b = balance_pick(&f.l, NULL, 0, &p);
+        struct server *b = balance_pick(&f.l, NULL, 0, &p);
         CHECK(b && p == &f.pools[0], "pick %d", i);
-        got[i] = b ? b->name[0] : '?';
+        got[i] = b ? b->hb->name[0] : '?';
     }
     CHECK(strcmp(got, want) == 0, "sequence %s, want %s", got, want);
 }
@@ -91,7 +94,7 @@ static void test_split_and_weights(void)
     for (int i = 0; i < 2000; i++) {
         struct pool *p = NULL;
         int pi = -1;
-        struct backend *b = balance_pick(&f.l, NULL, 0, &p);
+        struct server *b = balance_pick(&f.l, NULL, 0, &p);
         int bi = index_of(&f, b, &pi);
         CHECK(bi >= 0 && p == &f.pools[pi], "pick %d", i);
         if (bi >= 0)
@@ -110,15 +113,15 @@ static void test_renormalise(void)
     const unsigned w[2][MAX_B] = {{1, 1}, {1, 1}};
     const unsigned split[2] = {90, 10};
     setup(&f, w, 2, split, CONF_BALANCE_ROUND_ROBIN);
-    f.b[0][0].state = BACKEND_DRAINING;
-    f.b[0][1].state = BACKEND_UNHEALTHY;
+    f.hb[0][0].state = BACKEND_DRAINING;
+    f.hb[0][1].state = BACKEND_UNHEALTHY;
     for (int i = 0; i < 100; i++) {
         struct pool *p = NULL;
-        struct backend *b = balance_pick(&f.l, NULL, 0, &p);
+        struct server *b = balance_pick(&f.l, NULL, 0, &p);
         CHECK(b && p == &f.pools[1], "pick %d went to %s", i, p ? p->name : "none");
     }
-    f.b[1][0].state = BACKEND_CHECKING;
-    f.b[1][1].weight = 0;
+    f.hb[1][0].state = BACKEND_CHECKING;
+    f.hb[1][1].weight = 0;
     struct pool *p = NULL;
     CHECK(balance_pick(&f.l, NULL, 0, &p) == NULL, "nothing in rotation must give NULL");
 }
@@ -129,12 +132,12 @@ static void test_tried_excluded(void)
     const unsigned w[2][MAX_B] = {{1, 1}, {1}};
     const unsigned split[2] = {1, 0};
     setup(&f, w, 2, split, CONF_BALANCE_ROUND_ROBIN);
-    struct backend *tried[1] = {&f.b[0][0]};
+    struct server *tried[1] = {&f.b[0][0]};
     for (int i = 0; i < 10; i++) {
         struct pool *p = NULL;
         CHECK(balance_pick(&f.l, tried, 1, &p) == &f.b[0][1], "tried backend picked");
     }
-    struct backend *both[2] = {&f.b[0][0], &f.b[0][1]};
+    struct server *both[2] = {&f.b[0][0], &f.b[0][1]};
     struct pool *p = NULL;
     CHECK(balance_pick(&f.l, both, 2, &p) == NULL, "all tried must give NULL");
 }

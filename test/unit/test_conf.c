@@ -1,3 +1,4 @@
+// links: usher_conf
 /* Unit tests of the config loader: defaults, every key parsed, every kind of
  * error with its exact "file:line:column: key: reason", durations and
  * addresses. */

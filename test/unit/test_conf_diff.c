@@ -1,3 +1,4 @@
+// links: usher_conf
 /* Unit tests of conf_diff(): each kind of change, their order, and what is
  * not a change. */
 #include "conf/conf.h"

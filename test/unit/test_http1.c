@@ -1,3 +1,4 @@
+// links: usher_parser
 /* Unit tests of parser/http1.c: every rejection with its status and reason,
  * each framing kind, and for every input: fed whole == fed one byte more at
  * a time, and no byte read past the data (input ending at a guard page). */

@@ -1,8 +1,10 @@
 #include "balance.h"
 
-#include "../health/backend.h"
+#include <string.h>
 
-static bool was_tried(const struct backend *b, struct backend *const *tried, unsigned n)
+#include "../../health/backend.h"
+
+static bool was_tried(const struct server *b, struct server *const *tried, unsigned n)
 {
     for (unsigned i = 0; i < n; i++)
         if (tried[i] == b)
@@ -10,15 +12,15 @@ static bool was_tried(const struct backend *b, struct backend *const *tried, uns
     return false;
 }
 
-static bool is_candidate(const struct backend *b, struct backend *const *tried, unsigned n)
+static bool is_candidate(const struct server *b, struct server *const *tried, unsigned n)
 {
-    return backend_in_rotation(b) && !was_tried(b, tried, n);
+    return backend_in_rotation(b->hb) && !was_tried(b, tried, n);
 }
 
-static bool pool_has_candidate(const struct pool *p, struct backend *const *tried, unsigned n)
+static bool pool_has_candidate(const struct pool *p, struct server *const *tried, unsigned n)
 {
-    for (size_t i = 0; i < p->num_backends; i++)
-        if (is_candidate(p->backends[i], tried, n))
+    for (size_t i = 0; i < p->num_servers; i++)
+        if (is_candidate(p->servers[i], tried, n))
             return true;
     return false;
 }
@@ -26,16 +28,16 @@ static bool pool_has_candidate(const struct pool *p, struct backend *const *trie
 /* Smooth weighted round robin (as in nginx's upstream module): every
  * candidate gains its weight, the largest wins and pays back the total.
  * Over any window the picks follow the weights without bursts. */
-static struct backend *pick_round_robin(struct pool *p, struct backend *const *tried, unsigned n)
+static struct server *pick_round_robin(struct pool *p, struct server *const *tried, unsigned n)
 {
-    struct backend *best = NULL;
+    struct server *best = NULL;
     int64_t total = 0;
-    for (size_t i = 0; i < p->num_backends; i++) {
-        struct backend *b = p->backends[i];
+    for (size_t i = 0; i < p->num_servers; i++) {
+        struct server *b = p->servers[i];
         if (!is_candidate(b, tried, n))
             continue;
-        b->rr_current += b->weight;
-        total += b->weight;
+        b->rr_current += b->hb->weight;
+        total += b->hb->weight;
         if (!best || b->rr_current > best->rr_current)
             best = b;
     }
@@ -46,15 +48,15 @@ static struct backend *pick_round_robin(struct pool *p, struct backend *const *t
 
 /* Fewest in-flight requests per unit of weight; ties rotate so equal
  * backends share the load. Compares a/wa < b/wb as a*wb < b*wa. */
-static struct backend *pick_least_conn(struct pool *p, struct backend *const *tried, unsigned n)
+static struct server *pick_least_conn(struct pool *p, struct server *const *tried, unsigned n)
 {
-    struct backend *best = NULL;
-    size_t count = p->num_backends;
+    struct server *best = NULL;
+    size_t count = p->num_servers;
     for (size_t k = 0; k < count; k++) {
-        struct backend *b = p->backends[(p->lc_next + k) % count];
+        struct server *b = p->servers[(p->lc_next + k) % count];
         if (!is_candidate(b, tried, n))
             continue;
-        if (!best || (uint64_t)b->inflight * best->weight < (uint64_t)best->inflight * b->weight)
+        if (!best || (uint64_t)b->inflight * best->hb->weight < (uint64_t)best->inflight * b->hb->weight)
             best = b;
     }
     if (count)
@@ -62,7 +64,7 @@ static struct backend *pick_least_conn(struct pool *p, struct backend *const *tr
     return best;
 }
 
-struct backend *balance_pick(struct listener *l, struct backend *const *tried, unsigned num_tried,
+struct server *balance_pick(struct listener *l, struct server *const *tried, unsigned num_tried,
                              struct pool **pool_out)
 {
     struct split_slot *best = NULL;
@@ -85,4 +87,12 @@ struct backend *balance_pick(struct listener *l, struct backend *const *tried, u
     if (p->conf && p->conf->balance == CONF_BALANCE_LEAST_CONN)
         return pick_least_conn(p, tried, num_tried);
     return pick_round_robin(p, tried, num_tried);
+}
+
+struct pool *pool_find(struct pool *pools, const char *name)
+{
+    for (struct pool *p = pools; p; p = p->next)
+        if (strcmp(p->name, name) == 0)
+            return p;
+    return NULL;
 }

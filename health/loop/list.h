@@ -1,10 +1,17 @@
-/* Intrusive doubly linked list operations (struct list in worker-t.h). */
-#ifndef USHER_PROXY_LIST_H
-#define USHER_PROXY_LIST_H
+/* Intrusive doubly linked list (Linux-style) and container_of: the one copy
+ * shared by health/ and proxy/, so a connection can leave any list in O(1)
+ * and a watcher callback can get back to the struct embedding it. */
+#ifndef USHER_LOOP_LIST_H
+#define USHER_LOOP_LIST_H
 
 #include <stdbool.h>
 #include <stddef.h>
-#include "worker-t.h"
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+struct list {
+    struct list *prev, *next;
+};
 
 static inline void list_init(struct list *l)
 {

@@ -2,7 +2,7 @@
 
 #include <stdio.h>
 #include <string.h>
-#include "../parser/http1.h"
+#include "../../parser/http1.h"
 
 /* Field names a message's Connection header may declare hop-by-hop beyond
  * the standard ones; more are ignored (a bound on per-header work, and no

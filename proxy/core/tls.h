@@ -20,16 +20,16 @@ SSL *tls_accept_new(SSL_CTX *ctx, int fd);
 /* Sends close_notify (best effort, never blocks) and frees <ssl>. */
 void tls_close(SSL *ssl);
 
-/* Steps the handshake. Returns 0 when done, HTTP1_AGAIN with *<want> set
- * to the libev events it waits for, or HTTP1_ERROR. */
+/* Steps the handshake. Returns 0 when done, NET_AGAIN with *<want> set
+ * to the libev events it waits for, or NET_ERROR. */
 int tls_handshake(SSL *ssl, unsigned *want);
 
 /* Reads up to <n> bytes: returns the count (> 0), 0 on a clean or abrupt
- * close, HTTP1_AGAIN with *<want> set, or HTTP1_ERROR. */
+ * close, NET_AGAIN with *<want> set, or NET_ERROR. */
 ssize_t tls_recv(SSL *ssl, char *p, size_t n, unsigned *want);
 
 /* Writes up to <n> bytes: returns the count (>= 0; 0 with *<want> set when
- * the socket is full), or HTTP1_ERROR. */
+ * the socket is full), or NET_ERROR. */
 ssize_t tls_send(SSL *ssl, const char *p, size_t n, unsigned *want);
 
 #endif

@@ -5,10 +5,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../conf/conf.h"
-#include "listener.h"
-#include "log.h"
-#include "worker.h"
+#include "../../conf/conf.h"
+#include "../base/log.h"
+#include "../core/listener.h"
+#include "../core/worker.h"
+#include "lifecycle.h"
 
 enum exit_code {
     EXIT_DRAINED = 0,    /* every connection finished before the shutdown timeout */
@@ -69,15 +70,20 @@ int main(int argc, char **argv)
         conf_errors_clear(&errs);
         return EXIT_BAD_CONFIG;
     }
+    /* the contexts startup uses, built once: a bad certificate fails here */
     char tls_err[512];
-    if (listener_check_tls(conf, tls_err, sizeof(tls_err)) < 0) {
-        fprintf(stderr, "%s\n", tls_err);
+    struct ssl_ctx_st **tls = calloc(conf->num_listeners + 1, sizeof(*tls));
+    if (!tls || listener_tls_prepare(conf, tls, tls_err, sizeof(tls_err)) < 0) {
+        fprintf(stderr, "%s\n", tls ? tls_err : "usher: out of memory");
+        free(tls);
         conf_free(conf);
         return EXIT_BAD_CONFIG;
     }
     if (check_only) {
-        printf("configuration ok\n");
+        listener_tls_release(tls, conf->num_listeners);
+        free(tls);
         conf_free(conf);
+        printf("configuration ok\n");
         return 0;
     }
 
@@ -85,19 +91,23 @@ int main(int argc, char **argv)
     struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
     if (!loop) {
         fprintf(stderr, "usher: cannot initialise the event loop\n");
-        conf_free(conf);
-        return EXIT_CUT;
-    }
-    struct worker *w = worker_new(loop, conf);
-    if (!w) {
-        fprintf(stderr, "usher: out of memory\n");
+        listener_tls_release(tls, conf->num_listeners);
+        free(tls);
         conf_free(conf);
         return EXIT_CUT;
     }
     log_configure(conf->log.level, conf->log.format);
+    struct process *p = process_new(loop, conf);
+    if (!p) {
+        fprintf(stderr, "usher: out of memory\n");
+        listener_tls_release(tls, conf->num_listeners);
+        free(tls);
+        conf_free(conf);
+        return EXIT_CUT;
+    }
     log_info("usher starting", "version=%s pid=%d config=%s", USHER_VERSION, (int)getpid(), path);
-    int code = worker_start(w) < 0 ? EXIT_CUT : worker_run(w);
-    worker_free(w);
+    int code = process_start(p, tls) == 0 ? process_run(p) : EXIT_CUT;
+    process_free(p);
     log_info("usher stopped", "exit_code=%d", code);
     ev_loop_destroy(loop);
     return code;

@@ -1,6 +1,7 @@
-/* Setting the events of a connection's io watcher. */
-#ifndef USHER_PROXY_IO_WATCH_H
-#define USHER_PROXY_IO_WATCH_H
+/* Setting the events of a connection's io watcher: the one helper used by
+ * health checks, upstream and client connections. */
+#ifndef USHER_LOOP_IO_H
+#define USHER_LOOP_IO_H
 
 #include <ev.h>
 

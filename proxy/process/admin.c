@@ -8,12 +8,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "../health/backend.h"
-#include "../parser/http1.h"
-#include "buf.h"
-#include "list.h"
-#include "log.h"
-#include "worker.h"
+#include "../../health/backend.h"
+#include "../../parser/http1.h"
+#include "../base/buf.h"
+#include "../../health/loop/list.h"
+#include "../../health/loop/net.h"
+#include "../base/log.h"
+#include "../core/worker.h"
+#include "process-t.h"
 
 /* An admin request head must fit here; anything larger is not ours. */
 #define ADMIN_HEAD_MAX 8192
@@ -22,6 +24,7 @@
 #define ADMIN_TIMEOUT_S 5.0
 
 struct admin {
+    struct process *proc;
     struct worker *w;
     int fd;
     ev_io io;
@@ -41,7 +44,7 @@ struct admin_conn {
 
 static void conn_free(struct admin_conn *ac)
 {
-    struct ev_loop *loop = ac->admin->w->loop;
+    struct ev_loop *loop = ac->admin->proc->loop;
     ev_io_stop(loop, &ac->io);
     ev_timer_stop(loop, &ac->timer);
     close(ac->fd);
@@ -67,8 +70,9 @@ static void json_str(struct hbuf *o, const char *s)
     hbuf_append(o, "\"", 1);
 }
 
-static void status_backend(struct hbuf *o, struct worker *w, const struct backend *b)
+static void status_backend(struct hbuf *o, struct worker *w, const struct server *s)
 {
+    const struct backend *b = s->hb;
     ev_tstamp now = ev_now(w->loop);
     hbuf_append_str(o, "{\"name\":");
     json_str(o, b->name);
@@ -79,8 +83,8 @@ static void status_backend(struct hbuf *o, struct worker *w, const struct backen
                 "\"inflight_requests\":%u,\"requests_total\":%llu,\"connect_failures\":%llu,"
                 "\"success_streak\":%u,\"failure_streak\":%u,\"last_result\":",
                 backend_state_str(b->state), b->weight, backend_removed(b) ? "false" : "true",
-                b->connections, b->inflight, (unsigned long long)b->requests_total,
-                (unsigned long long)b->connect_failures, b->success_streak, b->failure_streak);
+                b->connections, s->inflight, (unsigned long long)s->requests_total,
+                (unsigned long long)s->connect_failures, b->success_streak, b->failure_streak);
     if (b->last_result)
         json_str(o, b->last_result);
     else
@@ -100,8 +104,9 @@ static void status_backend(struct hbuf *o, struct worker *w, const struct backen
     hbuf_append_str(o, "}");
 }
 
-static void build_status(struct hbuf *o, struct worker *w)
+static void build_status(struct hbuf *o, struct process *proc)
 {
+    struct worker *w = proc->w;
     ev_tstamp now = ev_now(w->loop);
     hbuf_printf(o,
                 "{\"state\":\"%s\",\"ready\":%s,\"generation\":%llu,\"pid\":%d,"
@@ -111,10 +116,10 @@ static void build_status(struct hbuf *o, struct worker *w)
                 w->num_clients);
     json_str(o, w->conf->path);
     if (w->state == WORKER_DRAINING)
-        hbuf_printf(o, ",\"shutdown_remaining_ms\":%.0f", (w->drain_deadline - now) * 1000.0);
+        hbuf_printf(o, ",\"shutdown_remaining_ms\":%.0f", (proc->drain_deadline - now) * 1000.0);
     hbuf_printf(o, ",\"reloads\":{\"ok\":%llu,\"error\":%llu},\"listeners\":[",
-                (unsigned long long)w->stats.reloads_ok,
-                (unsigned long long)w->stats.reloads_error);
+                (unsigned long long)proc->reloads_ok,
+                (unsigned long long)proc->reloads_error);
     bool first = true;
     for (struct listener *l = w->listeners; l; l = l->next) {
         hbuf_append_str(o, first ? "{\"name\":" : ",{\"name\":");
@@ -136,7 +141,7 @@ static void build_status(struct hbuf *o, struct worker *w)
     hbuf_append_str(o, "],\"pools\":[");
     first = true;
     for (struct pool *p = w->pools; p; p = p->next) {
-        if (!p->conf && p->num_backends == 0)
+        if (!p->conf && p->num_servers == 0)
             continue; /* removed by a reload and fully drained */
         hbuf_append_str(o, first ? "{\"name\":" : ",{\"name\":");
         first = false;
@@ -146,10 +151,10 @@ static void build_status(struct hbuf *o, struct worker *w)
                         p->conf->balance == CONF_BALANCE_LEAST_CONN ? "least_conn" : "round_robin",
                         (unsigned long long)p->conf->deregistration_delay);
         hbuf_printf(o, ",\"in_config\":%s,\"backends\":[", p->conf ? "true" : "false");
-        for (size_t i = 0; i < p->num_backends; i++) {
+        for (size_t i = 0; i < p->num_servers; i++) {
             if (i)
                 hbuf_append_str(o, ",");
-            status_backend(o, w, p->backends[i]);
+            status_backend(o, w, p->servers[i]);
         }
         hbuf_append_str(o, "]}");
     }
@@ -158,10 +163,12 @@ static void build_status(struct hbuf *o, struct worker *w)
 
 /* ---- Prometheus text ----------------------------------------------------- */
 
-static const char *const status_class[] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
+static const char *const status_class[STATUS_CLASSES] = {"none", "1xx", "2xx", "3xx",
+                                                         "4xx",  "5xx", "aborted"};
 
-static void build_metrics(struct hbuf *o, struct worker *w)
+static void build_metrics(struct hbuf *o, struct process *proc)
 {
+    struct worker *w = proc->w;
     hbuf_printf(o,
                 "# HELP usher_up 1 while the process runs.\n# TYPE usher_up gauge\nusher_up 1\n");
     hbuf_printf(o, "# TYPE usher_ready gauge\nusher_ready %d\n", worker_ready(w) ? 1 : 0);
@@ -176,10 +183,10 @@ static void build_metrics(struct hbuf *o, struct worker *w)
                 "# TYPE usher_config_reloads_total counter\n"
                 "usher_config_reloads_total{result=\"ok\"} %llu\n"
                 "usher_config_reloads_total{result=\"error\"} %llu\n",
-                (unsigned long long)w->stats.reloads_ok,
-                (unsigned long long)w->stats.reloads_error);
+                (unsigned long long)proc->reloads_ok,
+                (unsigned long long)proc->reloads_error);
     hbuf_printf(o, "# TYPE usher_accept_paused_total counter\nusher_accept_paused_total %llu\n",
-                (unsigned long long)w->stats.accept_paused);
+                (unsigned long long)w->accept_paused);
 
     hbuf_append_str(o, "# TYPE usher_client_connections gauge\n");
     for (struct listener *l = w->listeners; l; l = l->next)
@@ -199,27 +206,28 @@ static void build_metrics(struct hbuf *o, struct worker *w)
                                                 BACKEND_UNHEALTHY, BACKEND_DRAINING};
     hbuf_append_str(o, "# TYPE usher_backend_state gauge\n");
     for (struct pool *p = w->pools; p; p = p->next)
-        for (size_t i = 0; i < p->num_backends; i++)
+        for (size_t i = 0; i < p->num_servers; i++)
             for (size_t s = 0; s < sizeof(states) / sizeof(states[0]); s++)
                 hbuf_printf(o, "usher_backend_state{pool=\"%s\",backend=\"%s\",state=\"%s\"} %d\n",
-                            p->name, p->backends[i]->name, backend_state_str(states[s]),
-                            p->backends[i]->state == states[s]);
+                            p->name, p->servers[i]->hb->name, backend_state_str(states[s]),
+                            p->servers[i]->hb->state == states[s]);
 #define PER_BACKEND(metric, type, fmt, expr)                                                       \
     do {                                                                                           \
         hbuf_append_str(o, "# TYPE " metric " " type "\n");                                        \
         for (struct pool *p = w->pools; p; p = p->next)                                            \
-            for (size_t i = 0; i < p->num_backends; i++) {                                         \
-                const struct backend *b = p->backends[i];                                          \
+            for (size_t i = 0; i < p->num_servers; i++) {                                         \
+                const struct server *s = p->servers[i];                                            \
+                const struct backend *b = s->hb;                                                   \
                 hbuf_printf(o, metric "{pool=\"%s\",backend=\"%s\"} " fmt "\n", p->name, b->name,  \
                             expr);                                                                 \
             }                                                                                      \
     } while (0)
     PER_BACKEND("usher_backend_active_connections", "gauge", "%u", b->connections);
-    PER_BACKEND("usher_backend_inflight_requests", "gauge", "%u", b->inflight);
+    PER_BACKEND("usher_backend_inflight_requests", "gauge", "%u", s->inflight);
     PER_BACKEND("usher_backend_requests_total", "counter", "%llu",
-                (unsigned long long)b->requests_total);
+                (unsigned long long)s->requests_total);
     PER_BACKEND("usher_backend_connect_failures_total", "counter", "%llu",
-                (unsigned long long)b->connect_failures);
+                (unsigned long long)s->connect_failures);
     PER_BACKEND("usher_backend_drain_remaining_seconds", "gauge", "%.3f",
                 b->state == BACKEND_DRAINING && b->drain_deadline > ev_now(w->loop)
                     ? b->drain_deadline - ev_now(w->loop)
@@ -227,17 +235,17 @@ static void build_metrics(struct hbuf *o, struct worker *w)
 #undef PER_BACKEND
     hbuf_append_str(o, "# TYPE usher_backend_responses_total counter\n");
     for (struct pool *p = w->pools; p; p = p->next)
-        for (size_t i = 0; i < p->num_backends; i++)
+        for (size_t i = 0; i < p->num_servers; i++)
             for (int k = 1; k < STATUS_CLASSES; k++)
                 hbuf_printf(
                     o,
                     "usher_backend_responses_total{pool=\"%s\",backend=\"%s\",code=\"%s\"} %llu\n",
-                    p->name, p->backends[i]->name, status_class[k],
-                    (unsigned long long)p->backends[i]->responses[k]);
+                    p->name, p->servers[i]->hb->name, status_class[k],
+                    (unsigned long long)p->servers[i]->responses[k]);
     hbuf_append_str(o, "# TYPE usher_health_checks_total counter\n");
     for (struct pool *p = w->pools; p; p = p->next)
-        for (size_t i = 0; i < p->num_backends; i++) {
-            const struct backend *b = p->backends[i];
+        for (size_t i = 0; i < p->num_servers; i++) {
+            const struct backend *b = p->servers[i]->hb;
             hbuf_printf(
                 o, "usher_health_checks_total{pool=\"%s\",backend=\"%s\",result=\"ok\"} %llu\n",
                 p->name, b->name, (unsigned long long)b->checks_ok);
@@ -283,10 +291,10 @@ static void route(struct admin_conn *ac, const struct http1_request *req)
         hbuf_printf(&body, "%s\n", ready ? "ready" : worker_state_str(w->state));
     } else if (http1_slice_eq(path, "/status")) {
         type = "application/json";
-        build_status(&body, w);
+        build_status(&body, ac->admin->proc);
     } else if (http1_slice_eq(path, "/metrics")) {
         type = "text/plain; version=0.0.4";
-        build_metrics(&body, w);
+        build_metrics(&body, ac->admin->proc);
     } else {
         status = 404;
         hbuf_append_str(&body, "404 Not Found\n");
@@ -367,43 +375,41 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
     }
 }
 
-int admin_start(struct worker *w)
+int admin_start(struct process *proc)
 {
+    struct worker *w = proc->w;
     const struct conf_address *addr = &w->conf->admin.bind;
     struct admin *a = calloc(1, sizeof(*a));
     if (!a)
         return -1;
+    a->proc = proc;
     a->w = w;
     list_init(&a->conns);
-    a->fd = socket(addr->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (a->fd < 0 || setsockopt(a->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-        bind(a->fd, (const struct sockaddr *)&addr->sa, addr->sa_len) < 0 ||
-        listen(a->fd, 128) < 0) {
-        log_error("admin failed", "bind=%s reason=\"%s\"", addr->text, strerror(errno));
-        if (a->fd >= 0)
-            close(a->fd);
+    const char *why = NULL;
+    a->fd = net_listen((const struct sockaddr *)&addr->sa, addr->sa_len, &why);
+    if (a->fd < 0) {
+        log_error("admin failed", "bind=%s reason=\"%s: %s\"", addr->text, why, strerror(errno));
         free(a);
         return -1;
     }
     ev_io_init(&a->io, accept_cb, a->fd, EV_READ);
     ev_io_start(w->loop, &a->io);
-    w->admin = a;
+    proc->admin = a;
     log_info("admin started", "bind=%s", addr->text);
     return 0;
 }
 
-void admin_stop(struct worker *w)
+void admin_stop(struct process *proc)
 {
-    struct admin *a = w->admin;
+    struct admin *a = proc->admin;
     if (!a)
         return;
     struct list *pos, *tmp;
     list_for_each_safe (pos, tmp, &a->conns) {
         conn_free(container_of(pos, struct admin_conn, link));
     }
-    ev_io_stop(w->loop, &a->io);
+    ev_io_stop(proc->loop, &a->io);
     close(a->fd);
     free(a);
-    w->admin = NULL;
+    proc->admin = NULL;
 }

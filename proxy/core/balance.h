@@ -9,9 +9,12 @@
  * <num_tried> backends in <tried>. The split is taken over the pools that
  * still have a candidate (weights renormalised); within the pool
  * round_robin is smooth weighted round robin and least_conn picks the
- * fewest in-flight requests relative to weight. Returns the backend (and
+ * fewest in-flight requests relative to weight. Returns the server (and
  * its pool in *<pool_out>), or NULL if none can take it (answer 503/502). */
-struct backend *balance_pick(struct listener *l, struct backend *const *tried, unsigned num_tried,
+struct server *balance_pick(struct listener *l, struct server *const *tried, unsigned num_tried,
                              struct pool **pool_out);
+
+/* The runtime pool named <name> in the list <pools>, or NULL. */
+struct pool *pool_find(struct pool *pools, const char *name);
 
 #endif

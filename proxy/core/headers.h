@@ -5,8 +5,8 @@
 #define USHER_PROXY_HEADERS_H
 
 #include <stdbool.h>
-#include "../parser/http1-t.h"
-#include "buf.h"
+#include "../../parser/http1-t.h"
+#include "../base/buf.h"
 
 /* What the rebuilt request head must carry besides the client's fields. */
 struct forward_info {

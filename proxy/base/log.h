@@ -4,7 +4,7 @@
 #define USHER_PROXY_LOG_H
 
 #include <stdbool.h>
-#include "../conf/conf-t.h"
+#include "../../conf/conf-t.h"
 
 /* Sets the threshold and the format; called at startup and on reload. */
 void log_configure(enum conf_log_level level, enum conf_log_format format);

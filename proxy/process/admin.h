@@ -2,12 +2,12 @@
 #ifndef USHER_PROXY_ADMIN_H
 #define USHER_PROXY_ADMIN_H
 
-#include "worker-t.h"
+#include "process-t.h"
 
 /* Binds admin.bind and starts answering. Returns 0, or -1 after logging. */
-int admin_start(struct worker *w);
+int admin_start(struct process *p);
 
 /* Closes the admin listener and its open connections. */
-void admin_stop(struct worker *w);
+void admin_stop(struct process *p);
 
 #endif

@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../parser/http1-t.h"
+#include "../../health/loop/net.h"
 
 /* ALPN wire format: length-prefixed protocol names. */
 static const unsigned char alpn_http11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
@@ -106,19 +106,19 @@ static int classify(SSL *ssl, int ret, unsigned *want)
     switch (SSL_get_error(ssl, ret)) {
     case SSL_ERROR_WANT_READ:
         *want = EV_READ;
-        return HTTP1_AGAIN;
+        return NET_AGAIN;
     case SSL_ERROR_WANT_WRITE:
         *want = EV_WRITE;
-        return HTTP1_AGAIN;
+        return NET_AGAIN;
     case SSL_ERROR_ZERO_RETURN:
         return 0;
     case SSL_ERROR_SYSCALL:
         ERR_clear_error();
         /* EOF without close_notify is an abrupt close, not a fault */
-        return errno == 0 ? 0 : HTTP1_ERROR;
+        return errno == 0 ? 0 : NET_ERROR;
     default:
         ERR_clear_error();
-        return HTTP1_ERROR;
+        return NET_ERROR;
     }
 }
 
@@ -130,7 +130,7 @@ int tls_handshake(SSL *ssl, unsigned *want)
     if (ret == 1)
         return 0;
     int rc = classify(ssl, ret, want);
-    return rc == 0 ? HTTP1_ERROR : rc;
+    return rc == 0 ? NET_ERROR : rc;
 }
 
 ssize_t tls_recv(SSL *ssl, char *p, size_t n, unsigned *want)
@@ -153,7 +153,7 @@ ssize_t tls_send(SSL *ssl, const char *p, size_t n, unsigned *want)
     if (ret == 1)
         return (ssize_t)put;
     int rc = classify(ssl, ret, want);
-    if (rc == HTTP1_AGAIN)
+    if (rc == NET_AGAIN)
         return 0;
-    return HTTP1_ERROR;
+    return NET_ERROR;
 }

@@ -1,0 +1,75 @@
+#include "body.h"
+
+#include <string.h>
+
+#include "../../parser/http1.h"
+
+void body_start(struct body_state *bs, const struct http1_message *m, bool dechunk)
+{
+    bs->framing = m->framing;
+    bs->dechunk = dechunk;
+    bs->left = m->content_length;
+    http1_chunked_init(&bs->chunked);
+    bs->done = m->framing == HTTP1_BODY_NONE ||
+               (m->framing == HTTP1_BODY_LENGTH && m->content_length == 0);
+}
+
+/* The payload of the raw bytes after *<fwd> moves down to join the bytes
+ * ready to send; the chunk framing is dropped. */
+static int dechunk(struct body_state *bs, struct buf *b, size_t *fwd)
+{
+    char *raw = buf_head(b) + *fwd;
+    size_t raw_len = buf_len(b) - *fwd, rd = 0;
+    char *wr = raw;
+    while (rd < raw_len && !bs->done) {
+        size_t used, off, len;
+        int rc = http1_chunked_decode(&bs->chunked, raw + rd, raw_len - rd, &used, &off, &len);
+        if (rc == HTTP1_ERROR)
+            return -1;
+        memmove(wr, raw + rd + off, len);
+        wr += len;
+        rd += used;
+        bs->done = rc == HTTP1_OK;
+    }
+    size_t rest = raw_len - rd; /* after the body: never forwarded */
+    memmove(wr, raw + rd, rest);
+    *fwd = (size_t)(wr - buf_head(b));
+    b->end = b->start + *fwd + rest;
+    return 0;
+}
+
+int body_frame(struct body_state *bs, struct buf *b, size_t *fwd)
+{
+    if (bs->done || !b)
+        return 0;
+    if (bs->dechunk)
+        return dechunk(bs, b, fwd);
+    size_t avail = buf_len(b) - *fwd;
+    switch (bs->framing) {
+    case HTTP1_BODY_NONE:
+        bs->done = true;
+        break;
+    case HTTP1_BODY_LENGTH: {
+        size_t take = bs->left < avail ? (size_t)bs->left : avail;
+        *fwd += take;
+        bs->left -= take;
+        bs->done = bs->left == 0;
+        break;
+    }
+    case HTTP1_BODY_CHUNKED: {
+        if (avail == 0)
+            break;
+        size_t used = 0;
+        int rc = http1_chunked_scan(&bs->chunked, buf_head(b) + *fwd, avail, &used);
+        *fwd += used;
+        if (rc == HTTP1_ERROR)
+            return -1;
+        bs->done = rc == HTTP1_OK;
+        break;
+    }
+    case HTTP1_BODY_UNTIL_CLOSE:
+        *fwd += avail;
+        break;
+    }
+    return 0;
+}

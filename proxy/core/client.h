@@ -1,0 +1,29 @@
+/* Client connections: the HTTP/1.1 exchange (and TCP-mode tunnels) driven
+ * by one state machine per connection. */
+#ifndef USHER_PROXY_CLIENT_H
+#define USHER_PROXY_CLIENT_H
+
+#include <sys/socket.h>
+#include "worker-t.h"
+
+/* Takes over the socket <fd> accepted on <l> (peer <sa>) and starts serving
+ * it. Returns the client (maybe already closed), or NULL after closing the
+ * socket on allocation failure. */
+struct client *client_accept(struct worker *w, struct listener *l, int fd,
+                             const struct sockaddr_storage *sa);
+
+/* Closes <c> and its upstream now. The client moves to w->closed and the
+ * worker frees it (client_free) at its next safe point. */
+void client_close(struct client *c);
+
+/* Drain: an idle keep-alive connection is closed, unless a request already
+ * arrived on it (then it is served, with Connection: close); a request in
+ * progress is answered with Connection: close. */
+void client_shutdown_idle(struct client *c);
+
+/* Frees a closed client (called by the worker's reaper). */
+void client_free(struct client *c);
+
+const char *client_state_str(enum client_state s);
+
+#endif

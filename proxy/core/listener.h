@@ -1,0 +1,44 @@
+/* Listening sockets: bind, accept in batches, hand each connection to the
+ * owner's accept callback. */
+#ifndef USHER_PROXY_LISTENER_H
+#define USHER_PROXY_LISTENER_H
+
+#include "worker-t.h"
+
+/* Binds and listens for <cl> (not accepting yet). <tls_ctx> (NULL for a
+ * plain listener) passes to the listener on success. Accepted connections
+ * go to <ops> with <owner>. Returns the listener, or NULL with *<err> set to
+ * a static reason and errno kept. */
+struct listener *listener_open(struct ev_loop *loop, const struct conf_listener *cl,
+                               struct ssl_ctx_st *tls_ctx, const struct listener_ops *ops,
+                               void *owner, const char **err);
+
+/* Points <l> at config <cl> (same name and bind) and rebuilds its split
+ * over the runtime pools <pools>. <tls_ctx> replaces the listener's context
+ * (ownership passes). Returns 0 or -1 (nothing changed). */
+int listener_configure(struct listener *l, const struct conf_listener *cl, struct pool *pools,
+                       struct ssl_ctx_st *tls_ctx);
+
+/* Starts / stops the accept watcher. */
+void listener_resume(struct listener *l);
+void listener_pause(struct listener *l);
+
+/* Accepts what the kernel already queued, then closes the socket: no new
+ * connections. Open ones continue. */
+void listener_close(struct listener *l);
+
+/* Frees <l>. A socket still open is closed without accepting (a listener
+ * prepared by a reload that failed). Its connections must be gone. */
+void listener_free(struct listener *l);
+
+/* Builds the TLS context of every TLS listener of <conf> into <ctxs>
+ * (conf->num_listeners entries, NULL for plain ones), so a bad certificate
+ * is a config error at -t, startup and reload, and the contexts built are
+ * the ones used. Returns 0, or -1 with "file:line:column:
+ * listeners[i].tls: reason" in <msg> and nothing left allocated. */
+int listener_tls_prepare(const struct conf *conf, struct ssl_ctx_st **ctxs, char *msg, size_t cap);
+
+/* Frees the contexts of <ctxs> not handed to a listener (set to NULL). */
+void listener_tls_release(struct ssl_ctx_st **ctxs, size_t n);
+
+#endif

@@ -1,0 +1,169 @@
+#include "transport.h"
+
+#include <errno.h>
+#include <openssl/ssl.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "../../health/loop/net.h"
+#include "tls.h"
+
+void side_attach(struct side *s, int fd, const struct transport *tp)
+{
+    struct buf *keep = s->buf;
+    memset(s, 0, sizeof(*s));
+    s->fd = fd;
+    s->tp = tp;
+    s->buf = keep;
+}
+
+static ssize_t plain_recv(struct side *s)
+{
+    struct buf *b = s->buf;
+    if (buf_space(b) == 0)
+        buf_compact(b);
+    for (;;) {
+        size_t want = buf_space(b);
+        ssize_t n = read(s->fd, b->data + b->end, want);
+        if (n > 0) {
+            b->end += (size_t)n;
+            if ((size_t)n < want)
+                s->readable = false;
+            return n;
+        }
+        if (n == 0)
+            return 0;
+        if (errno == EINTR)
+            continue;
+        return (errno == EAGAIN || errno == EWOULDBLOCK) ? NET_AGAIN : NET_ERROR;
+    }
+}
+
+/* One writev per round: the head and the body bytes go in one syscall. */
+static ssize_t plain_send(struct side *s, struct hbuf *head, struct buf *b, size_t *fwd)
+{
+    ssize_t total = 0;
+    for (;;) {
+        struct iovec iov[2];
+        int cnt = 0;
+        if (head && head->sent < head->len) {
+            iov[cnt].iov_base = head->data + head->sent;
+            iov[cnt++].iov_len = head->len - head->sent;
+        }
+        if (b && *fwd > 0) {
+            iov[cnt].iov_base = buf_head(b);
+            iov[cnt++].iov_len = *fwd;
+        }
+        if (cnt == 0)
+            return total;
+        ssize_t n = writev(s->fd, iov, cnt);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return total;
+            return NET_ERROR;
+        }
+        total += n;
+        size_t left = (size_t)n;
+        if (head && head->sent < head->len) {
+            size_t from_head = head->len - head->sent;
+            if (from_head > left)
+                from_head = left;
+            head->sent += from_head;
+            left -= from_head;
+        }
+        if (left) {
+            buf_consume(b, left);
+            *fwd -= left;
+        }
+    }
+}
+
+static void plain_shutdown_write(struct side *s)
+{
+    shutdown(s->fd, SHUT_WR);
+}
+
+static void plain_release(struct side *s)
+{
+}
+
+const struct transport transport_plain = {
+    .recv = plain_recv,
+    .send = plain_send,
+    .shutdown_write = plain_shutdown_write,
+    .release = plain_release,
+};
+
+static ssize_t tls_side_recv(struct side *s)
+{
+    struct buf *b = s->buf;
+    if (buf_space(b) == 0)
+        buf_compact(b);
+    ssize_t n = tls_recv(s->ssl, b->data + b->end, buf_space(b), &s->tls_want);
+    if (n > 0)
+        b->end += (size_t)n;
+    return n;
+}
+
+/* TLS has no writev: one record per piece. */
+static ssize_t tls_side_send(struct side *s, struct hbuf *head, struct buf *b, size_t *fwd)
+{
+    ssize_t total = 0;
+    unsigned want;
+    while (head && head->sent < head->len) {
+        ssize_t n = tls_send(s->ssl, head->data + head->sent, head->len - head->sent, &want);
+        if (n <= 0)
+            return n < 0 ? NET_ERROR : total;
+        head->sent += (size_t)n;
+        total += n;
+    }
+    while (b && *fwd > 0) {
+        ssize_t n = tls_send(s->ssl, buf_head(b), *fwd, &want);
+        if (n <= 0)
+            return n < 0 ? NET_ERROR : total;
+        buf_consume(b, (size_t)n);
+        *fwd -= (size_t)n;
+        total += n;
+    }
+    return total;
+}
+
+static void tls_side_shutdown_write(struct side *s)
+{
+    SSL_shutdown(s->ssl);
+    shutdown(s->fd, SHUT_WR);
+}
+
+static void tls_side_release(struct side *s)
+{
+    tls_close(s->ssl);
+    s->ssl = NULL;
+}
+
+const struct transport transport_tls = {
+    .recv = tls_side_recv,
+    .send = tls_side_send,
+    .shutdown_write = tls_side_shutdown_write,
+    .release = tls_side_release,
+};
+
+/* Reads and drops what the socket holds: below the transport on purpose,
+ * since after our close_notify nothing the peer sends matters. */
+int side_discard(struct side *s)
+{
+    char sink[4096];
+    for (;;) {
+        ssize_t n = read(s->fd, sink, sizeof(sink));
+        if (n > 0)
+            continue;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return 0;
+        return 1;
+    }
+}

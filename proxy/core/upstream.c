@@ -1,0 +1,298 @@
+#include "upstream.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "../../health/backend.h"
+#include "../../health/loop/io.h"
+#include "../../health/loop/net.h"
+#include "../base/log.h"
+
+/* A request with a body cannot be replayed if the pooled connection it was
+ * written to turns out closed; it only takes a connection that idled less
+ * than this share of timeouts.backend_idle (a backend whose own keep-alive
+ * timeout is close to usher's closes right then). */
+#define UNREPLAYABLE_IDLE_SHARE 0.5
+
+/* Pooling stops once client and upstream connections use this share of the
+ * descriptors usher may use: the rest is kept for clients. */
+#define FD_PRESSURE_SHARE 0.9
+
+/* ---- the draining rules (DESIGN.md "Draining details") ------------------ */
+
+const char *upstream_keep_rule(const struct keep_facts *f)
+{
+    if (!f->reusable)
+        return "the exchange left it unusable"; /* Connection: close, unread body, ... */
+    if (!f->in_rotation)
+        return "its backend is out of rotation"; /* rule 2: in-flight done, then closed */
+    if (f->process_draining)
+        return "the process drains"; /* nothing will reuse it */
+    if (f->pool_full)
+        return "the idle pool is full";
+    if (f->fd_pressure)
+        return "descriptors are short"; /* a client must not get 503 for it */
+    return NULL;
+}
+
+/* Rule 1: idle pooled connections to a draining backend close at once. */
+static void on_state_changed(struct backend *b, enum backend_state from, const char *reason,
+                             void *ctx)
+{
+    struct server *s = ctx;
+    log_info("backend state", "pool=%s backend=%s from=%s to=%s reason=\"%s\" connections=%u",
+             b->pool_name, b->name, backend_state_str(from), backend_state_str(b->state),
+             reason ? reason : "", b->connections);
+    if (!backend_in_rotation(b))
+        upstream_close_idle(s);
+}
+
+/* Rule 3: tunnels and in-flight requests run until the deadline; then
+ * every owner lets go of its connection. */
+static void on_drain_expired(struct backend *b, void *ctx)
+{
+    struct server *s = ctx;
+    unsigned n = 0;
+    struct list *pos, *tmp;
+    list_for_each_safe (pos, tmp, &s->active)
+        n++;
+    log_info("backend drain expired", "pool=%s backend=%s closing=%u", b->pool_name, b->name, n);
+    list_for_each_safe (pos, tmp, &s->active) {
+        struct upstream *u = container_of(pos, struct upstream, pool_link);
+        u->cb(u->owner, UPSTREAM_DRAIN_EXPIRED, 0);
+    }
+    upstream_close_idle(s);
+}
+
+static void on_gone(struct backend *b, void *ctx)
+{
+    struct server *s = ctx;
+    struct pool *p = s->pool;
+    log_info("backend gone", "pool=%s backend=%s address=%s", b->pool_name, b->name,
+             b->address_text);
+    for (size_t i = 0; i < p->num_servers; i++) {
+        if (p->servers[i] != s)
+            continue;
+        memmove(&p->servers[i], &p->servers[i + 1],
+                (p->num_servers - i - 1) * sizeof(p->servers[0]));
+        p->num_servers--;
+        break;
+    }
+    server_free(s);
+}
+
+static const struct backend_hooks hooks = {
+    .state_changed = on_state_changed,
+    .drain_expired = on_drain_expired,
+    .gone = on_gone,
+};
+
+struct server *server_new(struct worker *w, struct pool *p, const struct conf_pool *cp,
+                          const struct conf_backend *cb)
+{
+    struct server *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->w = w;
+    s->pool = p;
+    list_init(&s->idle);
+    list_init(&s->active);
+    s->hb = backend_new(w->loop, cp, cb, &hooks, s);
+    if (!s->hb) {
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void server_free(struct server *s)
+{
+    if (!s)
+        return;
+    upstream_close_idle(s);
+    backend_free(s->hb);
+    free(s);
+}
+
+/* ---- connections --------------------------------------------------------- */
+
+void upstream_want(struct upstream *u, unsigned events)
+{
+    io_watch(u->w->loop, &u->io, u->fd, &u->io_events, events);
+}
+
+static void upstream_io_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct upstream *u = container_of(io, struct upstream, io);
+    int err = 0;
+    switch (u->state) {
+    case UPSTREAM_IDLE:
+        /* a pooled connection must stay silent: data or EOF means the
+         * backend closed it (or broke the protocol), so it is never reused */
+        upstream_close(u);
+        return;
+    case UPSTREAM_CONNECTING:
+        switch (net_connect_result(u->fd, &err)) {
+        case NET_AGAIN:
+            return;
+        case NET_ERROR:
+            u->cb(u->owner, UPSTREAM_CONNECT_FAILED, err);
+            return;
+        }
+        u->state = UPSTREAM_ACTIVE;
+        u->cb(u->owner, UPSTREAM_CONNECTED, 0);
+        return;
+    case UPSTREAM_ACTIVE:
+        if (revents & EV_READ)
+            u->cb(u->owner, UPSTREAM_READABLE, 0);
+        else
+            u->cb(u->owner, UPSTREAM_WRITABLE, 0);
+        return;
+    }
+}
+
+static void idle_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    upstream_close(container_of(t, struct upstream, idle_timer));
+}
+
+struct upstream *upstream_connect(struct server *s, upstream_cb cb, void *owner, int *err)
+{
+    struct worker *w = s->w;
+    struct backend *b = s->hb;
+    int in_progress = 0;
+    int fd = net_connect_start((const struct sockaddr *)&b->addr, b->addr_len, &in_progress, err);
+    if (fd < 0)
+        return NULL;
+    struct upstream *u = calloc(1, sizeof(*u));
+    if (!u) {
+        *err = ENOMEM;
+        close(fd);
+        return NULL;
+    }
+    u->w = w;
+    u->server = s;
+    u->fd = fd;
+    u->state = UPSTREAM_CONNECTING;
+    u->cb = cb;
+    u->owner = owner;
+    ev_io_init(&u->io, upstream_io_cb, fd, 0);
+    ev_timer_init(&u->idle_timer, idle_timeout_cb, 0., 0.);
+    list_append(&s->active, &u->pool_link);
+    w->num_upstreams++;
+    backend_conn_acquire(b);
+    /* a loopback connect usually completes at once; EV_WRITE reports it
+     * either way */
+    upstream_want(u, EV_WRITE);
+    return u;
+}
+
+/* True if the backend has not closed <u>: nothing may be readable on a
+ * pooled connection, and a FIN that arrived shows as a 0-byte peek. */
+static bool still_open(const struct upstream *u)
+{
+    char byte;
+    ssize_t n = recv(u->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+struct upstream *upstream_take_idle(struct server *s, bool replayable, upstream_cb cb,
+                                    void *owner)
+{
+    const struct conf *conf = s->w->conf;
+    ev_tstamp now = ev_now(s->w->loop);
+    double max_idle = (double)conf->timeouts.backend_idle / 1000.0 * UNREPLAYABLE_IDLE_SHARE;
+    while (!list_empty(&s->idle)) {
+        /* the most recently used one: least likely to have been closed by a
+         * backend's own keep-alive timeout */
+        struct upstream *u = container_of(s->idle.prev, struct upstream, pool_link);
+        if (!still_open(u)) {
+            upstream_close(u);
+            continue;
+        }
+        if (!replayable && now - u->idle_since > max_idle)
+            return NULL; /* the others idled longer still */
+        list_remove(&u->pool_link);
+        s->idle_count--;
+        list_append(&s->active, &u->pool_link);
+        ev_timer_stop(u->w->loop, &u->idle_timer);
+        u->state = UPSTREAM_ACTIVE;
+        u->cb = cb;
+        u->owner = owner;
+        return u;
+    }
+    return NULL;
+}
+
+static bool fd_pressure(const struct worker *w)
+{
+    return (double)(w->num_clients + w->num_upstreams) >= (double)w->max_fds * FD_PRESSURE_SHARE;
+}
+
+void upstream_release(struct upstream *u, bool reusable)
+{
+    struct server *s = u->server;
+    struct worker *w = u->w;
+    const struct conf *conf = w->conf;
+    struct keep_facts facts = {
+        .reusable = reusable,
+        .in_rotation = backend_in_rotation(s->hb),
+        .pool_full = s->idle_count >= conf->limits.backend_idle_connections,
+        .process_draining = w->state >= WORKER_DRAINING,
+        .fd_pressure = fd_pressure(w),
+    };
+    if (upstream_keep_rule(&facts)) {
+        upstream_close(u);
+        return;
+    }
+    list_remove(&u->pool_link);
+    list_append(&s->idle, &u->pool_link);
+    s->idle_count++;
+    u->state = UPSTREAM_IDLE;
+    u->cb = NULL;
+    u->owner = NULL;
+    u->idle_since = ev_now(w->loop);
+    upstream_want(u, EV_READ);
+    ev_timer_set(&u->idle_timer, (double)conf->timeouts.backend_idle / 1000.0, 0.);
+    ev_timer_start(w->loop, &u->idle_timer);
+}
+
+void upstream_close(struct upstream *u)
+{
+    struct server *s = u->server;
+    if (u->state == UPSTREAM_IDLE)
+        s->idle_count--;
+    list_remove(&u->pool_link);
+    upstream_want(u, 0);
+    ev_timer_stop(u->w->loop, &u->idle_timer);
+    close(u->fd);
+    u->w->num_upstreams--;
+    free(u);
+    backend_conn_release(s->hb);
+}
+
+void upstream_close_idle(struct server *s)
+{
+    struct list *pos, *tmp;
+    list_for_each_safe (pos, tmp, &s->idle) {
+        upstream_close(container_of(pos, struct upstream, pool_link));
+    }
+}
+
+unsigned upstream_reclaim_idle(struct worker *w, unsigned n)
+{
+    unsigned closed = 0;
+    for (struct pool *p = w->pools; p && closed < n; p = p->next)
+        for (size_t i = 0; i < p->num_servers && closed < n; i++) {
+            struct server *s = p->servers[i];
+            /* the oldest first: the most recent one is the likeliest reused */
+            while (!list_empty(&s->idle) && closed < n) {
+                upstream_close(container_of(s->idle.next, struct upstream, pool_link));
+                closed++;
+            }
+        }
+    return closed;
+}

@@ -1,0 +1,63 @@
+/* A backend's connections: the proxy's struct server for each backend, its
+ * upstream connections, their keep-alive pool, and the draining rules of
+ * DESIGN.md "Draining details" (all three live here, in one place). */
+#ifndef USHER_PROXY_UPSTREAM_H
+#define USHER_PROXY_UPSTREAM_H
+
+#include "worker-t.h"
+
+/* Creates the server for backend <cb> of pool <cp> in runtime pool <p>:
+ * the health record (checks start) and the proxy's per-backend state.
+ * Returns NULL on allocation failure. */
+struct server *server_new(struct worker *w, struct pool *p, const struct conf_pool *cp,
+                          const struct conf_backend *cb);
+
+/* Closes the server's idle connections, stops its checks and frees it. Its
+ * active connections must be gone. */
+void server_free(struct server *s);
+
+/* Starts a non-blocking connect to <s> for <owner>, whose <cb> then hears
+ * of the outcome (UPSTREAM_CONNECTED or UPSTREAM_CONNECT_FAILED) and every
+ * later event. Returns the upstream in UPSTREAM_CONNECTING, or NULL if the
+ * connect failed at once (*<err> is the errno; <cb> is never called). */
+struct upstream *upstream_connect(struct server *s, upstream_cb cb, void *owner, int *err);
+
+/* Takes a pooled idle connection to <s> that is still open (a backend that
+ * closed it left an EOF behind: it is dropped). A request that cannot be
+ * replayed (<replayable> false) only takes one that idled briefly. NULL if
+ * none. */
+struct upstream *upstream_take_idle(struct server *s, bool replayable, upstream_cb cb,
+                                    void *owner);
+
+/* The exchange on <u> ended: it goes back to the pool if upstream_keep_rule
+ * allows (<reusable>: the request and response left it reusable), else it
+ * closes. */
+void upstream_release(struct upstream *u, bool reusable);
+
+/* Closes <u> and frees it. */
+void upstream_close(struct upstream *u);
+
+/* Closes every idle pooled connection of <s>. */
+void upstream_close_idle(struct server *s);
+
+/* Closes up to <n> idle pooled connections of the worker, least recently
+ * used servers' first; returns how many. Descriptor pressure: a client
+ * must never be refused for an idle connection nobody uses. */
+unsigned upstream_reclaim_idle(struct worker *w, unsigned n);
+
+/* Sets the io watcher of <u> to <events> (EV_READ|EV_WRITE). */
+void upstream_want(struct upstream *u, unsigned events);
+
+/* The facts the keep-or-close rule looks at when an exchange ends. */
+struct keep_facts {
+    bool reusable;         /* request and response allow another exchange */
+    bool in_rotation;      /* the backend takes new requests */
+    bool pool_full;        /* limits.backend_idle_connections reached */
+    bool process_draining; /* listeners closed: nothing will reuse it */
+    bool fd_pressure;      /* descriptors are short: clients come first */
+};
+
+/* Keep (NULL) or close (a static reason) a connection whose exchange ended. */
+const char *upstream_keep_rule(const struct keep_facts *f);
+
+#endif

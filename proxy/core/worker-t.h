@@ -1,0 +1,241 @@
+/* The data plane's runtime objects: types only. Everything hangs off a
+ * struct worker (one event loop); there is no mutable global state. */
+#ifndef USHER_PROXY_WORKER_T_H
+#define USHER_PROXY_WORKER_T_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../../conf/conf-t.h"
+#include "../../health/backend-t.h"
+#include "../../health/loop/list.h"
+#include "../../parser/http1-t.h"
+#include "../base/buf.h"
+#include "body.h"
+#include "transport.h"
+
+struct worker;
+struct client;
+struct server;
+
+/* Responses by status class: [1]..[5] by first digit; [0] counts requests
+ * that got no response at all; [STATUS_ABORTED] responses cut short after
+ * their head went out (the client saw an incomplete answer). */
+#define STATUS_ABORTED 6
+#define STATUS_CLASSES 7
+
+/* A pool as the data plane sees it: its servers keyed by name. It survives
+ * reloads; its conf pointer follows the current generation. */
+struct pool {
+    char *name;
+    const struct conf_pool *conf; /* NULL once removed from the config */
+    struct server **servers;
+    size_t num_servers;
+    size_t servers_cap;
+    size_t lc_next; /* least_conn tie-breaker rotation */
+    struct pool *next;
+};
+
+/* The proxy's side of one backend: what health/ knows about it (<hb>:
+ * state, address, weight) plus what only the data plane tracks — its
+ * connections, its traffic counters and its balancing state. */
+struct server {
+    struct backend *hb;
+    struct pool *pool;
+    struct worker *w;
+    struct list idle;   /* pooled idle upstreams (struct upstream.pool_link) */
+    unsigned idle_count;
+    struct list active; /* upstreams bound to a client (struct upstream.pool_link) */
+    unsigned inflight;  /* requests in flight */
+    uint64_t requests_total;
+    uint64_t responses[STATUS_CLASSES];
+    uint64_t connect_failures;
+    int64_t rr_current; /* smooth weighted round robin state */
+};
+
+/* One entry of a listener's runtime split. */
+struct split_slot {
+    struct pool *pool;
+    unsigned weight;
+    int64_t current; /* smooth weighted round robin state */
+};
+
+struct listener;
+
+/* What a listener reports to its owner. */
+struct listener_ops {
+    /* A connection was accepted: <fd> is non-blocking, <sa> its peer. The
+     * owner takes the socket (and may pause the listener). */
+    void (*accepted)(struct listener *l, int fd, const struct sockaddr_storage *sa);
+    /* accept() failed for want of descriptors or memory (<err>): the
+     * listener stopped accepting; the owner decides when to resume. */
+    void (*accept_failed)(struct listener *l, int err);
+};
+
+struct listener {
+    const struct listener_ops *ops;
+    void *owner; /* handed back through ops */
+    struct ev_loop *loop;
+    char *name;
+    const struct conf_listener *conf; /* current generation; NULL once removed */
+    enum conf_protocol protocol;      /* copied: open connections outlive a removed conf */
+    bool tls;
+    struct ssl_ctx_st *tls_ctx; /* certificate and key of a TLS listener */
+    char *bind_text;
+    int fd;
+    ev_io io;
+    bool accepting;       /* io watcher started */
+    bool closed;          /* socket closed: removed by reload, or process drain */
+    unsigned connections; /* client connections accepted here and still open */
+    uint64_t accepted_total;
+    uint64_t responses[STATUS_CLASSES];
+    struct split_slot *slots;
+    size_t num_slots;
+    struct listener *next;
+};
+
+enum client_state {
+    CLIENT_TLS_HANDSHAKE = 1, /* TLS listener: handshake in progress */
+    CLIENT_IDLE,              /* keep-alive, no byte of the next request yet */
+    CLIENT_READING_HEAD,      /* part of a request head received */
+    CLIENT_CONNECTING,        /* request parsed, upstream connect in progress */
+    CLIENT_FORWARDING,        /* request and response flowing */
+    CLIENT_TUNNEL,            /* after 101 or in TCP mode: bytes both ways */
+    CLIENT_RESPONDING,        /* writing a response usher made itself */
+    CLIENT_LINGERING,         /* done; write side shut, discarding what the client still sends */
+    CLIENT_CLOSED,            /* closed, waiting to be freed at a safe point */
+};
+
+/* Retries: each backend at most once; a small bound keeps a blackholed
+ * fleet from holding a client for many connect timeouts. */
+#define MAX_ATTEMPTS 8
+
+/* One request and its response on a client connection. It is zeroed when
+ * the exchange begins, so nothing of the previous one can leak into it. */
+struct exchange {
+    enum http1_method method;
+    int req_minor;
+    bool keep_alive;       /* the client connection may persist after this request */
+    bool upgrading;        /* the request asked for a WebSocket upgrade */
+    bool res_reusable;     /* the backend allows reusing the connection */
+    bool response_started; /* a response head was queued for the client */
+    bool from_pool;        /* the upstream was reused from the pool */
+    unsigned interim;      /* 1xx responses relayed so far */
+    char upgrade[32];      /* the protocol the request asked to upgrade to */
+    struct body_state req_body;
+    struct body_state res_body;
+    size_t in_fwd;        /* bytes at the front of the client side's buffer ready to go upstream */
+    size_t out_fwd;       /* bytes at the front of the upstream side's buffer ready for the client */
+    struct hbuf req_head; /* rebuilt request head for the upstream */
+    struct hbuf res_head; /* rebuilt response head (or usher's own response) */
+    int status;           /* response status sent, 0 if none */
+    uint64_t bytes_out;   /* bytes sent to the client for this request */
+    ev_tstamp started_at; /* request head complete (0: no request in progress) */
+    char log_method[16];
+    char log_path[128];
+    struct pool *pool; /* pool of the chosen backend */
+    struct server *tried[MAX_ATTEMPTS];
+    unsigned attempts;
+};
+
+struct client {
+    struct worker *w;
+    struct listener *listener;
+    struct side down; /* the client's socket */
+    struct side up;   /* the bound upstream's socket (fd -1 when none) */
+    ev_io io;
+    ev_timer timer;
+    ev_tstamp timer_at; /* when the armed timer fires (0: not armed) */
+    unsigned io_events; /* what io watches now (0: stopped) */
+    enum client_state state;
+    char peer[48];    /* client IP, for X-Forwarded-For and logs */
+    struct list link; /* worker->clients, then worker->closed */
+
+    ev_tstamp last_activity;   /* last byte moved either way */
+    ev_tstamp head_started_at; /* first byte of the current head (accept for the first) */
+    ev_tstamp linger_until;    /* CLIENT_LINGERING: when to give up discarding */
+    unsigned requests;         /* served on this connection */
+
+    struct upstream *upstream; /* bound upstream, NULL if none */
+    struct exchange x;
+};
+
+enum upstream_state {
+    UPSTREAM_CONNECTING = 1, /* non-blocking connect in progress */
+    UPSTREAM_ACTIVE,         /* bound to a client */
+    UPSTREAM_IDLE,           /* in its server's pool, waiting for reuse */
+};
+
+/* What an upstream connection reports to the client it is bound to. */
+enum upstream_event {
+    UPSTREAM_CONNECTED = 1, /* the connect completed */
+    UPSTREAM_CONNECT_FAILED, /* the connect failed; the error is passed along */
+    UPSTREAM_READABLE,
+    UPSTREAM_WRITABLE,
+    UPSTREAM_DRAIN_EXPIRED, /* its backend's drain deadline passed: the owner must let go */
+};
+
+typedef void (*upstream_cb)(void *owner, enum upstream_event ev, int err);
+
+struct upstream {
+    struct worker *w;
+    struct server *server;
+    int fd;
+    ev_io io;
+    ev_timer idle_timer; /* pooled: backend_idle timeout */
+    ev_tstamp idle_since; /* when it entered the pool */
+    enum upstream_state state;
+    unsigned io_events;
+    struct list pool_link; /* server idle or active list */
+    upstream_cb cb;        /* when ACTIVE or CONNECTING */
+    void *owner;
+    unsigned requests; /* requests sent over this connection */
+};
+
+enum worker_state {
+    WORKER_STARTING = 1, /* health checks have not completed a round */
+    WORKER_RUNNING,
+    WORKER_DRAIN_DELAY, /* shutdown: still accepting, /ready 503 */
+    WORKER_DRAINING,    /* shutdown: listeners closed, waiting for connections */
+    WORKER_STOPPED,
+};
+
+/* What the data plane reports to the layer that runs it. */
+struct worker_hooks {
+    /* Client connections closed since the last call (called at a safe
+     * point, after the loop iteration's callbacks): the process drain
+     * checks whether it is done. */
+    void (*clients_closed)(struct worker *w, void *ctx);
+    void *ctx;
+};
+
+struct worker {
+    struct ev_loop *loop;
+    struct conf *conf; /* current generation, immutable */
+    uint64_t generation;
+    enum worker_state state;      /* written by the process lifecycle only */
+    struct buf_pool bufs_in;      /* client -> backend: request heads and bodies */
+    struct buf_pool bufs_out;     /* backend -> client: larger, responses are the bulk */
+    struct http1_header *headers; /* parse scratch: limits.max_headers entries */
+    size_t headers_cap;
+    struct http1_limits limits;
+    struct worker_hooks hooks;
+
+    struct listener *listeners;
+    struct pool *pools;
+    struct list clients; /* every open client connection */
+    unsigned num_clients;
+    unsigned num_upstreams; /* open upstream connections, pooled ones included */
+    unsigned num_lingering; /* clients done and only discarding input: no drain waits for them */
+    struct list closed;     /* clients closed, freed at a safe point */
+    ev_prepare reaper;      /* frees closed clients before the loop blocks */
+    ev_timer accept_retry;  /* resumes accepting after EMFILE */
+    bool accept_limited;    /* paused because of max_connections */
+    unsigned max_clients;   /* limits.max_connections, capped by the fd limit */
+    unsigned max_fds;       /* descriptors client and upstream connections may use */
+    uint64_t accept_paused; /* times accepting paused (limit or EMFILE) */
+    ev_tstamp started_at;
+};
+
+#endif

@@ -1,0 +1,514 @@
+/* The worker: one event loop and everything the data plane owns — its
+ * listeners, client connections, pools and servers. It applies a config's
+ * changes one at a time (worker_apply_change) and frees closed clients at a
+ * safe point; the process layer above drives it. */
+#include "worker.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "../../conf/conf.h"
+#include "../../health/backend.h"
+#include "../base/log.h"
+#include "balance.h"
+#include "client.h"
+#include "listener.h"
+#include "upstream.h"
+
+/* Request-side buffers: 16 KiB holds a typical head many times over
+ * (HAProxy's tune.bufsize default). Response-side buffers are 64 KiB: bodies
+ * mostly flow that way, and measured on 1 MB responses 64 KiB costs 30-40%
+ * less CPU than 16 KiB (fewer read/writev pairs). A larger max_head_bytes
+ * raises both so a whole head always fits. */
+#define BUF_IN_SIZE_MIN 16384
+#define BUF_OUT_SIZE_MIN 65536
+
+/* Idle buffers kept for reuse (4 MiB at 16 KiB): enough for the buffers
+ * of a busy loop iteration; beyond that memory goes back to malloc, so a
+ * burst does not pin memory for good. */
+#define BUF_FREE_MAX 256
+
+/* After EMFILE/ENFILE, accepting pauses this long instead of spinning on a
+ * readable socket that cannot be accepted. */
+#define ACCEPT_RETRY_S 0.1
+
+/* Descriptors a new client may need: its own and its upstream's. */
+#define FDS_PER_CLIENT 2
+
+const char *worker_state_str(enum worker_state s)
+{
+    switch (s) {
+    case WORKER_STARTING:
+        return "starting";
+    case WORKER_RUNNING:
+        return "running";
+    case WORKER_DRAIN_DELAY:
+    case WORKER_DRAINING:
+        return "draining";
+    case WORKER_STOPPED:
+        return "stopped";
+    }
+    return "unknown";
+}
+
+/* ---- pools and servers: applying a config's changes ---------------------- */
+
+static struct pool *pool_new(struct worker *w, const char *name)
+{
+    struct pool *p = calloc(1, sizeof(*p));
+    if (!p || !(p->name = strdup(name))) {
+        free(p);
+        return NULL;
+    }
+    struct pool **tail = &w->pools;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = p;
+    return p;
+}
+
+static int pool_add_server(struct pool *p, struct server *s)
+{
+    if (p->num_servers == p->servers_cap) {
+        size_t cap = p->servers_cap ? p->servers_cap * 2 : 4;
+        struct server **n = realloc(p->servers, cap * sizeof(*n));
+        if (!n)
+            return -1;
+        p->servers = n;
+        p->servers_cap = cap;
+    }
+    p->servers[p->num_servers++] = s;
+    return 0;
+}
+
+/* The server of <p> named <name> still in the config (not removed). */
+static struct server *find_current(struct pool *p, const char *name)
+{
+    for (size_t i = 0; i < p->num_servers; i++) {
+        struct backend *b = p->servers[i]->hb;
+        if (!backend_removed(b) && strcmp(b->name, name) == 0)
+            return p->servers[i];
+    }
+    return NULL;
+}
+
+/* A removed server still draining with the same name and address as <cb>:
+ * re-added by this reload, it becomes a normal backend again and keeps its
+ * connections (DESIGN "Draining details"). */
+static struct server *find_draining(struct pool *p, const struct conf_backend *cb)
+{
+    for (size_t i = 0; i < p->num_servers; i++) {
+        struct backend *b = p->servers[i]->hb;
+        if (backend_removed(b) && strcmp(b->name, cb->name) == 0 &&
+            strcmp(b->address_text, cb->address.text) == 0 && b->addr_len == cb->address.sa_len &&
+            memcmp(&b->addr, &cb->address.sa, b->addr_len) == 0)
+            return p->servers[i];
+    }
+    return NULL;
+}
+
+static int add_backend(struct worker *w, const struct conf_pool *cp, const struct conf_backend *cb)
+{
+    struct pool *p = pool_find(w->pools, cp->name);
+    if (!p)
+        return -1;
+    struct server *s = find_draining(p, cb);
+    if (s)
+        return backend_reconfigure(s->hb, cp, cb);
+    s = server_new(w, p, cp, cb);
+    if (!s || pool_add_server(p, s) < 0) {
+        server_free(s);
+        return -1;
+    }
+    log_info("backend added", "pool=%s backend=%s address=%s state=%s", p->name, s->hb->name,
+             s->hb->address_text, backend_state_str(s->hb->state));
+    return 0;
+}
+
+static void remove_backend(struct worker *w, const char *pool, const char *name, conf_ms delay)
+{
+    struct pool *p = pool_find(w->pools, pool);
+    struct server *s = p ? find_current(p, name) : NULL;
+    if (!s)
+        return;
+    log_info("backend removed", "pool=%s backend=%s address=%s connections=%u", p->name,
+             s->hb->name, s->hb->address_text, s->hb->connections);
+    backend_remove(s->hb, delay);
+}
+
+/* A backend's new settings take effect at once; its state stays. */
+static int reconfigure_pool(struct worker *w, const struct conf_pool *cp)
+{
+    struct pool *p = pool_find(w->pools, cp->name);
+    if (!p)
+        return -1;
+    for (size_t i = 0; i < cp->num_backends; i++) {
+        struct server *s = find_current(p, cp->backends[i].name);
+        if (s && backend_reconfigure(s->hb, cp, &cp->backends[i]) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* The delay a removed backend drains with: its pool's in the new config,
+ * or the one it had if the pool went too. */
+static conf_ms removal_delay(const struct conf *nc, const struct conf_pool *old_pool)
+{
+    const struct conf_pool *np = conf_find_pool(nc, old_pool->name);
+    return np ? np->deregistration_delay : old_pool->deregistration_delay;
+}
+
+int worker_apply_change(struct worker *w, const struct conf *nc, const struct conf_change *ch)
+{
+    switch (ch->kind) {
+    case CONF_POOL_ADDED:
+        if (!pool_find(w->pools, ch->new_pool->name) && !pool_new(w, ch->new_pool->name))
+            return -1;
+        return 0;
+    case CONF_POOL_REMOVED:
+    case CONF_LISTENER_ADDED:
+    case CONF_LISTENER_REMOVED:
+    case CONF_LISTENER_SPLIT:
+        return 0; /* pools are re-pointed by worker_commit_conf; listeners are the caller's */
+    case CONF_POOL_CHANGED:
+        return reconfigure_pool(w, ch->new_pool);
+    case CONF_BACKEND_ADDED:
+        return add_backend(w, ch->new_pool, ch->new_backend);
+    case CONF_BACKEND_REMOVED:
+        remove_backend(w, ch->old_pool->name, ch->old_backend->name,
+                       removal_delay(nc, ch->old_pool));
+        return 0;
+    case CONF_BACKEND_WEIGHT: {
+        struct pool *p = pool_find(w->pools, ch->new_pool->name);
+        struct server *s = p ? find_current(p, ch->new_backend->name) : NULL;
+        return s ? backend_reconfigure(s->hb, ch->new_pool, ch->new_backend) : -1;
+    }
+    }
+    return 0;
+}
+
+void worker_commit_conf(struct worker *w, struct conf *nc)
+{
+    for (struct pool *p = w->pools; p; p = p->next)
+        p->conf = conf_find_pool(nc, p->name);
+    w->conf = nc;
+    worker_apply_limits(w, nc);
+}
+
+/* ---- listeners ----------------------------------------------------------- */
+
+static void accept_retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct worker *w = container_of(t, struct worker, accept_retry);
+    if (!w->accept_limited)
+        worker_accept_resume(w);
+}
+
+static void on_accepted(struct listener *l, int fd, const struct sockaddr_storage *sa)
+{
+    struct worker *w = l->owner;
+    /* descriptors are short: idle pooled connections go before a client
+     * could be refused for want of one */
+    if (w->num_clients + w->num_upstreams + FDS_PER_CLIENT > w->max_fds)
+        upstream_reclaim_idle(w, FDS_PER_CLIENT);
+    client_accept(w, l, fd, sa);
+    if (w->num_clients >= w->max_clients && !w->accept_limited) {
+        w->accept_limited = true;
+        w->accept_paused++;
+        log_warn("accept paused", "reason=max_connections connections=%u", w->num_clients);
+        worker_accept_pause(w);
+    }
+}
+
+static void on_accept_failed(struct listener *l, int err)
+{
+    struct worker *w = l->owner;
+    w->accept_paused++;
+    log_warn("accept paused", "reason=\"%s\" retry_ms=%d", strerror(err),
+             (int)(ACCEPT_RETRY_S * 1000));
+    worker_accept_pause(w);
+    ev_timer_stop(w->loop, &w->accept_retry);
+    ev_timer_set(&w->accept_retry, ACCEPT_RETRY_S, 0.);
+    ev_timer_start(w->loop, &w->accept_retry);
+}
+
+static const struct listener_ops listener_ops = {
+    .accepted = on_accepted,
+    .accept_failed = on_accept_failed,
+};
+
+struct listener *worker_listener_open(struct worker *w, const struct conf_listener *cl,
+                                      struct ssl_ctx_st *tls_ctx, const char **err)
+{
+    return listener_open(w->loop, cl, tls_ctx, &listener_ops, w, err);
+}
+
+void worker_listener_add(struct worker *w, struct listener *l)
+{
+    struct listener **tail = &w->listeners;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = l;
+    l->next = NULL;
+}
+
+void worker_listener_remove(struct worker *w, struct listener *l)
+{
+    log_info("listener removed", "name=%s bind=%s connections=%u", l->name, l->bind_text,
+             l->connections);
+    listener_close(l);
+    l->conf = NULL; /* leaves /status with its last connection (reaper) */
+    struct list *pos, *tmp;
+    list_for_each_safe (pos, tmp, &w->clients) {
+        struct client *c = container_of(pos, struct client, link);
+        if (c->listener == l)
+            client_shutdown_idle(c);
+    }
+}
+
+struct listener *worker_find_listener(struct worker *w, const struct conf_listener *cl)
+{
+    for (struct listener *l = w->listeners; l; l = l->next)
+        if (!l->closed && strcmp(l->name, cl->name) == 0 &&
+            conf_address_same(&l->conf->bind, &cl->bind))
+            return l;
+    return NULL;
+}
+
+void worker_accept_pause(struct worker *w)
+{
+    for (struct listener *l = w->listeners; l; l = l->next)
+        listener_pause(l);
+}
+
+void worker_accept_resume(struct worker *w)
+{
+    if (w->state >= WORKER_DRAINING)
+        return;
+    for (struct listener *l = w->listeners; l; l = l->next)
+        listener_resume(l);
+}
+
+void worker_close_listeners(struct worker *w)
+{
+    for (struct listener *l = w->listeners; l; l = l->next)
+        listener_close(l);
+    ev_timer_stop(w->loop, &w->accept_retry);
+}
+
+void worker_shutdown_idle(struct worker *w)
+{
+    struct list *pos, *tmp;
+    list_for_each_safe (pos, tmp, &w->clients) {
+        client_shutdown_idle(container_of(pos, struct client, link));
+    }
+}
+
+void worker_close_clients(struct worker *w)
+{
+    struct list *pos, *tmp;
+    list_for_each_safe (pos, tmp, &w->clients) {
+        client_close(container_of(pos, struct client, link));
+    }
+}
+
+unsigned worker_busy_clients(const struct worker *w)
+{
+    return w->num_clients - w->num_lingering;
+}
+
+/* ---- the safe point ------------------------------------------------------ */
+
+/* Drops listeners a reload removed once their last connection closed. */
+static void reap_listeners(struct worker *w)
+{
+    struct listener **pp = &w->listeners;
+    while (*pp) {
+        struct listener *l = *pp;
+        if (l->closed && !l->conf && l->connections == 0) {
+            *pp = l->next;
+            listener_free(l);
+        } else {
+            pp = &l->next;
+        }
+    }
+}
+
+/* Runs before the loop blocks, after every callback of the iteration: an
+ * ev_prepare, unlike an ev_idle, runs under full load too (Redis frees
+ * clients the same way, from beforeSleep). */
+static void reaper_cb(struct ev_loop *loop, ev_prepare *prep, int revents)
+{
+    struct worker *w = container_of(prep, struct worker, reaper);
+    ev_prepare_stop(loop, prep);
+    struct list *pos, *tmp;
+    list_for_each_safe (pos, tmp, &w->closed) {
+        list_remove(pos);
+        client_free(container_of(pos, struct client, link));
+    }
+    reap_listeners(w);
+    if (w->accept_limited && w->num_clients < w->max_clients) {
+        w->accept_limited = false;
+        log_info("accept resumed", "connections=%u", w->num_clients);
+        worker_accept_resume(w);
+    }
+    if (w->hooks.clients_closed)
+        w->hooks.clients_closed(w, w->hooks.ctx);
+}
+
+/* ---- readiness ----------------------------------------------------------- */
+
+bool worker_first_round_done(const struct worker *w)
+{
+    for (const struct pool *p = w->pools; p; p = p->next)
+        for (size_t i = 0; i < p->num_servers; i++) {
+            const struct backend *b = p->servers[i]->hb;
+            if (!backend_removed(b) && b->hc.enabled && !b->checked_once)
+                return false;
+        }
+    return true;
+}
+
+bool worker_ready(const struct worker *w)
+{
+    return w->state == WORKER_RUNNING;
+}
+
+/* ---- limits -------------------------------------------------------------- */
+
+/* Descriptors kept aside from client/upstream pairs: stdio, the event
+ * loop's own, listeners, the admin socket and its clients, one health check
+ * per backend (added below). */
+#define FD_RESERVE 64
+
+/* Caps max_connections so that every client connection can also open its
+ * upstream connection: a client accepted without a descriptor left for its
+ * backend could only be answered with an error. */
+static void fd_limits(struct worker *w, const struct conf *conf)
+{
+    struct rlimit rl;
+    unsigned want = conf->limits.max_connections;
+    unsigned before = w->max_clients;
+    w->max_clients = want;
+    w->max_fds = UINT32_MAX;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+        return;
+    size_t reserve = FD_RESERVE + conf->num_listeners;
+    for (size_t i = 0; i < conf->num_pools; i++)
+        reserve += conf->pools[i].num_backends;
+    rlim_t usable = rl.rlim_cur > reserve ? rl.rlim_cur - reserve : FDS_PER_CLIENT;
+    w->max_fds = usable > UINT32_MAX ? UINT32_MAX : (unsigned)usable;
+    if (usable / FDS_PER_CLIENT >= want)
+        return;
+    usable /= FDS_PER_CLIENT;
+    w->max_clients = usable ? (unsigned)usable : 1;
+    if (w->max_clients == before)
+        return; /* said already */
+    log_warn("max_connections lowered",
+             "configured=%u effective=%llu nofile=%llu "
+             "reason=\"each client needs 2 file descriptors\"",
+             want, (unsigned long long)usable, (unsigned long long)rl.rlim_cur);
+}
+
+void worker_raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+void worker_apply_limits(struct worker *w, const struct conf *conf)
+{
+    fd_limits(w, conf);
+    w->limits.max_head_bytes = conf->limits.max_head_bytes;
+    w->limits.max_headers = conf->limits.max_headers;
+    w->limits.max_uri_bytes = conf->limits.max_uri_bytes;
+    if (conf->limits.max_headers > w->headers_cap) {
+        struct http1_header *h = realloc(w->headers, conf->limits.max_headers * sizeof(*h));
+        if (h) {
+            w->headers = h;
+            w->headers_cap = conf->limits.max_headers;
+        } else {
+            w->limits.max_headers = w->headers_cap;
+        }
+    }
+    size_t head = conf->limits.max_head_bytes;
+    /* buffers of another size are freed when they come back */
+    w->bufs_in.buf_size = head > BUF_IN_SIZE_MIN ? head : BUF_IN_SIZE_MIN;
+    w->bufs_out.buf_size = head > BUF_OUT_SIZE_MIN ? head : BUF_OUT_SIZE_MIN;
+}
+
+/* ---- creation and teardown ----------------------------------------------- */
+
+struct worker *worker_new(struct ev_loop *loop, struct conf *conf, const struct worker_hooks *hooks)
+{
+    struct worker *w = calloc(1, sizeof(*w));
+    if (!w)
+        return NULL;
+    w->loop = loop;
+    w->conf = conf;
+    w->generation = 1;
+    w->state = WORKER_STARTING;
+    w->hooks = *hooks;
+    list_init(&w->clients);
+    list_init(&w->closed);
+    buf_pool_init(&w->bufs_in, BUF_IN_SIZE_MIN, BUF_FREE_MAX);
+    buf_pool_init(&w->bufs_out, BUF_OUT_SIZE_MIN, BUF_FREE_MAX / 4);
+    worker_apply_limits(w, conf);
+    if (!w->headers) {
+        free(w);
+        return NULL;
+    }
+    ev_prepare_init(&w->reaper, reaper_cb);
+    ev_timer_init(&w->accept_retry, accept_retry_cb, 0., 0.);
+    w->started_at = ev_now(loop);
+    return w;
+}
+
+void worker_free(struct worker *w)
+{
+    if (!w)
+        return;
+    worker_close_listeners(w);
+    log_info("released", "what=listeners");
+
+    worker_close_clients(w);
+    struct list *pos, *tmp;
+    list_for_each_safe (pos, tmp, &w->closed) {
+        list_remove(pos);
+        client_free(container_of(pos, struct client, link));
+    }
+    log_info("released", "what=client_connections");
+
+    for (struct pool *p = w->pools; p; p = p->next)
+        for (size_t i = 0; i < p->num_servers; i++)
+            backend_checks_stop(p->servers[i]->hb);
+    log_info("released", "what=health_checks");
+
+    while (w->pools) {
+        struct pool *p = w->pools;
+        w->pools = p->next;
+        for (size_t i = 0; i < p->num_servers; i++)
+            server_free(p->servers[i]);
+        free(p->servers);
+        free(p->name);
+        free(p);
+    }
+    log_info("released", "what=backend_pools");
+
+    while (w->listeners) {
+        struct listener *l = w->listeners;
+        w->listeners = l->next;
+        listener_free(l);
+    }
+    ev_timer_stop(w->loop, &w->accept_retry);
+    ev_prepare_stop(w->loop, &w->reaper);
+    buf_pool_destroy(&w->bufs_in);
+    buf_pool_destroy(&w->bufs_out);
+    free(w->headers);
+    free(w);
+}

@@ -1,0 +1,75 @@
+/* The worker: one event loop and everything the data plane owns. */
+#ifndef USHER_PROXY_WORKER_H
+#define USHER_PROXY_WORKER_H
+
+#include "worker-t.h"
+
+struct conf_change;
+
+/* Creates a worker on <loop> serving <conf> (the caller keeps owning every
+ * config generation). Nothing is bound and no pool exists yet: the caller
+ * applies the config's changes. <hooks> is copied. NULL on allocation
+ * failure. */
+struct worker *worker_new(struct ev_loop *loop, struct conf *conf,
+                          const struct worker_hooks *hooks);
+
+/* Releases listeners, client connections, health checks and pools, in that
+ * order (DESIGN "The process drain" step 6). */
+void worker_free(struct worker *w);
+
+/* Applies one pool or backend change of conf_diff(running, <nc>): pools are
+ * created, backends added (or revived), removed (they drain) or
+ * reconfigured. Listener changes are the caller's. Returns 0 or -1 (out of
+ * memory). */
+int worker_apply_change(struct worker *w, const struct conf *nc, const struct conf_change *ch);
+
+/* Makes <nc> the generation in force: pools point at their new settings
+ * (NULL for removed ones), limits follow it. */
+void worker_commit_conf(struct worker *w, struct conf *nc);
+
+/* Binds a listener for <cl> whose connections this worker serves (not
+ * accepting yet); <tls_ctx> passes to it on success. NULL with *<err>. */
+struct listener *worker_listener_open(struct worker *w, const struct conf_listener *cl,
+                                      struct ssl_ctx_st *tls_ctx, const char **err);
+
+/* Appends an opened listener to the worker's list. */
+void worker_listener_add(struct worker *w, struct listener *l);
+
+/* A reload removed <l>: it stops accepting, its idle connections close and
+ * busy ones close after their response; it is freed with the last one. */
+void worker_listener_remove(struct worker *w, struct listener *l);
+
+/* The open listener with <cl>'s name and bind address (the identity a
+ * reload keeps a socket by), or NULL. */
+struct listener *worker_find_listener(struct worker *w, const struct conf_listener *cl);
+
+/* Pauses / resumes accepting on every open listener. */
+void worker_accept_pause(struct worker *w);
+void worker_accept_resume(struct worker *w);
+
+/* Drain steps: close every listener (accepting what the kernel queued);
+ * close idle keep-alive connections (serving requests that already
+ * arrived); close every client connection now. */
+void worker_close_listeners(struct worker *w);
+void worker_shutdown_idle(struct worker *w);
+void worker_close_clients(struct worker *w);
+
+/* Client connections a drain waits for (lingering closes excluded). */
+unsigned worker_busy_clients(const struct worker *w);
+
+/* True once every health-checked backend has a first result. */
+bool worker_first_round_done(const struct worker *w);
+
+/* True once the first health round completed and while not draining. */
+bool worker_ready(const struct worker *w);
+
+/* Raises the soft RLIMIT_NOFILE to the hard limit (once, at startup). */
+void worker_raise_fd_limit(void);
+
+/* Limits derived from a config: parse limits, buffer size, and the
+ * effective max_connections (capped by the file descriptor limit). */
+void worker_apply_limits(struct worker *w, const struct conf *conf);
+
+const char *worker_state_str(enum worker_state s);
+
+#endif

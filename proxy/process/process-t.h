@@ -1,0 +1,27 @@
+/* The process: what sits above the data plane — signals, the drain, the
+ * reload, readiness and the admin listener. Types only. */
+#ifndef USHER_PROXY_PROCESS_T_H
+#define USHER_PROXY_PROCESS_T_H
+
+#include <ev.h>
+#include <stdint.h>
+
+#include "../core/worker-t.h"
+
+struct admin;
+
+struct process {
+    struct ev_loop *loop;
+    struct worker *w; /* the data plane */
+    struct admin *admin;
+    uint64_t reloads_ok;
+    uint64_t reloads_error;
+
+    ev_signal sig_term, sig_int, sig_hup;
+    ev_timer drain_timer;     /* drain_delay, then one-second progress ticks */
+    ev_tstamp drain_deadline; /* when the shutdown timeout cuts the rest */
+    ev_timer ready_timer;     /* polls for the first health round */
+    int exit_code;
+};
+
+#endif
