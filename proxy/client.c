@@ -339,8 +339,10 @@ static int frame_body(struct body_state *bs, struct buf *b, size_t *fwd)
     case HTTP1_BODY_CHUNKED: {
         if (avail == 0)
             break;
-        size_t used = 0;
-        int rc = http1_chunked_scan(&bs->chunked, buf_head(b) + *fwd, avail, &used);
+        size_t used = 0, kept = avail;
+        int rc = http1_chunked_filter(&bs->chunked, buf_head(b) + *fwd, &kept, &used,
+                                      headers_trailer_dropped);
+        b->end -= avail - kept;
         *fwd += used;
         if (rc == HTTP1_ERROR)
             return HTTP1_ERROR;
