@@ -81,6 +81,8 @@ int main(int argc, char **argv)
         return 0;
     }
 
+    /* before anything can log: log.format applies from the first line */
+    log_configure(conf->log.level, conf->log.format);
     worker_raise_fd_limit();
     struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
     if (!loop) {
@@ -94,11 +96,11 @@ int main(int argc, char **argv)
         conf_free(conf);
         return EXIT_CUT;
     }
-    log_configure(conf->log.level, conf->log.format);
-    log_info("usher starting", "version=%s pid=%d config=%s", USHER_VERSION, (int)getpid(), path);
+    log_kv(CONF_LOG_INFO, "usher starting", LOG_STR("version", USHER_VERSION),
+           LOG_INT("pid", getpid()), LOG_STR("config", path));
     int code = worker_start(w) < 0 ? EXIT_CUT : worker_run(w);
     worker_free(w);
-    log_info("usher stopped", "exit_code=%d", code);
+    log_kv(CONF_LOG_INFO, "usher stopped", LOG_INT("exit_code", code));
     ev_loop_destroy(loop);
     return code;
 }
