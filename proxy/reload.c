@@ -78,7 +78,7 @@ int lifecycle_reload(struct worker *w)
     struct conf *nc = conf_load(w->conf->path, &errs);
     if (!nc) {
         for (size_t i = 0; i < errs.count; i++)
-            log_error("config error", "error=\"%s\"", errs.messages[i]);
+            log_kv(CONF_LOG_ERROR, "config error", LOG_STR("error", errs.messages[i]));
         conf_errors_clear(&errs);
         reload_failed(w, "invalid config, running config kept");
         return -1;
@@ -86,7 +86,7 @@ int lifecycle_reload(struct worker *w)
 
     char tls_err[512];
     if (listener_check_tls(nc, tls_err, sizeof(tls_err)) < 0) {
-        log_error("config error", "error=\"%s\"", tls_err);
+        log_kv(CONF_LOG_ERROR, "config error", LOG_STR("error", tls_err));
         conf_free(nc);
         reload_failed(w, "invalid config, running config kept");
         return -1;
