@@ -1,11 +1,15 @@
 /* usher: command line, startup and exit codes (DESIGN.md "Command line"). */
+#include <ev.h>
 #include <getopt.h>
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <yaml.h>
 
 #include "../conf/conf.h"
+#include "usher_commit.h"
 #include "listener.h"
 #include "log.h"
 #include "worker.h"
@@ -18,9 +22,36 @@ enum exit_code {
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: usher -c FILE        run in the foreground, logs to stderr\n"
-                 "       usher -t -c FILE     check the config, print what is wrong, exit 0/2\n"
-                 "       usher --version | --help\n");
+    fprintf(out,
+            "usage: usher -c FILE             run in the foreground, logs to stderr\n"
+            "       usher -t -c FILE          check the config, print what is wrong, exit 0/2\n"
+            "       usher ctl [-c FILE | --admin HOST:PORT] [--token-file F] COMMAND ...\n"
+            "                                 drive a running usher through its admin API\n"
+            "       usher --version | --help\n"
+            "\n"
+            "options:\n"
+            "  -c, --config FILE   the YAML config (see conf/usher.yaml)\n"
+            "  -t, --test          check the config and exit: 0 ok, 2 errors (file:line:column)\n"
+            "  -V, --version       print the version, the commit and the linked libraries\n"
+            "  -h, --help          print this help\n"
+            "\n"
+            "signals: SIGTERM/SIGINT drain and exit, SIGHUP reloads the config,\n"
+            "         SIGUSR2 upgrades to the binary on disk\n"
+            "exit codes: 0 drained cleanly, 1 connections cut or fatal error, 2 bad command\n"
+            "            line or config\n");
+}
+
+/* What --version says: enough to reproduce a bug report (the commit) and
+ * to tell which shared libraries the binary actually runs with. */
+static void version(void)
+{
+    printf("usher %s\n"
+           "commit %s\n"
+           "libev %d.%d\n"
+           "%s\n"
+           "libyaml %s\n",
+           USHER_VERSION, USHER_COMMIT, ev_version_major(), ev_version_minor(),
+           OpenSSL_version(OPENSSL_VERSION), yaml_get_version_string());
 }
 
 int main(int argc, char **argv)
@@ -43,7 +74,7 @@ int main(int argc, char **argv)
             check_only = 1;
             break;
         case 'V':
-            printf("usher %s\n", USHER_VERSION);
+            version();
             return 0;
         case 'h':
             usage(stdout);
@@ -53,8 +84,13 @@ int main(int argc, char **argv)
             return EXIT_BAD_CONFIG;
         }
     }
-    if (!path || optind != argc) {
-        fprintf(stderr, "usher: %s\n", path ? "unexpected argument" : "missing -c FILE");
+    if (optind != argc) {
+        fprintf(stderr, "usher: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return EXIT_BAD_CONFIG;
+    }
+    if (!path) {
+        fprintf(stderr, "usher: missing -c FILE\n");
         usage(stderr);
         return EXIT_BAD_CONFIG;
     }
