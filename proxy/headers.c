@@ -138,7 +138,9 @@ struct framing_seen {
 
 /* What happens to field <h> (of kind <k>) of <m> on its way: appended as it
  * is, replaced by its canonical spelling (once, where the first of its kind
- * was), or dropped. Returns 0 or -1. */
+ * was), or dropped. The framing fields go out even when Connection names
+ * them: the body that follows is framed by them, and a next hop reading it
+ * without them would see a different message boundary. Returns 0 or -1. */
 static int forward_field(struct hbuf *out, const struct http1_message *m,
                          const struct http1_header *h, enum field_kind k,
                          const struct conn_tokens *ct, struct framing_seen *seen)

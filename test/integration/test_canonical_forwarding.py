@@ -215,3 +215,14 @@ def test_trailers_filtered_when_sent_byte_by_byte(rec):
         assert c.read_response().status == 200
     assert r.wait(1).endswith(b"\r\n\r\n3\r\nabc\r\n0\r\nX-Keep: 1\r\n\r\n")
     assert r.wait(2).startswith(b"GET /next HTTP/1.1\r\n")
+
+
+def test_connection_cannot_strip_the_framing(rec):
+    """A Connection field naming Content-Length must not make usher drop the
+    framing of the body it forwards (the next hop would see a different
+    message boundary)."""
+    r, u = rec
+    exchange(u, b"POST /c HTTP/1.1\r\nHost: a.test\r\nConnection: content-length, x-drop\r\n"
+                b"X-Drop: 1\r\nContent-Length: 3\r\n\r\nabc")
+    assert r.wait() == (b"POST /c HTTP/1.1\r\nHost: a.test\r\nContent-Length: 3\r\n"
+                        + XF + b"X-Forwarded-Host: a.test\r\n\r\nabc")
