@@ -897,6 +897,64 @@ static void parse_value(struct loader *l, const struct key *k, void *base, yaml_
     }
 }
 
+/* A typo is at most this many single-character edits away from the key
+ * meant: enough for "conect", "intervall", "tiemout"; more and unrelated
+ * keys start to match. */
+#define SUGGEST_MAX_EDITS 2
+
+/* Longest key compared for a suggestion (the schema's keys are shorter). */
+#define SUGGEST_MAX_LEN 48
+
+/* Edit distance of <a> and <b> with adjacent transpositions counted as one
+ * edit (optimal string alignment); anything above <max> is max + 1. */
+static size_t edit_distance(const char *a, const char *b, size_t max)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > SUGGEST_MAX_LEN || lb > SUGGEST_MAX_LEN || (la > lb ? la - lb : lb - la) > max)
+        return max + 1;
+    size_t d[SUGGEST_MAX_LEN + 1][SUGGEST_MAX_LEN + 1];
+    for (size_t i = 0; i <= la; i++)
+        d[i][0] = i;
+    for (size_t j = 0; j <= lb; j++)
+        d[0][j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        for (size_t j = 1; j <= lb; j++) {
+            size_t cost = a[i - 1] != b[j - 1];
+            size_t best = d[i - 1][j - 1] + cost;
+            if (d[i - 1][j] + 1 < best)
+                best = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < best)
+                best = d[i][j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                d[i - 2][j - 2] + 1 < best)
+                best = d[i - 2][j - 2] + 1;
+            d[i][j] = best;
+        }
+    }
+    return d[la][lb] > max ? max + 1 : d[la][lb];
+}
+
+/* The key of <s> that <name> is a typo of: the only one within
+ * SUGGEST_MAX_EDITS at the smallest distance, or NULL (none, or a tie: a
+ * guess between two would mislead). */
+static const char *suggest_key(const struct section *s, const char *name)
+{
+    const char *best = NULL;
+    size_t best_d = SUGGEST_MAX_EDITS + 1;
+    bool tie = false;
+    for (const struct key *k = s->keys; k->name; k++) {
+        size_t d = edit_distance(name, k->name, SUGGEST_MAX_EDITS);
+        if (d < best_d) {
+            best = k->name;
+            best_d = d;
+            tie = false;
+        } else if (d == best_d && d <= SUGGEST_MAX_EDITS) {
+            tie = true;
+        }
+    }
+    return best && !tie ? best : NULL;
+}
+
 static void parse_section(struct loader *l, const struct section *s, void *base, yaml_node_t *map)
 {
     bool seen[SECTION_MAX_KEYS] = {false};
@@ -921,7 +979,11 @@ static void parse_section(struct loader *l, const struct section *s, void *base,
             if (strcmp(k->name, scalar_text(kn)) == 0)
                 break;
         if (!k->name) {
-            error_node(l, kn, "unknown key");
+            const char *hint = suggest_key(s, scalar_text(kn));
+            if (hint)
+                error_node(l, kn, "unknown key, did you mean %s?", hint);
+            else
+                error_node(l, kn, "unknown key");
         } else {
             seen[k - s->keys] = true;
             parse_value(l, k, base, vn);
@@ -1181,7 +1243,17 @@ static void syntax_error(struct loader *l, const yaml_parser_t *p, const char *y
         column = (unsigned)p->problem_mark.column + 1;
     }
     size_t old = path_push_key(l, "syntax error");
-    error_at(l, line, column, "%s", problem);
+    /* the context mark is where the construct the problem broke began (an
+     * unclosed '[' lines away): the line to look at besides the problem's */
+    unsigned cline = (unsigned)p->context_mark.line + 1;
+    unsigned ccolumn = (unsigned)p->context_mark.column + 1;
+    if (p->context && p->error != YAML_READER_ERROR && (cline != line || ccolumn != column))
+        error_at(l, line, column, "%s (%s at line %u, column %u)", problem, p->context, cline,
+                 ccolumn);
+    else if (p->context && p->error != YAML_READER_ERROR)
+        error_at(l, line, column, "%s (%s)", problem, p->context);
+    else
+        error_at(l, line, column, "%s", problem);
     path_pop(l, old);
 }
 

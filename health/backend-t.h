@@ -65,7 +65,7 @@ struct backend_check {
     int fd; /* -1 when no check is in progress */
     ev_io io;
     unsigned io_events; /* what io watches now (0: stopped) */
-    ev_timer timer; /* next check (idle) or check timeout (in progress) */
+    ev_timer timer;     /* next check (idle) or check timeout (in progress) */
     bool in_progress;
     char *buf; /* response bytes of an HTTP check (malloc'd while in progress) */
     size_t buf_len;

@@ -6,7 +6,6 @@
 
 #include "backend-t.h"
 
-
 typedef void (*hc_done_cb)(struct backend *b, enum hc_outcome outcome, const char *reason,
                            int status);
 
@@ -42,6 +41,5 @@ ev_tstamp hc_next_delay(struct backend *b);
 
 /* "idle", "connecting", "sending", "reading". */
 const char *hc_phase_str(enum backend_check_phase p);
-
 
 #endif

@@ -56,6 +56,11 @@ enum http1_flag {
     HTTP1_F_HAS_TE = 1u << 5,          /* a Transfer-Encoding header field is present */
     HTTP1_F_HAS_CL = 1u << 6,          /* a Content-Length header field is present */
     HTTP1_F_KEEP_ALIVE = 1u << 7, /* net result: the connection may persist after this message */
+    /* The request target was in absolute-form ("http://b.test/x", RFC 9112
+     * section 3.2.2): target is now its path and query (may be empty or
+     * start with '?': origin-form then needs a leading '/'), host its
+     * authority, which replaces any Host field. */
+    HTTP1_F_ABSOLUTE_FORM = 1u << 8,
 };
 
 /* Limits applied while parsing; from the config's `limits` section. */
@@ -86,8 +91,10 @@ struct http1_request {
     struct http1_message msg;
     struct http1_slice method;
     enum http1_method method_id;
-    struct http1_slice target;
-    struct http1_slice host; /* Host field value; empty if absent (allowed for HTTP/1.0) */
+    struct http1_slice target; /* as sent, or its path and query (HTTP1_F_ABSOLUTE_FORM) */
+    /* Host field value, or the target's authority (HTTP1_F_ABSOLUTE_FORM);
+     * empty if absent (allowed for HTTP/1.0) */
+    struct http1_slice host;
 };
 
 struct http1_response {

@@ -103,6 +103,7 @@ static const char R_FIELD_CTL[] = "control character in header field";
 static const char R_HOST_MISSING[] = "missing Host header";
 static const char R_HOST_MULTIPLE[] = "multiple Host headers";
 static const char R_HOST_INVALID[] = "invalid Host header";
+static const char R_AUTHORITY_INVALID[] = "invalid authority in request target";
 static const char R_CL_INVALID[] = "invalid Content-Length";
 static const char R_CL_OVERFLOW[] = "Content-Length too large";
 static const char R_CL_DIFFERENT[] = "differing Content-Length values";
@@ -771,6 +772,40 @@ static void set_keep_alive(struct http1_message *m)
         m->flags |= HTTP1_F_KEEP_ALIVE;
 }
 
+/* Length of the "http://" or "https://" prefix of <t> (any case), or 0. */
+static size_t http_scheme_len(struct http1_slice t)
+{
+    if (t.len >= 7 && name_is(t.ptr, "http://", 7))
+        return 7;
+    if (t.len >= 8 && name_is(t.ptr, "https://", 8))
+        return 8;
+    return 0;
+}
+
+/* An absolute-form target (RFC 9112 section 3.2.2) names the host itself:
+ * its authority wins over any Host field, and what is forwarded is the
+ * origin-form, so the backend and usher route on the same name. Only the
+ * http(s) schemes are recognised; other targets are left as they are. */
+static int split_absolute_form(struct http1_request *req)
+{
+    size_t skip = http_scheme_len(req->target);
+    if (skip == 0)
+        return 0;
+    const char *a = req->target.ptr + skip, *end = req->target.ptr + req->target.len, *p = a;
+    while (p < end && *p != '/' && *p != '?')
+        p++;
+    /* no userinfo (RFC 9110 section 4.2.4), no empty host (4.2.1) */
+    if (p == a)
+        return fail(&req->msg, 400, R_AUTHORITY_INVALID);
+    for (const char *q = a; q < p; q++)
+        if (!(cclass[(unsigned char)*q] & CC_HOST))
+            return fail(&req->msg, 400, R_AUTHORITY_INVALID);
+    req->host = slice(a, p);
+    req->target = slice(p, end);
+    req->msg.flags |= HTTP1_F_ABSOLUTE_FORM;
+    return 0;
+}
+
 /* Checks that need the whole head, and the framing (RFC 9112 section 6.3). */
 static int finish_request(struct http1_request *req, struct fields *f)
 {
@@ -779,6 +814,8 @@ static int finish_request(struct http1_request *req, struct fields *f)
     if (m->minor_version >= 1 && f->hosts == 0)
         return fail(m, 400, R_HOST_MISSING);
     req->host = f->host;
+    if (split_absolute_form(req) < 0)
+        return HTTP1_ERROR;
     if (m->flags & HTTP1_F_HAS_TE) {
         if (m->flags & HTTP1_F_HAS_CL)
             return fail(m, 400, R_CL_AND_TE);
@@ -1176,21 +1213,11 @@ static const char *chunked_step(struct http1_chunked *c, unsigned char ch)
     return R_CHUNK_SIZE; /* not reached: the caller handles these states */
 }
 
-int http1_chunked_scan(struct http1_chunked *c, const char *buf, size_t len, size_t *consumed)
-{
-    /* decode, ignoring where the payload is: one call per chunk */
-    size_t pos = 0, used, off, data_len;
-    int rc;
-    do {
-        rc = http1_chunked_decode(c, buf + pos, len - pos, &used, &off, &data_len);
-        pos += used;
-    } while (rc == HTTP1_AGAIN && pos < len);
-    *consumed = pos;
-    return rc;
-}
-
-int http1_chunked_decode(struct http1_chunked *c, const char *buf, size_t len, size_t *consumed,
-                         size_t *data_off, size_t *data_len)
+/* One step of the scanner over <buf>: up to the end of the body, the end of
+ * one run of chunk data, or (<stop_at_trailer>) the start of a trailer
+ * line, whichever is first. */
+static int decode(struct http1_chunked *c, const char *buf, size_t len, size_t *consumed,
+                  size_t *data_off, size_t *data_len, bool stop_at_trailer)
 {
     size_t i = 0;
 
@@ -1219,7 +1246,74 @@ int http1_chunked_decode(struct http1_chunked *c, const char *buf, size_t len, s
             return HTTP1_ERROR;
         }
         i++;
+        if (stop_at_trailer && c->state == CS_TRAILER)
+            break;
     }
     *consumed = i;
     return c->state == CS_DONE ? HTTP1_OK : HTTP1_AGAIN;
+}
+
+int http1_chunked_scan(struct http1_chunked *c, const char *buf, size_t len, size_t *consumed)
+{
+    /* decode, ignoring where the payload is: one call per chunk */
+    size_t pos = 0, used, off, data_len;
+    int rc;
+    do {
+        rc = decode(c, buf + pos, len - pos, &used, &off, &data_len, false);
+        pos += used;
+    } while (rc == HTTP1_AGAIN && pos < len);
+    *consumed = pos;
+    return rc;
+}
+
+int http1_chunked_decode(struct http1_chunked *c, const char *buf, size_t len, size_t *consumed,
+                         size_t *data_off, size_t *data_len)
+{
+    return decode(c, buf, len, consumed, data_off, data_len, false);
+}
+
+int http1_chunked_filter(struct http1_chunked *c, char *buf, size_t *len, size_t *consumed,
+                         http1_field_pred drop)
+{
+    size_t pos = 0, used, off, data_len;
+    int rc = c->state == CS_ERROR ? HTTP1_ERROR : HTTP1_AGAIN;
+
+    while (rc == HTTP1_AGAIN && pos < *len) {
+        if (c->state != CS_TRAILER || buf[pos] == '\r') {
+            rc = decode(c, buf + pos, *len - pos, &used, &off, &data_len, true);
+            pos += used;
+            continue;
+        }
+        /* A trailer line is judged whole, so its bytes are held back (not
+         * consumed) until its LF is here. */
+        const char *lf = memchr(buf + pos, '\n', *len - pos);
+        if (!lf) {
+            /* scan a copy: invalid bytes and an overlong line fail now,
+             * not once the buffer is full */
+            struct http1_chunked probe = *c;
+            if (decode(&probe, buf + pos, *len - pos, &used, &off, &data_len, true) ==
+                HTTP1_ERROR) {
+                *c = probe;
+                pos += used;
+                rc = HTTP1_ERROR;
+            }
+            break;
+        }
+        size_t line = (size_t)(lf + 1 - (buf + pos));
+        rc = decode(c, buf + pos, line, &used, &off, &data_len, true);
+        if (rc == HTTP1_ERROR) {
+            pos += used;
+            break;
+        }
+        /* the scanner accepted the line: it holds a name and a colon */
+        const char *colon = memchr(buf + pos, ':', line);
+        if (drop((struct http1_slice){buf + pos, (size_t)(colon - (buf + pos))})) {
+            memmove(buf + pos, buf + pos + line, *len - pos - line);
+            *len -= line;
+        } else {
+            pos += line;
+        }
+    }
+    *consumed = pos;
+    return rc;
 }

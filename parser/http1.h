@@ -46,6 +46,18 @@ const char *http1_chunked_state_str(const struct http1_chunked *c);
 int http1_chunked_decode(struct http1_chunked *c, const char *buf, size_t len, size_t *consumed,
                          size_t *data_off, size_t *data_len);
 
+/* A decision about a header field, by its name. */
+typedef bool (*http1_field_pred)(struct http1_slice name);
+
+/* Like http1_chunked_scan, but rewrites the trailer section of <buf> in
+ * place: every trailer field whose name <drop> is true for is removed,
+ * moving the bytes after it down and shrinking *<len>. A trailer line is
+ * consumed only once complete, so after HTTP1_AGAIN the bytes from
+ * *<consumed> to *<len> (at most one partial trailer line) must be passed
+ * again, with more behind them. Same returns as http1_chunked_scan. */
+int http1_chunked_filter(struct http1_chunked *c, char *buf, size_t *len, size_t *consumed,
+                         http1_field_pred drop);
+
 /* True if the comma-separated token list <list> contains <token>
  * (case-insensitive, optional whitespace around elements). */
 bool http1_list_has_token(struct http1_slice list, const char *token);

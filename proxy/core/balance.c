@@ -56,7 +56,8 @@ static struct server *pick_least_conn(struct pool *p, struct server *const *trie
         struct server *b = p->servers[(p->lc_next + k) % count];
         if (!is_candidate(b, tried, n))
             continue;
-        if (!best || (uint64_t)b->inflight * best->hb->weight < (uint64_t)best->inflight * b->hb->weight)
+        if (!best ||
+            (uint64_t)b->inflight * best->hb->weight < (uint64_t)best->inflight * b->hb->weight)
             best = b;
     }
     if (count)
@@ -65,7 +66,7 @@ static struct server *pick_least_conn(struct pool *p, struct server *const *trie
 }
 
 struct server *balance_pick(struct listener *l, struct server *const *tried, unsigned num_tried,
-                             struct pool **pool_out)
+                            struct pool **pool_out)
 {
     struct split_slot *best = NULL;
     int64_t total = 0;

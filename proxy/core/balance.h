@@ -12,7 +12,7 @@
  * fewest in-flight requests relative to weight. Returns the server (and
  * its pool in *<pool_out>), or NULL if none can take it (answer 503/502). */
 struct server *balance_pick(struct listener *l, struct server *const *tried, unsigned num_tried,
-                             struct pool **pool_out);
+                            struct pool **pool_out);
 
 /* The runtime pool named <name> in the list <pools>, or NULL. */
 struct pool *pool_find(struct pool *pools, const char *name);

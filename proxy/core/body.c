@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "../../parser/http1.h"
+#include "headers.h"
 
 void body_start(struct body_state *bs, const struct http1_message *m, bool dechunk)
 {
@@ -59,8 +60,12 @@ int body_frame(struct body_state *bs, struct buf *b, size_t *fwd)
     case HTTP1_BODY_CHUNKED: {
         if (avail == 0)
             break;
-        size_t used = 0;
-        int rc = http1_chunked_scan(&bs->chunked, buf_head(b) + *fwd, avail, &used);
+        /* trailer fields that framing, routing or credentials depend on are
+         * dropped in place (DESIGN "HTTP behaviour") */
+        size_t used = 0, kept = avail;
+        int rc = http1_chunked_filter(&bs->chunked, buf_head(b) + *fwd, &kept, &used,
+                                      headers_trailer_dropped);
+        b->end -= avail - kept;
         *fwd += used;
         if (rc == HTTP1_ERROR)
             return -1;

@@ -292,13 +292,15 @@ static void log_access(struct client *c, struct server *s)
 {
     if (!c->w->conf->log.access)
         return;
-    log_info("access",
-             "client=%s listener=%s method=%s path=\"%s\" status=%d bytes=%llu ms=%.1f pool=%s "
-             "backend=%s",
-             c->peer, c->listener->name, c->x.log_method[0] ? c->x.log_method : "-",
-             c->x.log_path[0] ? c->x.log_path : "-", c->x.status,
-             (unsigned long long)c->x.bytes_out, (now_of(c) - c->x.started_at) * 1000.0,
-             (s && c->x.pool) ? c->x.pool->name : "-", s ? s->hb->name : "-");
+    bool routed = s && c->x.pool;
+    log_kv(CONF_LOG_INFO, "access", LOG_STR("client", c->peer),
+           LOG_STR("listener", c->listener->name),
+           LOG_STR("method", c->x.log_method[0] ? c->x.log_method : "-"),
+           LOG_STR("path", c->x.log_path[0] ? c->x.log_path : "-"), LOG_INT("status", c->x.status),
+           LOG_UINT("bytes", c->x.bytes_out),
+           LOG_FLOAT("ms", (now_of(c) - c->x.started_at) * 1000.0, 1),
+           LOG_STR("pool", routed ? c->x.pool->name : "-"),
+           LOG_STR("backend", routed ? s->hb->name : "-"));
 }
 
 /* A request ends (answered or abandoned): counters and the access log. */
@@ -520,11 +522,11 @@ static enum step connect_failed(struct client *c, int err)
     return connect_upstream(c);
 }
 
+/* The log escapes what it writes: the bytes are kept as they came. */
 static void copy_for_log(char *dst, size_t cap, struct http1_slice s)
 {
     size_t n = s.len < cap - 1 ? s.len : cap - 1;
-    for (size_t i = 0; i < n; i++)
-        dst[i] = (s.ptr[i] == '"' || s.ptr[i] == '\\') ? '_' : s.ptr[i];
+    memcpy(dst, s.ptr, n);
     dst[n] = '\0';
 }
 
@@ -683,14 +685,14 @@ static enum step resend(struct client *c, struct server *s)
 static enum step upstream_failed(struct client *c, const char *why)
 {
     struct server *s = c->upstream->server;
-    bool nothing_received = !c->x.response_started && (!c->up.buf || buf_len(c->up.buf) == 0) &&
-                            c->x.interim == 0;
+    bool nothing_received =
+        !c->x.response_started && (!c->up.buf || buf_len(c->up.buf) == 0) && c->x.interim == 0;
     if (nothing_received && request_replayable(c)) {
         if (c->x.from_pool) {
             /* the backend closed a pooled connection as we reused it (its
              * own keep-alive timeout): RFC 9112 9.3.1 allows a new one */
-            log_debug("pooled connection closed, retrying", "pool=%s backend=%s",
-                      c->x.pool->name, s->hb->name);
+            log_debug("pooled connection closed, retrying", "pool=%s backend=%s", c->x.pool->name,
+                      s->hb->name);
             return resend(c, s);
         }
         if (request_idempotent(c) && c->x.attempts + 1 < MAX_ATTEMPTS) {

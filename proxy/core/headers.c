@@ -12,10 +12,13 @@
 /* What usher does with a field, by name. Classified by length first: most
  * fields match no candidate and cost one switch. */
 enum field_kind {
-    FIELD_END_TO_END = 0, /* forwarded (unless Connection names it) */
-    FIELD_HOP_BY_HOP,     /* RFC 9110 7.6.1, plus Keep-Alive and Proxy-Connection */
-    FIELD_XFF,            /* X-Forwarded-For: appended to */
-    FIELD_XF_SET,         /* X-Forwarded-Proto / -Host: replaced */
+    FIELD_END_TO_END = 0,  /* forwarded (unless Connection names it) */
+    FIELD_HOP_BY_HOP,      /* RFC 9110 7.6.1, plus Keep-Alive and Proxy-Connection */
+    FIELD_XFF,             /* X-Forwarded-For: appended to */
+    FIELD_XF_SET,          /* X-Forwarded-Proto / -Host: replaced */
+    FIELD_CONTENT_LENGTH,  /* forwarded once, as the parsed number */
+    FIELD_TRANSFER_CODING, /* Transfer-Encoding: forwarded as one list without empty elements */
+    FIELD_HOST,            /* replaced by the target's authority in absolute-form */
 };
 
 static enum field_kind field_kind(struct http1_slice name)
@@ -23,6 +26,8 @@ static enum field_kind field_kind(struct http1_slice name)
     switch (name.len) {
     case 2:
         return http1_slice_eq(name, "te") ? FIELD_HOP_BY_HOP : FIELD_END_TO_END;
+    case 4:
+        return http1_slice_eq(name, "host") ? FIELD_HOST : FIELD_END_TO_END;
     case 7:
         return http1_slice_eq(name, "trailer") || http1_slice_eq(name, "upgrade")
                    ? FIELD_HOP_BY_HOP
@@ -31,6 +36,8 @@ static enum field_kind field_kind(struct http1_slice name)
         return http1_slice_eq(name, "connection") || http1_slice_eq(name, "keep-alive")
                    ? FIELD_HOP_BY_HOP
                    : FIELD_END_TO_END;
+    case 14:
+        return http1_slice_eq(name, "content-length") ? FIELD_CONTENT_LENGTH : FIELD_END_TO_END;
     case 15:
         return http1_slice_eq(name, "x-forwarded-for") ? FIELD_XFF : FIELD_END_TO_END;
     case 16:
@@ -38,6 +45,8 @@ static enum field_kind field_kind(struct http1_slice name)
             return FIELD_HOP_BY_HOP;
         return http1_slice_eq(name, "x-forwarded-host") ? FIELD_XF_SET : FIELD_END_TO_END;
     case 17:
+        if (http1_slice_eq(name, "transfer-encoding"))
+            return FIELD_TRANSFER_CODING;
         return http1_slice_eq(name, "x-forwarded-proto") ? FIELD_XF_SET : FIELD_END_TO_END;
     }
     return FIELD_END_TO_END;
@@ -74,17 +83,130 @@ static bool listed_in_connection(const struct conn_tokens *ct, struct http1_slic
     return false;
 }
 
-static bool is_hop_by_hop(struct http1_slice name, const struct conn_tokens *ct)
-{
-    return field_kind(name) == FIELD_HOP_BY_HOP || listed_in_connection(ct, name);
-}
-
 static int append_field(struct hbuf *out, const struct http1_header *h)
 {
     if (hbuf_append(out, h->name.ptr, h->name.len) < 0 || hbuf_append(out, ": ", 2) < 0 ||
         hbuf_append(out, h->value.ptr, h->value.len) < 0 || hbuf_append(out, "\r\n", 2) < 0)
         return -1;
     return 0;
+}
+
+/* UINT64_MAX has 20 decimal digits */
+#define U64_DIGITS 20
+
+/* The one spelling of the framing fields (RFC 9110 section 8.6, RFC 9112
+ * section 6.1): written in place of the first of them, whatever number of
+ * fields and spelling the sender used (duplicates, leading zeros, empty
+ * list elements), so the next hop cannot read a different framing. */
+static int append_content_length(struct hbuf *out, uint64_t n)
+{
+    char digits[U64_DIGITS];
+    size_t i = sizeof(digits);
+    do
+        digits[--i] = (char)('0' + n % 10);
+    while ((n /= 10) != 0);
+    int rc = hbuf_append_str(out, "Content-Length: ");
+    rc |= hbuf_append(out, digits + i, sizeof(digits) - i);
+    rc |= hbuf_append(out, "\r\n", 2);
+    return rc;
+}
+
+static int append_transfer_coding(struct hbuf *out, const struct http1_message *m)
+{
+    int rc = hbuf_append_str(out, "Transfer-Encoding: ");
+    bool first = true;
+    for (size_t i = 0; i < m->num_headers; i++) {
+        if (field_kind(m->headers[i].name) != FIELD_TRANSFER_CODING)
+            continue;
+        const char *p = m->headers[i].value.ptr, *end = p + m->headers[i].value.len;
+        struct http1_slice el;
+        while (http1_list_next(&p, end, &el)) {
+            if (!first)
+                rc |= hbuf_append(out, ", ", 2);
+            rc |= hbuf_append(out, el.ptr, el.len);
+            first = false;
+        }
+    }
+    rc |= hbuf_append(out, "\r\n", 2);
+    return rc;
+}
+
+/* Which canonical framing fields are already written (or must not be). */
+struct framing_seen {
+    bool cl, te;
+};
+
+/* What happens to field <h> (of kind <k>) of <m> on its way: appended as it
+ * is, replaced by its canonical spelling (once, where the first of its kind
+ * was), or dropped. The framing fields go out even when Connection names
+ * them: the body that follows is framed by them, and a next hop reading it
+ * without them would see a different message boundary. Returns 0 or -1. */
+static int forward_field(struct hbuf *out, const struct http1_message *m,
+                         const struct http1_header *h, enum field_kind k,
+                         const struct conn_tokens *ct, struct framing_seen *seen)
+{
+    switch (k) {
+    case FIELD_HOP_BY_HOP:
+    case FIELD_XFF:
+    case FIELD_XF_SET:
+        return 0;
+    case FIELD_CONTENT_LENGTH:
+        if (seen->cl)
+            return 0;
+        seen->cl = true;
+        return append_content_length(out, m->content_length);
+    case FIELD_TRANSFER_CODING:
+        if (seen->te)
+            return 0;
+        seen->te = true;
+        return append_transfer_coding(out, m);
+    case FIELD_HOST:
+    case FIELD_END_TO_END:
+        break;
+    }
+    return listed_in_connection(ct, h->name) ? 0 : append_field(out, h);
+}
+
+/* Trailer fields a recipient could act on as if they were in the head
+ * (RFC 9110 section 6.5.1): framing, routing, credentials, request
+ * modifiers, how to read the content, and hop-by-hop fields. A backend that
+ * merges trailers into the head must not see a second Host or a late
+ * Authorization that usher never saw. Trailers are rare: a plain list. */
+static const char *const trailer_dropped[] = {
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "content-type",
+    "content-encoding",
+    "content-range",
+    "expect",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+    "max-forwards",
+    "range",
+    "cache-control",
+    "www-authenticate",
+    "proxy-authenticate",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+};
+
+bool headers_trailer_dropped(struct http1_slice name)
+{
+    for (size_t i = 0; i < sizeof(trailer_dropped) / sizeof(trailer_dropped[0]); i++)
+        if (http1_slice_eq(name, trailer_dropped[i]))
+            return true;
+    return false;
 }
 
 int headers_build_request(struct hbuf *out, const struct http1_request *req,
@@ -94,20 +216,31 @@ int headers_build_request(struct hbuf *out, const struct http1_request *req,
     struct conn_tokens ct;
     collect_connection(m, &ct);
 
+    bool absolute = m->flags & HTTP1_F_ABSOLUTE_FORM;
     int rc = 0;
     rc |= hbuf_append(out, req->method.ptr, req->method.len);
     rc |= hbuf_append(out, " ", 1);
+    /* origin-form always starts with '/' (RFC 9112 section 3.2.1) */
+    if (absolute && (req->target.len == 0 || req->target.ptr[0] == '?'))
+        rc |= hbuf_append(out, "/", 1);
     rc |= hbuf_append(out, req->target.ptr, req->target.len);
     rc |= hbuf_append_str(out, m->minor_version == 0 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n");
+    /* RFC 9112 section 3.2.2: the target's authority replaces the Host */
+    if (absolute) {
+        rc |= hbuf_append_str(out, "Host: ");
+        rc |= hbuf_append(out, req->host.ptr, req->host.len);
+        rc |= hbuf_append(out, "\r\n", 2);
+    }
 
     bool has_xff = false;
+    struct framing_seen seen = {false, false};
     for (size_t i = 0; i < m->num_headers; i++) {
         const struct http1_header *h = &m->headers[i];
         enum field_kind k = field_kind(h->name);
         has_xff |= k == FIELD_XFF;
-        if (k != FIELD_END_TO_END || listed_in_connection(&ct, h->name))
+        if (k == FIELD_HOST && absolute)
             continue;
-        rc |= append_field(out, h);
+        rc |= forward_field(out, m, h, k, &ct, &seen);
     }
 
     /* X-Forwarded-For: every earlier hop in order, then this client */
@@ -156,12 +289,14 @@ int headers_build_response(struct hbuf *out, const struct http1_response *res,
     int rc = hbuf_append(out, status_line, sizeof(status_line) - 1);
     rc |= hbuf_append(out, res->reason.ptr, res->reason.len);
     rc |= hbuf_append(out, "\r\n", 2);
+    struct framing_seen seen = {false, dechunk};
     for (size_t i = 0; i < m->num_headers; i++) {
         const struct http1_header *h = &m->headers[i];
-        if (is_hop_by_hop(h->name, &ct) ||
-            (dechunk && http1_slice_eq(h->name, "transfer-encoding")))
-            continue;
-        rc |= append_field(out, h);
+        enum field_kind k = field_kind(h->name);
+        /* the XF fields mean nothing in a response: passed on as they are */
+        if (k == FIELD_XFF || k == FIELD_XF_SET)
+            k = FIELD_END_TO_END;
+        rc |= forward_field(out, m, h, k, &ct, &seen);
     }
     switch (conn) {
     case RESPONSE_CONN_KEEP_ALIVE:

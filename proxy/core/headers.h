@@ -19,6 +19,10 @@ struct forward_info {
 int headers_build_request(struct hbuf *out, const struct http1_request *req,
                           const struct forward_info *fi);
 
+/* True for a trailer field name that must not reach the next hop (framing,
+ * routing, credentials, hop-by-hop): the <drop> of http1_chunked_filter. */
+bool headers_trailer_dropped(struct http1_slice name);
+
 /* How the response head must end for the client. */
 enum response_conn {
     RESPONSE_CONN_KEEP_ALIVE = 1, /* HTTP/1.1 client: nothing to add */

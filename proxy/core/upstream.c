@@ -199,8 +199,7 @@ static bool still_open(const struct upstream *u)
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
-struct upstream *upstream_take_idle(struct server *s, bool replayable, upstream_cb cb,
-                                    void *owner)
+struct upstream *upstream_take_idle(struct server *s, bool replayable, upstream_cb cb, void *owner)
 {
     const struct conf *conf = s->w->conf;
     ev_tstamp now = ev_now(s->w->loop);

@@ -26,8 +26,7 @@ struct upstream *upstream_connect(struct server *s, upstream_cb cb, void *owner,
  * closed it left an EOF behind: it is dropped). A request that cannot be
  * replayed (<replayable> false) only takes one that idled briefly. NULL if
  * none. */
-struct upstream *upstream_take_idle(struct server *s, bool replayable, upstream_cb cb,
-                                    void *owner);
+struct upstream *upstream_take_idle(struct server *s, bool replayable, upstream_cb cb, void *owner);
 
 /* The exchange on <u> ended: it goes back to the pool if upstream_keep_rule
  * allows (<reusable>: the request and response left it reusable), else it

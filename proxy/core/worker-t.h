@@ -44,7 +44,7 @@ struct server {
     struct backend *hb;
     struct pool *pool;
     struct worker *w;
-    struct list idle;   /* pooled idle upstreams (struct upstream.pool_link) */
+    struct list idle; /* pooled idle upstreams (struct upstream.pool_link) */
     unsigned idle_count;
     struct list active; /* upstreams bound to a client (struct upstream.pool_link) */
     unsigned inflight;  /* requests in flight */
@@ -125,8 +125,8 @@ struct exchange {
     char upgrade[32];      /* the protocol the request asked to upgrade to */
     struct body_state req_body;
     struct body_state res_body;
-    size_t in_fwd;        /* bytes at the front of the client side's buffer ready to go upstream */
-    size_t out_fwd;       /* bytes at the front of the upstream side's buffer ready for the client */
+    size_t in_fwd;  /* bytes at the front of the client side's buffer ready to go upstream */
+    size_t out_fwd; /* bytes at the front of the upstream side's buffer ready for the client */
     struct hbuf req_head; /* rebuilt request head for the upstream */
     struct hbuf res_head; /* rebuilt response head (or usher's own response) */
     int status;           /* response status sent, 0 if none */
@@ -169,7 +169,7 @@ enum upstream_state {
 
 /* What an upstream connection reports to the client it is bound to. */
 enum upstream_event {
-    UPSTREAM_CONNECTED = 1, /* the connect completed */
+    UPSTREAM_CONNECTED = 1,  /* the connect completed */
     UPSTREAM_CONNECT_FAILED, /* the connect failed; the error is passed along */
     UPSTREAM_READABLE,
     UPSTREAM_WRITABLE,
@@ -183,7 +183,7 @@ struct upstream {
     struct server *server;
     int fd;
     ev_io io;
-    ev_timer idle_timer; /* pooled: backend_idle timeout */
+    ev_timer idle_timer;  /* pooled: backend_idle timeout */
     ev_tstamp idle_since; /* when it entered the pool */
     enum upstream_state state;
     unsigned io_events;

@@ -53,31 +53,14 @@ static void conn_free(struct admin_conn *ac)
     free(ac);
 }
 
-/* ---- JSON ---------------------------------------------------------------- */
-
-static void json_str(struct hbuf *o, const char *s)
-{
-    hbuf_append(o, "\"", 1);
-    for (; s && *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\')
-            hbuf_printf(o, "\\%c", ch);
-        else if (ch < 0x20)
-            hbuf_printf(o, "\\u%04x", ch);
-        else
-            hbuf_append(o, (const char *)&ch, 1);
-    }
-    hbuf_append(o, "\"", 1);
-}
-
 static void status_backend(struct hbuf *o, struct worker *w, const struct server *s)
 {
     const struct backend *b = s->hb;
     ev_tstamp now = ev_now(w->loop);
     hbuf_append_str(o, "{\"name\":");
-    json_str(o, b->name);
+    log_json_str(o, b->name);
     hbuf_append_str(o, ",\"address\":");
-    json_str(o, b->address_text);
+    log_json_str(o, b->address_text);
     hbuf_printf(o,
                 ",\"state\":\"%s\",\"weight\":%u,\"in_config\":%s,\"active_connections\":%u,"
                 "\"inflight_requests\":%u,\"requests_total\":%llu,\"connect_failures\":%llu,"
@@ -86,7 +69,7 @@ static void status_backend(struct hbuf *o, struct worker *w, const struct server
                 b->connections, s->inflight, (unsigned long long)s->requests_total,
                 (unsigned long long)s->connect_failures, b->success_streak, b->failure_streak);
     if (b->last_result)
-        json_str(o, b->last_result);
+        log_json_str(o, b->last_result);
     else
         hbuf_append_str(o, "null");
     hbuf_printf(o, ",\"last_status\":%d,\"last_check_age_ms\":", b->last_status);
@@ -114,26 +97,25 @@ static void build_status(struct hbuf *o, struct process *proc)
                 worker_state_str(w->state), worker_ready(w) ? "true" : "false",
                 (unsigned long long)w->generation, (int)getpid(), now - w->started_at,
                 w->num_clients);
-    json_str(o, w->conf->path);
+    log_json_str(o, w->conf->path);
     if (w->state == WORKER_DRAINING)
         hbuf_printf(o, ",\"shutdown_remaining_ms\":%.0f", (proc->drain_deadline - now) * 1000.0);
     hbuf_printf(o, ",\"reloads\":{\"ok\":%llu,\"error\":%llu},\"listeners\":[",
-                (unsigned long long)proc->reloads_ok,
-                (unsigned long long)proc->reloads_error);
+                (unsigned long long)proc->reloads_ok, (unsigned long long)proc->reloads_error);
     bool first = true;
     for (struct listener *l = w->listeners; l; l = l->next) {
         hbuf_append_str(o, first ? "{\"name\":" : ",{\"name\":");
         first = false;
-        json_str(o, l->name);
+        log_json_str(o, l->name);
         hbuf_append_str(o, ",\"bind\":");
-        json_str(o, l->bind_text);
+        log_json_str(o, l->bind_text);
         hbuf_printf(o, ",\"protocol\":\"%s\",\"open\":%s,\"connections\":%u,\"pools\":{",
                     l->protocol == CONF_PROTO_TCP ? "tcp" : "http", l->closed ? "false" : "true",
                     l->connections);
         for (size_t i = 0; i < l->num_slots; i++) {
             if (i)
                 hbuf_append_str(o, ",");
-            json_str(o, l->slots[i].pool ? l->slots[i].pool->name : "?");
+            log_json_str(o, l->slots[i].pool ? l->slots[i].pool->name : "?");
             hbuf_printf(o, ":%u", l->slots[i].weight);
         }
         hbuf_append_str(o, "}}");
@@ -145,7 +127,7 @@ static void build_status(struct hbuf *o, struct process *proc)
             continue; /* removed by a reload and fully drained */
         hbuf_append_str(o, first ? "{\"name\":" : ",{\"name\":");
         first = false;
-        json_str(o, p->name);
+        log_json_str(o, p->name);
         if (p->conf)
             hbuf_printf(o, ",\"balance\":\"%s\",\"deregistration_delay_ms\":%llu",
                         p->conf->balance == CONF_BALANCE_LEAST_CONN ? "least_conn" : "round_robin",
@@ -163,7 +145,7 @@ static void build_status(struct hbuf *o, struct process *proc)
 
 /* ---- Prometheus text ----------------------------------------------------- */
 
-static const char *const status_class[STATUS_CLASSES] = {"none", "1xx", "2xx", "3xx",
+static const char *const status_class[STATUS_CLASSES] = {"none", "1xx", "2xx",    "3xx",
                                                          "4xx",  "5xx", "aborted"};
 
 static void build_metrics(struct hbuf *o, struct process *proc)
@@ -183,8 +165,7 @@ static void build_metrics(struct hbuf *o, struct process *proc)
                 "# TYPE usher_config_reloads_total counter\n"
                 "usher_config_reloads_total{result=\"ok\"} %llu\n"
                 "usher_config_reloads_total{result=\"error\"} %llu\n",
-                (unsigned long long)proc->reloads_ok,
-                (unsigned long long)proc->reloads_error);
+                (unsigned long long)proc->reloads_ok, (unsigned long long)proc->reloads_error);
     hbuf_printf(o, "# TYPE usher_accept_paused_total counter\nusher_accept_paused_total %llu\n",
                 (unsigned long long)w->accept_paused);
 
@@ -215,7 +196,7 @@ static void build_metrics(struct hbuf *o, struct process *proc)
     do {                                                                                           \
         hbuf_append_str(o, "# TYPE " metric " " type "\n");                                        \
         for (struct pool *p = w->pools; p; p = p->next)                                            \
-            for (size_t i = 0; i < p->num_servers; i++) {                                         \
+            for (size_t i = 0; i < p->num_servers; i++) {                                          \
                 const struct server *s = p->servers[i];                                            \
                 const struct backend *b = s->hb;                                                   \
                 hbuf_printf(o, metric "{pool=\"%s\",backend=\"%s\"} " fmt "\n", p->name, b->name,  \

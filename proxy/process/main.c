@@ -1,15 +1,19 @@
 /* usher: command line, startup and exit codes (DESIGN.md "Command line"). */
+#include <ev.h>
 #include <getopt.h>
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <yaml.h>
 
 #include "../../conf/conf.h"
 #include "../base/log.h"
 #include "../core/listener.h"
 #include "../core/worker.h"
 #include "lifecycle.h"
+#include "usher_commit.h"
 
 enum exit_code {
     EXIT_DRAINED = 0,    /* every connection finished before the shutdown timeout */
@@ -19,9 +23,36 @@ enum exit_code {
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: usher -c FILE        run in the foreground, logs to stderr\n"
-                 "       usher -t -c FILE     check the config, print what is wrong, exit 0/2\n"
-                 "       usher --version | --help\n");
+    fprintf(out,
+            "usage: usher -c FILE             run in the foreground, logs to stderr\n"
+            "       usher -t -c FILE          check the config, print what is wrong, exit 0/2\n"
+            "       usher ctl [-c FILE | --admin HOST:PORT] [--token-file F] COMMAND ...\n"
+            "                                 drive a running usher through its admin API\n"
+            "       usher --version | --help\n"
+            "\n"
+            "options:\n"
+            "  -c, --config FILE   the YAML config (see conf/usher.yaml)\n"
+            "  -t, --test          check the config and exit: 0 ok, 2 errors (file:line:column)\n"
+            "  -V, --version       print the version, the commit and the linked libraries\n"
+            "  -h, --help          print this help\n"
+            "\n"
+            "signals: SIGTERM/SIGINT drain and exit, SIGHUP reloads the config,\n"
+            "         SIGUSR2 upgrades to the binary on disk\n"
+            "exit codes: 0 drained cleanly, 1 connections cut or fatal error, 2 bad command\n"
+            "            line or config\n");
+}
+
+/* What --version says: enough to reproduce a bug report (the commit) and
+ * to tell which shared libraries the binary actually runs with. */
+static void version(void)
+{
+    printf("usher %s\n"
+           "commit %s\n"
+           "libev %d.%d\n"
+           "%s\n"
+           "libyaml %s\n",
+           USHER_VERSION, USHER_COMMIT, ev_version_major(), ev_version_minor(),
+           OpenSSL_version(OPENSSL_VERSION), yaml_get_version_string());
 }
 
 int main(int argc, char **argv)
@@ -44,7 +75,7 @@ int main(int argc, char **argv)
             check_only = 1;
             break;
         case 'V':
-            printf("usher %s\n", USHER_VERSION);
+            version();
             return 0;
         case 'h':
             usage(stdout);
@@ -54,8 +85,13 @@ int main(int argc, char **argv)
             return EXIT_BAD_CONFIG;
         }
     }
-    if (!path || optind != argc) {
-        fprintf(stderr, "usher: %s\n", path ? "unexpected argument" : "missing -c FILE");
+    if (optind != argc) {
+        fprintf(stderr, "usher: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return EXIT_BAD_CONFIG;
+    }
+    if (!path) {
+        fprintf(stderr, "usher: missing -c FILE\n");
         usage(stderr);
         return EXIT_BAD_CONFIG;
     }
@@ -87,6 +123,8 @@ int main(int argc, char **argv)
         return 0;
     }
 
+    /* before anything can log: log.format applies from the first line */
+    log_configure(conf->log.level, conf->log.format);
     worker_raise_fd_limit();
     struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
     if (!loop) {
@@ -96,7 +134,6 @@ int main(int argc, char **argv)
         conf_free(conf);
         return EXIT_CUT;
     }
-    log_configure(conf->log.level, conf->log.format);
     struct process *p = process_new(loop, conf);
     if (!p) {
         fprintf(stderr, "usher: out of memory\n");
@@ -105,10 +142,11 @@ int main(int argc, char **argv)
         conf_free(conf);
         return EXIT_CUT;
     }
-    log_info("usher starting", "version=%s pid=%d config=%s", USHER_VERSION, (int)getpid(), path);
+    log_kv(CONF_LOG_INFO, "usher starting", LOG_STR("version", USHER_VERSION),
+           LOG_INT("pid", getpid()), LOG_STR("config", path));
     int code = process_start(p, tls) == 0 ? process_run(p) : EXIT_CUT;
     process_free(p);
-    log_info("usher stopped", "exit_code=%d", code);
+    log_kv(CONF_LOG_INFO, "usher stopped", LOG_INT("exit_code", code));
     ev_loop_destroy(loop);
     return code;
 }

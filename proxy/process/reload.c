@@ -19,11 +19,11 @@
 struct plan {
     struct conf *nc;
     struct conf_diff diff;
-    struct ssl_ctx_st **tls;     /* per listener of nc: its TLS context, until handed over */
-    bool tls_ready;              /* tls was built by the caller */
-    struct listener **fresh;     /* per listener of nc: bound by prepare (LISTENER_ADDED) */
-    const char *error;           /* static: why prepare or commit failed */
-    bool is_reload;              /* log each change (startup applies everything) */
+    struct ssl_ctx_st **tls; /* per listener of nc: its TLS context, until handed over */
+    bool tls_ready;          /* tls was built by the caller */
+    struct listener **fresh; /* per listener of nc: bound by prepare (LISTENER_ADDED) */
+    const char *error;       /* static: why prepare or commit failed */
+    bool is_reload;          /* log each change (startup applies everything) */
 };
 
 static size_t listener_index(const struct conf *nc, const struct conf_listener *cl)
@@ -69,7 +69,7 @@ static int plan_prepare(struct process *p, const struct conf *old, struct plan *
     }
     char msg[512];
     if (!pl->tls_ready && listener_tls_prepare(nc, pl->tls, msg, sizeof(msg)) < 0) {
-        log_error("config error", "error=\"%s\"", msg);
+        log_kv(CONF_LOG_ERROR, "config error", LOG_STR("error", msg));
         pl->error = "invalid config, running config kept";
         return -1;
     }
@@ -177,7 +177,7 @@ int reload_run(struct process *p)
     struct plan pl = {.nc = conf_load(old->path, &errs), .is_reload = true};
     if (!pl.nc) {
         for (size_t i = 0; i < errs.count; i++)
-            log_error("config error", "error=\"%s\"", errs.messages[i]);
+            log_kv(CONF_LOG_ERROR, "config error", LOG_STR("error", errs.messages[i]));
         conf_errors_clear(&errs);
         reload_failed(p, "invalid config, running config kept");
         return -1;

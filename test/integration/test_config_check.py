@@ -126,7 +126,9 @@ pools:
     ("timeouts:\n  connect: 5\n" + BASE,
      ['2:12: timeouts.connect: invalid duration "5": missing unit (ms, s, m or h)']),
     ("timeouts:\n  conect: 5s\n" + BASE,
-     ["2:3: timeouts.conect: unknown key"]),
+     ["2:3: timeouts.conect: unknown key, did you mean connect?"]),
+    ("timeouts:\n  handshake: 5s\n" + BASE,
+     ["2:3: timeouts.handshake: unknown key"]),
     ("limits:\n  max_connections: 0\n" + BASE,
      ["2:20: limits.max_connections: must be between 1 and 1000000"]),
     ("log:\n  format: yaml\n" + BASE,
@@ -144,18 +146,22 @@ pools:
      ['10:15: pools[0].backends[1].name: duplicate backend name "blue-1" (first at line 8)']),
     (BASE.replace("        address: 127.0.0.1:19001\n", ""),
      ["8:9: pools[0].backends[0].address: missing required key"]),
-    ("listeners: [\n", ["2:1: syntax error: did not find expected node content"]),
+    ("listeners: [\n", ["2:1: syntax error: did not find expected node content (while parsing "
+                         "a flow node)"]),
+    ("log:\n  level: info\n  format: \"json\n" + BASE,
+     ["13:1: syntax error: found unexpected end of stream (while scanning a quoted scalar at "
+      "line 3, column 11)"]),
     # all of them at once, in file order
     ("timeouts:\n  connect: 5\n  conect: 5s\nlog:\n  level: loud\n"
      + BASE.replace("{blue: 1}", "{blue: 1, red: 2}").replace("127.0.0.1:19001", "127.0.0.1:0"),
      ['2:12: timeouts.connect: invalid duration "5": missing unit (ms, s, m or h)',
-      "3:3: timeouts.conect: unknown key",
+      "3:3: timeouts.conect: unknown key, did you mean connect?",
       '5:10: log.level: invalid value "loud": must be one of debug, info, warn, error',
       '9:22: listeners[0].pools.red: unknown pool "red"',
       '14:18: pools[0].backends[0].address: invalid address "127.0.0.1:0": '
       "port must be between 1 and 65535"]),
-], ids=["duration", "unknown-key", "range", "enum", "v6-brackets", "zero-weights", "unknown-pool",
-        "timeout-vs-interval", "duplicate-backend", "missing-key", "syntax", "all-at-once"])
+], ids=["duration", "unknown-key", "unknown-key-no-hint", "range", "enum", "v6-brackets", "zero-weights", "unknown-pool",
+        "timeout-vs-interval", "duplicate-backend", "missing-key", "syntax", "syntax-context", "all-at-once"])
 def test_inline_errors(usher, tmp_path, text, errors):
     path = tmp_path / "usher.yaml"
     path.write_text(text)

@@ -367,17 +367,38 @@ static void test_unknown_keys(void)
 {
     EXPECT_ERRORS("timeouts:\n"
                   "  conect: 5s\n" MIN_DOC,
-                  "t.yaml:2:3: timeouts.conect: unknown key");
+                  "t.yaml:2:3: timeouts.conect: unknown key, did you mean connect?");
     EXPECT_ERRORS("listen: []\n" MIN_DOC, "t.yaml:1:1: listen: unknown key");
-    EXPECT_ERRORS(LISTENERS "pools:\n"
-                            "  - name: blue\n"
-                            "    health_check: {intervall: 1s}\n"
-                            "    backends:\n"
-                            "      - name: b1\n"
-                            "        adress: 127.0.0.1:9001\n",
-                  "t.yaml:7:20: pools[0].health_check.intervall: unknown key",
-                  "t.yaml:9:9: pools[0].backends[0].address: missing required key",
-                  "t.yaml:10:9: pools[0].backends[0].adress: unknown key");
+    EXPECT_ERRORS(
+        LISTENERS "pools:\n"
+                  "  - name: blue\n"
+                  "    health_check: {intervall: 1s}\n"
+                  "    backends:\n"
+                  "      - name: b1\n"
+                  "        adress: 127.0.0.1:9001\n",
+        "t.yaml:7:20: pools[0].health_check.intervall: unknown key, did you mean interval?",
+        "t.yaml:9:9: pools[0].backends[0].address: missing required key",
+        "t.yaml:10:9: pools[0].backends[0].adress: unknown key, did you mean address?");
+}
+
+/* "did you mean": only for one key of the same level within two edits. */
+static void test_suggestions(void)
+{
+    EXPECT_ERRORS("timeouts:\n"
+                  "  tunel: 1h\n"
+                  "  tiemouts: 1s\n" MIN_DOC,
+                  "t.yaml:2:3: timeouts.tunel: unknown key, did you mean tunnel?",
+                  "t.yaml:3:3: timeouts.tiemouts: unknown key");
+    EXPECT_ERRORS("log: {levle: info, formta: json, acces: true, colour: red}\n" MIN_DOC,
+                  "t.yaml:1:7: log.levle: unknown key, did you mean level?",
+                  "t.yaml:1:20: log.formta: unknown key, did you mean format?",
+                  "t.yaml:1:34: log.acces: unknown key, did you mean access?",
+                  "t.yaml:1:47: log.colour: unknown key");
+    /* a transposition is one edit; the keys of that level only */
+    EXPECT_ERRORS("tiemouts: {}\nshutdown: {timeuot: 1s, connect: 1s}\n" MIN_DOC,
+                  "t.yaml:1:1: tiemouts: unknown key, did you mean timeouts?",
+                  "t.yaml:2:12: shutdown.timeuot: unknown key, did you mean timeout?",
+                  "t.yaml:2:25: shutdown.connect: unknown key");
 }
 
 static void test_types(void)
@@ -842,10 +863,19 @@ static void test_syntax_and_documents(void)
                   "t.yaml:3:11: syntax error: mapping values are not allowed in this context");
     EXPECT_ERRORS("listeners:\n"
                   "\t- name: web\n",
-                  "t.yaml:2:1: syntax error: found character that cannot start any token");
+                  "t.yaml:2:1: syntax error: found character that cannot start any token (while "
+                  "scanning for the next token)");
     EXPECT_ERRORS("listeners: [web\n",
-                  "t.yaml:2:1: syntax error: did not find expected ',' or ']'");
+                  "t.yaml:2:1: syntax error: did not find expected ',' or ']' (while parsing a "
+                  "flow sequence at line 1, column 12)");
     EXPECT_ERRORS("listeners: *nope\n", "t.yaml:1:12: syntax error: found undefined alias");
+    /* the problem where libyaml found it, the construct it broke where it began */
+    EXPECT_ERRORS("admin:\n  bind: \"127.0.0.1:9901\n",
+                  "t.yaml:3:1: syntax error: found unexpected end of stream (while scanning a "
+                  "quoted scalar at line 2, column 9)");
+    EXPECT_ERRORS("listeners:\n  - {name: web,\n     bind: x\n",
+                  "t.yaml:4:1: syntax error: did not find expected ',' or '}' (while parsing a "
+                  "flow mapping at line 2, column 5)");
     EXPECT_ERRORS("listeners: \xff\n", "t.yaml:1:12: syntax error: invalid leading UTF-8 octet");
     EXPECT_ERRORS(MIN_DOC "---\n" MIN_DOC,
                   "t.yaml:10:1: (root): only one YAML document is allowed");
@@ -897,7 +927,7 @@ static void test_all_errors_in_one_run(void)
         "      - {weight: x}\n",
         "t.yaml:2:9: admin.bind: invalid address \"127.0.0.1\": expected host:port",
         "t.yaml:4:12: timeouts.connect: invalid duration \"3\": missing unit (ms, s, m or h)",
-        "t.yaml:5:3: timeouts.tunel: unknown key",
+        "t.yaml:5:3: timeouts.tunel: unknown key, did you mean tunnel?",
         "t.yaml:7:16: limits.max_headers: must be between 1 and 10000",
         "t.yaml:9:10: log.level: invalid value \"loud\": must be one of debug, info, warn, "
         "error",
@@ -1070,6 +1100,7 @@ int main(void)
     test_defaults();
     test_every_key();
     test_unknown_keys();
+    test_suggestions();
     test_types();
     test_ranges();
     test_durations();

@@ -946,6 +946,159 @@ static void test_chunked_decode(void)
         failf(__LINE__, "missing CRLF after data must fail");
 }
 
+/* Canonical forwarding, parser side: an absolute-form target is split into
+ * authority (the host) and path; duplicate identical Content-Length fields
+ * and empty list elements are accepted (the rebuilder writes them once). */
+static void test_request_canonical(void)
+{
+    struct http1_request req;
+    const char *s;
+
+    s = "GET http://b.test/x?y=1 HTTP/1.1\r\nHost: a.test\r\n\r\n";
+    current = s;
+    CHECK_INT(parse_req(s, &req), HTTP1_OK);
+    CHECK(req.msg.flags & HTTP1_F_ABSOLUTE_FORM);
+    CHECK_SLICE(req.host, "b.test");
+    CHECK_SLICE(req.target, "/x?y=1");
+
+    s = "GET HTTPS://B.test:8443 HTTP/1.1\r\nHost: a.test\r\n\r\n";
+    current = s;
+    CHECK_INT(parse_req(s, &req), HTTP1_OK);
+    CHECK(req.msg.flags & HTTP1_F_ABSOLUTE_FORM);
+    CHECK_SLICE(req.host, "B.test:8443");
+    CHECK_SLICE(req.target, "");
+
+    s = "GET http://[::1]:80?q HTTP/1.0\r\n\r\n";
+    current = s;
+    CHECK_INT(parse_req(s, &req), HTTP1_OK);
+    CHECK_SLICE(req.host, "[::1]:80");
+    CHECK_SLICE(req.target, "?q");
+
+    s = "GET /http://b.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n";
+    current = s;
+    CHECK_INT(parse_req(s, &req), HTTP1_OK);
+    CHECK(!(req.msg.flags & HTTP1_F_ABSOLUTE_FORM));
+    CHECK_SLICE(req.host, "a.test");
+
+    s = "GET ftp://b.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n";
+    current = s;
+    CHECK_INT(parse_req(s, &req), HTTP1_OK);
+    CHECK(!(req.msg.flags & HTTP1_F_ABSOLUTE_FORM));
+    CHECK_SLICE(req.target, "ftp://b.test/");
+
+    REQ_ERR("GET http://user@b.test/ HTTP/1.1\r\nHost: b.test\r\n\r\n", 400,
+            "invalid authority in request target");
+    REQ_ERR("GET http:///x HTTP/1.1\r\nHost: b.test\r\n\r\n", 400,
+            "invalid authority in request target");
+    REQ_ERR("GET http://b.test/ HTTP/1.1\r\n\r\n", 400, "missing Host header");
+
+    s = "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 00040\r\ncontent-length: 40\r\n\r\n";
+    current = s;
+    CHECK_INT(parse_req(s, &req), HTTP1_OK);
+    CHECK_INT(req.msg.framing, HTTP1_BODY_LENGTH);
+    CHECK_INT(req.msg.content_length, 40);
+
+    static const char *const te_lists[] = {",chunked", "chunked,", "chunked, ,", " , chunked"};
+    for (size_t i = 0; i < sizeof(te_lists) / sizeof(te_lists[0]); i++) {
+        char buf[128];
+        snprintf(buf, sizeof(buf), "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: %s\r\n\r\n",
+                 te_lists[i]);
+        current = te_lists[i];
+        CHECK_INT(parse_req(buf, &req), HTTP1_OK);
+        CHECK_INT(req.msg.framing, HTTP1_BODY_CHUNKED);
+    }
+}
+
+static bool drop_test_fields(struct http1_slice name)
+{
+    return http1_slice_eq(name, "host") || http1_slice_eq(name, "authorization") ||
+           http1_slice_eq(name, "content-length");
+}
+
+/* Runs http1_chunked_filter over <s> as a connection would: at most <step>
+ * new bytes per call, behind the bytes held back by the call before.
+ * Appends what was passed on to <out>; *<rest> is where the body ended in
+ * the filtered stream (bytes after it are the next message's). */
+static int filter_all(const char *s, size_t len, size_t step, char *out, size_t *out_len,
+                      const char **reason)
+{
+    struct http1_chunked c;
+    char buf[8192];
+    size_t have = 0, pos = 0;
+    int rc = HTTP1_AGAIN;
+    http1_chunked_init(&c);
+    *out_len = 0;
+    while (rc == HTTP1_AGAIN && (pos < len || have > 0)) {
+        size_t add = len - pos < step ? len - pos : step;
+        if (add == 0 && have > 0)
+            break; /* held back and nothing more to come */
+        memcpy(buf + have, s + pos, add);
+        pos += add;
+        have += add;
+        size_t n = have, used;
+        rc = http1_chunked_filter(&c, buf, &n, &used, drop_test_fields);
+        if (used > n)
+            failf(__LINE__, "consumed %zu of %zu", used, n);
+        memcpy(out + *out_len, buf, used);
+        *out_len += used;
+        memmove(buf, buf + used, n - used);
+        have = n - used;
+    }
+    *reason = c.error_reason;
+    return rc;
+}
+
+static void test_chunked_filter(void)
+{
+    static const char body[] = "3\r\nabc\r\n0\r\nHost: evil\r\nX-Ok: 1\r\nAuthorization: x\r\n"
+                               "X-Also: 2\r\ncontent-length: 5\r\n\r\nNEXT";
+    static const char want[] = "3\r\nabc\r\n0\r\nX-Ok: 1\r\nX-Also: 2\r\n\r\n";
+    static char out[8192];
+    size_t out_len;
+    const char *reason;
+    current = "chunked_filter";
+    for (size_t step = 1; step <= sizeof(body); step++) {
+        int rc = filter_all(body, sizeof(body) - 1, step, out, &out_len, &reason);
+        if (rc != HTTP1_OK || out_len != sizeof(want) - 1 || memcmp(out, want, out_len))
+            failf(__LINE__, "step %zu: rc %d out \"%.*s\"", step, rc, (int)out_len, out);
+    }
+
+    /* no trailers, and every trailer dropped */
+    for (size_t step = 1; step < 20; step++) {
+        int rc = filter_all("0\r\n\r\n", 5, step, out, &out_len, &reason);
+        CHECK(rc == HTTP1_OK && out_len == 5);
+        rc = filter_all("0\r\nHost: x\r\n\r\n", 14, step, out, &out_len, &reason);
+        CHECK(rc == HTTP1_OK && out_len == 5 && !memcmp(out, "0\r\n\r\n", 5));
+    }
+
+    /* invalid trailer bytes fail as soon as they are seen, whole line or not */
+    for (size_t step = 1; step < 12; step++) {
+        int rc = filter_all("0\r\nX: a\x01", 8, step, out, &out_len, &reason);
+        CHECK_INT(rc, HTTP1_ERROR);
+        CHECK_STR(reason, "control character in header field");
+        rc = filter_all("0\r\nX a: b\r\n", 11, step, out, &out_len, &reason);
+        CHECK_INT(rc, HTTP1_ERROR);
+        CHECK_STR(reason, "whitespace between header field name and colon");
+    }
+
+    /* a trailer line that never ends is refused at the line bound */
+    static char longline[6000];
+    memcpy(longline, "0\r\nX: ", 6);
+    memset(longline + 6, 'a', sizeof(longline) - 6);
+    CHECK_INT(filter_all(longline, sizeof(longline), 1000, out, &out_len, &reason), HTTP1_ERROR);
+    CHECK_STR(reason, "trailer line too long");
+
+    /* the filter matches the scanner on the framing: same end, same error */
+    struct http1_chunked c;
+    size_t n, used;
+    char bad[] = "3\r\nabcX";
+    http1_chunked_init(&c);
+    n = sizeof(bad) - 1;
+    CHECK_INT(http1_chunked_filter(&c, bad, &n, &used, drop_test_fields), HTTP1_ERROR);
+    CHECK_STR(c.error_reason, "missing CRLF after chunk data");
+    CHECK_INT(used, 6);
+}
+
 int main(void)
 {
     page_size = sysconf(_SC_PAGESIZE);
@@ -955,6 +1108,8 @@ int main(void)
     test_response();
     test_chunked();
     test_chunked_decode();
+    test_request_canonical();
+    test_chunked_filter();
     test_helpers();
     if (failures) {
         fprintf(stderr, "test_http1: %d failure(s)\n", failures);
