@@ -34,6 +34,7 @@ enum conf_log_level { CONF_LOG_DEBUG = 1, CONF_LOG_INFO, CONF_LOG_WARN, CONF_LOG
 enum conf_log_format { CONF_LOG_TEXT = 1, CONF_LOG_JSON };
 enum conf_protocol { CONF_PROTO_HTTP = 1, CONF_PROTO_TCP };
 enum conf_balance { CONF_BALANCE_ROUND_ROBIN = 1, CONF_BALANCE_LEAST_CONN };
+enum conf_idle_close { CONF_IDLE_CLOSE_NOW = 1, CONF_IDLE_CLOSE_AFTER_REQUEST };
 
 struct conf_health_check {
     bool enabled;                 /* false when the pool has no health_check key */
@@ -54,10 +55,30 @@ struct conf_backend {
     struct conf_pos pos;
 };
 
+/* pools[].passive_health: ejection on real traffic. */
+struct conf_passive_health {
+    bool enabled;                  /* false when the key is absent */
+    unsigned consecutive_failures; /* default 5 */
+    conf_ms ejection_time;         /* default 30s */
+    unsigned max_ejected_percent;  /* default 50 */
+};
+
+/* pools[].discover: backends from DNS. */
+struct conf_discover {
+    bool enabled; /* false when the key is absent */
+    char *dns;    /* the name to resolve */
+    uint16_t port; /* required unless srv */
+    bool srv;      /* SRV records (port from the record); default false */
+    conf_ms interval; /* default 5s */
+};
+
 struct conf_pool {
     char *name;
     enum conf_balance balance;    /* default round_robin */
     conf_ms deregistration_delay; /* default 30s */
+    conf_ms slow_start;           /* default 0s (off) */
+    struct conf_passive_health passive_health;
+    struct conf_discover discover;
     struct conf_health_check health_check;
     struct conf_backend *backends;
     size_t num_backends;
@@ -90,14 +111,26 @@ struct conf_listener {
 struct conf {
     char *path; /* the file it was loaded from */
 
+    unsigned workers; /* default 0 = auto (CPUs usher may run on); 1..256 */
+
     struct {
         bool enabled; /* false when the admin key is absent */
         struct conf_address bind;
+        char *token_file;             /* NULL if unset; resolved against the config's directory */
+        char *state_file;             /* NULL if unset; resolved against the config's directory */
+        bool ready_requires_backends; /* default false */
     } admin;
 
     struct {
-        conf_ms drain_delay; /* default 0s */
-        conf_ms timeout;     /* default 30s */
+        conf_ms timeout; /* default 30s */
+    } upgrade;
+
+    struct {
+        conf_ms drain_delay;        /* default 0s */
+        conf_ms timeout;            /* default 30s */
+        conf_ms close_spread;       /* default 0s */
+        enum conf_idle_close idle_close; /* default now */
+        conf_ms tunnel_close_grace; /* default 2s */
     } shutdown;
 
     struct {
@@ -105,6 +138,7 @@ struct conf {
         conf_ms client_idle;   /* default 60s */
         conf_ms connect;       /* default 3s */
         conf_ms backend;       /* default 60s */
+        conf_ms first_byte;    /* default: = backend */
         conf_ms tunnel;        /* default 1h */
         conf_ms backend_idle;  /* default 4s: pooled idle upstream connection (extension) */
     } timeouts;
@@ -122,6 +156,21 @@ struct conf {
         enum conf_log_format format; /* default text */
         bool access;                 /* default false */
     } log;
+
+    struct {
+        bool enabled;                    /* false when the key is absent */
+        struct conf_address *nameservers; /* empty: /etc/resolv.conf */
+        size_t num_nameservers;
+        conf_ms hold; /* default 30s */
+    } resolver;
+
+    struct {
+        bool enabled;                /* false when the key is absent */
+        struct conf_address *etcd;   /* endpoints, default [127.0.0.1:2379] */
+        size_t num_etcd;
+        char *prefix;   /* default "/usher/" */
+        char *instance; /* default: the host name */
+    } fleet;
 
     struct conf_listener *listeners;
     size_t num_listeners;
