@@ -248,8 +248,9 @@ class Backend:
     on its connection: the keep-alive race)."""
 
     def __init__(self, name="backend", port=0, backlog=128, idle_timeout=None,
-                 health_status=200, mode=None):
+                 health_status=200, mode=None, host=HOST):
         self.name = name
+        self.host = host                  # a loopback address (127.0.0.0/8)
         self._want_port = port
         self.port = None
         self.backlog = backlog
@@ -274,12 +275,12 @@ class Backend:
     # lifecycle -----------------------------------------------------------------
     @property
     def address(self):
-        return "%s:%d" % (HOST, self.port)
+        return "%s:%d" % (self.host, self.port)
 
     def start(self):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((HOST, self._want_port))
+        s.bind((self.host, self._want_port))
         s.listen(self.backlog)
         s.settimeout(0.1)
         self._lsock = s

@@ -1,0 +1,513 @@
+"""Regression tests for bugs found in a review of usher's layering (one
+test per bug, each asserting the behaviour DESIGN.md promises):
+
+  g  requests already written when a drain or a listener-removing reload
+     starts are answered, never reset
+  d  closed client connections are freed under sustained load (RSS bound)
+  e  a listener removed by a reload leaves /status with its last connection
+  h  a 101 without the requested Upgrade is a 502, not a tunnel
+  j  a connection that never sends a byte is closed by client_header
+  k  a response cut after its head is counted as "aborted", not 2xx
+  f  a POST on a pooled connection the backend just closed is not a 502
+  i  idle pooled connections do not hold the descriptors new traffic needs
+  a  a backend host name is resolved again at reload
+  b  a reload that fails after binding a new listener does not crash
+
+Every server listens on loopback, every wait is bounded, every thread and
+process is stopped at teardown."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+import util
+from backend import Backend
+from lifecycle_util import config_for, connect_refused, reload_and_wait
+from util import HOST, ConnectionClosed, RawConn, build_request
+
+# Seconds a timer may fire late on the shared 2-core host.
+SLACK = 2.0
+
+
+# --- a server that runs one script per connection ----------------------------------
+
+class ScriptedServer:
+    """Accepts on <host>:0 and runs script(sock) in a thread per connection;
+    the socket is closed when the script returns. stop() closes everything."""
+
+    def __init__(self, script, host=HOST):
+        self.script = script
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind((host, 0))
+        self.lsock.listen(64)
+        self.lsock.settimeout(0.1)
+        self.port = self.lsock.getsockname()[1]
+        self.address = "%s:%d" % (host, self.port)
+        self.accepted = 0
+        self.stopping = threading.Event()
+        self._socks = []
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    def _accept(self):
+        while not self.stopping.is_set():
+            try:
+                s, _ = self.lsock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            s.settimeout(5.0)
+            self.accepted += 1
+            self._socks.append(s)
+            t = threading.Thread(target=self._run, args=(s,), daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def _run(self, s):
+        try:
+            self.script(s)
+        except OSError:
+            pass
+        finally:
+            s.close()
+
+    def stop(self):
+        self.stopping.set()
+        self.lsock.close()
+        for s in self._socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for t in self._threads:
+            t.join(2.0)
+
+
+def read_head(s):
+    """Reads one request head from socket <s>; returns it (b"" on EOF)."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        d = s.recv(65536)
+        if not d:
+            return b""
+        buf += d
+    return buf
+
+
+def rst_close(s):
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    s.close()
+
+
+@pytest.fixture
+def scripted():
+    made = []
+
+    def make(script, host=HOST):
+        srv = ScriptedServer(script, host)
+        made.append(srv)
+        return srv
+
+    yield make
+    for srv in made:
+        srv.stop()
+
+
+# --- g: requests already received are answered at a drain ---------------------------
+
+N_IDLE = 60
+
+
+def _open_idle(port, n):
+    """n keep-alive connections, each after one answered request."""
+    conns = []
+    for i in range(n):
+        c = RawConn(port, timeout=8.0)
+        conns.append(c)
+        r = c.request("GET", "/?first=%d" % i)
+        assert r.status == 200 and r.complete, r
+    return conns
+
+
+def _answers(conns, want_close):
+    """Reads the answer to the request written on each connection; returns
+    the list of problems (resets, closes without an answer, non-200s)."""
+    problems = []
+    for i, c in enumerate(conns):
+        try:
+            r = c.read_response(timeout=8.0)
+        except (ConnectionClosed, TimeoutError, ValueError) as e:
+            problems.append("conn %d: %s%s" % (i, "RESET " if c.reset else "", e))
+            continue
+        if c.reset:
+            problems.append("conn %d: reset after %r" % (i, r))
+        elif r.status != 200 or not r.complete:
+            problems.append("conn %d: %r" % (i, r))
+        elif want_close and not r.has_token("connection", "close"):
+            problems.append("conn %d: no Connection: close in %r" % (i, r.raw_head))
+    return problems
+
+
+def test_drain_answers_requests_already_written(backend_factory, usher_factory):
+    b = backend_factory("blue-1")
+    u = usher_factory(pools={"blue": [b]}, shutdown={"drain_delay": "0s", "timeout": "5s"})
+    conns = _open_idle(u.port, N_IDLE)
+    try:
+        for i, c in enumerate(conns):
+            assert c.send(build_request("GET", "/?second=%d" % i))
+        u.send_signal(signal.SIGTERM)
+        problems = _answers(conns, want_close=True)
+    finally:
+        for c in conns:
+            c.close()
+    assert not problems, "%d of %d written requests not answered at the drain:\n%s" % (
+        len(problems), N_IDLE, "\n".join(problems[:10]))
+    assert u.wait_exit(10.0) == 0, u.log()
+
+
+def test_reload_removing_listener_answers_requests_already_written(backend_factory,
+                                                                   usher_factory):
+    b = backend_factory("blue-1")
+    u = usher_factory(pools={"blue": [b]}, listeners=[{"name": "web", "pools": {"blue": 100}},
+                                                      {"name": "other", "pools": {"blue": 100}}])
+    conns = _open_idle(u.ports["web"], N_IDLE)
+    try:
+        u.write_config(config_for(u, {"blue": [b]},
+                                  listeners=[{"name": "other", "pools": {"blue": 100}}]))
+        for i, c in enumerate(conns):
+            assert c.send(build_request("GET", "/?second=%d" % i))
+        u.send_signal(signal.SIGHUP)
+        problems = _answers(conns, want_close=False)
+    finally:
+        for c in conns:
+            c.close()
+    assert not problems, "%d of %d written requests not answered at the reload:\n%s" % (
+        len(problems), N_IDLE, "\n".join(problems[:10]))
+    u.wait_log(r"reload done", 5.0)
+    assert u.running()
+
+
+# --- d: closed clients are reaped under sustained load --------------------------------
+
+RSS_GROWTH_MAX_KB = 15 * 1024
+
+
+def test_closed_clients_reaped_under_load(backend_factory, usher_factory):
+    """Connection-per-request load for 8 s: RSS must not keep growing
+    (closed clients are freed at a safe point that runs every iteration)."""
+    b = backend_factory("blue-1")
+    u = usher_factory(pools={"blue": [b]})
+    p = subprocess.Popen(["wrk", "-t2", "-c16", "-d8s", "--timeout", "5s",
+                          "-H", "Connection: close", u.url("/")],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(2.0)
+        rss_2s = u.rss_kb()
+        peak = rss_2s
+        deadline = time.monotonic() + 12.0
+        while p.poll() is None and time.monotonic() < deadline:
+            peak = max(peak, u.rss_kb())
+            time.sleep(0.25)
+        out, _ = p.communicate(timeout=5.0)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(5.0)
+    peak = max(peak, u.rss_kb())
+    m = re.search(r"(\d+) requests in", out)
+    assert m and int(m.group(1)) >= 1000, out
+    assert peak - rss_2s < RSS_GROWTH_MAX_KB, (
+        "RSS grew %d KiB between 2 s and the end of an 8 s connection-per-request load "
+        "(%d -> %d KiB)\n%s" % (peak - rss_2s, rss_2s, peak, out))
+
+
+# --- e: a removed listener leaves /status with its last connection ------------------------
+
+def _listener_names(u):
+    return [l["name"] for l in u.status_json()["listeners"]]
+
+
+def _two_listeners(backend_factory, usher_factory):
+    b = backend_factory("blue-1")
+    u = usher_factory(pools={"blue": [b]}, listeners=[{"name": "web", "pools": {"blue": 100}},
+                                                      {"name": "api", "pools": {"blue": 100}}])
+    assert sorted(_listener_names(u)) == ["api", "web"]
+    return b, u
+
+
+def test_removed_listener_leaves_status_without_connections(backend_factory, usher_factory):
+    b, u = _two_listeners(backend_factory, usher_factory)
+    kind, _ = reload_and_wait(u, config_for(u, {"blue": [b]},
+                                            listeners=[{"name": "web", "pools": {"blue": 100}}]))
+    assert kind == "done", u.log()
+    util.wait_until(lambda: _listener_names(u) == ["web"], 3.0,
+                    what="listener api gone from /status (still: %r)" % _listener_names(u))
+
+
+def test_removed_listener_leaves_status_after_last_connection(backend_factory, usher_factory):
+    b, u = _two_listeners(backend_factory, usher_factory)
+    c = RawConn(u.ports["api"])
+    try:
+        r = c.request("GET", "/")
+        assert r.status == 200, r
+        kind, _ = reload_and_wait(u, config_for(u, {"blue": [b]},
+                                                listeners=[{"name": "web",
+                                                            "pools": {"blue": 100}}]))
+        assert kind == "done", u.log()
+    finally:
+        c.close()
+    util.wait_until(lambda: _listener_names(u) == ["web"], 3.0,
+                    what="listener api gone from /status after its last connection closed "
+                         "(still: %r)" % _listener_names(u))
+    r = util.http_get(u.ports["web"], "/")
+    assert r[0] == 200, r
+
+
+# --- h: a 101 must switch to the protocol that was asked for ----------------------------
+
+WS_UPGRADE = build_request("GET", "/ws", headers=[
+    ("Connection", "Upgrade"), ("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13"),
+    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")])
+
+
+def _answer_101(extra_headers):
+    def script(s):
+        if not read_head(s):
+            return
+        s.sendall(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n" +
+                  extra_headers + b"\r\n")
+        s.settimeout(0.2)
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:  # hold the "tunnel" open
+            try:
+                if not s.recv(65536):
+                    return
+            except socket.timeout:
+                continue
+    return script
+
+
+@pytest.mark.parametrize("upgrade_header", [b"", b"Upgrade: h2c\r\n"],
+                         ids=["no_upgrade_header", "other_protocol"])
+def test_101_without_requested_upgrade_is_502(scripted, usher_factory, upgrade_header):
+    srv = scripted(_answer_101(upgrade_header))
+    u = usher_factory(pools={"blue": [{"name": "blue-1", "address": srv.address}]})
+    with RawConn(u.port, timeout=5.0) as c:
+        c.send(WS_UPGRADE)
+        r = c.read_response(timeout=5.0)
+        assert r.status == 502, "a 101 answering Upgrade: websocket with %r reached the client: " \
+                                "%r" % (upgrade_header, r.raw_head)
+
+
+# --- j: a silent connection is closed by client_header ---------------------------------
+
+def test_silent_connection_closed_by_client_header(backend_factory, usher_factory):
+    b = backend_factory("blue-1")
+    u = usher_factory(pools={"blue": [b]},
+                      timeouts={"client_header": "1s", "client_idle": "60s"})
+    with RawConn(u.port, timeout=5.0) as c:
+        t0 = time.monotonic()
+        try:
+            extra = c.wait_closed(1.0 + SLACK)
+        except TimeoutError:
+            pytest.fail("a connection that sent nothing is still open after %.1fs "
+                        "(client_header 1s)" % (time.monotonic() - t0))
+        assert extra == b"" or extra.startswith(b"HTTP/1.1 408 "), extra
+    assert b.reqs() == []
+
+
+# --- k: a response cut after its head is not a 2xx ------------------------------------------
+
+def _cut_response(s):
+    if not read_head(s):
+        return
+    s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 10)
+    time.sleep(0.05)
+    rst_close(s)
+
+
+def _requests_total(u, code):
+    return u.metrics().get("usher_requests_total", listener="web", code=code) or 0
+
+
+def test_cut_response_counted_as_aborted(scripted, usher_factory):
+    srv = scripted(_cut_response)
+    u = usher_factory(pools={"blue": [{"name": "blue-1", "address": srv.address}]})
+    ok0, aborted0 = _requests_total(u, "2xx"), _requests_total(u, "aborted")
+    with RawConn(u.port, timeout=5.0) as c:
+        r = c.request("GET", "/")
+        assert r.status == 200 and not r.complete, r
+    # counted once the client side closed: give usher a moment
+    util.wait_until(lambda: _requests_total(u, "2xx") > ok0 or
+                    _requests_total(u, "aborted") > aborted0, 3.0,
+                    what="the cut response to be counted")
+    time.sleep(0.1)
+    ok1, aborted1 = _requests_total(u, "2xx"), _requests_total(u, "aborted")
+    assert (ok1 - ok0, aborted1 - aborted0) == (0, 1), (
+        "usher_requests_total{listener=web}: 2xx +%d, aborted +%d (want +0, +1)" % (
+            ok1 - ok0, aborted1 - aborted0))
+
+
+# --- f: a body request is not sent to a pooled connection the backend closed -----------
+
+def test_post_after_backend_closed_pooled_connection(backend_factory, usher_factory):
+    b = backend_factory("blue-1", idle_timeout=0.3)
+    u = usher_factory(pools={"blue": [b]})
+    body = util.pattern_bytes(2000)
+    failures = []
+    with RawConn(u.port, timeout=5.0) as c:
+        for i in range(10):
+            r = c.request("GET", "/?i=%d" % i)
+            assert r.status == 200, r
+            time.sleep(0.6)  # the backend closed its idle connection 0.3 s ago
+            r = c.request("POST", "/upload?i=%d" % i, body=body)
+            if r.status != 200:
+                failures.append("round %d: %r %r" % (i, r, r.body[:100]))
+            if r.closed or r.has_token("connection", "close"):
+                c.close()
+                c = RawConn(u.port, timeout=5.0)
+    assert not failures, "%d of 10 POSTs failed:\n%s" % (len(failures), "\n".join(failures))
+
+
+# --- i: idle pooled connections give their descriptors back --------------------------------
+
+def _open_fds(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def _concurrent_get(port, n, path, timeout=8.0):
+    """n clients at once, each one GET on its own connection; returns statuses
+    (an exception's name instead of a status)."""
+    out = [None] * n
+
+    def one(i):
+        try:
+            out[i] = util.http_get(port, path, timeout=timeout)[0]
+        except Exception as e:  # pylint: disable=broad-except
+            out[i] = type(e).__name__
+    ts = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(timeout + 2.0)
+    return out
+
+
+def test_idle_pool_of_switched_pool_frees_descriptors(backend_factory, usher_factory):
+    """Pool blue holds ~40 idle pooled connections; the descriptor limit
+    leaves room for them plus a few more. After a reload sends all traffic
+    to green, 10 concurrent clients need 20 descriptors: only there if
+    blue's idle connections (out of rotation now) give theirs back."""
+    blues = [backend_factory("blue-%d" % i) for i in range(1, 5)]
+    green = backend_factory("green-1")
+    pools = {"blue": blues, "green": [green]}
+    timeouts = {"backend_idle": "60s"}
+    u = usher_factory(pools=pools, split={"blue": 100, "green": 0}, timeouts=timeouts)
+    statuses = _concurrent_get(u.port, 40, "/slow?ms=400")
+    assert statuses == [200] * 40, statuses
+    util.wait_until(lambda: sum(x.conns_active for x in blues) >= 30, 3.0,
+                    what="blue's upstream connections pooled")
+    pooled = sum(x.conns_active for x in blues)
+    util.wait_until(lambda: u.status_json()["listeners"][0]["connections"] == 0, 3.0,
+                    what="the client connections closed")
+    fds = _open_fds(u.pid)
+    limit = fds + 12
+    subprocess.run(["prlimit", "--pid", str(u.pid), "--nofile=%d:%d" % (limit, limit)],
+                   check=True, timeout=5)
+    kind, _ = reload_and_wait(u, config_for(u, pools, split={"blue": 0, "green": 100},
+                                            timeouts=timeouts))
+    assert kind == "done", u.log()
+    statuses = _concurrent_get(u.port, 10, "/slow?ms=400")
+    assert statuses == [200] * 10, (
+        "with %d idle pooled connections to blue and %d descriptors (limit %d), clients of "
+        "green got %r" % (pooled, fds, limit, statuses))
+
+
+# --- a: a host name is resolved again at reload ------------------------------------------
+
+HOSTS = "/etc/hosts"
+TEST_HOST = "usher-test-host"
+
+
+def _set_hosts(original, addr):
+    with open(HOSTS, "w") as f:  # in place: /etc/hosts may be a bind mount
+        f.write(original.rstrip("\n") + "\n%s %s\n" % (addr, TEST_HOST))
+
+
+def test_backend_host_name_resolved_again_at_reload(backend_factory, usher_factory):
+    port = util.free_port()
+    old = backend_factory("at-127.0.0.2", port=port, host="127.0.0.2")
+    new = backend_factory("at-127.0.0.3", port=port, host="127.0.0.3")
+    with open(HOSTS) as f:
+        original = f.read()
+    try:
+        _set_hosts(original, "127.0.0.2")
+        pools = {"blue": [{"name": "blue-1", "address": "%s:%d" % (TEST_HOST, port)}]}
+        u = usher_factory(pools=pools)
+        st, _, body = util.http_get(u.port, "/")
+        assert (st, body) == (200, b"at-127.0.0.2"), (st, body)
+        _set_hosts(original, "127.0.0.3")
+        kind, _ = reload_and_wait(u, config_for(u, pools))
+        assert kind == "done", u.log()
+    finally:
+        with open(HOSTS, "w") as f:
+            f.write(original)
+    # the old address drains; new requests go to the new one
+    got = [util.http_get(u.port, "/?i=%d" % i)[2] for i in range(5)]
+    assert got == [b"at-127.0.0.3"] * 5, "after %s moved to 127.0.0.3: %r" % (TEST_HOST, got)
+    assert len(new.reqs()) == 5 and len(old.reqs()) == 1, (old.reqs(), new.reqs())
+
+
+# --- b: a reload that fails after binding a new listener ------------------------------------
+
+def test_failed_reload_after_new_listener_bound(backend_factory, usher_factory):
+    b = backend_factory("blue-1")
+    u = usher_factory(pools={"blue": [b]})
+    taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    taken.bind((HOST, 0))
+    taken.listen(1)
+    new_port = util.free_port()
+    stop = threading.Event()
+    attempts = [0]
+
+    def knock():
+        deadline = time.monotonic() + 10.0
+        while not stop.is_set() and time.monotonic() < deadline:
+            attempts[0] += 1
+            try:
+                with RawConn(new_port, timeout=0.5) as c:
+                    c.send(build_request("GET", "/"))
+                    c.readable(0.02)
+            except OSError:
+                time.sleep(0.001)
+
+    knocker = threading.Thread(target=knock, daemon=True)
+    knocker.start()
+    try:
+        bad = config_for(u, {"blue": [b]}, listeners=[
+            {"name": "web", "pools": {"blue": 100}},
+            {"name": "new", "bind": "%s:%d" % (HOST, new_port), "pools": {"blue": 100}},
+            {"name": "clash", "bind": "%s:%d" % (HOST, taken.getsockname()[1]),
+             "pools": {"blue": 100}}])
+        for _ in range(5):
+            kind, _ = reload_and_wait(u, bad)
+            assert kind == "failed", u.log()
+            assert u.running(), u.log()
+            st, _, body = util.http_get(u.port, "/")
+            assert (st, body) == (200, b"blue-1"), (st, body)
+    finally:
+        stop.set()
+        knocker.join(3.0)
+        taken.close()
+    assert u.running(), u.log()
+    assert _listener_names(u) == ["web"], _listener_names(u)
+    # the failed reload threw its new listener away
+    assert connect_refused(new_port), "port %d of the failed reload still accepts" % new_port
