@@ -379,56 +379,91 @@ def test_post_after_backend_closed_pooled_connection(backend_factory, usher_fact
 
 # --- i: idle pooled connections give their descriptors back --------------------------------
 
-def _open_fds(pid):
-    return len(os.listdir("/proc/%d/fd" % pid))
+def _fd_numbers(pid):
+    return sorted(int(n) for n in os.listdir("/proc/%d/fd" % pid))
 
 
-def _concurrent_get(port, n, path, timeout=8.0):
-    """n clients at once, each one GET on its own connection; returns statuses
-    (an exception's name instead of a status)."""
-    out = [None] * n
+def _limit_leaving(pid, free):
+    """The RLIMIT_NOFILE that leaves exactly <free> descriptor numbers
+    unused below it (the limit bounds numbers, not a count)."""
+    used = set(_fd_numbers(pid))
+    limit, unused = 0, 0
+    while unused < free or limit in used:
+        unused += limit not in used
+        limit += 1
+    return limit
 
-    def one(i):
-        try:
-            out[i] = util.http_get(port, path, timeout=timeout)[0]
-        except Exception as e:  # pylint: disable=broad-except
-            out[i] = type(e).__name__
-    ts = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(n)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(timeout + 2.0)
-    return out
+
+# usher keeps 64 descriptors plus one per listener and backend aside and
+# admits (limit - reserve) / 2 clients: N_POOLED idle pooled connections
+# eat that reserve and more, so its client cap still admits N_AFTER clients
+# while only FD_HEADROOM (< 2 x N_AFTER) descriptors are really left.
+N_POOLED = 100
+FD_HEADROOM = 12
+N_AFTER = 10
 
 
 def test_idle_pool_of_switched_pool_frees_descriptors(backend_factory, usher_factory):
-    """Pool blue holds ~40 idle pooled connections; the descriptor limit
-    leaves room for them plus a few more. After a reload sends all traffic
-    to green, 10 concurrent clients need 20 descriptors: only there if
-    blue's idle connections (out of rotation now) give theirs back."""
+    """Pool blue holds 100 idle pooled connections and the descriptor limit
+    leaves 12 free. After a reload sends all traffic to green, 10 concurrent
+    clients need 20 descriptors: there only if the idle connections to blue
+    (which get no traffic now) give theirs back."""
     blues = [backend_factory("blue-%d" % i) for i in range(1, 5)]
     green = backend_factory("green-1")
     pools = {"blue": blues, "green": [green]}
     timeouts = {"backend_idle": "60s"}
     u = usher_factory(pools=pools, split={"blue": 100, "green": 0}, timeouts=timeouts)
-    statuses = _concurrent_get(u.port, 40, "/slow?ms=400")
-    assert statuses == [200] * 40, statuses
-    util.wait_until(lambda: sum(x.conns_active for x in blues) >= 30, 3.0,
-                    what="blue's upstream connections pooled")
+
+    def clients():
+        return u.status_json()["listeners"][0]["connections"]
+
+    # The pooled connections must hold the lowest descriptor numbers, so that
+    # a lower limit leaves no holes: 2 x N_POOLED clients connect, the first
+    # half leaves, and the second half's requests open the upstream
+    # connections in the descriptors the first half gave back.
+    conns = [RawConn(u.port, timeout=8.0) for _ in range(2 * N_POOLED)]
+    try:
+        util.wait_until(lambda: clients() == 2 * N_POOLED, 5.0, what="every client accepted")
+        for c in conns[:N_POOLED]:
+            c.close()
+        util.wait_until(lambda: clients() == N_POOLED, 3.0, what="half of the clients gone")
+        for i, c in enumerate(conns[N_POOLED:]):
+            c.send(build_request("GET", "/slow?ms=1500&i=%d" % i))
+        for c in conns[N_POOLED:]:
+            r = c.read_response(timeout=8.0)
+            assert r.status == 200, r
+    finally:
+        for c in conns:
+            c.close()
+    util.wait_until(lambda: clients() == 0, 3.0, what="the client connections closed")
     pooled = sum(x.conns_active for x in blues)
-    util.wait_until(lambda: u.status_json()["listeners"][0]["connections"] == 0, 3.0,
-                    what="the client connections closed")
-    fds = _open_fds(u.pid)
-    limit = fds + 12
+    assert pooled >= N_POOLED * 0.9, "only %d upstream connections to blue pooled" % pooled
+
+    limit = _limit_leaving(u.pid, FD_HEADROOM)
     subprocess.run(["prlimit", "--pid", str(u.pid), "--nofile=%d:%d" % (limit, limit)],
                    check=True, timeout=5)
     kind, _ = reload_and_wait(u, config_for(u, pools, split={"blue": 0, "green": 100},
                                             timeouts=timeouts))
     assert kind == "done", u.log()
-    statuses = _concurrent_get(u.port, 10, "/slow?ms=400")
-    assert statuses == [200] * 10, (
-        "with %d idle pooled connections to blue and %d descriptors (limit %d), clients of "
-        "green got %r" % (pooled, fds, limit, statuses))
+    # all connected (and accepted) first, then all asking at once: each needs
+    # its upstream descriptor while every client holds its own
+    after = [RawConn(u.port, timeout=8.0) for _ in range(N_AFTER)]
+    statuses = []
+    try:
+        time.sleep(0.3)
+        for i, c in enumerate(after):
+            c.send(build_request("GET", "/slow?ms=400&after=%d" % i))
+        for c in after:
+            try:
+                statuses.append(c.read_response(timeout=8.0).status)
+            except (ConnectionClosed, TimeoutError, ValueError) as e:
+                statuses.append(type(e).__name__)
+    finally:
+        for c in after:
+            c.close()
+    assert statuses == [200] * N_AFTER, (
+        "with %d idle pooled connections to blue and %d free descriptors (limit %d), "
+        "clients of green got %r" % (pooled, FD_HEADROOM, limit, statuses))
 
 
 # --- a: a host name is resolved again at reload ------------------------------------------
