@@ -503,7 +503,14 @@ def test_backend_host_name_resolved_again_at_reload(backend_factory, usher_facto
 
 # --- b: a reload that fails after binding a new listener ------------------------------------
 
+RELOAD_ROUNDS = 20
+
+
 def test_failed_reload_after_new_listener_bound(backend_factory, usher_factory):
+    """Each reload binds listener "new" and then fails to bind "clash" (its
+    port is held here) while a client keeps connecting to "new": usher must
+    throw "new" away cleanly, again and again, and keep serving "web"
+    (the fixture also fails on any sanitizer report)."""
     b = backend_factory("blue-1")
     u = usher_factory(pools={"blue": [b]})
     taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -511,18 +518,19 @@ def test_failed_reload_after_new_listener_bound(backend_factory, usher_factory):
     taken.listen(1)
     new_port = util.free_port()
     stop = threading.Event()
-    attempts = [0]
+    knocks = {"tried": 0, "connected": 0}
 
     def knock():
-        deadline = time.monotonic() + 10.0
+        deadline = time.monotonic() + 20.0
         while not stop.is_set() and time.monotonic() < deadline:
-            attempts[0] += 1
+            knocks["tried"] += 1
             try:
                 with RawConn(new_port, timeout=0.5) as c:
+                    knocks["connected"] += 1
                     c.send(build_request("GET", "/"))
-                    c.readable(0.02)
+                    c.readable(0.01)
             except OSError:
-                time.sleep(0.001)
+                pass
 
     knocker = threading.Thread(target=knock, daemon=True)
     knocker.start()
@@ -532,17 +540,18 @@ def test_failed_reload_after_new_listener_bound(backend_factory, usher_factory):
             {"name": "new", "bind": "%s:%d" % (HOST, new_port), "pools": {"blue": 100}},
             {"name": "clash", "bind": "%s:%d" % (HOST, taken.getsockname()[1]),
              "pools": {"blue": 100}}])
-        for _ in range(5):
+        for i in range(RELOAD_ROUNDS):
             kind, _ = reload_and_wait(u, bad)
             assert kind == "failed", u.log()
-            assert u.running(), u.log()
+            assert u.running(), "usher died at failed reload %d:\n%s" % (i + 1, u.log())
             st, _, body = util.http_get(u.port, "/")
             assert (st, body) == (200, b"blue-1"), (st, body)
     finally:
         stop.set()
         knocker.join(3.0)
         taken.close()
+    assert knocks["tried"] > RELOAD_ROUNDS, knocks
     assert u.running(), u.log()
     assert _listener_names(u) == ["web"], _listener_names(u)
-    # the failed reload threw its new listener away
+    # every failed reload threw its new listener away
     assert connect_refused(new_port), "port %d of the failed reload still accepts" % new_port
