@@ -26,99 +26,13 @@ import time
 
 import pytest
 
-import util
-from backend import Backend
-from lifecycle_util import config_for, connect_refused, reload_and_wait
-from util import HOST, ConnectionClosed, RawConn, build_request
+import wire
+from servers import ScriptedServer, read_head, rst_close
+from usher_proc import config_for, reload_and_wait
+from wire import HOST, ConnectionClosed, RawConn, build_request, connect_refused
 
 # Seconds a timer may fire late on the shared 2-core host.
 SLACK = 2.0
-
-
-# --- a server that runs one script per connection ----------------------------------
-
-class ScriptedServer:
-    """Accepts on <host>:0 and runs script(sock) in a thread per connection;
-    the socket is closed when the script returns. stop() closes everything."""
-
-    def __init__(self, script, host=HOST):
-        self.script = script
-        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind((host, 0))
-        self.lsock.listen(64)
-        self.lsock.settimeout(0.1)
-        self.port = self.lsock.getsockname()[1]
-        self.address = "%s:%d" % (host, self.port)
-        self.accepted = 0
-        self.stopping = threading.Event()
-        self._socks = []
-        self._threads = [threading.Thread(target=self._accept, daemon=True)]
-        self._threads[0].start()
-
-    def _accept(self):
-        while not self.stopping.is_set():
-            try:
-                s, _ = self.lsock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            s.settimeout(5.0)
-            self.accepted += 1
-            self._socks.append(s)
-            t = threading.Thread(target=self._run, args=(s,), daemon=True)
-            self._threads.append(t)
-            t.start()
-
-    def _run(self, s):
-        try:
-            self.script(s)
-        except OSError:
-            pass
-        finally:
-            s.close()
-
-    def stop(self):
-        self.stopping.set()
-        self.lsock.close()
-        for s in self._socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        for t in self._threads:
-            t.join(2.0)
-
-
-def read_head(s):
-    """Reads one request head from socket <s>; returns it (b"" on EOF)."""
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        d = s.recv(65536)
-        if not d:
-            return b""
-        buf += d
-    return buf
-
-
-def rst_close(s):
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-    s.close()
-
-
-@pytest.fixture
-def scripted():
-    made = []
-
-    def make(script, host=HOST):
-        srv = ScriptedServer(script, host)
-        made.append(srv)
-        return srv
-
-    yield make
-    for srv in made:
-        srv.stop()
 
 
 # --- g: requests already received are answered at a drain ---------------------------
@@ -135,6 +49,26 @@ def _open_idle(port, n):
         r = c.request("GET", "/?first=%d" % i)
         assert r.status == 200 and r.complete, r
     return conns
+
+
+def _proc_state(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def _write_then_signal(u, conns, sig):
+    """Writes the next request on every connection, then sends <sig>. usher
+    is stopped meanwhile (SIGSTOP), so every request is in its socket's
+    receive queue, unread, when the signal arrives: received, and due."""
+    u.send_signal(signal.SIGSTOP)
+    try:
+        wire.wait_until(lambda: _proc_state(u.pid) == "T", 2.0, interval=0.001,
+                        what="usher stopped by SIGSTOP")
+        for i, c in enumerate(conns):
+            assert c.send(build_request("GET", "/?second=%d" % i))
+        u.send_signal(sig)
+    finally:
+        u.send_signal(signal.SIGCONT)
 
 
 def _answers(conns, want_close):
@@ -161,9 +95,7 @@ def test_drain_answers_requests_already_written(backend_factory, usher_factory):
     u = usher_factory(pools={"blue": [b]}, shutdown={"drain_delay": "0s", "timeout": "5s"})
     conns = _open_idle(u.port, N_IDLE)
     try:
-        for i, c in enumerate(conns):
-            assert c.send(build_request("GET", "/?second=%d" % i))
-        u.send_signal(signal.SIGTERM)
+        _write_then_signal(u, conns, signal.SIGTERM)
         problems = _answers(conns, want_close=True)
     finally:
         for c in conns:
@@ -182,9 +114,7 @@ def test_reload_removing_listener_answers_requests_already_written(backend_facto
     try:
         u.write_config(config_for(u, {"blue": [b]},
                                   listeners=[{"name": "other", "pools": {"blue": 100}}]))
-        for i, c in enumerate(conns):
-            assert c.send(build_request("GET", "/?second=%d" % i))
-        u.send_signal(signal.SIGHUP)
+        _write_then_signal(u, conns, signal.SIGHUP)
         problems = _answers(conns, want_close=False)
     finally:
         for c in conns:
@@ -248,7 +178,7 @@ def test_removed_listener_leaves_status_without_connections(backend_factory, ush
     kind, _ = reload_and_wait(u, config_for(u, {"blue": [b]},
                                             listeners=[{"name": "web", "pools": {"blue": 100}}]))
     assert kind == "done", u.log()
-    util.wait_until(lambda: _listener_names(u) == ["web"], 3.0,
+    wire.wait_until(lambda: _listener_names(u) == ["web"], 3.0,
                     what="listener api gone from /status (still: %r)" % _listener_names(u))
 
 
@@ -264,10 +194,10 @@ def test_removed_listener_leaves_status_after_last_connection(backend_factory, u
         assert kind == "done", u.log()
     finally:
         c.close()
-    util.wait_until(lambda: _listener_names(u) == ["web"], 3.0,
+    wire.wait_until(lambda: _listener_names(u) == ["web"], 3.0,
                     what="listener api gone from /status after its last connection closed "
                          "(still: %r)" % _listener_names(u))
-    r = util.http_get(u.ports["web"], "/")
+    r = wire.http_get(u.ports["web"], "/")
     assert r[0] == 200, r
 
 
@@ -297,8 +227,8 @@ def _answer_101(extra_headers):
 
 @pytest.mark.parametrize("upgrade_header", [b"", b"Upgrade: h2c\r\n"],
                          ids=["no_upgrade_header", "other_protocol"])
-def test_101_without_requested_upgrade_is_502(scripted, usher_factory, upgrade_header):
-    srv = scripted(_answer_101(upgrade_header))
+def test_101_without_requested_upgrade_is_502(servers, usher_factory, upgrade_header):
+    srv = servers.add(ScriptedServer(_answer_101(upgrade_header)).start())
     u = usher_factory(pools={"blue": [{"name": "blue-1", "address": srv.address}]})
     with RawConn(u.port, timeout=5.0) as c:
         c.send(WS_UPGRADE)
@@ -338,15 +268,15 @@ def _requests_total(u, code):
     return u.metrics().get("usher_requests_total", listener="web", code=code) or 0
 
 
-def test_cut_response_counted_as_aborted(scripted, usher_factory):
-    srv = scripted(_cut_response)
+def test_cut_response_counted_as_aborted(servers, usher_factory):
+    srv = servers.add(ScriptedServer(_cut_response).start())
     u = usher_factory(pools={"blue": [{"name": "blue-1", "address": srv.address}]})
     ok0, aborted0 = _requests_total(u, "2xx"), _requests_total(u, "aborted")
     with RawConn(u.port, timeout=5.0) as c:
         r = c.request("GET", "/")
         assert r.status == 200 and not r.complete, r
     # counted once the client side closed: give usher a moment
-    util.wait_until(lambda: _requests_total(u, "2xx") > ok0 or
+    wire.wait_until(lambda: _requests_total(u, "2xx") > ok0 or
                     _requests_total(u, "aborted") > aborted0, 3.0,
                     what="the cut response to be counted")
     time.sleep(0.1)
@@ -361,7 +291,7 @@ def test_cut_response_counted_as_aborted(scripted, usher_factory):
 def test_post_after_backend_closed_pooled_connection(backend_factory, usher_factory):
     b = backend_factory("blue-1", idle_timeout=0.3)
     u = usher_factory(pools={"blue": [b]})
-    body = util.pattern_bytes(2000)
+    body = wire.pattern_bytes(2000)
     failures = []
     with RawConn(u.port, timeout=5.0) as c:
         for i in range(10):
@@ -423,10 +353,10 @@ def test_idle_pool_of_switched_pool_frees_descriptors(backend_factory, usher_fac
     # connections in the descriptors the first half gave back.
     conns = [RawConn(u.port, timeout=8.0) for _ in range(2 * N_POOLED)]
     try:
-        util.wait_until(lambda: clients() == 2 * N_POOLED, 5.0, what="every client accepted")
+        wire.wait_until(lambda: clients() == 2 * N_POOLED, 5.0, what="every client accepted")
         for c in conns[:N_POOLED]:
             c.close()
-        util.wait_until(lambda: clients() == N_POOLED, 3.0, what="half of the clients gone")
+        wire.wait_until(lambda: clients() == N_POOLED, 3.0, what="half of the clients gone")
         for i, c in enumerate(conns[N_POOLED:]):
             c.send(build_request("GET", "/slow?ms=1500&i=%d" % i))
         for c in conns[N_POOLED:]:
@@ -435,7 +365,7 @@ def test_idle_pool_of_switched_pool_frees_descriptors(backend_factory, usher_fac
     finally:
         for c in conns:
             c.close()
-    util.wait_until(lambda: clients() == 0, 3.0, what="the client connections closed")
+    wire.wait_until(lambda: clients() == 0, 3.0, what="the client connections closed")
     pooled = sum(x.conns_active for x in blues)
     assert pooled >= N_POOLED * 0.9, "only %d upstream connections to blue pooled" % pooled
 
@@ -478,7 +408,7 @@ def _set_hosts(original, addr):
 
 
 def test_backend_host_name_resolved_again_at_reload(backend_factory, usher_factory):
-    port = util.free_port()
+    port = wire.free_port()
     old = backend_factory("at-127.0.0.2", port=port, host="127.0.0.2")
     new = backend_factory("at-127.0.0.3", port=port, host="127.0.0.3")
     with open(HOSTS) as f:
@@ -487,7 +417,7 @@ def test_backend_host_name_resolved_again_at_reload(backend_factory, usher_facto
         _set_hosts(original, "127.0.0.2")
         pools = {"blue": [{"name": "blue-1", "address": "%s:%d" % (TEST_HOST, port)}]}
         u = usher_factory(pools=pools)
-        st, _, body = util.http_get(u.port, "/")
+        st, _, body = wire.http_get(u.port, "/")
         assert (st, body) == (200, b"at-127.0.0.2"), (st, body)
         _set_hosts(original, "127.0.0.3")
         kind, _ = reload_and_wait(u, config_for(u, pools))
@@ -496,7 +426,7 @@ def test_backend_host_name_resolved_again_at_reload(backend_factory, usher_facto
         with open(HOSTS, "w") as f:
             f.write(original)
     # the old address drains; new requests go to the new one
-    got = [util.http_get(u.port, "/?i=%d" % i)[2] for i in range(5)]
+    got = [wire.http_get(u.port, "/?i=%d" % i)[2] for i in range(5)]
     assert got == [b"at-127.0.0.3"] * 5, "after %s moved to 127.0.0.3: %r" % (TEST_HOST, got)
     assert len(new.reqs()) == 5 and len(old.reqs()) == 1, (old.reqs(), new.reqs())
 
@@ -516,7 +446,7 @@ def test_failed_reload_after_new_listener_bound(backend_factory, usher_factory):
     taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     taken.bind((HOST, 0))
     taken.listen(1)
-    new_port = util.free_port()
+    new_port = wire.free_port()
     stop = threading.Event()
     knocks = {"tried": 0, "connected": 0}
 
@@ -544,7 +474,7 @@ def test_failed_reload_after_new_listener_bound(backend_factory, usher_factory):
             kind, _ = reload_and_wait(u, bad)
             assert kind == "failed", u.log()
             assert u.running(), "usher died at failed reload %d:\n%s" % (i + 1, u.log())
-            st, _, body = util.http_get(u.port, "/")
+            st, _, body = wire.http_get(u.port, "/")
             assert (st, body) == (200, b"blue-1"), (st, body)
     finally:
         stop.set()
