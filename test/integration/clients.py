@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 
-from wire import HOST, RawConn
+from wire import HOST, RawConn, close_quietly
 
 # How long a helper waits for its own threads when stopped.
 JOIN_TIMEOUT = 3.0
@@ -121,10 +121,7 @@ class TCPClient:
         return got.decode()
 
     def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        close_quietly(self.sock)
 
 
 class Pinger:

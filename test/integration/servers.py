@@ -63,7 +63,7 @@ import urllib.parse
 
 import wire
 from clients import AsyncioThread
-from wire import HOST
+from wire import HOST, close_quietly
 
 READ_CHUNK = 65536
 BODY_NONE_STATUSES = (204, 304)
@@ -77,15 +77,11 @@ def shut_down_sockets(lsock, socks, reset):
     <reset>, so that their close sends an RST. SHUT_RD wakes a thread blocked
     in recv() without sending a FIN; with SO_LINGER 0 the final close (by that
     thread or the caller) then sends the RST."""
-    if lsock is not None:
-        try:
-            lsock.close()
-        except OSError:
-            pass
+    close_quietly(lsock)
     for s in socks:
         try:
             if reset:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                reset_on_close(s)
                 s.shutdown(socket.SHUT_RD)
             else:
                 s.shutdown(socket.SHUT_RDWR)
@@ -93,13 +89,18 @@ def shut_down_sockets(lsock, socks, reset):
             pass
 
 
-def rst_close(s):
-    """Closes socket <s> with an RST (SO_LINGER 0)."""
+def reset_on_close(s):
+    """Makes the close of socket <s> send an RST (SO_LINGER 0)."""
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     except OSError:
         pass
-    s.close()
+
+
+def rst_close(s):
+    """Closes socket <s> with an RST."""
+    reset_on_close(s)
+    close_quietly(s)
 
 
 def read_head(s):
@@ -262,10 +263,7 @@ class ThreadedServer(Server):
         finally:
             with self._lock:
                 self._socks.discard(s)
-            try:
-                s.close()
-            except OSError:
-                pass
+            close_quietly(s)
 
     def _handle(self, s, peer):
         raise NotImplementedError
@@ -408,20 +406,14 @@ class _Conn:
         self.sock.sendall(data)
 
     def rst(self):
-        """Closes with an RST (SO_LINGER 0)."""
-        try:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
+        """Closes with an RST."""
+        reset_on_close(self.sock)
         self.close()
 
     def close(self):
         if not self.closed:
             self.closed = True
-            try:
-                self.sock.close()
-            except OSError:
-                pass
+            close_quietly(self.sock)
 
     def wait_peer_or_stop(self):
         """Blocks until the peer closes or the backend stops (for /hang, /stall)."""

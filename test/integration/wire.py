@@ -17,6 +17,16 @@ HOST = "127.0.0.1"
 
 # --- ports and waiting -------------------------------------------------------
 
+def close_quietly(sock):
+    """Closes <sock> (a socket or None), ignoring an error: the peer may be gone."""
+    if sock is None:
+        return
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
 def free_port():
     """A TCP port on 127.0.0.1 that was free a moment ago (bind 0, read, close)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -196,10 +206,7 @@ class RawConn:
         self.close()
 
     def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        close_quietly(self.sock)
 
     def local_port(self):
         return self.sock.getsockname()[1]
