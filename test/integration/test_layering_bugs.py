@@ -16,6 +16,7 @@ test per bug, each asserting the behaviour DESIGN.md promises):
 Every server listens on loopback, every wait is bounded, every thread and
 process is stopped at teardown."""
 
+import collections
 import os
 import re
 import signal
@@ -434,13 +435,16 @@ def test_backend_host_name_resolved_again_at_reload(backend_factory, usher_facto
 # --- b: a reload that fails after binding a new listener ------------------------------------
 
 RELOAD_ROUNDS = 20
+# new listeners bound before the one that fails: binding them widens the
+# window in which a knock can land in the first one's accept queue
+EXTRA_LISTENERS = 30
 
 
 def test_failed_reload_after_new_listener_bound(backend_factory, usher_factory):
-    """Each reload binds listener "new" and then fails to bind "clash" (its
-    port is held here) while a client keeps connecting to "new": usher must
-    throw "new" away cleanly, again and again, and keep serving "web"
-    (the fixture also fails on any sanitizer report)."""
+    """Each reload binds listener "new" (and more), then fails to bind
+    "clash" (its port is held here) while two clients keep connecting to
+    "new": usher must throw the new listeners away cleanly, again and again,
+    and keep serving "web" (the fixture also fails on any sanitizer report)."""
     b = backend_factory("blue-1")
     u = usher_factory(pools={"blue": [b]})
     taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -448,28 +452,40 @@ def test_failed_reload_after_new_listener_bound(backend_factory, usher_factory):
     taken.listen(1)
     new_port = wire.free_port()
     stop = threading.Event()
-    knocks = {"tried": 0, "connected": 0}
+    knocks = [0, 0]
 
-    def knock():
+    def knock(k):
+        """Connects and sends a request, keeping the last few connections
+        open: one accepted by a listener being thrown away is then served."""
         deadline = time.monotonic() + 20.0
+        held = collections.deque()
+        req = build_request("GET", "/")
         while not stop.is_set() and time.monotonic() < deadline:
-            knocks["tried"] += 1
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.settimeout(0.5)
             try:
-                with RawConn(new_port, timeout=0.5) as c:
-                    knocks["connected"] += 1
-                    c.send(build_request("GET", "/"))
-                    c.readable(0.01)
+                s.connect((HOST, new_port))
+                s.sendall(req)
+                held.append(s)
             except OSError:
-                pass
+                s.close()
+            knocks[k] += 1
+            while len(held) > 16:
+                held.popleft().close()
+        for s in held:
+            s.close()
 
-    knocker = threading.Thread(target=knock, daemon=True)
-    knocker.start()
+    knockers = [threading.Thread(target=knock, args=(k,), daemon=True) for k in range(2)]
+    for t in knockers:
+        t.start()
     try:
-        bad = config_for(u, {"blue": [b]}, listeners=[
-            {"name": "web", "pools": {"blue": 100}},
-            {"name": "new", "bind": "%s:%d" % (HOST, new_port), "pools": {"blue": 100}},
-            {"name": "clash", "bind": "%s:%d" % (HOST, taken.getsockname()[1]),
-             "pools": {"blue": 100}}])
+        listeners = [{"name": "web", "pools": {"blue": 100}},
+                     {"name": "new", "bind": "%s:%d" % (HOST, new_port), "pools": {"blue": 100}}]
+        listeners += [{"name": "new%d" % i, "bind": "%s:%d" % (HOST, wire.free_port()),
+                       "pools": {"blue": 100}} for i in range(EXTRA_LISTENERS)]
+        listeners.append({"name": "clash", "bind": "%s:%d" % (HOST, taken.getsockname()[1]),
+                          "pools": {"blue": 100}})
+        bad = config_for(u, {"blue": [b]}, listeners=listeners)
         for i in range(RELOAD_ROUNDS):
             kind, _ = reload_and_wait(u, bad)
             assert kind == "failed", u.log()
@@ -478,10 +494,11 @@ def test_failed_reload_after_new_listener_bound(backend_factory, usher_factory):
             assert (st, body) == (200, b"blue-1"), (st, body)
     finally:
         stop.set()
-        knocker.join(3.0)
+        for t in knockers:
+            t.join(3.0)
         taken.close()
-    assert knocks["tried"] > RELOAD_ROUNDS, knocks
+    assert sum(knocks) > RELOAD_ROUNDS, knocks
     assert u.running(), u.log()
     assert _listener_names(u) == ["web"], _listener_names(u)
-    # every failed reload threw its new listener away
+    # every failed reload threw its new listeners away
     assert connect_refused(new_port), "port %d of the failed reload still accepts" % new_port
