@@ -1,17 +1,25 @@
-"""Fixtures for the integration tests (real usher binary, real backends).
+"""The one fixture system of the integration tests (real usher binary, real
+backends and clients).
 
   usher_bin        path of the binary: $USHER_BIN or <repo>/build/usher
-  backend_factory  make_backend(name="backend", **Backend kwargs) -> started Backend;
-                   every backend is stopped at teardown
-  usher_factory    start_usher(cfg=None, wait_ready=True, timeout=5.0, name="usher",
-                   **make_config kwargs) -> util.Usher; waits for /live and /ready 200;
-                   at teardown SIGTERM, 5 s, SIGKILL, and the test fails if usher
-                   printed a sanitizer report
+  servers          a Servers registry: everything a test starts (servers,
+                   clients, load loops) is added to it and stopped or closed
+                   at teardown, last added first
+  backend_factory  make_backend(name="backend", **Backend kwargs) -> started
+                   servers.Backend (servers.backend)
+  usher_factory    start_usher(cfg=None, wait_ready=True, timeout=5.0, name=None,
+                   args=None, **make_config kwargs) -> usher_proc.Usher; waits for
+                   /live and /ready 200; at teardown SIGTERM, 5 s, SIGKILL, and the
+                   test fails if usher printed a sanitizer report
   proxy            one backend "blue-1" in pool "blue" behind listener "web":
-                   a namespace with .usher, .backend, .port, .conn() (util.RawConn)
+                   a namespace with .usher, .backend, .port, .conn() (wire.RawConn)
 
-Helpers live in util.py (RawConn, build_request, make_config, Metrics, ...) and
-backend.py (Backend, Blackhole); import them directly: `from util import ...`.
+Ask for servers / backend_factory before usher_factory: fixtures are torn
+down in reverse order, so usher stops before the servers behind it.
+
+Helpers, one module per role: usher_proc (the process and its config), wire
+(raw HTTP, payloads, waiting), servers (scripted servers), clients (asyncio
+thread, WebSocket and TCP clients, background calls), load (the load loop).
 """
 
 import os
@@ -19,10 +27,36 @@ import types
 
 import pytest
 
-import util
-from backend import Backend
+import usher_proc
+import wire
+from servers import Backend
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+class Servers:
+    """Owns what a test starts and stops or closes all of it, last added first."""
+
+    def __init__(self):
+        self.items = []
+
+    def add(self, obj):
+        self.items.append(obj)
+        return obj
+
+    def backend(self, name="backend", **kw):
+        """A started servers.Backend."""
+        return self.add(Backend(name, **kw).start())
+
+    def stop(self):
+        for o in reversed(self.items):
+            try:
+                if hasattr(o, "stop"):
+                    o.stop()
+                else:
+                    o.close()
+            except Exception:  # pylint: disable=broad-except
+                pass
 
 
 @pytest.fixture(scope="session")
@@ -35,17 +69,15 @@ def usher_bin():
 
 
 @pytest.fixture
-def backend_factory():
-    made = []
+def servers():
+    s = Servers()
+    yield s
+    s.stop()
 
-    def make_backend(name="backend", **kw):
-        b = Backend(name, **kw).start()
-        made.append(b)
-        return b
 
-    yield make_backend
-    for b in made:
-        b.stop(timeout=2.0)
+@pytest.fixture
+def backend_factory(servers):
+    return servers.backend
 
 
 @pytest.fixture
@@ -54,8 +86,8 @@ def usher_factory(usher_bin, tmp_path):
 
     def start_usher(cfg=None, wait_ready=True, timeout=5.0, name=None, args=None, **kw):
         if cfg is None:
-            cfg = util.make_config(**kw)
-        u = util.Usher(usher_bin, cfg, tmp_path, name=name or "usher%d" % len(started))
+            cfg = usher_proc.make_config(**kw)
+        u = usher_proc.Usher(usher_bin, cfg, tmp_path, name=name or "usher%d" % len(started))
         started.append(u)
         u.start(wait_ready=wait_ready, timeout=timeout, args=args)
         return u
@@ -77,5 +109,5 @@ def proxy(backend_factory, usher_factory):
     b = backend_factory("blue-1")
     u = usher_factory(pools={"blue": [b]})
     ns = types.SimpleNamespace(usher=u, backend=b, port=u.port)
-    ns.conn = lambda timeout=5.0: util.RawConn(u.port, timeout=timeout)
+    ns.conn = lambda timeout=5.0: wire.RawConn(u.port, timeout=timeout)
     return ns

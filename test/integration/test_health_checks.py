@@ -7,10 +7,11 @@ waits for the first health round."""
 import threading
 import time
 
-import util
-from health_util import (LoadLoop, backend_state, hc_opts, servers,  # noqa: F401 (fixture)
-                         state_transitions, wait_field, wait_state)
-from util import RawConn
+import usher_proc
+import wire
+from load import Load
+from usher_proc import backend_state, hc_opts, state_transitions, wait_field, wait_state
+from wire import RawConn
 
 # Slack on top of a computed bound: scheduling of the Python backends and
 # clients on a shared machine.
@@ -18,7 +19,7 @@ SLACK = 0.15
 
 
 def _cfg(backends, hc, delay="5s", **kw):
-    return util.make_config(pools={"blue": backends},
+    return usher_proc.make_config(pools={"blue": backends},
                             pool_opts={"blue": {"deregistration_delay": delay, "health_check": hc}},
                             **kw)
 
@@ -46,7 +47,7 @@ def test_503_stops_new_requests_within_one_period_inflight_completes(servers, us
     wait_state(u, "blue", "blue-1", "healthy")
     wait_state(u, "blue", "blue-2", "healthy")
 
-    load = servers.add(LoadLoop(u.port, threads=2, pause=0.002).start())
+    load = servers.add(Load(u.port, threads=2, pause=0.002).start())
     time.sleep(0.3)
 
     # A slow request in flight on blue-1 when the flip happens (round robin:
@@ -66,7 +67,7 @@ def test_503_stops_new_requests_within_one_period_inflight_completes(servers, us
         t = threading.Thread(target=run_slow, args=(c, res), daemon=True)
         t.start()
         threads.append(t)
-        util.wait_until(lambda: len(b1.reqs("/slow")) + len(b2.reqs("/slow")) >= len(threads),
+        wire.wait_until(lambda: len(b1.reqs("/slow")) + len(b2.reqs("/slow")) >= len(threads),
                         2.0, what="slow request at a backend")
         if b1.reqs("/slow"):
             slow, slow_thread = res, t
@@ -114,7 +115,7 @@ def test_503_stops_new_requests_within_one_period_inflight_completes(servers, us
     assert ("healthy", "draining", "503") in state_transitions(u, "blue-1"), state_transitions(u)
 
     # the upstream connection of the finished slow request is closed, not pooled
-    util.wait_until(lambda: b1.conns_active == 0, 2.0,
+    wire.wait_until(lambda: b1.conns_active == 0, 2.0,
                     what="usher to close every connection to the draining blue-1")
 
 
@@ -176,7 +177,7 @@ def test_flapping_backend_costs_clients_nothing(servers, usher_factory):
     wait_state(u, "blue", "blue-1", "healthy")
     # healthy -> draining -> healthy -> unhealthy -> healthy, about every 1.2 s
     b1.health_pattern = [503, 200, 200, 500, 500, 200, 200]
-    load = servers.add(LoadLoop(u.port, threads=3, path="/slow?ms=15", pause=0.0).start())
+    load = servers.add(Load(u.port, threads=3, path="/slow?ms=15", pause=0.0).start())
     time.sleep(3.0)
     load.stop()
     b1.health_pattern = None
@@ -202,7 +203,7 @@ def test_ready_waits_for_first_health_round(servers, usher_factory):
             return u.admin_get("/live", timeout=1.0)[0] == 200
         except OSError:
             return False
-    util.wait_until(live, 3.0, interval=0.01, what="/live 200")
+    wire.wait_until(live, 3.0, interval=0.01, what="/live 200")
 
     seen_503 = 0
     st_starting = None

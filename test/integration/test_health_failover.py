@@ -10,18 +10,19 @@ import subprocess
 import sys
 import time
 
-import util
-from health_util import (LoadLoop, hc_opts, servers,  # noqa: F401 (fixture)
-                         state_transitions, wait_state)
+import usher_proc
+import wire
+from load import Load
+from usher_proc import hc_opts, state_transitions, wait_state
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# Runs backend.Backend in its own process so the kernel does what it does to
+# Runs servers.Backend in its own process so the kernel does what it does to
 # a crashed server: every connection reset, the port refused.
 BACKEND_PROC = """
 import sys, time
 sys.path.insert(0, %r)
-from backend import Backend
+from servers import Backend
 b = Backend(%r, port=%d).start()
 sys.stdout.write("listening\\n"); sys.stdout.flush()
 time.sleep(%d)
@@ -33,7 +34,7 @@ BACKEND_PROC_LIFETIME = 60
 class ProcBackend:
     def __init__(self, name):
         self.name = name
-        self.port = util.free_port()
+        self.port = wire.free_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-c", BACKEND_PROC % (HERE, name, self.port, BACKEND_PROC_LIFETIME)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
@@ -52,7 +53,7 @@ class ProcBackend:
 
 
 def _cfg(backends, hc, delay="5s"):
-    return util.make_config(pools={"blue": backends},
+    return usher_proc.make_config(pools={"blue": backends},
                             pool_opts={"blue": {"deregistration_delay": delay, "health_check": hc}})
 
 
@@ -63,7 +64,7 @@ def test_sigkilled_backend_process_under_load_no_client_error(servers, usher_fac
     u = usher_factory(_cfg([b1, b2, b3], hc_opts(interval="250ms", timeout="120ms", unhealthy=2)))
     for n in ("blue-1", "blue-2", "blue-3"):
         wait_state(u, "blue", n, "healthy")
-    load = servers.add(LoadLoop(u.port, threads=3, pause=0.002).start())
+    load = servers.add(Load(u.port, threads=3, pause=0.002).start())
     time.sleep(1.0)
     ok_before = dict(load.ok)
     b2.proc.send_signal(signal.SIGKILL)
@@ -87,7 +88,7 @@ def test_abruptly_closed_backend_under_load_no_client_error(servers, usher_facto
     u = usher_factory(_cfg([b1, b2], hc_opts(interval="250ms", timeout="120ms", unhealthy=2)))
     wait_state(u, "blue", "blue-1", "healthy")
     wait_state(u, "blue", "blue-2", "healthy")
-    load = servers.add(LoadLoop(u.port, threads=3, pause=0.002).start())
+    load = servers.add(Load(u.port, threads=3, pause=0.002).start())
     time.sleep(1.0)
     b2.kill()   # listener closed, every connection reset
     t_kill = time.monotonic()
@@ -110,7 +111,7 @@ def test_graceful_backend_restart_under_load_no_client_error(servers, usher_fact
     wait_state(u, "blue", "blue-1", "healthy")
     wait_state(u, "blue", "blue-2", "healthy")
     # requests take a little while, so some are in flight when the drain starts
-    load = servers.add(LoadLoop(u.port, threads=3, path="/slow?ms=20", pause=0.0).start())
+    load = servers.add(Load(u.port, threads=3, path="/slow?ms=20", pause=0.0).start())
     time.sleep(0.7)
 
     # 1. the old instance announces its restart: /healthz 503 for about 1 s
@@ -120,7 +121,7 @@ def test_graceful_backend_restart_under_load_no_client_error(servers, usher_fact
     time.sleep(max(0.0, t_flip + 1.0 - time.monotonic()))
     # 2. it finishes what it has in flight: usher closes its connections once
     #    their requests are answered (health checks use short connections)
-    util.wait_until(lambda: b1.conns_active == 0, 2.0, interval=0.01,
+    wire.wait_until(lambda: b1.conns_active == 0, 2.0, interval=0.01,
                     what="usher to close its connections to the draining blue-1 "
                          "(conns_active=%d)" % b1.conns_active)
     inflight_at_exit = [r for r in b1.reqs() if r.time >= t_flip]

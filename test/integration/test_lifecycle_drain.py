@@ -6,11 +6,12 @@ import time
 
 import pytest
 
-import util
-from lifecycle_util import (RELEASE_ORDER, AsyncioThread, WsClient, WsEchoBackend,
-                            assert_in_order, connect_refused, drain_signal,
-                            slow_request)
-from util import ConnectionClosed, RawConn
+import usher_proc
+import wire
+from clients import AsyncioThread, WsClient, slow_request
+from servers import WsEchoServer
+from usher_proc import RELEASE_ORDER, assert_in_order, drain_signal
+from wire import ConnectionClosed, RawConn, connect_refused
 
 
 def _ready_status(u):
@@ -83,7 +84,7 @@ def test_drain_delay_serves_then_closes_listener(backend_factory, usher_factory)
     assert not connect_refused(u.port)
 
     # then the listener closes (and with no connection left, usher exits 0)
-    util.wait_until(lambda: connect_refused(u.port, 0.5), 3.0, interval=0.05,
+    wire.wait_until(lambda: connect_refused(u.port, 0.5), 3.0, interval=0.05,
                     what="listener closed after drain_delay")
     t_closed = time.monotonic() - t0
     assert 1.8 <= t_closed <= 3.0, "listener closed %.2fs after SIGTERM" % t_closed
@@ -205,7 +206,7 @@ def test_second_signal_during_drain_delay_exits_1(backend_factory, usher_factory
 def test_sighup_during_drain_is_ignored(backend_factory, usher_factory):
     b = backend_factory("blue-1")
     g = backend_factory("green-1")
-    cfg = util.make_config(pools={"blue": [b], "green": [g]}, split={"blue": 100, "green": 0},
+    cfg = usher_proc.make_config(pools={"blue": [b], "green": [g]}, split={"blue": 100, "green": 0},
                            shutdown={"drain_delay": "1s", "timeout": "10s"})
     u = usher_factory(cfg)
     slow = slow_request(u.port, 2500)
@@ -222,7 +223,7 @@ def test_sighup_during_drain_is_ignored(backend_factory, usher_factory):
         assert r.status == 200 and r.body == b"blue-1", r
     u.wait_log(r"shutdown listeners closed", 3.0)
     u.send_signal(signal.SIGHUP)                     # after the listeners closed
-    util.wait_until(lambda: len(u.log_lines("reload ignored")) == 2, 2.0,
+    wire.wait_until(lambda: len(u.log_lines("reload ignored")) == 2, 2.0,
                     what="second 'reload ignored'")
     st = u.status_json()
     assert st["generation"] == 1 and st["state"] == "draining", st
@@ -239,12 +240,12 @@ def test_websocket_tunnel_flows_during_drain_then_cut_at_timeout(usher_factory):
     """A tunnel is a client connection like any other: it keeps flowing after
     the listeners close and is cut when shutdown.timeout passes (exit 1)."""
     aio = AsyncioThread()
-    ws_backend = WsEchoBackend(aio, "blue-ws").start()
+    ws_backend = WsEchoServer("blue-ws", aio=aio).start()
     ws = None
     try:
         u = usher_factory(pools={"blue": [{"name": "blue-ws", "address": ws_backend.address}]},
                           shutdown={"drain_delay": "0s", "timeout": "2s"})
-        ws = WsClient(aio, u.port)
+        ws = WsClient(u.port, aio=aio)
         assert ws.echo("before") == "before"
         t0 = drain_signal(u, signal.SIGTERM)
         u.wait_log(r"shutdown listeners closed connections=1", 2.0)

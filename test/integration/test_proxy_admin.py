@@ -6,8 +6,9 @@ import re
 import threading
 import time
 
-import util
-from util import RawConn
+import usher_proc
+import wire
+from wire import RawConn
 
 
 def test_live_ready_and_404(proxy):
@@ -84,7 +85,7 @@ def test_status_counts_inflight_and_connections(proxy):
     finally:
         t.join(10)
     assert done == [200]
-    util.wait_until(lambda: u.status_json()["listeners"][0]["connections"] == 0, 3.0,
+    wire.wait_until(lambda: u.status_json()["listeners"][0]["connections"] == 0, 3.0,
                     what="listener connections back to 0")
     bb = u.status_json()["pools"][0]["backends"][0]
     assert bb["inflight_requests"] == 0 and bb["requests_total"] == 1
@@ -101,7 +102,7 @@ def test_metrics(proxy):
     st, text, hdrs = u.admin_get("/metrics")
     assert st == 200
     assert hdrs.get("content-type", "").startswith("text/plain"), hdrs
-    m = util.Metrics(text)
+    m = usher_proc.Metrics(text)
     assert all(n.startswith("usher_") for n in m.names()), sorted(m.names())
     assert m.get("usher_requests_total", listener="web", code="2xx") == 3
     assert m.get("usher_requests_total", listener="web", code="4xx") == 2
@@ -139,7 +140,7 @@ def test_metrics_count_usher_made_errors(backend_factory, usher_factory):
 def test_ready_waits_for_first_health_round(backend_factory, usher_factory):
     b = backend_factory("blue-1")
     b.health_delay = 1.0  # no health result for at least 1 s
-    cfg = util.make_config(pools={"blue": [b]}, pool_opts={"blue": {"health_check": {
+    cfg = usher_proc.make_config(pools={"blue": [b]}, pool_opts={"blue": {"health_check": {
         "path": "/healthz", "interval": "2s", "timeout": "1500ms"}}})
     u = usher_factory(cfg, wait_ready=False)
     u.wait_admin("/live", 200, 5.0)
@@ -147,7 +148,7 @@ def test_ready_waits_for_first_health_round(backend_factory, usher_factory):
     assert u.backend_status("blue", "blue-1")["state"] == "checking"
     with RawConn(u.port) as c:
         r = c.request("GET", "/")
-        util.check_usher_error(c, r, 503, must_close=False)
+        wire.check_usher_error(c, r, 503, must_close=False)
     u.wait_admin("/ready", 200, 6.0)
     assert u.backend_status("blue", "blue-1")["state"] == "healthy"
     with RawConn(u.port) as c:
@@ -159,7 +160,7 @@ def test_log_format(proxy):
     lines = [l for l in u.log().splitlines() if l.strip()]
     assert lines, "usher logged nothing at startup"
     for line in lines:
-        assert util.parse_log_line(line), "not '<time> <level> <event> k=v': %r" % line
+        assert usher_proc.parse_log_line(line), "not '<time> <level> <event> k=v': %r" % line
     started = [p for p in u.log_lines("listener started")]
     assert started, u.log()
     assert started[0]["kv"].get("name") == "web"

@@ -7,8 +7,8 @@ import http.client
 import threading
 import time
 
-import util
-from util import RawConn, free_port
+import wire
+from wire import RawConn, free_port
 
 
 def _dead(name):
@@ -38,7 +38,7 @@ def test_refused_backend_no_alternative_502(usher_factory):
     u = usher_factory(pools={"blue": [_dead("dead-1")]})
     with RawConn(u.port) as c:
         r = c.request("GET", "/")
-        util.check_usher_error(c, r, 502, must_close=False)
+        wire.check_usher_error(c, r, 502, must_close=False)
 
 
 def test_refused_backend_retried_on_other(backend_factory, usher_factory):
@@ -65,7 +65,7 @@ def test_refused_backends_each_tried_once(backend_factory, usher_factory):
     with RawConn(u2.port) as c:
         t0 = time.monotonic()
         r = c.request("GET", "/")
-        util.check_usher_error(c, r, 502, must_close=False)
+        wire.check_usher_error(c, r, 502, must_close=False)
         assert time.monotonic() - t0 < 2.0
 
 
@@ -158,7 +158,7 @@ def test_least_conn_avoids_busy_backend(backend_factory, usher_factory):
     t = threading.Thread(target=slow)
     t.start()
     try:
-        util.wait_until(lambda: any(r.path == "/slow" for r in a.reqs() + b.reqs()), 3.0,
+        wire.wait_until(lambda: any(r.path == "/slow" for r in a.reqs() + b.reqs()), 3.0,
                         what="the slow request to reach a backend")
         busy = "blue-a" if any(r.path == "/slow" for r in a.reqs()) else "blue-b"
         other = "blue-b" if busy == "blue-a" else "blue-a"
@@ -193,7 +193,7 @@ def test_503_when_no_backend_in_rotation(backend_factory, usher_factory):
     u = usher_factory(pools={"blue": [(b, 0)]})
     with RawConn(u.port) as c:
         r = c.request("GET", "/")
-        util.check_usher_error(c, r, 503, must_close=False)
+        wire.check_usher_error(c, r, 503, must_close=False)
         if not r.has_token("connection", "close"):
             # the request was fully read: the connection may serve another one
             r = c.request("GET", "/again")
@@ -209,5 +209,5 @@ def test_503_when_every_pool_is_empty(backend_factory, usher_factory):
                       split={"blue": 90, "green": 10})
     with RawConn(u.port) as c:
         r = c.request("POST", "/upload", body=b"abc")
-        util.check_usher_error(c, r, 503, must_close=False)
+        wire.check_usher_error(c, r, 503, must_close=False)
     assert blue.reqs() == [] and green.reqs() == []

@@ -7,7 +7,7 @@ import hashlib
 import threading
 import time
 
-from util import RawConn, RateLimiter, build_request, pattern_chunks, pattern_sha256
+from wire import RateLimiter, RawConn, build_request, pattern_chunks, pattern_sha256
 
 N = 50 * 1024 * 1024
 SLOW_RATE = 25 * 1024 * 1024  # bytes/s of the slow side: ~2 s for 50 MB

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-import util
-from util import RawConn, build_request, pattern_bytes
+import wire
+from wire import RawConn, build_request, pattern_bytes
 
 H = b"Host: usher.test\r\n"
 
@@ -26,7 +26,7 @@ def test_error_on_reused_client_connection(proxy, data, code):
         assert c.request("GET", "/first").status == 200
         c.send(data)
         r = c.read_response()
-        util.check_usher_error(c, r, code, must_close=True)
+        wire.check_usher_error(c, r, code, must_close=True)
 
 
 def test_error_after_head_request_has_a_body(proxy):
@@ -36,7 +36,7 @@ def test_error_after_head_request_has_a_body(proxy):
         assert c.read_response(method="HEAD").status == 200
         c.send(b"GET / HTTP/1.1\r\nHost : x\r\n\r\n")
         r = c.read_response()
-        util.check_usher_error(c, r, 400, must_close=True)
+        wire.check_usher_error(c, r, 400, must_close=True)
 
 
 def test_client_header_timeout_on_reused_connection(backend_factory, usher_factory):
@@ -46,7 +46,7 @@ def test_client_header_timeout_on_reused_connection(backend_factory, usher_facto
         assert c.request("GET", "/").status == 200
         c.send(b"GET /second HTTP/1.1\r\n")
         r = c.read_response(timeout=4)
-        util.check_usher_error(c, r, 408, must_close=True)
+        wire.check_usher_error(c, r, 408, must_close=True)
 
 
 def test_503_on_head_request_has_no_body(backend_factory, usher_factory):
@@ -85,7 +85,7 @@ def test_malformed_request_400(proxy, data):
     with proxy.conn() as c:
         c.send(data)
         r = c.read_response()
-        util.check_usher_error(c, r, 400, must_close=True)
+        wire.check_usher_error(c, r, 400, must_close=True)
     assert proxy.backend.reqs() == []
 
 
@@ -119,7 +119,7 @@ def test_client_disconnects_mid_upload(proxy):
     c.send(pattern_bytes(300000))
     proxy.backend.wait_requests(1, 3)
     c.close()
-    util.wait_until(lambda: proxy.backend.conns_active == 0, 5.0,
+    wire.wait_until(lambda: proxy.backend.conns_active == 0, 5.0,
                     what="the upstream connection of an aborted upload to close")
     assert not proxy.backend.reqs()[0].complete
     with proxy.conn() as c2:
@@ -235,13 +235,13 @@ def test_response_cl_and_te_is_not_smuggled(proxy):
 def test_response_duplicate_content_length_502(proxy):
     with proxy.conn() as c:
         r = c.request("GET", "/dup-cl")
-        util.check_usher_error(c, r, 502, must_close=False)
+        wire.check_usher_error(c, r, 502, must_close=False)
 
 
 def test_response_too_many_headers_502(proxy):
     with proxy.conn() as c:
         r = c.request("GET", "/manyheaders?n=150")
-        util.check_usher_error(c, r, 502, must_close=False)
+        wire.check_usher_error(c, r, 502, must_close=False)
     with proxy.conn() as c:
         r = c.request("GET", "/manyheaders?n=50")
         assert r.status == 200
@@ -342,7 +342,7 @@ def test_invalid_host_value_400(proxy):
     with proxy.conn() as c:
         c.send(b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n")
         r = c.read_response()
-        util.check_usher_error(c, r, 400, must_close=True)
+        wire.check_usher_error(c, r, 400, must_close=True)
     assert proxy.backend.reqs() == []
 
 
@@ -355,7 +355,7 @@ def test_slow_upload_longer_than_backend_timeout(backend_factory, usher_factory)
     with RawConn(u.port, timeout=10) as c:
         c.send(build_request("POST", "/upload", headers=[("Content-Length", str(n))]))
         for i in range(16):  # ~1.6 s in total, a piece every 100 ms
-            c.send(b"".join(util.pattern_chunks(20000, start=20000 * i)))
+            c.send(b"".join(wire.pattern_chunks(20000, start=20000 * i)))
             time.sleep(0.1)
         r = c.read_response()
-        assert r.status == 200 and r.json() == {"sha256": util.pattern_sha256(n), "len": n}, r
+        assert r.status == 200 and r.json() == {"sha256": wire.pattern_sha256(n), "len": n}, r

@@ -8,8 +8,8 @@ import resource
 import shutil
 import time
 
-import util
-from util import RawConn
+import wire
+from wire import RawConn
 
 
 def _cpu_seconds(pid):
@@ -39,7 +39,7 @@ def test_fd_limit_caps_max_connections(backend_factory, usher_factory, usher_bin
             assert r.status == 200 and r.body == b"blue-1", r
         u.wait_log(r"accept paused reason=max_connections", 3.0)
         for c in clients[17:]:
-            c.send(util.build_request("GET", "/"))
+            c.send(wire.build_request("GET", "/"))
         for c in clients[:8]:
             c.close()
         for c in clients[17:]:
@@ -75,7 +75,7 @@ def test_emfile_pauses_accepting_and_recovers(backend_factory, usher_factory):
         for c in held:
             c.close()
     resource.prlimit(u.pid, resource.RLIMIT_NOFILE, (soft, hard))
-    util.wait_until(lambda: util.http_get(u.port, "/", timeout=2.0)[0] == 200, 5.0,
+    wire.wait_until(lambda: wire.http_get(u.port, "/", timeout=2.0)[0] == 200, 5.0,
                     what="serving to resume")
     assert u.running()
     assert u.metrics().get("usher_accept_paused_total") >= 1

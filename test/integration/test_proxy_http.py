@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-import util
-from util import RawConn, build_request, pattern_bytes, pattern_sha256
+import wire
+from wire import RawConn, build_request, pattern_bytes, pattern_sha256
 
 
 def test_keepalive_reuse_one_client_socket(proxy):
@@ -286,7 +286,7 @@ def test_backend_reset_mid_body_closes_client(proxy):
 def test_backend_failure_before_response_is_502(proxy, path):
     with proxy.conn() as c:
         r = c.request("GET", path)
-        util.check_usher_error(c, r, 502, must_close=False)
+        wire.check_usher_error(c, r, 502, must_close=False)
     with proxy.conn() as c:
         assert c.request("GET", "/").status == 200
 
@@ -296,7 +296,7 @@ def test_response_head_too_big_is_502(backend_factory, usher_factory):
     u = usher_factory(pools={"blue": [b]}, limits={"max_head_bytes": 4096})
     with RawConn(u.port) as c:
         r = c.request("GET", "/bighead?bytes=8000")
-        util.check_usher_error(c, r, 502, must_close=False)
+        wire.check_usher_error(c, r, 502, must_close=False)
     with RawConn(u.port) as c:
         r = c.request("GET", "/bighead?bytes=1000")
         assert r.status == 200 and len(r.header("x-big")) == 1000
@@ -313,7 +313,7 @@ def test_client_abort_mid_download(proxy):
         c.buf = b""
     c.close()
     # usher gives up the upstream side too, and keeps serving
-    util.wait_until(lambda: proxy.backend.conns_active == 0, 5.0,
+    wire.wait_until(lambda: proxy.backend.conns_active == 0, 5.0,
                     what="the upstream connection of an aborted download to close")
     with proxy.conn() as c2:
         assert c2.request("GET", "/").status == 200

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-import util
-from util import RawConn, build_request
+import wire
+from wire import RawConn, build_request
 
 H = b"Host: usher.test\r\n"
 
@@ -64,7 +64,7 @@ def test_smuggling_vector_rejected(proxy, name):
     with proxy.conn() as c:
         c.send(data)
         r = c.read_response()
-        util.check_usher_error(c, r, code, must_close=True)
+        wire.check_usher_error(c, r, code, must_close=True)
     time.sleep(0.1)
     assert proxy.backend.reqs() == [], "the backend saw %r" % proxy.backend.reqs()
     assert proxy.backend.conns_total == 0, "usher connected upstream for a rejected request"
@@ -80,7 +80,7 @@ def test_smuggling_vector_after_valid_request(proxy, name):
         assert r.status == 200
         c.send(data)
         r = c.read_response()
-        util.check_usher_error(c, r, code, must_close=True)
+        wire.check_usher_error(c, r, code, must_close=True)
     time.sleep(0.1)
     assert [r.target for r in proxy.backend.reqs()] == ["/first"], proxy.backend.reqs()
 
@@ -94,11 +94,11 @@ def test_bad_chunk_size_rejected(proxy, name):
     with proxy.conn() as c:
         c.send(head + CHUNK_VECTORS[name])
         r = c.read_response()
-        util.check_usher_error(c, r, 400, must_close=True)
+        wire.check_usher_error(c, r, 400, must_close=True)
     time.sleep(0.2)
     complete = [r for r in proxy.backend.reqs() if r.complete]
     assert complete == [], "the backend got a complete request: %r" % complete
-    util.wait_until(lambda: proxy.backend.conns_active == 0, 3.0,
+    wire.wait_until(lambda: proxy.backend.conns_active == 0, 3.0,
                     what="the upstream connection carrying the bad body to close")
     _assert_usher_alive(proxy.port)
 
@@ -112,7 +112,7 @@ def test_bad_chunk_size_after_valid_chunk(proxy):
         c.send(b"zz\r\nworld\r\n0\r\n\r\n")
         # no response has started, so usher can still answer 400
         r = c.read_response()
-        util.check_usher_error(c, r, 400, must_close=True)
+        wire.check_usher_error(c, r, 400, must_close=True)
     time.sleep(0.2)
     assert [r for r in proxy.backend.reqs() if r.complete] == []
     _assert_usher_alive(proxy.port)
@@ -122,7 +122,7 @@ def test_unsupported_http_version_505(proxy):
     with proxy.conn() as c:
         c.send(b"GET / HTTP/2.0\r\n" + H + b"\r\n")
         r = c.read_response()
-        util.check_usher_error(c, r, 505, must_close=True)
+        wire.check_usher_error(c, r, 505, must_close=True)
     assert proxy.backend.reqs() == []
 
 
@@ -138,7 +138,7 @@ def test_head_too_big_431(limited):
     u, b = limited
     with RawConn(u.port) as c:
         r = c.request("GET", "/", headers=[("X-Big", "a" * 5000)])
-        util.check_usher_error(c, r, 431, must_close=True)
+        wire.check_usher_error(c, r, 431, must_close=True)
     with RawConn(u.port) as c:  # under the limit
         r = c.request("GET", "/", headers=[("X-Big", "a" * 3000)])
         assert r.status == 200, r
@@ -155,7 +155,7 @@ def test_head_too_big_sent_slowly_431(limited):
                 break
             time.sleep(0.02)
         r = c.read_response()
-        util.check_usher_error(c, r, 431, must_close=True)
+        wire.check_usher_error(c, r, 431, must_close=True)
     assert b.reqs() == []
 
 
@@ -163,7 +163,7 @@ def test_too_many_headers_431(limited):
     u, b = limited
     with RawConn(u.port) as c:
         r = c.request("GET", "/", headers=[("X-N%d" % i, "v") for i in range(25)])
-        util.check_usher_error(c, r, 431, must_close=True)
+        wire.check_usher_error(c, r, 431, must_close=True)
     with RawConn(u.port) as c:
         r = c.request("GET", "/", headers=[("X-N%d" % i, "v") for i in range(15)])
         assert r.status == 200, r
@@ -174,7 +174,7 @@ def test_uri_too_long_414(limited):
     u, b = limited
     with RawConn(u.port) as c:
         r = c.request("GET", "/" + "u" * 2000)
-        util.check_usher_error(c, r, 414, must_close=True)
+        wire.check_usher_error(c, r, 414, must_close=True)
     with RawConn(u.port) as c:
         r = c.request("GET", "/" + "u" * 900)
         assert r.status == 200, r
@@ -188,20 +188,20 @@ def test_default_limits_accept_large_but_legal_heads(proxy):
         assert r.status == 200, r
     with proxy.conn() as c:
         r = c.request("GET", "/" + "u" * 9000)
-        util.check_usher_error(c, r, 414, must_close=True)
+        wire.check_usher_error(c, r, 414, must_close=True)
     with proxy.conn() as c:
         r = c.request("GET", "/", headers=[("X-N%d" % i, "v") for i in range(120)])
-        util.check_usher_error(c, r, 431, must_close=True)
+        wire.check_usher_error(c, r, 431, must_close=True)
     with proxy.conn() as c:
         r = c.request("GET", "/", headers=[("X-Big", "a" * 17000)])
-        util.check_usher_error(c, r, 431, must_close=True)
+        wire.check_usher_error(c, r, 431, must_close=True)
 
 
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: usher.test\r\n\r\n"
 
 
 def _dead_entry():
-    return {"name": "dead-1", "address": "127.0.0.1:%d" % util.free_port(), "weight": 1}
+    return {"name": "dead-1", "address": "127.0.0.1:%d" % wire.free_port(), "weight": 1}
 
 
 def test_error_with_unread_body_closes_connection(backend_factory, usher_factory):
@@ -227,7 +227,7 @@ def test_error_body_in_same_packet_not_a_second_request(usher_factory):
         c.send(b"POST / HTTP/1.1\r\n" + H + b"Content-Length: %d\r\n\r\n" % len(SMUGGLED) +
                SMUGGLED)
         r = c.read_response()
-        util.check_usher_error(c, r, 502, must_close=False)
+        wire.check_usher_error(c, r, 502, must_close=False)
         if r.has_token("connection", "close"):
             assert c.wait_closed(3) == b""
             return
@@ -244,7 +244,7 @@ def test_chunked_body_with_error_not_a_second_request(usher_factory):
     with RawConn(u.port) as c:
         c.send(b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n" + body)
         r = c.read_response()
-        util.check_usher_error(c, r, 502, must_close=False)
+        wire.check_usher_error(c, r, 502, must_close=False)
         if r.has_token("connection", "close"):
             assert c.wait_closed(3) == b""
         else:

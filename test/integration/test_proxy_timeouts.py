@@ -4,9 +4,9 @@ suite fast; the bounds leave room for a loaded 2-core machine."""
 
 import time
 
-import util
-from backend import Blackhole
-from util import RawConn, build_request
+import wire
+from servers import Blackhole
+from wire import RawConn, build_request
 
 SLACK = 2.0  # seconds a timeout may fire late on a busy machine
 
@@ -23,7 +23,7 @@ def test_client_header_timeout_408(backend_factory, usher_factory):
         t0 = time.monotonic()
         r = c.read_response(timeout=0.5 + SLACK + 1)
         dt = _elapsed(t0)
-        util.check_usher_error(c, r, 408, must_close=True)
+        wire.check_usher_error(c, r, 408, must_close=True)
         assert 0.4 <= dt <= 0.5 + SLACK, "408 after %.2fs" % dt
     assert b.reqs() == []
 
@@ -40,7 +40,7 @@ def test_client_header_timeout_covers_whole_head(backend_factory, usher_factory)
                 break
         dt = _elapsed(t0)
         r = c.read_response(timeout=3)
-        util.check_usher_error(c, r, 408, must_close=True)
+        wire.check_usher_error(c, r, 408, must_close=True)
         assert dt <= 0.6 + SLACK, "the head was still accepted after %.2fs" % dt
     assert b.reqs() == []
 
@@ -99,10 +99,10 @@ def test_backend_timeout_504(backend_factory, usher_factory):
         t0 = time.monotonic()
         r = c.read_response(timeout=0.5 + SLACK + 1)
         dt = _elapsed(t0)
-        util.check_usher_error(c, r, 504, must_close=False)
+        wire.check_usher_error(c, r, 504, must_close=False)
         assert 0.4 <= dt <= 0.5 + SLACK, "504 after %.2fs" % dt
     # the hung upstream connection is given up, not pooled
-    util.wait_until(lambda: b.conns_active == 0, 3.0, what="the timed-out upstream connection to close")
+    wire.wait_until(lambda: b.conns_active == 0, 3.0, what="the timed-out upstream connection to close")
     with RawConn(u.port) as c:
         assert c.request("GET", "/").status == 200
 
@@ -144,7 +144,7 @@ def test_connect_timeout_no_alternative(usher_factory):
             r = c.read_response(timeout=0.3 + SLACK + 2)
             dt = _elapsed(t0)
             assert r.status in (502, 504), r
-            util.check_usher_error(c, r, r.status, must_close=False)
+            wire.check_usher_error(c, r, r.status, must_close=False)
             assert 0.25 <= dt <= 0.3 + SLACK, "answered after %.2fs" % dt
     finally:
         bh.close()

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-import util
+import wire
 
 
 def test_wrk_smoke(backend_factory, usher_factory):
@@ -49,7 +49,7 @@ def test_wrk_connection_close(backend_factory, usher_factory):
     assert total >= 200, out
     assert "Non-2xx" not in out, out
     assert "Socket errors" not in out, out
-    util.wait_until(lambda: u.status_json()["listeners"][0]["connections"] == 0, 3.0,
+    wire.wait_until(lambda: u.status_json()["listeners"][0]["connections"] == 0, 3.0,
                     what="every client connection to be gone")
     # the upstream side stayed pooled: far fewer upstream connections than requests
     assert b1.conns_total <= 20, b1.conns_total

@@ -7,10 +7,12 @@ import time
 
 import pytest
 
-import util
-from lifecycle_util import (AsyncioThread, WsClient, WsEchoBackend, config_for, connect_refused,
-                            reload_and_wait, slow_request)
-from util import RawConn
+import usher_proc
+import wire
+from clients import AsyncioThread, WsClient, slow_request
+from servers import WsEchoServer
+from usher_proc import config_for, reload_and_wait
+from wire import RawConn, connect_refused
 
 
 def test_backend_removed_while_slow_request_runs(backend_factory, usher_factory):
@@ -20,7 +22,7 @@ def test_backend_removed_while_slow_request_runs(backend_factory, usher_factory)
     u = usher_factory(pools={"blue": [b1, b2]}, pool_opts=opts)
     carrier = RawConn(u.port, timeout=10.0)
     slow = slow_request(u.port, 2000, conn=carrier, check_close=False)
-    victim = util.wait_until(lambda: next((b for b in (b1, b2) if b.reqs("/slow")), None), 3.0,
+    victim = wire.wait_until(lambda: next((b for b in (b1, b2) if b.reqs("/slow")), None), 3.0,
                              what="the slow request at a backend")
     other = b2 if victim is b1 else b1
 
@@ -40,7 +42,7 @@ def test_backend_removed_while_slow_request_runs(backend_factory, usher_factory)
             r = ka.request("GET", "/")
             assert r.status == 200 and r.body == other.name.encode(), r
     for _ in range(5):
-        st, _, body = util.http_get(u.port, "/")
+        st, _, body = wire.http_get(u.port, "/")
         assert st == 200 and body == other.name.encode(), (st, body)
     assert len(victim.reqs()) == 1, victim.reqs()
 
@@ -52,7 +54,7 @@ def test_backend_removed_while_slow_request_runs(backend_factory, usher_factory)
     assert r.status == 200 and r.body == other.name.encode(), r
     carrier.close()
     # its upstream connection was closed after the response, not pooled
-    util.wait_until(lambda: victim.conns_active == 0, 2.0,
+    wire.wait_until(lambda: victim.conns_active == 0, 2.0,
                     what="the draining backend's connection closed")
 
     # the drain ends with the last connection, long before the 10 s delay
@@ -89,9 +91,9 @@ def test_broken_config_on_reload_keeps_old_config(backend_factory, usher_factory
 
     # the broken file would send everything to green if it were applied
     flipped = config_for(u, {"blue": [b], "green": [g]}, split={"blue": 0, "green": 100})
-    text, line, col, key = _broken(util.to_yaml(flipped), kind)
+    text, line, col, key = _broken(usher_proc.to_yaml(flipped), kind)
     u.reload(text)
-    util.wait_until(lambda: u.log_lines("reload failed"), 5.0, what="reload failed")
+    wire.wait_until(lambda: u.log_lines("reload failed"), 5.0, what="reload failed")
     errs = u.log_lines("config error")
     assert len(errs) == 1, u.log()
     msg = errs[0]["kv"]["error"]
@@ -107,7 +109,7 @@ def test_broken_config_on_reload_keeps_old_config(backend_factory, usher_factory
         r = ka.request("GET", "/")
         assert r.status == 200 and r.body == b"blue-1", r
     for _ in range(5):
-        st, _, body = util.http_get(u.port, "/")
+        st, _, body = wire.http_get(u.port, "/")
         assert st == 200 and body == b"blue-1", (st, body)
     assert g.reqs() == []
     m = u.metrics()
@@ -137,13 +139,13 @@ def test_listener_added_and_removed_by_reload(backend_factory, usher_factory):
     web_local = web.local_port()
 
     # add listener "api"
-    api_bind = "127.0.0.1:%d" % util.free_port()
+    api_bind = "127.0.0.1:%d" % wire.free_port()
     two = [{"name": "web", "pools": {"blue": 100}},
            {"name": "api", "bind": api_bind, "pools": {"blue": 100}}]
     assert reload_and_wait(u, config_for(u, {"blue": [b]}, listeners=two)) == ("done", 2)
     api_port = u.ports["api"]
     u.wait_log(r"listener started name=api bind=%s" % re.escape(api_bind), 1.0)
-    st, _, body = util.http_get(api_port, "/")
+    st, _, body = wire.http_get(api_port, "/")
     assert st == 200 and body == b"blue-1"
     listeners = {l["name"]: l for l in u.status_json()["listeners"]}
     assert set(listeners) == {"web", "api"} and listeners["api"]["open"], listeners
@@ -176,7 +178,7 @@ def test_listener_added_and_removed_by_reload(backend_factory, usher_factory):
     busy.close()
     # and web keeps serving on the same connection and on new ones
     assert web.request("GET", "/").status == 200
-    assert util.http_get(web_port, "/")[0] == 200
+    assert wire.http_get(web_port, "/")[0] == 200
     web.close()
     open_listeners = [l["name"] for l in u.status_json()["listeners"] if l["open"]]
     assert open_listeners == ["web"], open_listeners
@@ -196,7 +198,7 @@ def test_reload_with_new_listener_on_busy_port_fails_whole(backend_factory, ushe
     assert (kind, gen) == ("failed", 1), u.log()
     u.wait_log(r"listener failed name=api bind=127\.0\.0\.1:%d" % busy, 1.0)
     for _ in range(5):
-        st, _, body = util.http_get(u.port, "/")
+        st, _, body = wire.http_get(u.port, "/")
         assert st == 200 and body == b"blue-1", (st, body)
     st = u.status_json()
     assert st["generation"] == 1 and st["reloads"] == {"ok": 0, "error": 1}, st
@@ -210,7 +212,7 @@ def test_backend_readded_while_draining_keeps_its_connection(backend_factory, us
     opts = {"blue": {"deregistration_delay": "10s"}}
     u = usher_factory(pools={"blue": [b1, b2]}, pool_opts=opts)
     slow = slow_request(u.port, 1500, check_close=False)
-    victim = util.wait_until(lambda: next((b for b in (b1, b2) if b.reqs("/slow")), None), 3.0,
+    victim = wire.wait_until(lambda: next((b for b in (b1, b2) if b.reqs("/slow")), None), 3.0,
                              what="the slow request at a backend")
     other = b2 if victim is b1 else b1
     assert reload_and_wait(u, config_for(u, {"blue": [other]}, pool_opts=opts)) == ("done", 2)
@@ -238,7 +240,7 @@ def test_removed_pool_websocket_runs_until_deregistration_delay(backend_factory,
     Its backend drains: a WebSocket still open on it keeps flowing until the
     pool's deregistration_delay, is then closed, and the backend is gone."""
     aio = AsyncioThread()
-    ws_backend = WsEchoBackend(aio, "blue-ws").start()
+    ws_backend = WsEchoServer("blue-ws", aio=aio).start()
     ws = None
     try:
         g = backend_factory("green-1")
@@ -246,12 +248,12 @@ def test_removed_pool_websocket_runs_until_deregistration_delay(backend_factory,
         opts = {"blue": {"deregistration_delay": "1500ms"}}
         u = usher_factory(pools={"blue": blue, "green": [g]}, split={"blue": 100, "green": 0},
                           pool_opts=opts)
-        ws = WsClient(aio, u.port)
+        ws = WsClient(u.port, aio=aio)
         assert ws.echo("on blue") == "on blue"
         assert reload_and_wait(u, config_for(u, {"blue": blue, "green": [g]},
                                              split={"blue": 0, "green": 100},
                                              pool_opts=opts)) == ("done", 2)
-        assert util.http_get(u.port, "/")[2] == b"green-1"
+        assert wire.http_get(u.port, "/")[2] == b"green-1"
         t0 = time.monotonic()
         assert reload_and_wait(u, config_for(u, {"green": [g]})) == ("done", 3)
         assert ws.echo("draining") == "draining"
@@ -268,7 +270,7 @@ def test_removed_pool_websocket_runs_until_deregistration_delay(backend_factory,
         with pytest.raises(Exception):
             ws.echo("after", timeout=1.0)
         assert u.backend_status("blue", "blue-ws") is None
-        assert util.http_get(u.port, "/")[2] == b"green-1"
+        assert wire.http_get(u.port, "/")[2] == b"green-1"
         # the removal is logged like any other backend removed by a reload
         removed = [(l["kv"]["backend"], l["kv"]["connections"])
                    for l in u.log_lines("backend removed")]

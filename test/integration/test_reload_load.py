@@ -5,36 +5,15 @@ blue/green flip by reload with a WebSocket on blue that survives it."""
 import threading
 import time
 
-import util
-from lifecycle_util import (AsyncioThread, Background, KeepAliveLoad, WsClient, WsEchoBackend,
-                            config_for, reload_and_wait)
+import wire
+from clients import AsyncioThread, Background, WsClient
+from load import Load
+from servers import WsEchoServer
+from usher_proc import config_for, reload_and_wait
 
 RELOADS = 50
 HEALTH = {"protocol": "http", "path": "/healthz", "interval": "200ms", "timeout": "150ms",
           "healthy_threshold": 2, "unhealthy_threshold": 2}
-
-
-def _fresh_connection_loop(port, stop, deadline):
-    """GET / on a new connection each time: every connect must succeed (an
-    unchanged listener keeps its socket). Returns (requests, [errors])."""
-    n, errors = 0, []
-    while not stop.is_set() and time.monotonic() < deadline:
-        try:
-            st, _, _ = util.http_get(port, "/", timeout=5.0)
-            if st != 200:
-                errors.append("status %d" % st)
-        except Exception as e:  # pylint: disable=broad-except
-            errors.append(repr(e))
-        n += 1
-        time.sleep(0.01)
-    return n, errors
-
-
-def by_backend_count(load):
-    out = {}
-    for _, _, _, be, _ in load.records:
-        out[be] = out.get(be, 0) + 1
-    return out
 
 
 def test_50_reloads_under_keepalive_load(backend_factory, usher_factory):
@@ -51,13 +30,13 @@ def test_50_reloads_under_keepalive_load(backend_factory, usher_factory):
     cfg_b = config_for(u, {"blue": [(b1, 3), b2], "green": [g1]}, split={"blue": 50, "green": 50},
                        pool_opts=opts)
 
-    load = KeepAliveLoad(u.port, threads=4, max_seconds=25.0).start()
-    stop_fresh = threading.Event()
-    fresh = Background(lambda: _fresh_connection_loop(u.port, stop_fresh,
-                                                      time.monotonic() + 25.0))
+    load = Load(u.port, threads=4, duration=25.0, timeout=5.0).start()
+    # GET / on a new connection each time: every connect must succeed (an
+    # unchanged listener keeps its socket)
+    fresh = Load(u.port, threads=1, pause=0.01, duration=25.0, timeout=5.0, fresh=True).start()
     outcomes = []
     try:
-        util.wait_until(lambda: load.count() >= 20, 5.0, what="load started")
+        wire.wait_until(lambda: load.count() >= 20, 5.0, what="load started")
         t0 = time.monotonic()
         for i in range(RELOADS):
             outcomes.append(reload_and_wait(u, cfg_b if i % 2 == 0 else cfg_a))
@@ -66,12 +45,12 @@ def test_50_reloads_under_keepalive_load(backend_factory, usher_factory):
         time.sleep(0.3)
     finally:
         load.stop()
-        stop_fresh.set()
-    n_fresh, fresh_errors = fresh.join(10.0)
+        fresh.stop()
+    n_fresh, fresh_errors = fresh.total, fresh.errors
 
     print("reload under load: %d keep-alive requests (%r), %d errors, %d reconnects; "
           "%d fresh-connection requests, %d errors; upstream connections %r" % (
-              load.count(), by_backend_count(load), len(load.errors), load.reconnects, n_fresh,
+              load.count(), load.by_backend(), len(load.errors), load.reconnects, n_fresh,
               len(fresh_errors), {b.name: len({r.conn_id for r in b.reqs()}) for b in (b1, b2, g1)}))
     assert outcomes == [("done", g) for g in range(2, RELOADS + 2)], outcomes
     assert load.errors == [], "client errors: %d, first: %r" % (len(load.errors), load.errors[:5])
@@ -79,7 +58,7 @@ def test_50_reloads_under_keepalive_load(backend_factory, usher_factory):
     assert fresh_errors == [], "fresh connections: %d errors of %d: %r" % (
         len(fresh_errors), n_fresh, fresh_errors[:5])
     assert load.count() >= 200, "only %d requests under load" % load.count()
-    by_backend = by_backend_count(load)
+    by_backend = load.by_backend()
     assert set(by_backend) == {"blue-1", "blue-2", "green-1"}, by_backend
 
     m = u.metrics()
@@ -108,7 +87,7 @@ def test_50_reloads_under_keepalive_load(backend_factory, usher_factory):
 
 def test_blue_green_flip_under_load_websocket_survives(backend_factory, usher_factory):
     aio = AsyncioThread()
-    ws_backend = WsEchoBackend(aio, "blue-ws").start()
+    ws_backend = WsEchoServer("blue-ws", aio=aio).start()
     ws = None
     load = None
     try:
@@ -116,7 +95,7 @@ def test_blue_green_flip_under_load_websocket_survives(backend_factory, usher_fa
         blue = [{"name": "blue-ws", "address": ws_backend.address, "weight": 1}]
         u = usher_factory(pools={"blue": blue, "green": [g]}, split={"blue": 100, "green": 0},
                           pool_opts={"blue": {"deregistration_delay": "30s"}})
-        ws = WsClient(aio, u.port)
+        ws = WsClient(u.port, aio=aio)
         assert ws.echo("hello") == "hello"
         assert u.backend_status("blue", "blue-ws")["active_connections"] >= 1
 
@@ -135,8 +114,8 @@ def test_blue_green_flip_under_load_websocket_survives(backend_factory, usher_fa
             return echoed[0]
 
         ws_bg = Background(ws_loop)
-        load = KeepAliveLoad(u.port, threads=4, max_seconds=20.0).start()
-        util.wait_until(lambda: load.count() >= 50, 5.0, what="load on blue")
+        load = Load(u.port, threads=4, duration=20.0, timeout=5.0).start()
+        wire.wait_until(lambda: load.count() >= 50, 5.0, what="load on blue")
         t_hup = time.monotonic()
         kind, gen = reload_and_wait(u, config_for(u, {"blue": blue, "green": [g]},
                                                   split={"blue": 0, "green": 100},
@@ -145,8 +124,8 @@ def test_blue_green_flip_under_load_websocket_survives(backend_factory, usher_fa
         t_done = time.monotonic()
         assert (kind, gen) == ("done", 2)
         n_at_flip, echoes_at_flip = load.count(), echoed[0]
-        util.wait_until(lambda: load.count() >= n_at_flip + 200, 8.0, what="load on green")
-        util.wait_until(lambda: echoed[0] >= echoes_at_flip + 20 or ws_bg.done_at, 5.0,
+        wire.wait_until(lambda: load.count() >= n_at_flip + 200, 8.0, what="load on green")
+        wire.wait_until(lambda: echoed[0] >= echoes_at_flip + 20 or ws_bg.done_at, 5.0,
                         what="WebSocket echoes after the flip")
         time.sleep(0.5)
         load.stop()
@@ -172,7 +151,7 @@ def test_blue_green_flip_under_load_websocket_survives(backend_factory, usher_fa
             late_blue)
         assert t_done - t_hup < 1.0, "reload took %.2fs" % (t_done - t_hup)
         print("blue/green flip: %d requests (%r), %d errors, %d reconnects, %d echoes" % (
-            load.count(), by_backend_count(load), len(load.errors), load.reconnects, echoes))
+            load.count(), load.by_backend(), len(load.errors), load.reconnects, echoes))
 
         # the WebSocket on blue: same session, still echoing after the flip
         assert echoes >= echoes_at_flip + 20

@@ -8,9 +8,11 @@ import socket
 import threading
 import time
 
-import util
-from health_util import (Pinger, TCPClient, TCPEchoServer, hc_opts, servers,  # noqa: F401
-                         state_transitions, wait_state)
+import usher_proc
+import wire
+from clients import Pinger, TCPClient
+from servers import TCPEchoServer
+from usher_proc import hc_opts, state_transitions, wait_state
 
 DELAY = 2.0
 EARLY, LATE = 0.15, 0.6
@@ -20,7 +22,7 @@ def _cfg(backends, hc=None, delay="2s", timeouts=None):
     opts = {"deregistration_delay": delay}
     if hc:
         opts["health_check"] = hc
-    return util.make_config(pools={"tcp": backends}, pool_opts={"tcp": opts}, timeouts=timeouts,
+    return usher_proc.make_config(pools={"tcp": backends}, pool_opts={"tcp": opts}, timeouts=timeouts,
                             listeners=[{"name": "tcp", "protocol": "tcp", "pools": {"tcp": 100}}])
 
 
@@ -29,7 +31,7 @@ def _echo(s, name):
 
 
 def _dead(name):
-    return {"name": name, "address": "127.0.0.1:%d" % util.free_port(), "weight": 1}
+    return {"name": name, "address": "127.0.0.1:%d" % wire.free_port(), "weight": 1}
 
 
 def _which(echos):
@@ -49,7 +51,7 @@ def test_tcp_bytes_flow_and_half_close(servers, usher_factory):
     n = 2 * 1024 * 1024
     c.sock.settimeout(5.0)
     writer = threading.Thread(target=lambda: [c.sock.sendall(piece) for piece in
-                                              util.pattern_chunks(n, chunk=65536)], daemon=True)
+                                              wire.pattern_chunks(n, chunk=65536)], daemon=True)
     writer.start()
     got = bytearray()
     while len(got) < n:
@@ -58,7 +60,7 @@ def test_tcp_bytes_flow_and_half_close(servers, usher_factory):
         got += d
     writer.join(5.0)
     assert not writer.is_alive()
-    assert bytes(got) == util.pattern_bytes(n)
+    assert bytes(got) == wire.pattern_bytes(n)
     st = u.backend_status("tcp", "tcp-1")
     assert st["active_connections"] == 1, st
     # half-close: our FIN reaches the backend, which answers with its own
@@ -72,7 +74,7 @@ def test_tcp_bytes_flow_and_half_close(servers, usher_factory):
             break
         rest += d
     assert rest == b"last words"
-    util.wait_until(lambda: u.backend_status("tcp", "tcp-1")["active_connections"] == 0, 2.0,
+    wire.wait_until(lambda: u.backend_status("tcp", "tcp-1")["active_connections"] == 0, 2.0,
                     what="session released")
 
 
@@ -145,7 +147,7 @@ def test_tcp_session_survives_503_drain_until_delay_then_closed(servers, usher_f
     assert DELAY - EARLY <= failed - t503 <= DELAY + LATE, (failed - t503, p.error)
     assert p.last_ok - t503 >= DELAY - EARLY - 0.1
     u.wait_log(r"backend drain expired pool=tcp backend=%s closing=1\b" % mine.name, 1.0)
-    util.wait_until(lambda: mine.conns_active == 0, 1.0, what="backend side closed")
+    wire.wait_until(lambda: mine.conns_active == 0, 1.0, what="backend side closed")
     assert c2.exchange("still") == "still"
 
 

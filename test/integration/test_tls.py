@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-import util
+import usher_proc
+import wire
 
 HOST = "127.0.0.1"
 
@@ -108,7 +109,7 @@ def test_silent_client_times_out_in_handshake(backend_factory, usher_factory, ce
     b = backend_factory("blue-1")
     u = usher_factory(pools={"blue": [b]}, listeners=[tls_listener(cert, key)],
                       timeouts={"client_header": "300ms"})
-    with util.RawConn(u.port, timeout=3.0) as c:
+    with wire.RawConn(u.port, timeout=3.0) as c:
         t0 = time.monotonic()
         assert c.wait_closed(3.0) == b""
         assert time.monotonic() - t0 < 2.0
@@ -124,7 +125,7 @@ def test_large_download_over_tls(backend_factory, usher_factory, certs):
         s.sendall(b"GET /big?bytes=%d HTTP/1.1\r\nHost: a\r\n\r\n" % n)
         status, _, body = read_response(s, timeout=20.0)
         assert status == 200 and len(body) == n
-        assert body == util.pattern_bytes(n)
+        assert body == wire.pattern_bytes(n)
     finally:
         s.close()
 
@@ -157,10 +158,10 @@ def test_tls_tcp_mode(usher_factory, certs):
 def test_bad_key_is_a_config_error(usher_bin, tmp_path, certs):
     cert, _ = certs["one"]
     _, stray_key = certs["stray"]
-    cfg = util.make_config(pools={"blue": [{"name": "b", "address": "127.0.0.1:1"}]},
+    cfg = usher_proc.make_config(pools={"blue": [{"name": "b", "address": "127.0.0.1:1"}]},
                            listeners=[tls_listener(cert, stray_key)])
     path = tmp_path / "bad-tls.yaml"
-    path.write_text(util.to_yaml(cfg))
+    path.write_text(usher_proc.to_yaml(cfg))
     for args in (["-t", "-c", str(path)], ["-c", str(path)]):
         r = subprocess.run([usher_bin] + args, capture_output=True, text=True, timeout=10)
         assert r.returncode == 2, r
@@ -172,7 +173,7 @@ def test_bad_key_is_a_config_error(usher_bin, tmp_path, certs):
 def test_certificate_swapped_by_reload(backend_factory, usher_factory, certs):
     (cert1, key1), (cert2, key2) = certs["one"], certs["two"]
     b = backend_factory("blue-1")
-    cfg = util.make_config(pools={"blue": [b]}, listeners=[tls_listener(cert1, key1)])
+    cfg = usher_proc.make_config(pools={"blue": [b]}, listeners=[tls_listener(cert1, key1)])
     u = usher_factory(cfg)
     old = tls_conn(u.port, cert1)  # established before the reload
     cfg["listeners"][0]["tls"] = {"cert": cert2, "key": key2}

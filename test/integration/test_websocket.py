@@ -7,9 +7,11 @@ ends."""
 
 import time
 
-import util
-from health_util import (Pinger, WSClient, WSEchoServer, hc_opts, servers,  # noqa: F401
-                         state_transitions, wait_state)
+import usher_proc
+import wire
+from clients import Pinger, WsClient
+from servers import WsEchoServer
+from usher_proc import hc_opts, state_transitions, wait_state
 
 DELAY = 2.0       # deregistration_delay of the pool, seconds
 # How early / late usher may close a session relative to the delay: the
@@ -22,7 +24,7 @@ def _cfg(servers_, delay="2s", hc=True):
     opts = {"deregistration_delay": delay}
     if hc:
         opts["health_check"] = hc_opts(interval="200ms", timeout="100ms")
-    return util.make_config(pools={"ws": servers_}, pool_opts={"ws": opts})
+    return usher_proc.make_config(pools={"ws": servers_}, pool_opts={"ws": opts})
 
 
 def _without(cfg, *names):
@@ -34,15 +36,15 @@ def _without(cfg, *names):
 
 
 def _ws(s, u, path="/echo"):
-    return s.add(WSClient("ws://127.0.0.1:%d%s" % (u.port, path)))
+    return s.add(WsClient("ws://127.0.0.1:%d%s" % (u.port, path)))
 
 
 def _start(s, names):
-    return [s.add(WSEchoServer(n).start()) for n in names]
+    return [s.add(WsEchoServer(n, tag=True).start()) for n in names]
 
 
 def _session_on(s, u, backends):
-    """A session and the WSEchoServer it landed on."""
+    """A session and the WsEchoServer it landed on."""
     c = _ws(s, u)
     name = c.exchange("hello").split(":", 1)[0]
     return c, next(b for b in backends if b.name == name)
@@ -60,9 +62,9 @@ def test_websocket_echo_counted_against_backend(servers, usher_factory):
     assert st["active_connections"] == 1, st
     assert w1.sessions_active == 1
     c.close()
-    util.wait_until(lambda: u.backend_status("ws", "ws-1")["active_connections"] == 0, 2.0,
+    wire.wait_until(lambda: u.backend_status("ws", "ws-1")["active_connections"] == 0, 2.0,
                     what="tunnel released after the client closed")
-    util.wait_until(lambda: w1.sessions_active == 0, 2.0, what="backend session ended")
+    wire.wait_until(lambda: w1.sessions_active == 0, 2.0, what="backend session ended")
 
 
 def test_websocket_survives_503_drain_until_delay_then_closed(servers, usher_factory):
@@ -93,7 +95,7 @@ def test_websocket_survives_503_drain_until_delay_then_closed(servers, usher_fac
     assert p.last_ok - t503 >= DELAY - EARLY - 0.1, "session stopped flowing before the delay"
     m = u.wait_log(r"backend drain expired pool=ws backend=%s closing=1\b" % mine.name, 1.0)
     assert m
-    util.wait_until(lambda: u.backend_status("ws", mine.name)["active_connections"] == 0, 1.0,
+    wire.wait_until(lambda: u.backend_status("ws", mine.name)["active_connections"] == 0, 1.0,
                     what="tunnel released")
     # the session on the healthy backend is untouched
     assert c2.exchange("still") == "%s:still" % other.name

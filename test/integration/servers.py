@@ -1,9 +1,17 @@
-"""A scriptable, misbehaving HTTP/1.1 backend for the integration tests.
+"""Scripted servers for the integration tests, all on loopback, every one
+stoppable, every wait bounded. One base class (Server: name, host, port,
+address, start/stop/kill/restart) and one /healthz answerer (HealthAnswers:
+a fixed status or a cycled pattern, every answer timed):
 
-Raw sockets and one thread per connection, so a test controls every byte.
-It records every request head it sees (and whether the body then arrived
-completely), supports keep-alive with Content-Length and chunked request
-bodies, and answers by path:
+  Backend         a misbehaving HTTP/1.1 backend, one thread per connection
+                  (paths below)
+  TCPEchoServer   echoes every byte (an HTTP health check on it is answered)
+  ScriptedServer  runs script(sock) on each connection
+  WsEchoServer    a WebSocket echo server (python3-websockets on an
+                  clients.AsyncioThread); plain HTTP gets /healthz or 200
+  Blackhole       a listener whose accept queue is full (connects hang)
+
+Backend answers by path:
 
   /                     200, body = the backend's name (e.g. "blue-1")
   /healthz              status .health_status (settable at runtime), body "ok"
@@ -16,7 +24,7 @@ bodies, and answers by path:
   /garbage              answers "NOT HTTP AT ALL\r\n\r\n" and closes
   /bighead?bytes=N      200 with one response header of N bytes
   /1xx?code=103[&count=K]   K interim responses (default 1, code 103) then 200
-  /big?bytes=N[&rate=R]     N deterministic bytes (util.pattern_*) with Content-Length,
+  /big?bytes=N[&rate=R]     N deterministic bytes (wire.pattern_*) with Content-Length,
                             written at most R bytes/s
   /stall?bytes=N&after=M    Content-Length N, sends M bytes, then never sends more
   /upload[?rate=R]      reads the body (at most R bytes/s) and answers JSON {"sha256","len"}
@@ -38,9 +46,13 @@ Setting .mode to a path ("/hang", "/status?code=500", ...) handles every
 request except /healthz as if it had been sent to that path.
 HEAD gets the same head as GET without the body. A request with
 "Expect: 100-continue" and a body gets "100 Continue" before the body is read.
+
+Standard library + python3-websockets only (run with /usr/bin/python3).
 """
 
+import asyncio
 import hashlib
+import http
 import json
 import select
 import socket
@@ -49,11 +61,14 @@ import threading
 import time
 import urllib.parse
 
-import util
+import wire
+from clients import AsyncioThread
+from wire import HOST, close_quietly
 
-HOST = "127.0.0.1"
 READ_CHUNK = 65536
 BODY_NONE_STATUSES = (204, 304)
+# How long a server waits for its own threads when stopped.
+JOIN_TIMEOUT = 3.0
 
 
 def shut_down_sockets(lsock, socks, reset):
@@ -62,21 +77,214 @@ def shut_down_sockets(lsock, socks, reset):
     <reset>, so that their close sends an RST. SHUT_RD wakes a thread blocked
     in recv() without sending a FIN; with SO_LINGER 0 the final close (by that
     thread or the caller) then sends the RST."""
-    if lsock is not None:
-        try:
-            lsock.close()
-        except OSError:
-            pass
+    close_quietly(lsock)
     for s in socks:
         try:
             if reset:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                reset_on_close(s)
                 s.shutdown(socket.SHUT_RD)
             else:
                 s.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
 
+
+def reset_on_close(s):
+    """Makes the close of socket <s> send an RST (SO_LINGER 0)."""
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+
+
+def rst_close(s):
+    """Closes socket <s> with an RST."""
+    reset_on_close(s)
+    close_quietly(s)
+
+
+def read_head(s):
+    """Reads one request head from socket <s>; returns it (b"" on EOF)."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        d = s.recv(READ_CHUNK)
+        if not d:
+            return b""
+        buf += d
+    return buf
+
+
+# --- the base class and the one /healthz answerer --------------------------------------
+
+class Server:
+    """What every scripted server has: a name, a loopback host and port,
+    .address ("host:port"), start() (returns self), stop(timeout) (graceful),
+    kill(timeout) (abrupt; default: like stop) and restart() (same port)."""
+
+    def __init__(self, name, port=0, host=HOST):
+        self.name = name
+        self.host = host                  # a loopback address (127.0.0.0/8)
+        self._want_port = port
+        self.port = None
+
+    @property
+    def address(self):
+        return "%s:%d" % (self.host, self.port)
+
+    def start(self):
+        raise NotImplementedError
+
+    def stop(self, timeout=JOIN_TIMEOUT):
+        raise NotImplementedError
+
+    def kill(self, timeout=JOIN_TIMEOUT):
+        self.stop(timeout)
+
+    def restart(self):
+        """Starts again on the same port after stop()/kill()."""
+        self._want_port = self.port
+        return self.start()
+
+
+class HealthAnswers:
+    """The /healthz answer of a server: .health_status (settable), or
+    .health_pattern, a list of statuses cycled one entry per check. Every
+    answer is logged as (monotonic time, status) in .health_log. A server
+    reads .health_status exactly once per /healthz request, right before
+    answering it: the property is the hook that times the answers."""
+
+    def _init_health(self, status=200):
+        self.health_log = []
+        self.health_pattern = None
+        self._pattern_i = 0
+        self._hs = status
+
+    @property
+    def health_status(self):
+        if self.health_pattern:
+            code = self.health_pattern[self._pattern_i % len(self.health_pattern)]
+            self._pattern_i += 1
+        else:
+            code = self._hs
+        self.health_log.append((time.monotonic(), code))
+        return code
+
+    @health_status.setter
+    def health_status(self, code):
+        self._hs = code
+
+    def first_health_answer(self, code, after=0.0):
+        """Time of the first /healthz answer with <code> at or after <after>, or None."""
+        for t, c in list(self.health_log):
+            if c == code and t >= after:
+                return t
+        return None
+
+
+class ThreadedServer(Server):
+    """A listening socket with an accept thread and one thread per connection
+    running self._handle(sock, peer). stop() closes everything with a FIN,
+    kill() closes the listener (connects are refused) and resets every
+    connection."""
+
+    def __init__(self, name, port=0, host=HOST, backlog=128):
+        super().__init__(name, port, host)
+        self.backlog = backlog
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._socks = set()
+        self._threads = []
+        self._lsock = None
+        self._accept_thread = None
+
+    def start(self):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((self.host, self._want_port))
+        s.listen(self.backlog)
+        s.settimeout(0.1)
+        self._lsock = s
+        self.port = s.getsockname()[1]
+        self._stop.clear()
+        self._accept_thread = threading.Thread(target=self._accept_loop, daemon=True,
+                                               name="%s-accept" % self.name)
+        self._accept_thread.start()
+        return self
+
+    def stop(self, timeout=JOIN_TIMEOUT):
+        """Stops accepting and closes every connection (FIN)."""
+        self._shutdown(reset=False, timeout=timeout)
+
+    def kill(self, timeout=JOIN_TIMEOUT):
+        """Simulates a dead server: listener closed (connects are refused) and
+        every open connection reset."""
+        self._shutdown(reset=True, timeout=timeout)
+
+    def _shutdown(self, reset, timeout):
+        self._stop.set()
+        with self._lock:
+            socks = list(self._socks)
+        shut_down_sockets(self._lsock, socks, reset)
+        self._lsock = None
+        if reset:
+            for s in socks:
+                s.close()
+        deadline = time.monotonic() + timeout
+        for t in [self._accept_thread] + list(self._threads):
+            if t is not None:
+                t.join(max(0.01, deadline - time.monotonic()))
+        for s in socks:
+            s.close()
+
+    def _accept_loop(self):
+        while not self._stop.is_set():
+            try:
+                lsock = self._lsock
+                if lsock is None:
+                    return
+                s, peer = lsock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            s.settimeout(None)
+            with self._lock:
+                self._socks.add(s)
+            t = threading.Thread(target=self._run, args=(s, peer), daemon=True,
+                                 name="%s-conn" % self.name)
+            self._threads.append(t)
+            t.start()
+
+    def _run(self, s, peer):
+        try:
+            self._handle(s, peer)
+        except OSError:
+            pass
+        finally:
+            with self._lock:
+                self._socks.discard(s)
+            close_quietly(s)
+
+    def _handle(self, s, peer):
+        raise NotImplementedError
+
+
+class ScriptedServer(ThreadedServer):
+    """Runs script(sock) on each connection (the socket is closed when it
+    returns); .accepted counts connections."""
+
+    def __init__(self, script, name="scripted", port=0, host=HOST):
+        super().__init__(name, port, host, backlog=64)
+        self.script = script
+        self.accepted = 0
+
+    def _handle(self, s, peer):
+        s.settimeout(5.0)
+        self.accepted += 1
+        self.script(s)
+
+
+# --- the HTTP backend ------------------------------------------------------------------
 
 class BadRequest(Exception):
     pass
@@ -147,7 +355,7 @@ class _Conn:
     def read_body(self, req, rate=None):
         """Reads the request body per its framing, hashing it."""
         h = hashlib.sha256()
-        limiter = util.RateLimiter(rate)
+        limiter = wire.RateLimiter(rate)
         te = ",".join(req.header_all("transfer-encoding")).lower()
         cl = req.header("content-length")
         n = 0
@@ -198,20 +406,14 @@ class _Conn:
         self.sock.sendall(data)
 
     def rst(self):
-        """Closes with an RST (SO_LINGER 0)."""
-        try:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
+        """Closes with an RST."""
+        reset_on_close(self.sock)
         self.close()
 
     def close(self):
         if not self.closed:
             self.closed = True
-            try:
-                self.sock.close()
-            except OSError:
-                pass
+            close_quietly(self.sock)
 
     def wait_peer_or_stop(self):
         """Blocks until the peer closes or the backend stops (for /hang, /stall)."""
@@ -233,8 +435,8 @@ class _Conn:
                 pass
 
 
-class Backend:
-    """A backend server on 127.0.0.1:<port>. start()/stop() (graceful: closes
+class Backend(ThreadedServer, HealthAnswers):
+    """An HTTP/1.1 backend on <host>:<port> (paths: module docstring). start()/stop() (graceful: closes
     everything with FIN), kill() (abrupt: listener closed, connections reset).
 
     Attributes tests read: name, port, address, requests (list of Request),
@@ -245,16 +447,13 @@ class Backend:
     response_delay (seconds before every non-health response),
     health_delay (seconds before answering /healthz),
     drop_reused (close, without answering, any request that is not the first
-    on its connection: the keep-alive race)."""
+    on its connection: the keep-alive race). /healthz answers: HealthAnswers."""
 
     def __init__(self, name="backend", port=0, backlog=128, idle_timeout=None,
-                 health_status=200, mode=None):
-        self.name = name
-        self._want_port = port
-        self.port = None
-        self.backlog = backlog
+                 health_status=200, mode=None, host=HOST):
+        super().__init__(name, port, host, backlog)
+        self._init_health(health_status)
         self.idle_timeout = idle_timeout
-        self.health_status = health_status
         self.mode = mode
         self.response_delay = 0.0
         self.health_delay = 0.0
@@ -264,61 +463,6 @@ class Backend:
         self.conns_total = 0
         self.conns_active = 0
         self.closed_conns = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._conns = set()
-        self._threads = []
-        self._lsock = None
-        self._accept_thread = None
-
-    # lifecycle -----------------------------------------------------------------
-    @property
-    def address(self):
-        return "%s:%d" % (HOST, self.port)
-
-    def start(self):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((HOST, self._want_port))
-        s.listen(self.backlog)
-        s.settimeout(0.1)
-        self._lsock = s
-        self.port = s.getsockname()[1]
-        self._stop.clear()
-        self._accept_thread = threading.Thread(target=self._accept_loop, daemon=True,
-                                               name="backend-%s-accept" % self.name)
-        self._accept_thread.start()
-        return self
-
-    def restart(self):
-        """Starts again on the same port after stop()/kill()."""
-        self._want_port = self.port
-        return self.start()
-
-    def stop(self, timeout=3.0):
-        """Stops accepting and closes every connection (FIN)."""
-        self._shutdown(reset=False, timeout=timeout)
-
-    def kill(self, timeout=3.0):
-        """Simulates a dead backend: listener closed (connects are refused) and
-        every open connection reset."""
-        self._shutdown(reset=True, timeout=timeout)
-
-    def _shutdown(self, reset, timeout):
-        self._stop.set()
-        with self._lock:
-            conns = list(self._conns)
-        shut_down_sockets(self._lsock, [c.sock for c in conns], reset)
-        self._lsock = None
-        if reset:
-            for c in conns:
-                c.close()
-        deadline = time.monotonic() + timeout
-        for t in [self._accept_thread] + list(self._threads):
-            if t is not None:
-                t.join(max(0.01, deadline - time.monotonic()))
-        for c in conns:
-            c.close()
 
     # queries -----------------------------------------------------------------
     def reqs(self, path=None):
@@ -331,34 +475,19 @@ class Backend:
             self.requests = []
 
     def wait_requests(self, n, timeout=5.0):
-        return util.wait_until(lambda: len(self.reqs()) >= n, timeout,
+        return wire.wait_until(lambda: len(self.reqs()) >= n, timeout,
                                what="%d requests at backend %s" % (n, self.name))
 
-    # serving -------------------------------------------------------------------
-    def _accept_loop(self):
-        while not self._stop.is_set():
-            try:
-                lsock = self._lsock
-                if lsock is None:
-                    return
-                s, peer = lsock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            s.settimeout(None)
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self._lock:
-                self.conns_total += 1
-                self.conns_active += 1
-                c = _Conn(self, s, "%s:%d" % peer, self.conns_total)
-                self._conns.add(c)
-            t = threading.Thread(target=self._serve, args=(c,), daemon=True,
-                                 name="backend-%s-conn%d" % (self.name, c.id))
-            self._threads.append(t)
-            t.start()
+    def request_times(self, path=None):
+        return [r.time for r in self.reqs(path)]
 
-    def _serve(self, c):
+    # serving -------------------------------------------------------------------
+    def _handle(self, s, peer):
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self._lock:
+            self.conns_total += 1
+            self.conns_active += 1
+            c = _Conn(self, s, "%s:%d" % peer, self.conns_total)
         try:
             while not self._stop.is_set():
                 if not self._serve_one(c):
@@ -371,7 +500,6 @@ class Backend:
             c.close()
             with self._lock:
                 self.conns_active -= 1
-                self._conns.discard(c)
                 self.closed_conns.append(c.id)
 
     def _read_head(self, c):
@@ -544,7 +672,7 @@ class Backend:
             c.send(self._head(200, [], keep=True, conn_header=False))
             if not head_only:
                 sent = 0
-                for piece in util.pattern_chunks(n, chunk=16384):
+                for piece in wire.pattern_chunks(n, chunk=16384):
                     c.send(piece)
                     sent += len(piece)
                     if sent % 65536 < 16384:
@@ -557,7 +685,7 @@ class Backend:
         if path == "/reset":
             n = int(query.get("bytes", "10000"))
             c.send(self._head(200, [("Content-Length", "1000000")], keep))
-            c.send(util.pattern_bytes(n))
+            c.send(wire.pattern_bytes(n))
             time.sleep(0.05)
             c.rst()
             return False
@@ -585,8 +713,8 @@ class Backend:
             rate = float(query.get("rate", 0)) or None
             c.send(self._head(200, [("Content-Length", str(n))], keep))
             if not head_only:
-                limiter = util.RateLimiter(rate)
-                for piece in util.pattern_chunks(n, chunk=65536):
+                limiter = wire.RateLimiter(rate)
+                for piece in wire.pattern_chunks(n, chunk=65536):
                     c.send(piece)
                     limiter.consumed(len(piece))
             return keep
@@ -594,7 +722,7 @@ class Backend:
             n = int(query.get("bytes", "100000"))
             m = int(query.get("after", "1000"))
             c.send(self._head(200, [("Content-Length", str(n))], keep))
-            c.send(util.pattern_bytes(m))
+            c.send(wire.pattern_bytes(m))
             c.wait_peer_or_stop()
             return False
         return self._respond(c, 200, self.name.encode(), keep, head_only)
@@ -620,36 +748,176 @@ class Backend:
         return keep
 
 
-class Blackhole:
+
+
+# --- raw TCP echo server ----------------------------------------------------------------
+
+class TCPEchoServer(ThreadedServer, HealthAnswers):
+    """Echoes every byte back. A connection whose first bytes are
+    "GET /healthz" is answered as HTTP with .health_status (so an HTTP health
+    check can drain it); a plain TCP health check just connects and closes.
+    .conns_total / .conns_active count data connections (not health checks),
+    .bytes_echoed the bytes sent back."""
+
+    def __init__(self, name="echo", port=0, host=HOST):
+        super().__init__(name, port, host, backlog=64)
+        self._init_health()
+        self.conns_total = 0
+        self.conns_active = 0
+        self.bytes_echoed = 0
+
+    def _handle(self, s, peer):
+        s.settimeout(0.2)
+        counted = False
+        try:
+            first = True
+            while not self._stop.is_set():
+                try:
+                    d = s.recv(READ_CHUNK)
+                except socket.timeout:
+                    continue
+                except OSError:
+                    return
+                if not d:
+                    # half-close passed on: answer with our own FIN
+                    try:
+                        s.shutdown(socket.SHUT_WR)
+                    except OSError:
+                        pass
+                    return
+                if first and d.startswith(b"GET /healthz"):
+                    code = self.health_status
+                    s.sendall(b"HTTP/1.1 %d X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                              % code)
+                    return
+                if first:
+                    first = False
+                    counted = True
+                    with self._lock:
+                        self.conns_total += 1
+                        self.conns_active += 1
+                s.sendall(d)
+                with self._lock:
+                    self.bytes_echoed += len(d)
+        finally:
+            if counted:
+                with self._lock:
+                    self.conns_active -= 1
+
+
+# --- WebSocket echo server ----------------------------------------------------------------
+
+class WsEchoServer(Server, HealthAnswers):
+    """A WebSocket echo server: every message m is answered with m, or with
+    "<name>:<m>" when <tag>. Plain HTTP: GET /healthz gets .health_status;
+    any other request without "Connection: upgrade" gets 200 with body
+    <name> and X-Backend: <name> (websockets then closes the connection).
+    Runs on <aio> (a clients.AsyncioThread), or on its own one.
+    .sessions / .sessions_active count WebSocket sessions, .echoed messages,
+    .plain plain HTTP answers."""
+
+    def __init__(self, name="ws", tag=False, aio=None, port=0, host=HOST):
+        import websockets  # python3-websockets (asyncio API)
+        super().__init__(name, port, host)
+        self._init_health()
+        self._ws = websockets
+        self.tag = tag
+        self.sessions = 0
+        self.sessions_active = 0
+        self.echoed = 0
+        self.plain = 0
+        self._aio = aio
+        self._own_aio = None
+        self._server = None
+
+    def start(self):
+        if self._aio is None:
+            self._own_aio = self._aio = AsyncioThread("ws-%s" % self.name)
+        self._server = self._aio.run(self._start(), 5.0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def _start(self):
+        return await self._ws.serve(self._handler, self.host, self._want_port,
+                                    process_request=self._process_request,
+                                    ping_interval=None, close_timeout=1)
+
+    async def _process_request(self, path, headers):
+        if path.split("?")[0] == "/healthz":
+            code = self.health_status
+            return http.HTTPStatus(code), [("Content-Type", "text/plain")], b"ok"
+        if "upgrade" in headers.get("Connection", "").lower():
+            return None
+        self.plain += 1
+        return (http.HTTPStatus.OK, [("X-Backend", self.name), ("Content-Type", "text/plain")],
+                self.name.encode())
+
+    async def _handler(self, ws, *args):
+        self.sessions += 1
+        self.sessions_active += 1
+        try:
+            async for msg in ws:
+                self.echoed += 1
+                await ws.send("%s:%s" % (self.name, msg) if self.tag else msg)
+        except Exception:  # pylint: disable=broad-except
+            pass    # a cut tunnel is what some tests are about
+        finally:
+            self.sessions_active -= 1
+
+    def stop(self, timeout=JOIN_TIMEOUT):
+        if self._server is not None:
+            async def _close():
+                self._server.close()
+                await asyncio.wait_for(self._server.wait_closed(), timeout)
+            try:
+                self._aio.run(_close(), timeout + 1.0)
+            except Exception:  # pylint: disable=broad-except
+                pass
+            self._server = None
+        if self._own_aio is not None:
+            self._own_aio.close()
+            self._own_aio = self._aio = None
+
+
+# --- a blackhole ------------------------------------------------------------------------------
+
+class Blackhole(Server):
     """A listening socket whose accept queue is full, so a connect() to it
     neither succeeds nor is refused (the SYN is dropped): a backend for the
-    connect timeout. Close with .close()."""
+    connect timeout. Listening as soon as it is made; close() or stop()."""
 
-    def __init__(self):
+    def __init__(self, name="blackhole", host=HOST):
+        super().__init__(name, 0, host)
+        self.lsock = None
+        self.fillers = []
+        self.start()
+
+    def start(self):
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.lsock.bind((HOST, 0))
+        self.lsock.bind((self.host, self._want_port))
         self.lsock.listen(0)
         self.port = self.lsock.getsockname()[1]
-        self.fillers = []
         # backlog 0 still admits one or two queued connections: fill the queue
         # until a connect no longer completes.
         for _ in range(8):
             f = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             f.setblocking(False)
             try:
-                f.connect((HOST, self.port))
+                f.connect((self.host, self.port))
             except BlockingIOError:
                 pass
             self.fillers.append(f)
             _, w, _ = select.select([], [f], [], 0.2)
             if not w:
                 break
+        return self
 
-    @property
-    def address(self):
-        return "%s:%d" % (HOST, self.port)
-
-    def close(self):
+    def stop(self, timeout=JOIN_TIMEOUT):
         for f in self.fillers:
             f.close()
-        self.lsock.close()
+        self.fillers = []
+        if self.lsock is not None:
+            self.lsock.close()
+            self.lsock = None
+
+    close = stop
