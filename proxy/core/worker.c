@@ -260,6 +260,7 @@ void worker_listener_remove(struct worker *w, struct listener *l)
              l->connections);
     listener_close(l);
     l->conf = NULL; /* leaves /status with its last connection (reaper) */
+    ev_prepare_start(w->loop, &w->reaper); /* ... or now, if it has none */
     struct list *pos, *tmp;
     list_for_each_safe (pos, tmp, &w->clients) {
         struct client *c = container_of(pos, struct client, link);

@@ -7,8 +7,9 @@ import threading
 
 import pytest
 
-import util
-from util import RawConn
+import usher_proc
+import wire
+from wire import RawConn
 
 HOST = "127.0.0.1"
 # what usher adds after the client's fields, for a client on loopback
@@ -179,7 +180,7 @@ def test_absolute_form_with_userinfo_is_rejected(rec):
     with RawConn(u.port) as c:
         c.send(b"GET http://user@b.test/ HTTP/1.1\r\nHost: b.test\r\n\r\n")
         resp = c.read_response()
-        util.check_usher_error(c, resp, 400, must_close=True)
+        wire.check_usher_error(c, resp, 400, must_close=True)
     assert r.requests == []
 
 

@@ -12,8 +12,9 @@ import subprocess
 
 import pytest
 
-import util
-from util import RawConn
+import usher_proc
+import wire
+from wire import RawConn
 
 TIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 TEXT_HEAD = re.compile(r"^(%s) (debug|info|warn|error) ([^=\"]*?)(?= [A-Za-z_]+=|$)" % TIME)
@@ -84,11 +85,11 @@ BROKEN_CONFIGS = [
 @pytest.mark.parametrize("fmt", ["json", "text"])
 def test_every_line_parses(fmt, usher_bin, backend_factory, tmp_path):
     b = backend_factory("blue-1")
-    cfg = util.make_config(pools={"blue": [b]}, log={"format": fmt, "access": True,
+    cfg = usher_proc.make_config(pools={"blue": [b]}, log={"format": fmt, "access": True,
                                                      "level": "debug"},
                            limits={"max_connections": 10000})
-    u = util.Usher(usher_bin, cfg, tmp_path)
-    good = util.to_yaml(cfg)
+    u = usher_proc.Usher(usher_bin, cfg, tmp_path)
+    good = usher_proc.to_yaml(cfg)
     log_file = open(u.log_path, "wb")
     u._log_file = log_file
     u.proc = subprocess.Popen([usher_bin, "-c", u.cfg_path], stdin=subprocess.DEVNULL,
@@ -108,7 +109,7 @@ def test_every_line_parses(fmt, usher_bin, backend_factory, tmp_path):
             with open(u.cfg_path, "wb") as f:
                 f.write(breaker(good).encode("utf-8", "surrogateescape"))
             u.send_signal(signal.SIGHUP)
-            util.wait_until(lambda: u.log().count("reload failed") >= n, 5.0,
+            wire.wait_until(lambda: u.log().count("reload failed") >= n, 5.0,
                             what="reload failure %d" % n)
         assert u.stop() == 0
     finally:

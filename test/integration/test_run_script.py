@@ -13,7 +13,8 @@ import urllib.request
 
 import pytest
 
-import util
+import usher_proc
+import wire
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PORTS = [8080, 9901, 9001, 9002, 9003, 9004]
@@ -61,7 +62,7 @@ def read(tmp_path):
 def test_hints_after_ready_and_ctrl_c_stops_everything(demo_ports_free, tmp_path):
     p, out = start_run(tmp_path)
     try:
-        util.wait_until(lambda: "usher demo is ready" in read(tmp_path) or p.poll() is not None,
+        wire.wait_until(lambda: "usher demo is ready" in read(tmp_path) or p.poll() is not None,
                         120, what="the demo's hints")
         text = read(tmp_path)
         assert p.poll() is None, text
@@ -83,9 +84,9 @@ def test_hints_after_ready_and_ctrl_c_stops_everything(demo_ports_free, tmp_path
         text = read(tmp_path)
         assert "shutdown started signal=SIGTERM" in text
         assert "shutdown forced" not in text
-        util.wait_until(lambda: not alive(usher_pid) and not alive(blue1_pid), 10,
+        wire.wait_until(lambda: not alive(usher_pid) and not alive(blue1_pid), 10,
                         what="the demo's processes to stop")
-        util.wait_until(lambda: not any(busy(port) for port in PORTS), 10,
+        wire.wait_until(lambda: not any(busy(port) for port in PORTS), 10,
                         what="the demo's ports to close")
     finally:
         if p.poll() is None:
@@ -108,7 +109,7 @@ def test_usher_failing_to_start_fails_the_script(demo_ports_free, tmp_path):
                          r"reason=\"bind failed: Address already in use\"", text), text
         assert "usher exited with code 1 before it was ready" in text
         assert "Try, in another terminal" not in text
-        util.wait_until(lambda: not any(busy(port) for port in PORTS[1:]), 10,
+        wire.wait_until(lambda: not any(busy(port) for port in PORTS[1:]), 10,
                         what="the demo backends to stop")
     finally:
         if p.poll() is None:
