@@ -8,15 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static int failures;
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
+#include "test/unit/check.h"
 
 static struct conf *load(const char *yaml)
 {
@@ -430,10 +422,5 @@ int main(void)
     }
     test_kind_names();
     conf_free(old);
-    if (failures) {
-        fprintf(stderr, "test_conf_diff: %d failure(s)\n", failures);
-        return 1;
-    }
-    printf("test_conf_diff: ok\n");
-    return 0;
+    return check_report("test_conf_diff");
 }
