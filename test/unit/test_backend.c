@@ -20,17 +20,7 @@
 #include "health/backend.h"
 #include "health/check.h"
 
-static int failures;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            failures++;                                                                            \
-            fprintf(stderr, "%s:%d: FAILED %s: ", __FILE__, __LINE__, #cond);                      \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-        }                                                                                          \
-    } while (0)
+#include "test/unit/check.h"
 
 static double now_s(void)
 {
@@ -951,10 +941,5 @@ int main(void)
 
     ev_timer_stop(loop, &tick);
     ev_loop_destroy(loop);
-    if (failures) {
-        printf("test_backend: %d failure(s)\n", failures);
-        return 1;
-    }
-    printf("test_backend: all passed\n");
-    return 0;
+    return check_report("test_backend");
 }

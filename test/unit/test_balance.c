@@ -6,17 +6,7 @@
 
 #include "proxy/core/balance.h"
 
-static int failures;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            failures++;                                                                            \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond);               \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-        }                                                                                          \
-    } while (0)
+#include "test/unit/check.h"
 
 #define MAX_B 4
 
@@ -173,10 +163,5 @@ int main(void)
     test_renormalise();
     test_tried_excluded();
     test_least_conn();
-    if (failures) {
-        fprintf(stderr, "test_balance: %d failure(s)\n", failures);
-        return 1;
-    }
-    printf("test_balance: ok\n");
-    return 0;
+    return check_report("test_balance");
 }

@@ -3,20 +3,14 @@
  * not a change. */
 #include "conf/conf.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-static int failures;
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
+#include "test/unit/check.h"
 
 static struct conf *load(const char *yaml)
 {
@@ -237,6 +231,57 @@ out:
     conf_free(both);
 }
 
+/* A backend's identity for pool sync is its address text and what the text
+ * resolved to: either changing means a new server (removed + added). The
+ * resolution is patched by hand after loading, as a DNS change between two
+ * loads of the same text would leave it, so no resolver is involved. */
+static void test_backend_identity(struct conf *old)
+{
+    struct conf *redns = load(base);
+    struct conf *moved_port = load(base);
+    struct conf *reweighted = EDITED("weight: 2", "weight: 5");
+    struct conf *retext = EDITED("127.0.0.1:9003", "127.0.0.9:9003");
+
+    if (!redns || !moved_port || !reweighted || !retext)
+        goto out;
+
+    /* same text "127.0.0.1:9003", resolved to 127.0.0.7 this time */
+    struct sockaddr_in *sin = (struct sockaddr_in *)&redns->pools[1].backends[0].address.sa;
+    CHECK_STR(redns->pools[1].backends[0].address.text, "127.0.0.1:9003");
+    CHECK_INT(sin->sin_family, AF_INET);
+    sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK + 6);
+    CHECK_DIFF(old, redns, {CONF_BACKEND_REMOVED, "green", "green-1", "-"},
+               {CONF_BACKEND_ADDED, "green", "green-1", "-"});
+    CHECK_DIFF(redns, old, {CONF_BACKEND_REMOVED, "green", "green-1", "-"},
+               {CONF_BACKEND_ADDED, "green", "green-1", "-"});
+
+    /* same text, the port of the resolution differs */
+    sin = (struct sockaddr_in *)&moved_port->pools[0].backends[0].address.sa;
+    sin->sin_port = htons(9999);
+    CHECK_DIFF(old, moved_port, {CONF_BACKEND_REMOVED, "blue", "blue-1", "-"},
+               {CONF_BACKEND_ADDED, "blue", "blue-1", "-"});
+
+    /* a weight change riding on a new resolution: only the move counts */
+    sin = (struct sockaddr_in *)&reweighted->pools[0].backends[1].address.sa;
+    sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK + 6);
+    CHECK_DIFF(old, reweighted, {CONF_BACKEND_REMOVED, "blue", "blue-2", "-"},
+               {CONF_BACKEND_ADDED, "blue", "blue-2", "-"});
+
+    /* other text, resolved to the very same socket address */
+    struct conf_address *a = &retext->pools[1].backends[0].address;
+    CHECK_STR(a->text, "127.0.0.9:9003");
+    memcpy(&a->sa, &old->pools[1].backends[0].address.sa, sizeof(a->sa));
+    a->sa_len = old->pools[1].backends[0].address.sa_len;
+    CHECK(conf_address_same(a, &old->pools[1].backends[0].address));
+    CHECK_DIFF(old, retext, {CONF_BACKEND_REMOVED, "green", "green-1", "-"},
+               {CONF_BACKEND_ADDED, "green", "green-1", "-"});
+out:
+    conf_free(redns);
+    conf_free(moved_port);
+    conf_free(reweighted);
+    conf_free(retext);
+}
+
 static void test_pools(struct conf *old)
 {
     struct conf *added =
@@ -422,6 +467,7 @@ int main(void)
     if (old) {
         test_no_change(old);
         test_backends(old);
+        test_backend_identity(old);
         test_pools(old);
         test_listeners(old);
         test_tls(old);
@@ -430,10 +476,5 @@ int main(void)
     }
     test_kind_names();
     conf_free(old);
-    if (failures) {
-        fprintf(stderr, "test_conf_diff: %d failure(s)\n", failures);
-        return 1;
-    }
-    printf("test_conf_diff: ok\n");
-    return 0;
+    return check_report("test_conf_diff");
 }

@@ -4,12 +4,13 @@
  * a time, and no byte read past the data (input ending at a guard page). */
 #include "parser/http1.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+
+#include "test/unit/check.h"
 
 #define MAX_HEADERS 100
 
@@ -18,46 +19,12 @@
 #define FULL_PREFIX_MAX 4096
 #define SAMPLE_STEP 61
 
-static int failures;
-static const char *current;
-
-static void failf(int line, const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "FAIL line %d [%s]: ", line, current ? current : "");
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    failures++;
-}
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond))                                                                               \
-            failf(__LINE__, "%s", #cond);                                                          \
-    } while (0)
-
-#define CHECK_INT(a, b)                                                                            \
-    do {                                                                                           \
-        long long a_ = (long long)(a), b_ = (long long)(b);                                        \
-        if (a_ != b_)                                                                              \
-            failf(__LINE__, "%s == %lld, expected %lld", #a, a_, b_);                              \
-    } while (0)
-
-#define CHECK_STR(a, b)                                                                            \
-    do {                                                                                           \
-        const char *a_ = (a), *b_ = (b);                                                           \
-        if (!a_ || strcmp(a_, b_))                                                                 \
-            failf(__LINE__, "%s == \"%s\", expected \"%s\"", #a, a_ ? a_ : "(null)", b_);          \
-    } while (0)
-
 #define CHECK_SLICE(s, lit)                                                                        \
     do {                                                                                           \
         struct http1_slice s_ = (s);                                                               \
         if (s_.len != strlen(lit) || memcmp(s_.ptr, lit, s_.len))                                  \
-            failf(__LINE__, "%s == \"%.*s\", expected \"%s\"", #s, (int)s_.len,                    \
-                  s_.ptr ? s_.ptr : "", lit);                                                      \
+            check_fail(__FILE__, __LINE__, NULL, "%s == \"%.*s\", expected \"%s\"", #s,            \
+                       (int)s_.len, s_.ptr ? s_.ptr : "", lit);                                    \
     } while (0)
 
 static const struct http1_limits default_limits = {
@@ -165,16 +132,18 @@ static int parse_req_lim(const char *s, size_t len, const struct http1_limits *l
         pre.msg.headers = hdrs2;
         rp = http1_parse_request(s, k, lim, &pre);
         if (!same_request(rp, &pre, s, r, req, s) && rp != HTTP1_AGAIN)
-            failf(__LINE__, "prefix %zu: result %d (%s) differs from whole %d (%s)", k, rp,
-                  rp == HTTP1_ERROR ? pre.msg.error_reason : "", r,
-                  r == HTTP1_ERROR ? req->msg.error_reason : "");
+            check_fail(__FILE__, __LINE__, NULL,
+                       "prefix %zu: result %d (%s) differs from whole %d (%s)", k, rp,
+                       rp == HTTP1_ERROR ? pre.msg.error_reason : "", r,
+                       r == HTTP1_ERROR ? req->msg.error_reason : "");
         if (r == HTTP1_OK && k < req->msg.head_len && rp != HTTP1_AGAIN)
-            failf(__LINE__, "prefix %zu < head_len %zu not AGAIN", k, req->msg.head_len);
+            check_fail(__FILE__, __LINE__, NULL, "prefix %zu < head_len %zu not AGAIN", k,
+                       req->msg.head_len);
 
         char *g = guarded_copy(s, k, &map, &maplen);
         int rg = http1_parse_request(g, k, lim, &pre);
         if (rg != rp)
-            failf(__LINE__, "guarded prefix %zu: %d != %d", k, rg, rp);
+            check_fail(__FILE__, __LINE__, NULL, "guarded prefix %zu: %d != %d", k, rg, rp);
         munmap(map, maplen);
     }
     return r;
@@ -188,13 +157,13 @@ static int parse_req(const char *s, struct http1_request *req)
 static void expect_req_error(int line, const char *s, size_t len, int status, const char *reason)
 {
     struct http1_request req;
-    current = s;
+    check_context = s;
     int r = parse_req_lim(s, len, &default_limits, &req);
     if (r != HTTP1_ERROR)
-        failf(line, "expected error %d \"%s\", got %d", status, reason, r);
+        check_fail(__FILE__, line, NULL, "expected error %d \"%s\", got %d", status, reason, r);
     else if (req.msg.error_status != status || strcmp(req.msg.error_reason, reason))
-        failf(line, "expected %d \"%s\", got %d \"%s\"", status, reason, req.msg.error_status,
-              req.msg.error_reason);
+        check_fail(__FILE__, line, NULL, "expected %d \"%s\", got %d \"%s\"", status, reason,
+                   req.msg.error_status, req.msg.error_reason);
 }
 
 #define REQ_ERR(s, status, reason) expect_req_error(__LINE__, s, strlen(s), status, reason)
@@ -207,7 +176,7 @@ static void test_request_valid(void)
     const char *s;
 
     s = "GET /index.html?q=1 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: t\r\n\r\n";
-    current = s;
+    check_context = s;
     CHECK_INT(parse_req(s, &req), HTTP1_OK);
     CHECK_INT(req.msg.head_len, strlen(s));
     CHECK_SLICE(req.method, "GET");
@@ -222,7 +191,7 @@ static void test_request_valid(void)
     CHECK_INT(req.msg.flags, HTTP1_F_KEEP_ALIVE);
 
     s = "POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 42\r\n\r\n";
-    current = s;
+    check_context = s;
     CHECK_INT(parse_req(s, &req), HTTP1_OK);
     CHECK_INT(req.method_id, HTTP1_METHOD_POST);
     CHECK_INT(req.msg.framing, HTTP1_BODY_LENGTH);
@@ -230,58 +199,58 @@ static void test_request_valid(void)
     CHECK_INT(req.msg.flags, HTTP1_F_HAS_CL | HTTP1_F_KEEP_ALIVE);
 
     s = "PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n";
-    current = s;
+    check_context = s;
     CHECK_INT(parse_req(s, &req), HTTP1_OK);
     CHECK_INT(req.msg.framing, HTTP1_BODY_LENGTH);
     CHECK_INT(req.msg.content_length, 0);
 
     s = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
-    current = s;
+    check_context = s;
     CHECK_INT(parse_req(s, &req), HTTP1_OK);
     CHECK_INT(req.msg.framing, HTTP1_BODY_CHUNKED);
     CHECK(req.msg.flags & HTTP1_F_HAS_TE);
 
     s = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, CHUNKED\r\n\r\n";
-    current = s;
+    check_context = s;
     CHECK_INT(parse_req(s, &req), HTTP1_OK);
     CHECK_INT(req.msg.framing, HTTP1_BODY_CHUNKED);
 
     /* several TE fields form one list */
     s = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: "
         "chunked\r\n\r\n";
-    current = s;
+    check_context = s;
     CHECK_INT(parse_req(s, &req), HTTP1_OK);
     CHECK_INT(req.msg.framing, HTTP1_BODY_CHUNKED);
 
     /* identical duplicate Content-Length, largest value */
     s = "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 18446744073709551615\r\n"
         "Content-Length: 18446744073709551615\r\n\r\n";
-    current = s;
+    check_context = s;
     CHECK_INT(parse_req(s, &req), HTTP1_OK);
     CHECK(req.msg.content_length == UINT64_MAX);
 
     s = "GET / HTTP/1.0\r\n\r\n";
-    current = s;
+    check_context = s;
     CHECK_INT(parse_req(s, &req), HTTP1_OK);
     CHECK_INT(req.msg.minor_version, 0);
     CHECK_INT(req.msg.flags, 0);
     CHECK_INT(req.host.len, 0);
 
     s = "GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n";
-    current = s;
+    check_context = s;
     CHECK_INT(parse_req(s, &req), HTTP1_OK);
     CHECK_INT(req.msg.flags, HTTP1_F_CONN_KEEPALIVE | HTTP1_F_KEEP_ALIVE);
     CHECK_SLICE(req.msg.connection, "Keep-Alive");
 
     s = "GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n";
-    current = s;
+    check_context = s;
     CHECK_INT(parse_req(s, &req), HTTP1_OK);
     CHECK_INT(req.msg.flags, HTTP1_F_CONN_CLOSE | HTTP1_F_CONN_KEEPALIVE);
     CHECK_SLICE(req.msg.connection, "close");
 
     s = "GET /chat HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: keep-alive, "
         "Upgrade\r\n\r\n";
-    current = s;
+    check_context = s;
     CHECK_INT(parse_req(s, &req), HTTP1_OK);
     CHECK_INT(req.msg.flags, HTTP1_F_HAS_UPGRADE | HTTP1_F_CONN_UPGRADE | HTTP1_F_CONN_KEEPALIVE |
                                  HTTP1_F_KEEP_ALIVE);
@@ -289,11 +258,11 @@ static void test_request_valid(void)
     CHECK_SLICE(req.msg.connection, "keep-alive, Upgrade");
 
     s = "PUT / HTTP/1.1\r\nHost: h\r\nExpect: 100-Continue\r\nContent-Length: 3\r\n\r\n";
-    current = s;
+    check_context = s;
     CHECK_INT(parse_req(s, &req), HTTP1_OK);
     CHECK(req.msg.flags & HTTP1_F_EXPECT_CONTINUE);
     s = "PUT / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
-    current = s;
+    check_context = s;
     CHECK_INT(parse_req(s, &req), HTTP1_OK);
     CHECK(!(req.msg.flags & HTTP1_F_EXPECT_CONTINUE)); /* RFC 9110 10.1.1 */
 
@@ -301,7 +270,7 @@ static void test_request_valid(void)
      * obs-text kept inside values; empty values; unknown method */
     s = "\r\n\r\nPROPFIND /d%20x/\xc3\xa9 HTTP/1.1\r\nHost:\th:8080 \r\nX-A:  a\tb\xff  \r\n"
         "X-Empty:\r\nX-Sp:   \r\n\r\n";
-    current = "leading CRLF, OWS";
+    check_context = "leading CRLF, OWS";
     CHECK_INT(parse_req(s, &req), HTTP1_OK);
     CHECK_SLICE(req.method, "PROPFIND");
     CHECK_INT(req.method_id, HTTP1_METHOD_OTHER);
@@ -314,7 +283,7 @@ static void test_request_valid(void)
 
     /* HTTP/1.x above 1.1 is processed as 1.1 (RFC 9110 section 2.5) */
     s = "GET / HTTP/1.2\r\nHost: h\r\n\r\n";
-    current = s;
+    check_context = s;
     CHECK_INT(parse_req(s, &req), HTTP1_OK);
     CHECK_INT(req.msg.minor_version, 1);
 
@@ -333,7 +302,7 @@ static void test_request_valid(void)
     for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
         char b[128];
         snprintf(b, sizeof(b), "%s * HTTP/1.1\r\nHost: h\r\n\r\n", methods[i].m);
-        current = b;
+        check_context = b;
         CHECK_INT(parse_req(b, &req), HTTP1_OK);
         CHECK_INT(req.method_id, methods[i].id);
     }
@@ -345,15 +314,15 @@ static void test_request_valid(void)
         for (int i = 1; i < MAX_HEADERS; i++)
             n += (size_t)snprintf(b + n, sizeof(b) - n, "X-%d: %d\r\n", i, i);
         n += (size_t)snprintf(b + n, sizeof(b) - n, "\r\n");
-        current = "max headers";
+        check_context = "max headers";
         CHECK_INT(parse_req(b, &req), HTTP1_OK);
         CHECK_INT(req.msg.num_headers, MAX_HEADERS);
         struct http1_limits lim = default_limits;
         lim.max_head_bytes = n;
-        current = "head_len == max_head_bytes";
+        check_context = "head_len == max_head_bytes";
         CHECK_INT(parse_req_lim(b, n, &lim, &req), HTTP1_OK);
         lim.max_head_bytes = n - 1;
-        current = "head_len == max_head_bytes + 1";
+        check_context = "head_len == max_head_bytes + 1";
         CHECK_INT(parse_req_lim(b, n, &lim, &req), HTTP1_ERROR);
         CHECK_INT(req.msg.error_status, 431);
         CHECK_STR(req.msg.error_reason, "request head too large");
@@ -362,7 +331,7 @@ static void test_request_valid(void)
         struct http1_limits lim = default_limits;
         lim.max_uri_bytes = 5;
         s = "GET /abcd HTTP/1.1\r\nHost: h\r\n\r\n";
-        current = "target == max_uri_bytes";
+        check_context = "target == max_uri_bytes";
         CHECK_INT(parse_req_lim(s, strlen(s), &lim, &req), HTTP1_OK);
     }
 }
@@ -374,7 +343,7 @@ static void test_request_pipelined(void)
     const char *s = "GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\nPOS";
     char copy[256];
     strcpy(copy, s);
-    current = "pipelined";
+    check_context = "pipelined";
     CHECK_INT(parse_req(copy, &req), HTTP1_OK);
     CHECK_INT(req.msg.head_len, strlen(first));
     CHECK_SLICE(req.target, "/1");
@@ -511,7 +480,7 @@ static void test_request_errors(void)
     struct http1_request req;
     struct http1_limits lim = default_limits;
     lim.max_headers = 3;
-    current = "too many fields";
+    check_context = "too many fields";
     const char *s = "GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
     CHECK_INT(parse_req_lim(s, strlen(s), &lim, &req), HTTP1_ERROR);
     CHECK_INT(req.msg.error_status, 431);
@@ -524,7 +493,7 @@ static void test_request_errors(void)
     size_t n = (size_t)sprintf(big, "GET / HTTP/1.1\r\nHost: h\r\n");
     while (n < sizeof(big) - 256)
         n += (size_t)sprintf(big + n, "X-Pad: %0200d\r\n", 0);
-    current = "head too large";
+    check_context = "head too large";
     CHECK_INT(parse_req_lim(big, n, &default_limits, &req), HTTP1_ERROR);
     CHECK_INT(req.msg.error_status, 431);
     CHECK_STR(req.msg.error_reason, "request head too large");
@@ -534,7 +503,7 @@ static void test_request_errors(void)
     memset(big, 0, sizeof(big));
     for (size_t i = 0; i + 1 < sizeof(big); i += 2)
         memcpy(big + i, "\r\n", 2);
-    current = "endless CRLF";
+    check_context = "endless CRLF";
     CHECK_INT(parse_req_lim(big, sizeof(big), &default_limits, &req), HTTP1_ERROR);
     CHECK_INT(req.msg.error_status, 431);
 
@@ -545,7 +514,7 @@ static void test_request_errors(void)
     n = (size_t)sprintf(big, "GET /");
     memset(big + n, 'a', 300);
     n += 300;
-    current = "uri too long";
+    check_context = "uri too long";
     CHECK_INT(parse_req_lim(big, n, &lim, &req), HTTP1_ERROR);
     CHECK_INT(req.msg.error_status, 414);
     CHECK_STR(req.msg.error_reason, "request target too long");
@@ -595,13 +564,15 @@ static int parse_res_lim(const char *s, size_t len, const struct http1_limits *l
         pre.msg.headers = hdrs2;
         rp = http1_parse_response(s, k, lim, method, &pre);
         if (!same_response(rp, &pre, s, r, res, s) && rp != HTTP1_AGAIN)
-            failf(__LINE__, "prefix %zu: result %d differs from whole %d", k, rp, r);
+            check_fail(__FILE__, __LINE__, NULL, "prefix %zu: result %d differs from whole %d", k,
+                       rp, r);
         if (r == HTTP1_OK && k < res->msg.head_len && rp != HTTP1_AGAIN)
-            failf(__LINE__, "prefix %zu < head_len %zu not AGAIN", k, res->msg.head_len);
+            check_fail(__FILE__, __LINE__, NULL, "prefix %zu < head_len %zu not AGAIN", k,
+                       res->msg.head_len);
         char *g = guarded_copy(s, k, &map, &maplen);
         int rg = http1_parse_response(g, k, lim, method, &pre);
         if (rg != rp)
-            failf(__LINE__, "guarded prefix %zu: %d != %d", k, rg, rp);
+            check_fail(__FILE__, __LINE__, NULL, "guarded prefix %zu: %d != %d", k, rg, rp);
         munmap(map, maplen);
     }
     return r;
@@ -616,25 +587,26 @@ static void expect_res(int line, const char *s, enum http1_method method,
                        enum http1_framing framing, unsigned flags)
 {
     struct http1_response res;
-    current = s;
+    check_context = s;
     int r = parse_res(s, method, &res);
     if (r != HTTP1_OK)
-        failf(line, "expected OK, got %d (%s)", r, r == HTTP1_ERROR ? res.msg.error_reason : "");
+        check_fail(__FILE__, line, NULL, "expected OK, got %d (%s)", r,
+                   r == HTTP1_ERROR ? res.msg.error_reason : "");
     else if (res.msg.framing != framing || res.msg.flags != flags)
-        failf(line, "framing %d flags %#x, expected %d %#x", res.msg.framing, res.msg.flags,
-              framing, flags);
+        check_fail(__FILE__, line, NULL, "framing %d flags %#x, expected %d %#x", res.msg.framing,
+                   res.msg.flags, framing, flags);
 }
 
 static void expect_res_error(int line, const char *s, const char *reason)
 {
     struct http1_response res;
-    current = s;
+    check_context = s;
     int r = parse_res(s, HTTP1_METHOD_GET, &res);
     if (r != HTTP1_ERROR)
-        failf(line, "expected error \"%s\", got %d", reason, r);
+        check_fail(__FILE__, line, NULL, "expected error \"%s\", got %d", reason, r);
     else if (res.msg.error_status != 502 || strcmp(res.msg.error_reason, reason))
-        failf(line, "expected 502 \"%s\", got %d \"%s\"", reason, res.msg.error_status,
-              res.msg.error_reason);
+        check_fail(__FILE__, line, NULL, "expected 502 \"%s\", got %d \"%s\"", reason,
+                   res.msg.error_status, res.msg.error_reason);
 }
 
 #define RES_OK(s, method, framing, flags) expect_res(__LINE__, s, method, framing, flags)
@@ -644,7 +616,7 @@ static void test_response(void)
 {
     struct http1_response res;
     const char *s = "HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nServer: x\r\n\r\nnot found";
-    current = s;
+    check_context = s;
     CHECK_INT(parse_res(s, HTTP1_METHOD_GET, &res), HTTP1_OK);
     CHECK_INT(res.status, 404);
     CHECK_SLICE(res.reason, "Not Found");
@@ -728,14 +700,14 @@ static void test_response(void)
     struct http1_limits lim = default_limits;
     lim.max_head_bytes = 30;
     s = "HTTP/1.1 200 OK\r\nServer: something long\r\n\r\n";
-    current = s;
+    check_context = s;
     CHECK_INT(parse_res_lim(s, strlen(s), &lim, GET, &res), HTTP1_ERROR);
     CHECK_INT(res.msg.error_status, 502);
     CHECK_STR(res.msg.error_reason, "response head too large");
     lim = default_limits;
     lim.max_headers = 1;
     s = "HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\n\r\n";
-    current = s;
+    check_context = s;
     CHECK_INT(parse_res_lim(s, strlen(s), &lim, GET, &res), HTTP1_ERROR);
     CHECK_INT(res.msg.error_status, 502);
     CHECK_STR(res.msg.error_reason, "too many header fields");
@@ -771,8 +743,10 @@ static int chunked_both(const char *s, size_t len, size_t *consumed, struct http
     }
     if (r1 != r || total != *consumed || c1.data_bytes != c->data_bytes ||
         c1.error_reason != c->error_reason)
-        failf(__LINE__, "byte by byte: %d consumed %zu data %llu, whole: %d %zu %llu", r1, total,
-              (unsigned long long)c1.data_bytes, r, *consumed, (unsigned long long)c->data_bytes);
+        check_fail(__FILE__, __LINE__, NULL,
+                   "byte by byte: %d consumed %zu data %llu, whole: %d %zu %llu", r1, total,
+                   (unsigned long long)c1.data_bytes, r, *consumed,
+                   (unsigned long long)c->data_bytes);
     return r;
 }
 
@@ -784,11 +758,11 @@ static void expect_chunked(int line, const char *s, size_t len, int want, size_t
     int r = chunked_both(s, len, &consumed, &c);
     if (r != want || (want != HTTP1_ERROR && consumed != want_consumed) ||
         (want != HTTP1_ERROR && c.data_bytes != want_data))
-        failf(line, "got %d consumed %zu data %llu (%s)", r, consumed,
-              (unsigned long long)c.data_bytes, c.error_reason ? c.error_reason : "");
+        check_fail(__FILE__, line, NULL, "got %d consumed %zu data %llu (%s)", r, consumed,
+                   (unsigned long long)c.data_bytes, c.error_reason ? c.error_reason : "");
     if (want == HTTP1_ERROR && (!c.error_reason || strcmp(c.error_reason, reason)))
-        failf(line, "reason \"%s\", expected \"%s\"", c.error_reason ? c.error_reason : "(null)",
-              reason);
+        check_fail(__FILE__, line, NULL, "reason \"%s\", expected \"%s\"",
+                   c.error_reason ? c.error_reason : "(null)", reason);
 }
 
 #define CH_OK(s, consumed, data)                                                                   \
@@ -798,7 +772,7 @@ static void expect_chunked(int line, const char *s, size_t len, int want, size_t
 
 static void test_chunked(void)
 {
-    current = "chunked";
+    check_context = "chunked";
     CH_OK("5\r\nhello\r\n0\r\n\r\n", 15, 5);
     CH_OK("5\r\nhello\r\n0\r\n\r\nGET / HTTP/1.1\r\n", 15, 5);
     CH_OK("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", 26, 11);
@@ -887,7 +861,7 @@ static struct http1_slice sl(const char *s)
 
 static void test_helpers(void)
 {
-    current = "helpers";
+    check_context = "helpers";
     CHECK(http1_slice_eq(sl("Keep-Alive"), "keep-alive"));
     CHECK(!http1_slice_eq(sl("Keep-Alive2"), "keep-alive"));
     CHECK(!http1_slice_eq(sl("Keep"), "keep-alive"));
@@ -905,7 +879,7 @@ static void test_helpers(void)
                                 415, 417, 426, 429, 431, 500, 501, 502, 503, 504, 505};
     for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
         if (!strcmp(http1_status_text(codes[i]), "Unknown"))
-            failf(__LINE__, "no text for %d", codes[i]);
+            check_fail(__FILE__, __LINE__, NULL, "no text for %d", codes[i]);
     CHECK_STR(http1_status_text(200), "OK");
     CHECK_STR(http1_status_text(431), "Request Header Fields Too Large");
     CHECK_STR(http1_status_text(299), "Unknown");
@@ -933,17 +907,18 @@ static int decode_all(const char *s, size_t len, size_t step, char *out, size_t 
 
 static void test_chunked_decode(void)
 {
-    current = "chunked_decode";
+    check_context = "chunked_decode";
     static const char body[] = "5;x=1\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\nNEXT";
     char out[64];
     size_t out_len;
     for (size_t step = 1; step <= sizeof(body); step++) {
         int rc = decode_all(body, sizeof(body) - 1, step, out, &out_len);
         if (rc != HTTP1_OK || out_len != 11 || memcmp(out, "hello world", 11) != 0)
-            failf(__LINE__, "step %zu: rc %d payload \"%.*s\"", step, rc, (int)out_len, out);
+            check_fail(__FILE__, __LINE__, NULL, "step %zu: rc %d payload \"%.*s\"", step, rc,
+                       (int)out_len, out);
     }
     if (decode_all("5\r\nhelloX", 10, 64, out, &out_len) != HTTP1_ERROR)
-        failf(__LINE__, "missing CRLF after data must fail");
+        check_fail(__FILE__, __LINE__, NULL, "missing CRLF after data must fail");
 }
 
 /* Canonical forwarding, parser side: an absolute-form target is split into
@@ -955,33 +930,33 @@ static void test_request_canonical(void)
     const char *s;
 
     s = "GET http://b.test/x?y=1 HTTP/1.1\r\nHost: a.test\r\n\r\n";
-    current = s;
+    check_context = s;
     CHECK_INT(parse_req(s, &req), HTTP1_OK);
     CHECK(req.msg.flags & HTTP1_F_ABSOLUTE_FORM);
     CHECK_SLICE(req.host, "b.test");
     CHECK_SLICE(req.target, "/x?y=1");
 
     s = "GET HTTPS://B.test:8443 HTTP/1.1\r\nHost: a.test\r\n\r\n";
-    current = s;
+    check_context = s;
     CHECK_INT(parse_req(s, &req), HTTP1_OK);
     CHECK(req.msg.flags & HTTP1_F_ABSOLUTE_FORM);
     CHECK_SLICE(req.host, "B.test:8443");
     CHECK_SLICE(req.target, "");
 
     s = "GET http://[::1]:80?q HTTP/1.0\r\n\r\n";
-    current = s;
+    check_context = s;
     CHECK_INT(parse_req(s, &req), HTTP1_OK);
     CHECK_SLICE(req.host, "[::1]:80");
     CHECK_SLICE(req.target, "?q");
 
     s = "GET /http://b.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n";
-    current = s;
+    check_context = s;
     CHECK_INT(parse_req(s, &req), HTTP1_OK);
     CHECK(!(req.msg.flags & HTTP1_F_ABSOLUTE_FORM));
     CHECK_SLICE(req.host, "a.test");
 
     s = "GET ftp://b.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n";
-    current = s;
+    check_context = s;
     CHECK_INT(parse_req(s, &req), HTTP1_OK);
     CHECK(!(req.msg.flags & HTTP1_F_ABSOLUTE_FORM));
     CHECK_SLICE(req.target, "ftp://b.test/");
@@ -993,7 +968,7 @@ static void test_request_canonical(void)
     REQ_ERR("GET http://b.test/ HTTP/1.1\r\n\r\n", 400, "missing Host header");
 
     s = "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 00040\r\ncontent-length: 40\r\n\r\n";
-    current = s;
+    check_context = s;
     CHECK_INT(parse_req(s, &req), HTTP1_OK);
     CHECK_INT(req.msg.framing, HTTP1_BODY_LENGTH);
     CHECK_INT(req.msg.content_length, 40);
@@ -1003,7 +978,7 @@ static void test_request_canonical(void)
         char buf[128];
         snprintf(buf, sizeof(buf), "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: %s\r\n\r\n",
                  te_lists[i]);
-        current = te_lists[i];
+        check_context = te_lists[i];
         CHECK_INT(parse_req(buf, &req), HTTP1_OK);
         CHECK_INT(req.msg.framing, HTTP1_BODY_CHUNKED);
     }
@@ -1038,7 +1013,7 @@ static int filter_all(const char *s, size_t len, size_t step, char *out, size_t 
         size_t n = have, used;
         rc = http1_chunked_filter(&c, buf, &n, &used, drop_test_fields);
         if (used > n)
-            failf(__LINE__, "consumed %zu of %zu", used, n);
+            check_fail(__FILE__, __LINE__, NULL, "consumed %zu of %zu", used, n);
         memcpy(out + *out_len, buf, used);
         *out_len += used;
         memmove(buf, buf + used, n - used);
@@ -1056,11 +1031,12 @@ static void test_chunked_filter(void)
     static char out[8192];
     size_t out_len;
     const char *reason;
-    current = "chunked_filter";
+    check_context = "chunked_filter";
     for (size_t step = 1; step <= sizeof(body); step++) {
         int rc = filter_all(body, sizeof(body) - 1, step, out, &out_len, &reason);
         if (rc != HTTP1_OK || out_len != sizeof(want) - 1 || memcmp(out, want, out_len))
-            failf(__LINE__, "step %zu: rc %d out \"%.*s\"", step, rc, (int)out_len, out);
+            check_fail(__FILE__, __LINE__, NULL, "step %zu: rc %d out \"%.*s\"", step, rc,
+                       (int)out_len, out);
     }
 
     /* no trailers, and every trailer dropped */
@@ -1111,10 +1087,5 @@ int main(void)
     test_request_canonical();
     test_chunked_filter();
     test_helpers();
-    if (failures) {
-        fprintf(stderr, "test_http1: %d failure(s)\n", failures);
-        return 1;
-    }
-    printf("test_http1: ok\n");
-    return 0;
+    return check_report("test_http1");
 }

@@ -11,15 +11,8 @@
 
 #include "proxy/base/buf.h"
 
-static int failures;
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stdout, "FAIL line %d: %s\n", __LINE__, #cond);                                \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
+#define CHECK_STREAM stdout /* stderr is the captured log */
+#include "test/unit/check.h"
 
 static int pipe_fd[2], saved_stderr;
 
@@ -131,10 +124,5 @@ int main(void)
     test_json();
     test_shim();
     dup2(saved_stderr, STDERR_FILENO);
-    if (failures) {
-        fprintf(stderr, "test_log: %d failure(s)\n", failures);
-        return 1;
-    }
-    printf("test_log: ok\n");
-    return 0;
+    return check_report("test_log");
 }
