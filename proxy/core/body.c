@@ -8,7 +8,7 @@
 void body_start(struct body_state *bs, const struct http1_message *m, bool dechunk)
 {
     bs->framing = m->framing;
-    bs->dechunk = dechunk;
+    bs->dechunk = dechunk && m->framing == HTTP1_BODY_CHUNKED;
     bs->left = m->content_length;
     http1_chunked_init(&bs->chunked);
     bs->done = m->framing == HTTP1_BODY_NONE ||

@@ -19,7 +19,8 @@ struct body_state {
     bool dechunk;                 /* strip the chunked framing (for an HTTP/1.0 client) */
 };
 
-/* Starts the body of message <m> (its head just parsed). */
+/* Starts the body of message <m> (its head just parsed). <dechunk> strips
+ * the chunked framing and only applies to a chunked body. */
 void body_start(struct body_state *bs, const struct http1_message *m, bool dechunk);
 
 /* Extends *<fwd> over the bytes of <b> after *<fwd> that belong to the body
