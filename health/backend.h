@@ -25,6 +25,15 @@ int backend_reconfigure(struct backend *b, const struct conf_pool *cp,
  * hooks->gone once its last connection ends or the delay passes. */
 void backend_remove(struct backend *b, conf_ms delay_ms);
 
+/* Fills <snap> with the state of <b> that an upgrade hands over. */
+void backend_snapshot(const struct backend *b, struct backend_snapshot *snap);
+
+/* Takes over the state an old process had for this backend (same pool,
+ * name and address): state, drain reason and check streaks. A drain it had
+ * for removal is not taken over (the new config decides). The transition is
+ * reported through the state_changed hook at a safe point. */
+void backend_restore(struct backend *b, const struct backend_snapshot *snap);
+
 /* Stops checks and timers and frees <b>. The proxy must hold no reference. */
 void backend_free(struct backend *b);
 

@@ -16,6 +16,8 @@
 #include "../base/log.h"
 #include "../core/worker.h"
 #include "process-t.h"
+#include "sysd.h"
+#include "upgrade.h"
 
 /* An admin request head must fit here; anything larger is not ours. */
 #define ADMIN_HEAD_MAX 8192
@@ -98,6 +100,11 @@ static void build_status(struct hbuf *o, struct process *proc)
                 (unsigned long long)w->generation, (int)getpid(), now - w->started_at,
                 w->num_clients);
     log_json_str(o, w->conf->path);
+    if (proc->upgrade.role == UPGRADE_NONE)
+        hbuf_append_str(o, ",\"upgrade\":null");
+    else
+        hbuf_printf(o, ",\"upgrade\":{\"role\":\"%s\",\"peer_pid\":%d}",
+                    upgrade_role_str(proc->upgrade.role), proc->upgrade.peer_pid);
     if (w->state == WORKER_DRAINING)
         hbuf_printf(o, ",\"shutdown_remaining_ms\":%.0f", (proc->drain_deadline - now) * 1000.0);
     hbuf_printf(o, ",\"reloads\":{\"ok\":%llu,\"error\":%llu},\"listeners\":[",
@@ -367,17 +374,35 @@ int admin_start(struct process *proc)
     a->w = w;
     list_init(&a->conns);
     const char *why = NULL;
-    a->fd = net_listen((const struct sockaddr *)&addr->sa, addr->sa_len, &why);
+    int inherited = sysd_claim(&proc->inherited, "admin");
+    if (inherited >= 0)
+        a->fd = net_adopt_listener(inherited, &why) == 0 ? inherited : -1;
+    else
+        a->fd = net_listen((const struct sockaddr *)&addr->sa, addr->sa_len, &why);
     if (a->fd < 0) {
-        log_error("admin failed", "bind=%s reason=\"%s: %s\"", addr->text, why, strerror(errno));
+        log_kv(CONF_LOG_ERROR, "admin failed", LOG_STR("bind", addr->text), LOG_STR("reason", why),
+               LOG_STR("error", strerror(errno)));
+        if (inherited >= 0)
+            close(inherited);
         free(a);
         return -1;
     }
     ev_io_init(&a->io, accept_cb, a->fd, EV_READ);
     ev_io_start(w->loop, &a->io);
     proc->admin = a;
+    proc->admin_fd = a->fd;
     log_info("admin started", "bind=%s", addr->text);
     return 0;
+}
+
+void admin_release_listener(struct process *proc)
+{
+    struct admin *a = proc->admin;
+    if (!a || a->fd < 0)
+        return;
+    ev_io_stop(proc->loop, &a->io);
+    close(a->fd);
+    a->fd = proc->admin_fd = -1;
 }
 
 void admin_stop(struct process *proc)
@@ -390,7 +415,9 @@ void admin_stop(struct process *proc)
         conn_free(container_of(pos, struct admin_conn, link));
     }
     ev_io_stop(proc->loop, &a->io);
-    close(a->fd);
+    if (a->fd >= 0)
+        close(a->fd);
     free(a);
     proc->admin = NULL;
+    proc->admin_fd = -1;
 }
