@@ -14,6 +14,7 @@
 #include "../../health/loop/list.h"
 #include "../../health/loop/net.h"
 #include "../base/log.h"
+#include "../core/balance.h"
 #include "../core/worker.h"
 #include "process-t.h"
 
@@ -51,6 +52,24 @@ static void conn_free(struct admin_conn *ac)
     list_remove(&ac->link);
     hbuf_free(&ac->out);
     free(ac);
+}
+
+/* ---- readiness ----------------------------------------------------------- */
+
+/* Why /ready answers 503, or NULL when it answers 200: not running yet (or
+ * draining), or, with admin.ready_requires_backends, a listener that still
+ * accepts but could route a new request nowhere. A static string. */
+static const char *not_ready_reason(const struct process *proc)
+{
+    const struct worker *w = proc->w;
+    if (!worker_ready(w))
+        return worker_state_str(w->state);
+    if (!w->conf->admin.ready_requires_backends)
+        return NULL;
+    for (const struct listener *l = w->listeners; l; l = l->next)
+        if (!l->closed && !balance_has_backend(l))
+            return "no backend in rotation";
+    return NULL;
 }
 
 static void status_backend(struct hbuf *o, struct worker *w, const struct server *s)
@@ -94,7 +113,7 @@ static void build_status(struct hbuf *o, struct process *proc)
     hbuf_printf(o,
                 "{\"state\":\"%s\",\"ready\":%s,\"generation\":%llu,\"pid\":%d,"
                 "\"uptime_s\":%.1f,\"connections\":%u,\"config\":",
-                worker_state_str(w->state), worker_ready(w) ? "true" : "false",
+                worker_state_str(w->state), not_ready_reason(proc) ? "false" : "true",
                 (unsigned long long)w->generation, (int)getpid(), now - w->started_at,
                 w->num_clients);
     log_json_str(o, w->conf->path);
@@ -153,7 +172,7 @@ static void build_metrics(struct hbuf *o, struct process *proc)
     struct worker *w = proc->w;
     hbuf_printf(o,
                 "# HELP usher_up 1 while the process runs.\n# TYPE usher_up gauge\nusher_up 1\n");
-    hbuf_printf(o, "# TYPE usher_ready gauge\nusher_ready %d\n", worker_ready(w) ? 1 : 0);
+    hbuf_printf(o, "# TYPE usher_ready gauge\nusher_ready %d\n", not_ready_reason(proc) ? 0 : 1);
     hbuf_printf(o, "# TYPE usher_draining gauge\nusher_draining %d\n",
                 w->state >= WORKER_DRAIN_DELAY ? 1 : 0);
     hbuf_printf(o, "# TYPE usher_drain_connections_left gauge\nusher_drain_connections_left %u\n",
@@ -238,49 +257,67 @@ static void build_metrics(struct hbuf *o, struct process *proc)
 
 /* ---- request handling ---------------------------------------------------- */
 
+/* <allow>: the Allow field of a 405 (RFC 9110 15.5.6), else NULL. A HEAD
+ * answer carries the head a GET would get, Content-Length included. */
 static void respond(struct admin_conn *ac, int status, const char *type, struct hbuf *body,
-                    bool head_only)
+                    bool head_only, const char *allow)
 {
     hbuf_printf(&ac->out,
                 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+                "Cache-Control: no-store\r\nConnection: close\r\n",
                 status, http1_status_text(status), type, body->len);
+    if (allow)
+        hbuf_printf(&ac->out, "Allow: %s\r\n", allow);
+    hbuf_append_str(&ac->out, "\r\n");
     if (!head_only)
         hbuf_append(&ac->out, body->data, body->len);
 }
 
+/* The read-only endpoints: GET, and HEAD wherever GET works. */
+#define ADMIN_ALLOW_GET "GET, HEAD"
+
+static bool is_get_endpoint(struct http1_slice path)
+{
+    return http1_slice_eq(path, "/live") || http1_slice_eq(path, "/ready") ||
+           http1_slice_eq(path, "/status") || http1_slice_eq(path, "/metrics");
+}
+
 static void route(struct admin_conn *ac, const struct http1_request *req)
 {
-    struct worker *w = ac->admin->w;
     struct hbuf body = {0};
     int status = 200;
     const char *type = "text/plain; charset=utf-8";
+    const char *allow = NULL;
     struct http1_slice path = req->target;
     const char *q = memchr(path.ptr, '?', path.len);
     if (q)
         path.len = (size_t)(q - path.ptr);
 
     bool get = req->method_id == HTTP1_METHOD_GET || req->method_id == HTTP1_METHOD_HEAD;
-    if (!get) {
+    if (!get && is_get_endpoint(path)) {
         status = 405;
+        allow = ADMIN_ALLOW_GET;
         hbuf_append_str(&body, "405 Method Not Allowed\n");
+    } else if (!get) {
+        status = 404;
+        hbuf_append_str(&body, "404 Not Found\n");
     } else if (http1_slice_eq(path, "/live")) {
         hbuf_append_str(&body, "live\n");
     } else if (http1_slice_eq(path, "/ready")) {
-        bool ready = worker_ready(w);
-        status = ready ? 200 : 503;
-        hbuf_printf(&body, "%s\n", ready ? "ready" : worker_state_str(w->state));
+        const char *why = not_ready_reason(ac->admin->proc);
+        status = why ? 503 : 200;
+        hbuf_printf(&body, "%s\n", why ? why : "ready");
     } else if (http1_slice_eq(path, "/status")) {
         type = "application/json";
         build_status(&body, ac->admin->proc);
     } else if (http1_slice_eq(path, "/metrics")) {
-        type = "text/plain; version=0.0.4";
+        type = "text/plain; version=0.0.4; charset=utf-8";
         build_metrics(&body, ac->admin->proc);
     } else {
         status = 404;
         hbuf_append_str(&body, "404 Not Found\n");
     }
-    respond(ac, status, type, &body, req->method_id == HTTP1_METHOD_HEAD);
+    respond(ac, status, type, &body, req->method_id == HTTP1_METHOD_HEAD, allow);
     hbuf_free(&body);
 }
 
@@ -310,7 +347,7 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *io, int revents)
             struct hbuf body = {0};
             int status = rc == HTTP1_ERROR ? req.msg.error_status : 431;
             hbuf_printf(&body, "%d %s\n", status, http1_status_text(status));
-            respond(ac, status, "text/plain", &body, false);
+            respond(ac, status, "text/plain", &body, false, NULL);
             hbuf_free(&body);
         }
         ev_io_stop(loop, io);
