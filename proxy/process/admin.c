@@ -241,10 +241,13 @@ static void build_metrics(struct hbuf *o, struct process *proc)
     metrics_family(o, "usher_drain_connections_left", "gauge",
                    "Client connections still open while the process drains (0 otherwise).");
     hbuf_printf(o, "usher_drain_connections_left %u\n", draining ? w->num_clients : 0);
+    /* the shutdown timeout runs from the end of shutdown.drain_delay */
+    bool cutting = w->state == WORKER_DRAINING && proc->drain_deadline > now;
     metrics_family(o, "usher_drain_remaining_seconds", "gauge",
-                   "Seconds until the shutdown timeout cuts what is left (0 when not draining).");
+                   "Seconds until the shutdown timeout cuts the connections left (0 before "
+                   "the drain delay ended, and when not draining).");
     hbuf_printf(o, "usher_drain_remaining_seconds %.3f\n",
-                draining && proc->drain_deadline > now ? proc->drain_deadline - now : 0.0);
+                cutting ? proc->drain_deadline - now : 0.0);
     metrics_family(o, "usher_config_generation", "gauge",
                    "Config generation in force: 1 at start, +1 per successful reload.");
     hbuf_printf(o, "usher_config_generation %llu\n", (unsigned long long)w->generation);
