@@ -3,6 +3,8 @@ wherever GET works (same head, Content-Length included, no body)."""
 
 import socket
 
+import pytest
+
 import util
 
 GET_ENDPOINTS = ("/live", "/ready", "/status", "/metrics")
@@ -64,3 +66,46 @@ def test_head_matches_get_without_body(proxy):
             assert hh["content-length"] == gh["content-length"], path
         else:
             assert int(hh["content-length"]) > 0, path
+
+
+# --- /ready with admin.ready_requires_backends ----------------------------------------
+
+def _ready_usher(backend_factory, usher_factory, requires):
+    from health_util import hc_opts
+    b = backend_factory("blue-1")
+    admin = {"bind": "%s:%d" % (util.HOST, util.free_port())}
+    if requires is not None:
+        admin["ready_requires_backends"] = requires
+    u = usher_factory(pools={"blue": [b]},
+                      pool_opts={"blue": {"health_check": hc_opts(interval="100ms",
+                                                                  timeout="80ms", healthy=1,
+                                                                  unhealthy=1)}},
+                      extra={"admin": admin})
+    return u, b
+
+
+def test_ready_requires_backends_503_while_a_listener_has_none(backend_factory, usher_factory):
+    from health_util import wait_state
+    u, b = _ready_usher(backend_factory, usher_factory, True)
+    assert u.admin_get("/ready")[0] == 200
+    b.kill()
+    wait_state(u, "blue", "blue-1", "unhealthy")
+    status, body, _ = u.admin_get("/ready")
+    assert status == 503 and body == "no backend in rotation\n", (status, body)
+    assert u.admin_get("/ready", method="HEAD")[0] == 503
+    assert u.status_json()["ready"] is False
+    assert u.metrics().get("usher_ready") == 0
+    assert u.admin_get("/live")[0] == 200
+    b.restart()
+    u.wait_admin("/ready", 200, 5.0)
+    assert u.metrics().get("usher_ready") == 1
+
+
+@pytest.mark.parametrize("requires", [None, False])
+def test_ready_ignores_backends_by_default(requires, backend_factory, usher_factory):
+    from health_util import wait_state
+    u, b = _ready_usher(backend_factory, usher_factory, requires)
+    b.kill()
+    wait_state(u, "blue", "blue-1", "unhealthy")
+    assert u.admin_get("/ready")[0] == 200
+    assert u.metrics().get("usher_ready") == 1
