@@ -4,6 +4,7 @@ that worked and one that failed, a backend draining), carries the
 histograms, byte counters and build info DESIGN lists, and the README's
 metric table names exactly the families the binary prints."""
 
+import json
 import os
 import re
 import shutil
@@ -201,3 +202,36 @@ def test_readme_metric_list_matches_the_binary(busy_usher):
         assert typ == types[name], "%s: README says %s, binary %s" % (name, typ, types[name])
         assert labels == sorted(printed_labels.get(name, ())), \
             "%s: README labels %s, binary %s" % (name, labels, sorted(printed_labels[name]))
+
+
+def dashboard_exprs():
+    d = json.load(open(os.path.join(REPO, "conf", "grafana-dashboard.json"), encoding="utf-8"))
+    exprs = [a["expr"] for a in d.get("annotations", {}).get("list", []) if a.get("expr")]
+
+    def walk(panels):
+        for p in panels:
+            exprs.extend(t["expr"] for t in p.get("targets", []) if t.get("expr"))
+            walk(p.get("panels", []))
+    walk(d["panels"])
+    return exprs
+
+
+def test_grafana_dashboard_queries_parse_and_use_printed_metrics(proxy, tmp_path):
+    exprs = dashboard_exprs()
+    assert len(exprs) >= 10
+    text = proxy.usher.admin_get("/metrics")[1]
+    types, _ = families(text)
+    for e in exprs:
+        for name in re.findall(r"\b(usher_[a-z_]+)", e):
+            assert family_of(name, types), "dashboard uses %s, which /metrics lacks: %s" % (name, e)
+    # promtool parses PromQL in rule files: every query, with Grafana's
+    # variables given values, as a recording rule
+    rules = tmp_path / "dashboard-rules.yml"
+    with open(rules, "w") as f:
+        f.write("groups:\n- name: dashboard\n  rules:\n")
+        for i, e in enumerate(exprs):
+            q = e.replace("$__rate_interval", "5m").replace("$instance", ".*")
+            f.write("  - record: usher:dashboard:%d\n    expr: %s\n" % (i, json.dumps(q)))
+    p = subprocess.run([shutil.which("promtool") or "promtool", "check", "rules", str(rules)],
+                       capture_output=True, timeout=30)
+    assert p.returncode == 0, (p.stdout + p.stderr).decode()
