@@ -11,7 +11,9 @@
  * (+Inf) takes the rest. Fixed: changing them breaks every stored query. */
 #define METRICS_BUCKETS 15
 #define METRICS_BUCKET_BOUNDS                                                                      \
-    {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0}
+    {                                                                                              \
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0   \
+    }
 
 /* A duration histogram. counts[i] is the number of observations in bucket
  * i alone (not cumulative: one increment per observation); counts[

@@ -137,8 +137,8 @@ int metrics_histogram_write(struct hbuf *out, const char *name, const char *labe
     int rc = 0;
     for (unsigned i = 0; i < METRICS_BUCKETS; i++) {
         cum += h->counts[i];
-        rc |= hbuf_printf(out, "%s_bucket{%s%sle=\"%s\"} %llu\n", name, labels, sep,
-                          bound_text[i], cum);
+        rc |= hbuf_printf(out, "%s_bucket{%s%sle=\"%s\"} %llu\n", name, labels, sep, bound_text[i],
+                          cum);
     }
     cum += h->counts[METRICS_BUCKETS];
     rc |= hbuf_printf(out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep, cum);

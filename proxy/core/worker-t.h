@@ -56,7 +56,7 @@ struct server {
     uint64_t bytes_in;  /* from clients, requests it served (head and body), at their end */
     uint64_t bytes_out; /* to clients, its responses, at their end */
     struct metrics_histogram duration; /* backend chosen -> response complete */
-    int64_t rr_current; /* smooth weighted round robin state */
+    int64_t rr_current;                /* smooth weighted round robin state */
 };
 
 /* One entry of a listener's runtime split. */
@@ -139,12 +139,12 @@ struct exchange {
     struct body_state res_body;
     size_t in_fwd;  /* bytes at the front of the client side's buffer ready to go upstream */
     size_t out_fwd; /* bytes at the front of the upstream side's buffer ready for the client */
-    struct hbuf req_head; /* rebuilt request head for the upstream */
-    struct hbuf res_head; /* rebuilt response head (or usher's own response) */
-    int status;           /* response status sent, 0 if none */
-    uint64_t bytes_out;   /* bytes sent to the client for this request */
-    uint64_t bytes_in;    /* bytes received from the client for it: head, body, tunnel */
-    ev_tstamp started_at; /* request head complete (0: no request in progress) */
+    struct hbuf req_head;  /* rebuilt request head for the upstream */
+    struct hbuf res_head;  /* rebuilt response head (or usher's own response) */
+    int status;            /* response status sent, 0 if none */
+    uint64_t bytes_out;    /* bytes sent to the client for this request */
+    uint64_t bytes_in;     /* bytes received from the client for it: head, body, tunnel */
+    ev_tstamp started_at;  /* request head complete (0: no request in progress) */
     ev_tstamp upstream_at; /* a backend was chosen for it (0: none yet) */
     char request_id[REQUEST_ID_MAX + 1]; /* the client's X-Request-Id, or the one generated */
     char log_method[16];

@@ -210,7 +210,7 @@ static double drain_remaining(const struct backend *b, ev_tstamp now)
                 const struct server *s = p->servers[i];                                            \
                 const struct backend *b = s->hb;                                                   \
                 (void)b;                                                                           \
-                hbuf_printf(o, metric "{%s} " fmt "\n", backend_labels(&lb, p, s), expr);         \
+                hbuf_printf(o, metric "{%s} " fmt "\n", backend_labels(&lb, p, s), expr);          \
             }                                                                                      \
     } while (0)
 
@@ -218,7 +218,7 @@ static double drain_remaining(const struct backend *b, ev_tstamp now)
     do {                                                                                           \
         metrics_family(o, metric, type, help);                                                     \
         for (struct listener *li = w->listeners; li; li = li->next)                                \
-            hbuf_printf(o, metric "{%s} " fmt "\n", listener_labels(&lb, li), expr);              \
+            hbuf_printf(o, metric "{%s} " fmt "\n", listener_labels(&lb, li), expr);               \
     } while (0)
 
 static void build_metrics(struct hbuf *o, struct process *proc)
@@ -261,8 +261,8 @@ static void build_metrics(struct hbuf *o, struct process *proc)
                    "descriptors).");
     hbuf_printf(o, "usher_accept_paused_total %llu\n", (unsigned long long)w->accept_paused);
 
-    PER_LISTENER("usher_client_connections", "gauge", "Open client connections by listener.",
-                 "%u", li->connections);
+    PER_LISTENER("usher_client_connections", "gauge", "Open client connections by listener.", "%u",
+                 li->connections);
     PER_LISTENER("usher_client_connections_accepted_total", "counter",
                  "Client connections accepted by listener.", "%llu",
                  (unsigned long long)li->accepted_total);

@@ -47,9 +47,10 @@ static void test_label_escape(void)
                          "b"),
                  "a\xef\xbf\xbd"
                  "b") == 0);
-    CHECK(strcmp(escaped("\xc3"), "\xef\xbf\xbd") == 0);             /* truncated */
+    CHECK(strcmp(escaped("\xc3"), "\xef\xbf\xbd") == 0);                 /* truncated */
     CHECK(strcmp(escaped("\xc0\xaf"), "\xef\xbf\xbd\xef\xbf\xbd") == 0); /* overlong */
-    CHECK(strcmp(escaped("\xed\xa0\x80"), "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd") == 0); /* surrogate */
+    CHECK(strcmp(escaped("\xed\xa0\x80"), "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd") ==
+          0); /* surrogate */
 }
 
 static void test_labels(void)
@@ -65,9 +66,9 @@ static void test_bucket_of(void)
 {
     static const double b[METRICS_BUCKETS] = METRICS_BUCKET_BOUNDS;
     for (unsigned i = 0; i < METRICS_BUCKETS; i++) {
-        CHECK(metrics_bucket_of(b[i]) == i);                 /* le: the bound is inside */
+        CHECK(metrics_bucket_of(b[i]) == i);                     /* le: the bound is inside */
         CHECK(metrics_bucket_of(nextafter(b[i], 1e9)) == i + 1); /* just above: the next */
-        CHECK(metrics_bucket_of(nextafter(b[i], 0)) == i);   /* just below: still this one */
+        CHECK(metrics_bucket_of(nextafter(b[i], 0)) == i);       /* just below: still this one */
     }
     CHECK(metrics_bucket_of(0) == 0);
     CHECK(metrics_bucket_of(-1) == 0);
