@@ -474,6 +474,8 @@ struct worker *worker_new(struct ev_loop *loop, struct conf *conf, const struct 
     ev_prepare_init(&w->reaper, reaper_cb);
     ev_timer_init(&w->accept_retry, accept_retry_cb, 0., 0.);
     w->started_at = ev_now(loop);
+    if (prng_seed(&w->rng) < 0)
+        log_warn("getrandom failed", "fallback=clock");
     return w;
 }
 
