@@ -7,9 +7,10 @@ import re
 
 import pytest
 
-import util
+import usher_proc
+import wire
 from test_log_format import parse_json, parse_logfmt
-from util import RawConn
+from wire import RawConn
 
 ACCESS_KEYS = {"client", "listener", "method", "path", "protocol", "host", "status", "bytes",
                "bytes_in", "ms", "pool", "backend", "user_agent", "request_id"}
@@ -40,7 +41,7 @@ def test_access_fields_same_in_both_formats(fmt, backend_factory, usher_factory)
         assert c.read_response().status == 200
         c.send(b"GET / HTTP/1.0\r\nHost: other.test\r\n\r\n")
         assert c.read_response().status == 200
-    util.wait_until(lambda: len(access_lines(u, fmt)) == 2, 3.0, what="two access lines")
+    wire.wait_until(lambda: len(access_lines(u, fmt)) == 2, 3.0, what="two access lines")
     first, second = access_lines(u, fmt)
     assert set(first) >= ACCESS_KEYS, ACCESS_KEYS - set(first)
     assert set(second) == set(first)
@@ -73,7 +74,7 @@ def test_request_id_generated_unique_and_forwarded_once(backend_factory, usher_f
                                                 ("X-Request-ID", "two")]).status == 200
         # an id too long to log is replaced
         assert c.request("GET", "/l", headers=[("X-Request-Id", "z" * 129)]).status == 200
-    util.wait_until(lambda: len(u.log_lines("access")) == 53, 3.0, what="53 access lines")
+    wire.wait_until(lambda: len(u.log_lines("access")) == 53, 3.0, what="53 access lines")
     logged = [a["kv"]["request_id"] for a in u.log_lines("access")]
     seen = [r.header_all("x-request-id") for r in b.reqs()]
     assert all(len(s) == 1 for s in seen), seen
@@ -85,12 +86,12 @@ def test_request_id_generated_unique_and_forwarded_once(backend_factory, usher_f
 
 
 def test_error_usher_answers_has_an_id_and_no_backend(usher_factory):
-    dead = {"name": "dead", "address": "127.0.0.1:%d" % util.free_port()}
+    dead = {"name": "dead", "address": "127.0.0.1:%d" % wire.free_port()}
     u = usher_factory(pools={"blue": [dead]}, log={"access": True})
     with RawConn(u.port) as c:
         r = c.request("GET", "/", headers=[("User-Agent", "curl/8")])
         assert r.status == 502
-    util.wait_until(lambda: u.log_lines("access"), 3.0, what="access line")
+    wire.wait_until(lambda: u.log_lines("access"), 3.0, what="access line")
     kv = u.log_lines("access")[0]["kv"]
     assert kv["status"] == "502" and kv["backend"] == "-" and kv["user_agent"] == "curl/8"
     assert HEX128.match(kv["request_id"]), kv

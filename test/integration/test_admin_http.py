@@ -5,14 +5,15 @@ import socket
 
 import pytest
 
-import util
+import usher_proc
+import wire
 
 GET_ENDPOINTS = ("/live", "/ready", "/status", "/metrics")
 
 
 def raw_admin(port, request, timeout=5.0):
     """Sends <request> bytes, reads until the server closes: (status, headers, body)."""
-    with socket.create_connection((util.HOST, port), timeout=timeout) as s:
+    with socket.create_connection((wire.HOST, port), timeout=timeout) as s:
         s.sendall(request)
         data = b""
         while True:
@@ -71,9 +72,9 @@ def test_head_matches_get_without_body(proxy):
 # --- /ready with admin.ready_requires_backends ----------------------------------------
 
 def _ready_usher(backend_factory, usher_factory, requires):
-    from health_util import hc_opts
+    from usher_proc import hc_opts
     b = backend_factory("blue-1")
-    admin = {"bind": "%s:%d" % (util.HOST, util.free_port())}
+    admin = {"bind": "%s:%d" % (wire.HOST, wire.free_port())}
     if requires is not None:
         admin["ready_requires_backends"] = requires
     u = usher_factory(pools={"blue": [b]},
@@ -85,7 +86,7 @@ def _ready_usher(backend_factory, usher_factory, requires):
 
 
 def test_ready_requires_backends_503_while_a_listener_has_none(backend_factory, usher_factory):
-    from health_util import wait_state
+    from usher_proc import wait_state
     u, b = _ready_usher(backend_factory, usher_factory, True)
     assert u.admin_get("/ready")[0] == 200
     b.kill()
@@ -103,7 +104,7 @@ def test_ready_requires_backends_503_while_a_listener_has_none(backend_factory, 
 
 @pytest.mark.parametrize("requires", [None, False])
 def test_ready_ignores_backends_by_default(requires, backend_factory, usher_factory):
-    from health_util import wait_state
+    from usher_proc import wait_state
     u, b = _ready_usher(backend_factory, usher_factory, requires)
     b.kill()
     wait_state(u, "blue", "blue-1", "unhealthy")

@@ -12,9 +12,11 @@ import subprocess
 
 import pytest
 
-import util
-from lifecycle_util import config_for, reload_and_wait, slow_request
-from util import RawConn
+import usher_proc
+import wire
+from clients import slow_request
+from usher_proc import config_for, reload_and_wait
+from wire import RawConn
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUCKETS = ["0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1",
@@ -59,7 +61,7 @@ def busy_usher(backend_factory, usher_factory):
     (removed by the last reload while a slow request holds it)."""
     b1 = backend_factory("blue-1")
     b2 = backend_factory("blue-2")
-    dead = {"name": "dead", "address": "127.0.0.1:%d" % util.free_port()}
+    dead = {"name": "dead", "address": "127.0.0.1:%d" % wire.free_port()}
     opts = {"blue": {"deregistration_delay": "20s"}}
     u = usher_factory(pools={"blue": [b1, b2], "green": [dead]}, split={"blue": 100, "green": 0},
                       pool_opts=opts)
@@ -79,7 +81,7 @@ def busy_usher(backend_factory, usher_factory):
     kind, gen = reload_and_wait(u, config_for(u, {"blue": [b1, b2], "green": [dead]},
                                               split={"blue": 0, "green": 100}, pool_opts=opts))
     assert (kind, gen) == ("done", 2), u.log()
-    assert util.http_get(u.port, "/")[0] == 502
+    assert wire.http_get(u.port, "/")[0] == 502
     # a broken file: counted as a failed reload
     good = u.cfg
     kind, _ = reload_and_wait(u, "listeners: [\n")
@@ -90,7 +92,7 @@ def busy_usher(backend_factory, usher_factory):
                                               split={"blue": 100, "green": 0}, pool_opts=opts))
     assert (kind, gen) == ("done", 3), u.log()
     slows = [slow_request(u.port, 3000, check_close=False) for _ in range(2)]
-    util.wait_until(lambda: b2.reqs("/slow"), 3.0, what="a slow request at blue-2")
+    wire.wait_until(lambda: b2.reqs("/slow"), 3.0, what="a slow request at blue-2")
     kind, gen = reload_and_wait(u, config_for(u, {"blue": [b1], "green": [dead]},
                                               split={"blue": 100, "green": 0}, pool_opts=opts))
     assert (kind, gen) == ("done", 4), u.log()
@@ -111,7 +113,7 @@ def test_promtool_passes_on_live_metrics(busy_usher):
 
     types, helps = families(text)
     assert set(types) == helps, "families without HELP or TYPE: %s" % (set(types) ^ helps)
-    m = util.Metrics(text)
+    m = usher_proc.Metrics(text)
     for name in m.names():
         assert family_of(name, types), "sample %s without a TYPE line" % name
 
@@ -161,7 +163,7 @@ def test_draining_process_metrics_pass_promtool(backend_factory, usher_factory):
     assert st == 200
     rc, out = promtool_check(text)
     assert rc == 0 and out.strip() == "", out
-    m = util.Metrics(text)
+    m = usher_proc.Metrics(text)
     assert m.get("usher_draining") == 1 and m.get("usher_ready") == 0
     assert m.get("usher_drain_connections_left") == 1
     assert 2 < m.get("usher_drain_remaining_seconds") <= 5
@@ -187,7 +189,7 @@ def test_readme_metric_list_matches_the_binary(busy_usher):
     st, text, _ = busy_usher.admin_get("/metrics")
     types, _ = families(text)
     printed_labels = {}
-    for name, labels, _ in util.Metrics(text).samples:
+    for name, labels, _ in usher_proc.Metrics(text).samples:
         fam = family_of(name, types)
         printed_labels.setdefault(fam, set()).update(k for k in labels if k != "le")
     rows = readme_metric_table()
