@@ -403,6 +403,8 @@ static enum step finish_connection(struct client *c)
     c->linger_until = now_of(c) + LINGER_S;
     c->w->num_lingering++;
     set_state(c, CLIENT_LINGERING);
+    /* a drain waits for no lingering connection: let it look again */
+    ev_prepare_start(c->w->loop, &c->w->reaper);
     return STEP_BLOCKED;
 }
 
