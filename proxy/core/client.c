@@ -47,6 +47,13 @@
  * would destroy a response still in flight (nginx lingering_timeout). */
 #define LINGER_S 1.0
 
+/* ... and at most this many bytes: 256 KiB covers what a client pipelined
+ * or had in flight of a body (a few socket buffers) when the response went
+ * out; a client still uploading past it gets the close (and its RST) after
+ * the response had that much time to arrive. Apache's lingering close reads
+ * for 2 s per 512 bytes; nginx bounds time only. */
+#define LINGER_MAX_BYTES (256u * 1024u)
+
 /* Result of one step of drive(). */
 enum step {
     STEP_BLOCKED = 0, /* nothing more to do until an event */
@@ -123,6 +130,8 @@ static ev_tstamp deadline_of(const struct client *c)
                 head = earliest(head, c->last_activity + FIRST_REQUEST_GRACE_S);
             return head;
         }
+        if (c->idle_close_at > 0)
+            return earliest(c->idle_close_at, c->last_activity + ms_to_s(conf->timeouts.client_idle));
         return c->last_activity + ms_to_s(conf->timeouts.client_idle);
     case CLIENT_READING_HEAD:
         return c->head_started_at + ms_to_s(conf->timeouts.client_header);
@@ -361,7 +370,8 @@ static enum step finish_connection(struct client *c)
     end_request(c);
     unbind_upstream(c, false);
     c->down.tp->shutdown_write(&c->down);
-    if (c->down.eof || side_discard(&c->down)) {
+    c->linger_bytes = 0;
+    if (c->down.eof || side_discard(&c->down, LINGER_MAX_BYTES, &c->linger_bytes)) {
         client_close(c);
         return STEP_CLOSED;
     }
@@ -373,7 +383,7 @@ static enum step finish_connection(struct client *c)
 
 static enum step on_lingering(struct client *c)
 {
-    if (side_discard(&c->down)) {
+    if (side_discard(&c->down, LINGER_MAX_BYTES, &c->linger_bytes)) {
         client_close(c);
         return STEP_CLOSED;
     }
@@ -1251,7 +1261,12 @@ static int bytes_waiting(const struct client *c)
     return n;
 }
 
-void client_shutdown_idle(struct client *c)
+bool client_is_idle(const struct client *c)
+{
+    return c->state == CLIENT_IDLE || c->state == CLIENT_LINGERING;
+}
+
+void client_shutdown_idle(struct client *c, ev_tstamp close_at)
 {
     if (c->state != CLIENT_IDLE) {
         c->x.keep_alive = false; /* the request in progress is answered with Connection: close */
@@ -1266,6 +1281,13 @@ void client_shutdown_idle(struct client *c)
     if (bytes_waiting(c) > 0 || (c->down.ssl && SSL_pending(c->down.ssl) > 0)) {
         c->down.readable = true;
         drive(c);
+        return;
+    }
+    if (close_at > now_of(c)) {
+        /* closed by its timer at <close_at> (close spreading), or by its
+         * next response (after_request); a request meanwhile is served */
+        c->idle_close_at = close_at;
+        arm_timer(c);
         return;
     }
     if (finish_connection(c) != STEP_CLOSED)

@@ -155,6 +155,9 @@ struct client {
     ev_tstamp last_activity;   /* last byte moved either way */
     ev_tstamp head_started_at; /* first byte of the current head (accept for the first) */
     ev_tstamp linger_until;    /* CLIENT_LINGERING: when to give up discarding */
+    size_t linger_bytes;       /* CLIENT_LINGERING: bytes discarded so far */
+    ev_tstamp idle_close_at;   /* drain: when this idle keep-alive connection closes (0: no
+                                * spread slot, DBL_MAX: kept until its next request) */
     unsigned requests;         /* served on this connection */
 
     struct upstream *upstream; /* bound upstream, NULL if none */
