@@ -17,6 +17,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/rand.h>
+
 #include "../../health/backend.h"
 #include "../../health/loop/io.h"
 #include "../../health/loop/net.h"
@@ -62,6 +64,7 @@ enum step {
 };
 
 static void drive(struct client *c);
+static void ws_follow(struct ws_dir *wd, struct buf *b, size_t n);
 
 const char *client_state_str(enum client_state s)
 {
@@ -142,6 +145,8 @@ static ev_tstamp deadline_of(const struct client *c)
     case CLIENT_FORWARDING:
         return c->last_activity + ms_to_s(conf->timeouts.backend);
     case CLIENT_TUNNEL:
+        if (c->x.ws.on && !c->x.ws.closing && c->x.ws.close_at > 0)
+            return earliest(c->x.ws.close_at, c->last_activity + ms_to_s(conf->timeouts.tunnel));
         return c->last_activity + ms_to_s(conf->timeouts.tunnel);
     case CLIENT_RESPONDING:
         return c->last_activity + ms_to_s(conf->timeouts.client_idle);
@@ -761,6 +766,20 @@ static bool upgrade_matches(const struct client *c, const struct http1_response 
     return strcasecmp(got, c->x.upgrade) == 0;
 }
 
+/* After a 101 to Upgrade: websocket, frames are followed both ways from
+ * the first byte after the heads. */
+static void ws_tunnel_start(struct client *c)
+{
+    if (strcasecmp(c->x.upgrade, "websocket") != 0)
+        return;
+    c->x.ws.on = true;
+    c->x.ws.to_backend.boundary_known = c->x.ws.to_client.boundary_known = true;
+    if (c->down.buf && buf_len(c->down.buf) > 0)
+        ws_follow(&c->x.ws.to_backend, c->down.buf, buf_len(c->down.buf));
+    if (c->up.buf && buf_len(c->up.buf) > 0)
+        ws_follow(&c->x.ws.to_client, c->up.buf, buf_len(c->up.buf));
+}
+
 /* Parses the response head in c->up.buf. */
 static enum step on_response_head(struct client *c)
 {
@@ -827,7 +846,10 @@ static enum step on_response_head(struct client *c)
         c->x.res_body.done = true; /* what follows is the tunnel, not a body */
         log_debug("tunnel started", "client=%s pool=%s backend=%s", c->peer, c->x.pool->name,
                   c->upstream->server->hb->name);
+        ws_tunnel_start(c);
         set_state(c, CLIENT_TUNNEL);
+        if (c->upstream->server->hb->drain_deadline > 0)
+            client_tunnel_deadline(c, c->upstream->server->hb->drain_deadline);
         return STEP_PROGRESS;
     }
     if (body_frame(&c->x.res_body, out, &c->x.out_fwd) < 0)
@@ -931,11 +953,94 @@ static enum step on_forward(struct client *c)
 
 /* ---- tunnels (after a 101, and TCP mode) --------------------------------- */
 
+/* ---- WebSocket close frames (RFC 6455 5.5.1, 7.1.2) ---------------------- */
+
+/* <n> new bytes at the end of <from>'s buffer: follow their frames. */
+static void ws_follow(struct ws_dir *wd, struct buf *b, size_t n)
+{
+    size_t before = buf_len(b) - n;
+    size_t end = ws_track(&wd->t, (const uint8_t *)buf_head(b) + before, n);
+    if (end) {
+        wd->boundary = before + end;
+        wd->boundary_known = true;
+    }
+}
+
+/* <n> bytes of <from>'s buffer went out. */
+static void ws_sent(struct ws_dir *wd, size_t n)
+{
+    if (!wd->boundary_known)
+        return;
+    if (n <= wd->boundary) {
+        wd->boundary -= n;
+        return;
+    }
+    wd->boundary = 0;
+    wd->boundary_known = false; /* past the last frame end known */
+}
+
+/* Usher closes this tunnel: where the stream stands at a frame boundary,
+ * with everything before it sent, a close frame goes into <head>. One that
+ * already went that way (the peer's own close) is enough. Returns true once
+ * this direction is closed. */
+static bool ws_insert_close(struct ws_dir *wd, struct side *from, struct hbuf *head, bool masked)
+{
+    if (wd->close_sent)
+        return true;
+    bool empty = !from->buf || buf_len(from->buf) == 0;
+    bool at_boundary = (wd->boundary_known && wd->boundary == 0) || (empty && ws_at_boundary(&wd->t));
+    if (wd->t.broken || !at_boundary || head_pending(head))
+        return false;
+    wd->close_sent = true;
+    if (from->buf)
+        buf_consume(from->buf, buf_len(from->buf)); /* nothing may follow a close frame */
+    if (wd->t.close_seen)
+        return true;
+    uint8_t frame[WS_CLOSE_FRAME_MAX];
+    uint32_t key = 0;
+    if (masked && RAND_bytes((unsigned char *)&key, sizeof(key)) != 1)
+        key = (uint32_t)rand();
+    size_t n = ws_close_frame(frame, WS_CLOSE_GOING_AWAY, masked, key);
+    hbuf_reset(head);
+    if (hbuf_append(head, (const char *)frame, n) < 0)
+        wd->t.broken = true;
+    return true;
+}
+
+static void ws_begin_close(struct client *c, const char *why)
+{
+    if (!c->x.ws.on || c->x.ws.closing)
+        return;
+    c->x.ws.closing = true;
+    log_debug("websocket closing", "client=%s reason=%s", c->peer, why);
+    arm_timer(c);
+}
+
+void client_tunnel_deadline(struct client *c, ev_tstamp deadline)
+{
+    if (c->state != CLIENT_TUNNEL || !c->x.ws.on || c->x.ws.closing)
+        return;
+    ev_tstamp at = deadline - ms_to_s(c->w->conf->shutdown.tunnel_close_grace);
+    if (c->x.ws.close_at > 0 && c->x.ws.close_at <= at)
+        return;
+    c->x.ws.close_at = at;
+    if (at > now_of(c)) {
+        arm_timer(c);
+        return;
+    }
+    ws_begin_close(c, "drain deadline");
+    drive(c);
+}
+
+/* ---- tunnels (after a 101, and TCP mode) --------------------------------- */
+
 /* Moves bytes one way, <from> -> <to>: reads what <from> has (if its
  * buffer has room), writes the head still owed to <to> and the bytes read,
- * and passes <from>'s half-close on once everything went out. */
+ * and passes <from>'s half-close on once everything went out. A WebSocket
+ * direction (<wd>) is followed frame by frame: while closing, bytes go out
+ * up to a frame end only, then the close frame, then nothing more. */
 static enum step pump(struct client *c, struct side *from, struct side *to, struct hbuf *head,
-                      size_t *fwd)
+                      size_t *fwd, struct ws_dir *wd)
 {
     enum step progress = STEP_BLOCKED;
     if (from->readable && !from->eof) {
@@ -954,21 +1059,35 @@ static enum step pump(struct client *c, struct side *from, struct side *to, stru
                 from->eof = n == 0;
                 c->last_activity = now_of(c);
                 progress = STEP_PROGRESS;
+                if (wd && n > 0)
+                    ws_follow(wd, from->buf, (size_t)n);
             }
         }
     }
+    if (wd && c->x.ws.closing)
+        ws_insert_close(wd, from, head, to == &c->up);
+    if (wd && wd->close_sent && from->buf)
+        buf_consume(from->buf, buf_len(from->buf));
     *fwd = from->buf ? buf_len(from->buf) : 0;
+    if (wd && c->x.ws.closing && !wd->close_sent)
+        *fwd = wd->boundary_known && wd->boundary < *fwd ? wd->boundary : *fwd;
     if (head_pending(head) || *fwd) {
+        size_t before = from->buf ? buf_len(from->buf) : 0;
         ssize_t n = side_send(to, head, from->buf, fwd);
         if (n < 0) {
             client_close(c);
             return STEP_CLOSED;
         }
+        if (wd)
+            ws_sent(wd, before - (from->buf ? buf_len(from->buf) : 0));
         if (n > 0) {
             if (to == &c->down)
                 c->x.bytes_out += (uint64_t)n;
             progress = STEP_PROGRESS;
         }
+        if (wd && c->x.ws.closing && !wd->close_sent &&
+            ws_insert_close(wd, from, head, to == &c->up))
+            progress = STEP_PROGRESS; /* the close frame goes out next round */
     }
     if (from->eof && *fwd == 0 && !head_pending(head) && !to->shut) {
         to->tp->shutdown_write(to);
@@ -977,15 +1096,28 @@ static enum step pump(struct client *c, struct side *from, struct side *to, stru
     return progress;
 }
 
+/* Both close frames went and the client answered with its own: the close
+ * handshake is over, and the server closes TCP first (RFC 6455 7.1.1). */
+static bool ws_close_done(const struct client *c)
+{
+    const struct ws_tunnel *ws = &c->x.ws;
+    return ws->on && ws->closing && ws->to_client.close_sent && ws->to_backend.close_sent &&
+           ws->to_backend.t.close_seen && !head_pending(&c->x.res_head) &&
+           !head_pending(&c->x.req_head);
+}
+
 static enum step on_tunnel(struct client *c)
 {
-    enum step s1 = pump(c, &c->down, &c->up, &c->x.req_head, &c->x.in_fwd);
+    struct ws_tunnel *ws = &c->x.ws;
+    enum step s1 = pump(c, &c->down, &c->up, &c->x.req_head, &c->x.in_fwd,
+                        ws->on ? &ws->to_backend : NULL);
     if (s1 == STEP_CLOSED)
         return s1;
-    enum step s2 = pump(c, &c->up, &c->down, &c->x.res_head, &c->x.out_fwd);
+    enum step s2 = pump(c, &c->up, &c->down, &c->x.res_head, &c->x.out_fwd,
+                        ws->on ? &ws->to_client : NULL);
     if (s2 == STEP_CLOSED)
         return s2;
-    if (c->up.shut && c->down.shut) {
+    if ((c->up.shut && c->down.shut) || ws_close_done(c)) {
         client_close(c);
         return STEP_CLOSED;
     }
@@ -1152,6 +1284,9 @@ static void on_upstream_event(void *owner, enum upstream_event ev, int err)
     case UPSTREAM_DRAIN_EXPIRED:
         client_close(c);
         return;
+    case UPSTREAM_DRAIN_STARTED:
+        client_tunnel_deadline(c, c->upstream->server->hb->drain_deadline);
+        return;
     }
     drive(c);
 }
@@ -1166,8 +1301,15 @@ static void client_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
     }
     enum step s = STEP_PROGRESS;
     switch (c->state) {
-    case CLIENT_TLS_HANDSHAKE:
     case CLIENT_TUNNEL:
+        if (c->x.ws.on && !c->x.ws.closing && c->x.ws.close_at > 0 &&
+            ev_now(loop) >= c->x.ws.close_at) {
+            ws_begin_close(c, "drain deadline");
+            break;
+        }
+        client_close(c);
+        return;
+    case CLIENT_TLS_HANDSHAKE:
     case CLIENT_RESPONDING:
     case CLIENT_LINGERING:
         client_close(c);

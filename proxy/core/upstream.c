@@ -46,8 +46,18 @@ static void on_state_changed(struct backend *b, enum backend_state from, const c
     log_info("backend state", "pool=%s backend=%s from=%s to=%s reason=\"%s\" connections=%u",
              b->pool_name, b->name, backend_state_str(from), backend_state_str(b->state),
              reason ? reason : "", b->connections);
-    if (!backend_in_rotation(b))
-        upstream_close_idle(s);
+    if (backend_in_rotation(b))
+        return;
+    upstream_close_idle(s);
+    if (b->drain_deadline > 0) {
+        /* owners of tunnels say goodbye before the deadline (tunnel_close_grace) */
+        struct list *pos, *tmp;
+        list_for_each_safe (pos, tmp, &s->active) {
+            struct upstream *u = container_of(pos, struct upstream, pool_link);
+            if (u->cb)
+                u->cb(u->owner, UPSTREAM_DRAIN_STARTED, 0);
+        }
+    }
 }
 
 /* Rule 3: tunnels and in-flight requests run until the deadline; then

@@ -14,6 +14,7 @@
 #include "../base/buf.h"
 #include "body.h"
 #include "transport.h"
+#include "wsframe.h"
 
 struct worker;
 struct client;
@@ -111,6 +112,23 @@ enum client_state {
  * fleet from holding a client for many connect timeouts. */
 #define MAX_ATTEMPTS 8
 
+/* One direction of a WebSocket tunnel, followed frame by frame. */
+struct ws_dir {
+    struct ws_tracker t;
+    size_t boundary;     /* bytes at the front of the source side's buffer up to a frame end */
+    bool boundary_known; /* false: the front of the buffer is inside a frame */
+    bool close_sent;     /* a close frame went this way: what follows is dropped */
+};
+
+/* A tunnel after a 101 to Upgrade: websocket. */
+struct ws_tunnel {
+    bool on;            /* its frames are followed */
+    bool closing;       /* usher closes it: a close frame each way at the next boundary */
+    ev_tstamp close_at; /* when to start closing (0: no deadline known) */
+    struct ws_dir to_backend; /* the bytes from the client (down.buf) */
+    struct ws_dir to_client;  /* the bytes from the backend (up.buf) */
+};
+
 /* One request and its response on a client connection. It is zeroed when
  * the exchange begins, so nothing of the previous one can leak into it. */
 struct exchange {
@@ -137,6 +155,7 @@ struct exchange {
     struct pool *pool; /* pool of the chosen backend */
     struct server *tried[MAX_ATTEMPTS];
     unsigned attempts;
+    struct ws_tunnel ws;
 };
 
 struct client {
@@ -177,6 +196,7 @@ enum upstream_event {
     UPSTREAM_READABLE,
     UPSTREAM_WRITABLE,
     UPSTREAM_DRAIN_EXPIRED, /* its backend's drain deadline passed: the owner must let go */
+    UPSTREAM_DRAIN_STARTED, /* its backend drains until server->hb->drain_deadline */
 };
 
 typedef void (*upstream_cb)(void *owner, enum upstream_event ev, int err);

@@ -330,6 +330,14 @@ void worker_shutdown_idle(struct worker *w, conf_ms spread_ms, bool after_reques
     }
 }
 
+void worker_tunnels_deadline(struct worker *w, ev_tstamp deadline)
+{
+    struct list *pos, *tmp;
+    list_for_each_safe (pos, tmp, &w->clients) {
+        client_tunnel_deadline(container_of(pos, struct client, link), deadline);
+    }
+}
+
 unsigned worker_close_clients(struct worker *w)
 {
     unsigned cut = 0;

@@ -57,6 +57,10 @@ void worker_close_listeners(struct worker *w);
  * close. */
 void worker_shutdown_idle(struct worker *w, conf_ms spread_ms, bool after_request);
 
+/* The process drain ends at <deadline>: WebSocket tunnels get their close
+ * frames shutdown.tunnel_close_grace before it. */
+void worker_tunnels_deadline(struct worker *w, ev_tstamp deadline);
+
 /* Closes every client connection now. Returns how many of them were cut
  * in an exchange or a tunnel (idle keep-alive ones cut nothing). */
 unsigned worker_close_clients(struct worker *w);

@@ -69,6 +69,7 @@ static void close_listeners(struct process *p)
         spread = conf->shutdown.timeout;
     unsigned before = worker_busy_clients(w);
     worker_shutdown_idle(w, spread, after_request);
+    worker_tunnels_deadline(w, p->drain_deadline);
     log_info("shutdown idle connections closed", "closed=%u connections=%u close_spread_ms=%llu idle_close=%s",
              before - worker_busy_clients(w), worker_busy_clients(w),
              (unsigned long long)spread, after_request ? "after_request" : "now");
