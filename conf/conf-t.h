@@ -201,7 +201,8 @@ enum conf_change_kind {
     CONF_BACKEND_WEIGHT,    /* both set; only the weight differs */
     CONF_POOL_ADDED,        /* new_pool set */
     CONF_POOL_REMOVED,      /* old_pool set */
-    CONF_POOL_CHANGED,      /* both set; balance, delay or health_check differ */
+    CONF_POOL_CHANGED,      /* both set; balance, deregistration_delay, slow_start,
+                               health_check, passive_health or discover differ */
     CONF_LISTENER_ADDED,    /* new_listener set */
     CONF_LISTENER_REMOVED,  /* old_listener set (a changed bind = removed + added) */
     CONF_LISTENER_SPLIT,    /* both set; the pools map or protocol/tls differ, socket kept */
