@@ -1018,9 +1018,10 @@ static void ws_begin_close(struct client *c, const char *why)
 
 void client_tunnel_deadline(struct client *c, ev_tstamp deadline)
 {
-    if (c->state != CLIENT_TUNNEL || !c->x.ws.on || c->x.ws.closing)
-        return;
-    ev_tstamp at = deadline - ms_to_s(c->w->conf->shutdown.tunnel_close_grace);
+    conf_ms grace = c->w->conf->shutdown.tunnel_close_grace;
+    if (c->state != CLIENT_TUNNEL || !c->x.ws.on || c->x.ws.closing || grace == 0)
+        return; /* a grace of 0 turns close frames off: the tunnel runs to the deadline */
+    ev_tstamp at = deadline - ms_to_s(grace);
     if (c->x.ws.close_at > 0 && c->x.ws.close_at <= at)
         return;
     c->x.ws.close_at = at;
@@ -1291,6 +1292,13 @@ static void on_upstream_event(void *owner, enum upstream_event ev, int err)
     drive(c);
 }
 
+/* A drain deadline still ahead: the process drains, or the backend does. */
+static bool tunnel_deadline_stands(const struct client *c)
+{
+    return c->w->state >= WORKER_DRAINING ||
+           (c->upstream && c->upstream->server->hb->drain_deadline > 0);
+}
+
 static void client_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct client *c = container_of(t, struct client, timer);
@@ -1302,8 +1310,13 @@ static void client_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
     enum step s = STEP_PROGRESS;
     switch (c->state) {
     case CLIENT_TUNNEL:
-        if (c->x.ws.on && !c->x.ws.closing && c->x.ws.close_at > 0 &&
-            ev_now(loop) >= c->x.ws.close_at) {
+        if (c->x.ws.on && !c->x.ws.closing && c->x.ws.close_at > 0) {
+            if (!tunnel_deadline_stands(c)) {
+                /* its backend came back (healthy again, re-added): no goodbye */
+                c->x.ws.close_at = 0;
+                arm_timer(c);
+                return;
+            }
             ws_begin_close(c, "drain deadline");
             break;
         }
