@@ -120,6 +120,13 @@ static ev_tstamp earliest(ev_tstamp a, ev_tstamp b)
     return a < b ? a : b;
 }
 
+/* The request went out whole and not a byte of the answer came back. */
+static bool awaiting_first_byte(const struct client *c)
+{
+    return c->x.req_sent_at > 0 && !c->x.response_started && c->x.interim == 0 &&
+           (!c->up.buf || buf_len(c->up.buf) == 0);
+}
+
 static ev_tstamp deadline_of(const struct client *c)
 {
     const struct conf *conf = c->w->conf;
@@ -143,6 +150,9 @@ static ev_tstamp deadline_of(const struct client *c)
     case CLIENT_CONNECTING:
         return c->last_activity + ms_to_s(conf->timeouts.connect);
     case CLIENT_FORWARDING:
+        if (awaiting_first_byte(c))
+            return earliest(c->x.req_sent_at + ms_to_s(conf->timeouts.first_byte),
+                            c->last_activity + ms_to_s(conf->timeouts.backend));
         return c->last_activity + ms_to_s(conf->timeouts.backend);
     case CLIENT_TUNNEL:
         if (c->x.ws.on && !c->x.ws.closing && c->x.ws.close_at > 0)
@@ -273,6 +283,10 @@ static void bind_upstream(struct client *c, struct upstream *u, struct pool *p, 
     c->upstream = u;
     c->x.pool = p;
     c->x.from_pool = from_pool;
+    if (!c->x.budget_counted) {
+        retry_budget_request(&p->retry_budget, now_of(c));
+        c->x.budget_counted = true;
+    }
     side_attach(&c->up, u->fd, &transport_plain);
     u->server->inflight++;
     u->requests++;
@@ -454,6 +468,8 @@ static bool local_shortage(int err)
 static void connect_failure(struct client *c, struct server *s, int err)
 {
     s->connect_failures++;
+    server_passive_report(s, true, err ? "connect failed" : "connect timeout");
+    c->x.connect_failed = true;
     log_warn("backend connect failed", "pool=%s backend=%s address=%s error=\"%s\"",
              s->hb->pool_name, s->hb->name, s->hb->address_text,
              err ? strerror(err) : "connect timeout");
@@ -486,6 +502,8 @@ static enum step no_backend(struct client *c)
     }
     if (c->x.attempts == 0)
         return respond_error(c, 503, "no backend available", false);
+    if (c->x.retried) /* no other backend to retry on: the first failure stands */
+        return respond_error(c, c->x.fail_status, c->x.fail_why, false);
     return respond_error(c, 502, "backend connection failed", false);
 }
 
@@ -505,6 +523,10 @@ static enum step connect_upstream(struct client *c)
         struct server *s = balance_pick(c->listener, c->x.tried, c->x.attempts, &p);
         if (!s)
             return no_backend(c);
+        if (c->x.connect_failed) {
+            p->retries[RETRY_CONNECT]++; /* nothing was sent: always safe, never budgeted */
+            c->x.connect_failed = false;
+        }
         struct upstream *u =
             is_tcp_mode(c) ? NULL
                            : upstream_take_idle(s, request_replayable(c), on_upstream_event, c);
@@ -688,6 +710,10 @@ static enum step resend(struct client *c, struct server *s)
     unbind_upstream(c, false);
     c->x.req_head.sent = 0;
     c->x.interim = 0;
+    c->x.req_sent_at = 0;
+    if (c->up.buf)
+        buf_consume(c->up.buf, buf_len(c->up.buf)); /* what the failed backend answered */
+    c->up.eof = false;
     int err = 0;
     if (s && open_upstream(c, s, p, &err))
         return STEP_PROGRESS;
@@ -696,34 +722,49 @@ static enum step resend(struct client *c, struct server *s)
     return connect_upstream(c);
 }
 
-/* The upstream failed (<why>) before the response was complete. */
-static enum step upstream_failed(struct client *c, const char *why)
+/* No byte of an answer reached the client, nor any interim response. */
+static bool answer_untouched(const struct client *c)
+{
+    return !response_on_wire(c) && !c->x.response_started && c->x.interim == 0;
+}
+
+/* The upstream failed (<why>, of kind <reason>) before the response was
+ * complete. An idempotent body-less request that got no byte of answer to
+ * its client goes once to another backend, if the pool's budget allows. */
+static enum step upstream_failed(struct client *c, const char *why, enum retry_reason reason)
 {
     struct server *s = c->upstream->server;
-    bool nothing_received =
-        !c->x.response_started && (!c->up.buf || buf_len(c->up.buf) == 0) && c->x.interim == 0;
-    if (nothing_received && request_replayable(c)) {
-        if (c->x.from_pool) {
-            /* the backend closed a pooled connection as we reused it (its
-             * own keep-alive timeout): RFC 9112 9.3.1 allows a new one */
-            log_debug("pooled connection closed, retrying", "pool=%s backend=%s", c->x.pool->name,
-                      s->hb->name);
-            return resend(c, s);
-        }
-        if (request_idempotent(c) && c->x.attempts + 1 < MAX_ATTEMPTS) {
-            /* a fresh connection failed without a byte of answer: the
-             * backend died under the request; another one can take it */
-            log_warn("backend failed, retrying", "pool=%s backend=%s reason=\"%s\"",
-                     c->x.pool->name, s->hb->name, why);
+    struct pool *p = c->x.pool;
+    bool nothing_received = answer_untouched(c) && (!c->up.buf || buf_len(c->up.buf) == 0);
+    if (nothing_received && request_replayable(c) && c->x.from_pool && reason == RETRY_RESET) {
+        /* the backend closed a pooled connection as we reused it (its own
+         * keep-alive timeout): RFC 9112 9.3.1 allows a new one */
+        log_debug("pooled connection closed, retrying", "pool=%s backend=%s", p->name, s->hb->name);
+        return resend(c, s);
+    }
+    server_passive_report(s, true, why);
+    if (answer_untouched(c) && request_replayable(c) && request_idempotent(c) && !c->x.retried &&
+        c->x.attempts + 1 < MAX_ATTEMPTS) {
+        if (retry_budget_take(&p->retry_budget, now_of(c))) {
+            log_kv(CONF_LOG_WARN, "backend failed, retrying", LOG_STR("pool", p->name),
+                   LOG_STR("backend", s->hb->name), LOG_STR("reason", why),
+                   LOG_STR("retry", retry_reason_str(reason)));
+            p->retries[reason]++;
+            c->x.retried = true;
+            c->x.fail_status = reason == RETRY_FIRST_BYTE ? 504 : 502;
+            c->x.fail_why = why;
             remember_tried(c, s);
             return resend(c, NULL);
         }
+        p->retry_budget_refused++;
+        log_kv(CONF_LOG_WARN, "retry refused", LOG_STR("pool", p->name),
+               LOG_STR("backend", s->hb->name), LOG_STR("reason", "retry budget spent"));
     }
     log_warn("backend failed", "pool=%s backend=%s reason=\"%s\" response_started=%d",
-             c->x.pool ? c->x.pool->name : "-", s->hb->name, why, response_on_wire(c));
+             p ? p->name : "-", s->hb->name, why, response_on_wire(c));
     if (!response_on_wire(c)) {
         c->x.response_started = false;
-        return respond_error(c, 502, why, false);
+        return respond_error(c, reason == RETRY_FIRST_BYTE ? 504 : 502, why, false);
     }
     client_close(c);
     return STEP_CLOSED;
@@ -790,19 +831,19 @@ static enum step on_response_head(struct client *c)
     int rc = http1_parse_response(buf_head(out), buf_len(out), &c->w->limits, c->x.method, &res);
     if (rc == HTTP1_AGAIN) {
         if (buf_len(out) >= out->cap)
-            return upstream_failed(c, "response head too large");
+            return upstream_failed(c, "response head too large", RETRY_INVALID_HEAD);
         if (c->up.eof)
-            return upstream_failed(c, "backend closed the connection");
+            return upstream_failed(c, "backend closed the connection", RETRY_RESET);
         return STEP_BLOCKED;
     }
     if (rc == HTTP1_ERROR)
-        return upstream_failed(c, res.msg.error_reason);
+        return upstream_failed(c, res.msg.error_reason, RETRY_INVALID_HEAD);
 
     if (res.status >= 100 && res.status < 200 && res.status != 101) {
         /* interim response (100 Continue, 103 Early Hints): relay it to
          * HTTP/1.1 clients and wait for the final one */
         if (++c->x.interim > MAX_INTERIM_RESPONSES)
-            return upstream_failed(c, "too many interim responses");
+            return upstream_failed(c, "too many interim responses", RETRY_INVALID_HEAD);
         if (c->x.req_minor >= 1 &&
             hbuf_append(&c->x.res_head, buf_head(out), res.msg.head_len) < 0) {
             client_close(c);
@@ -816,9 +857,9 @@ static enum step on_response_head(struct client *c)
     bool dechunk_body = false;
     if (res.status == 101) {
         if (!c->x.upgrading)
-            return upstream_failed(c, "unexpected 101 response");
+            return upstream_failed(c, "unexpected 101 response", RETRY_INVALID_HEAD);
         if (!upgrade_matches(c, &res))
-            return upstream_failed(c, "101 response without the requested Upgrade");
+            return upstream_failed(c, "101 response without the requested Upgrade", RETRY_INVALID_HEAD);
         conn = RESPONSE_CONN_UPGRADE;
     } else {
         c->x.upgrading = false;
@@ -832,6 +873,9 @@ static enum step on_response_head(struct client *c)
         conn = response_conn_for(c);
     }
     c->x.status = res.status;
+    server_passive_report(c->upstream->server,
+                          res.status == 502 || res.status == 503 || res.status == 504,
+                          "5xx answer");
     c->x.res_reusable = (res.msg.flags & HTTP1_F_KEEP_ALIVE) && res.status != 101;
     if (headers_build_response(&c->x.res_head, &res, conn, dechunk_body) < 0) {
         client_close(c);
@@ -853,7 +897,7 @@ static enum step on_response_head(struct client *c)
         return STEP_PROGRESS;
     }
     if (body_frame(&c->x.res_body, out, &c->x.out_fwd) < 0)
-        return upstream_failed(c, c->x.res_body.chunked.error_reason);
+        return upstream_failed(c, c->x.res_body.chunked.error_reason, RETRY_RESET);
     return STEP_PROGRESS;
 }
 
@@ -867,11 +911,15 @@ static enum step on_forward(struct client *c)
     if (head_pending(&x->req_head) || x->in_fwd > 0) {
         ssize_t n = side_send(u, &x->req_head, d->buf, &x->in_fwd);
         if (n < 0)
-            return upstream_failed(c, "backend write failed");
+            return upstream_failed(c, "backend write failed", RETRY_RESET);
         if (n > 0) {
             c->last_activity = now_of(c);
             progress = STEP_PROGRESS;
         }
+    }
+    if (x->req_sent_at == 0 && request_sent(c)) {
+        x->req_sent_at = now_of(c);
+        arm_timer(c); /* timeouts.first_byte counts from here */
     }
 
     /* more of the request body, a pipelined request, or the client's EOF */
@@ -910,19 +958,19 @@ static enum step on_forward(struct client *c)
             if (n == NET_AGAIN) {
                 u->readable = false;
             } else if (n < 0) {
-                return upstream_failed(c, "backend connection reset");
+                return upstream_failed(c, "backend connection reset", RETRY_RESET);
             } else if (n == 0) {
                 u->eof = true;
                 progress = STEP_PROGRESS;
                 if (x->response_started && x->res_body.framing == HTTP1_BODY_UNTIL_CLOSE)
                     x->res_body.done = true;
                 else if (x->response_started && !x->res_body.done)
-                    return upstream_failed(c, "backend closed mid-body");
+                    return upstream_failed(c, "backend closed mid-body", RETRY_RESET);
             } else {
                 c->last_activity = now_of(c);
                 progress = STEP_PROGRESS;
                 if (x->response_started && body_frame(&x->res_body, u->buf, &x->out_fwd) < 0)
-                    return upstream_failed(c, x->res_body.chunked.error_reason);
+                    return upstream_failed(c, x->res_body.chunked.error_reason, RETRY_RESET);
             }
         }
     }
@@ -1341,6 +1389,12 @@ static void client_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
             client_close(c);
             return;
         }
+        if (c->upstream && awaiting_first_byte(c)) {
+            s = upstream_failed(c, "no response within first_byte", RETRY_FIRST_BYTE);
+            break;
+        }
+        if (c->upstream)
+            server_passive_report(c->upstream->server, true, "timeout");
         s = respond_error(c, 504, "backend timeout", false);
         break;
     case CLIENT_CLOSED:

@@ -100,6 +100,37 @@ static const struct backend_hooks hooks = {
     .gone = on_gone,
 };
 
+/* Backends of <p> ejected now. */
+static unsigned pool_ejected(const struct pool *p)
+{
+    unsigned n = 0;
+    for (size_t i = 0; i < p->num_servers; i++)
+        n += p->servers[i]->hb->state == BACKEND_EJECTED;
+    return n;
+}
+
+void server_passive_report(struct server *s, bool failure, const char *why)
+{
+    struct backend *b = s->hb;
+    if (!backend_passive_report(b, failure))
+        return;
+    const struct conf_pool *cp = s->pool->conf;
+    unsigned cap = cp ? backend_ejection_cap((unsigned)s->pool->num_servers,
+                                             cp->passive_health.max_ejected_percent)
+                      : 0;
+    unsigned ejected = pool_ejected(s->pool);
+    if (ejected >= cap) {
+        log_kv(CONF_LOG_WARN, "backend ejection refused", LOG_STR("pool", b->pool_name),
+               LOG_STR("backend", b->name), LOG_STR("reason", "max_ejected_percent"),
+               LOG_UINT("ejected", ejected), LOG_UINT("cap", cap));
+        return;
+    }
+    backend_eject(b);
+    log_kv(CONF_LOG_WARN, "backend ejected", LOG_STR("pool", b->pool_name),
+           LOG_STR("backend", b->name), LOG_STR("last_failure", why),
+           LOG_UINT("ejection_ms", b->eject_ms), LOG_UINT("ejections", b->ejections_total));
+}
+
 struct server *server_new(struct worker *w, struct pool *p, const struct conf_pool *cp,
                           const struct conf_backend *cb)
 {

@@ -14,6 +14,7 @@
 #include "../base/buf.h"
 #include "body.h"
 #include "transport.h"
+#include "retry.h"
 #include "wsframe.h"
 
 struct worker;
@@ -35,6 +36,9 @@ struct pool {
     size_t num_servers;
     size_t servers_cap;
     size_t lc_next; /* least_conn tie-breaker rotation */
+    struct retry_budget retry_budget;
+    uint64_t retries[RETRY_REASONS]; /* requests sent again to another backend, by reason */
+    uint64_t retry_budget_refused;   /* retries the budget did not allow */
     struct pool *next;
 };
 
@@ -155,6 +159,12 @@ struct exchange {
     struct pool *pool; /* pool of the chosen backend */
     struct server *tried[MAX_ATTEMPTS];
     unsigned attempts;
+    bool budget_counted;  /* this request was counted in its pool's retry budget */
+    bool connect_failed;  /* a connect failed: the next backend picked is a retry */
+    bool retried;         /* it already went to another backend after a failed answer */
+    int fail_status;      /* retried: the answer the failure called for (502, 504) */
+    const char *fail_why; /* retried: its reason (static) */
+    ev_tstamp req_sent_at; /* the whole request went to the backend (0: not yet) */
     struct ws_tunnel ws;
 };
 

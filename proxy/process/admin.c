@@ -77,6 +77,14 @@ static void status_backend(struct hbuf *o, struct worker *w, const struct server
         hbuf_printf(o, "%.0f", (now - b->last_check_at) * 1000.0);
     else
         hbuf_append_str(o, "null");
+    hbuf_printf(o, ",\"ejections_total\":%llu,\"ejected_remaining_ms\":",
+                (unsigned long long)b->ejections_total);
+    if (b->state == BACKEND_EJECTED && b->ejected_until > 0) {
+        double left = (b->ejected_until - now) * 1000.0;
+        hbuf_printf(o, "%.0f", left > 0 ? left : 0);
+    } else {
+        hbuf_append_str(o, "null");
+    }
     hbuf_append_str(o, ",\"drain_deadline_ms\":");
     if (b->state == BACKEND_DRAINING && b->drain_deadline > 0) {
         double left = (b->drain_deadline - now) * 1000.0;
@@ -184,7 +192,8 @@ static void build_metrics(struct hbuf *o, struct process *proc)
                         status_class[k], (unsigned long long)l->responses[k]);
 
     static const enum backend_state states[] = {BACKEND_CHECKING, BACKEND_HEALTHY,
-                                                BACKEND_UNHEALTHY, BACKEND_DRAINING};
+                                                BACKEND_UNHEALTHY, BACKEND_DRAINING,
+                                                BACKEND_EJECTED};
     hbuf_append_str(o, "# TYPE usher_backend_state gauge\n");
     for (struct pool *p = w->pools; p; p = p->next)
         for (size_t i = 0; i < p->num_servers; i++)
@@ -213,6 +222,12 @@ static void build_metrics(struct hbuf *o, struct process *proc)
                 b->state == BACKEND_DRAINING && b->drain_deadline > ev_now(w->loop)
                     ? b->drain_deadline - ev_now(w->loop)
                     : 0.0);
+    PER_BACKEND("usher_backend_ejections_total", "counter", "%llu",
+                (unsigned long long)b->ejections_total);
+    PER_BACKEND("usher_backend_ejected_remaining_seconds", "gauge", "%.3f",
+                b->state == BACKEND_EJECTED && b->ejected_until > ev_now(w->loop)
+                    ? b->ejected_until - ev_now(w->loop)
+                    : 0.0);
 #undef PER_BACKEND
     hbuf_append_str(o, "# TYPE usher_backend_responses_total counter\n");
     for (struct pool *p = w->pools; p; p = p->next)
@@ -223,6 +238,17 @@ static void build_metrics(struct hbuf *o, struct process *proc)
                     "usher_backend_responses_total{pool=\"%s\",backend=\"%s\",code=\"%s\"} %llu\n",
                     p->name, p->servers[i]->hb->name, status_class[k],
                     (unsigned long long)p->servers[i]->responses[k]);
+    hbuf_append_str(o, "# HELP usher_retries_total Requests sent again to another backend, by reason.\n"
+                       "# TYPE usher_retries_total counter\n");
+    for (struct pool *p = w->pools; p; p = p->next)
+        for (int r = 0; r < RETRY_REASONS; r++)
+            hbuf_printf(o, "usher_retries_total{pool=\"%s\",reason=\"%s\"} %llu\n", p->name,
+                        retry_reason_str((enum retry_reason)r), (unsigned long long)p->retries[r]);
+    hbuf_append_str(o, "# HELP usher_retry_budget_refused_total Retries the pool's retry budget refused.\n"
+                       "# TYPE usher_retry_budget_refused_total counter\n");
+    for (struct pool *p = w->pools; p; p = p->next)
+        hbuf_printf(o, "usher_retry_budget_refused_total{pool=\"%s\"} %llu\n", p->name,
+                    (unsigned long long)p->retry_budget_refused);
     hbuf_append_str(o, "# TYPE usher_health_checks_total counter\n");
     for (struct pool *p = w->pools; p; p = p->next)
         for (size_t i = 0; i < p->num_servers; i++) {
