@@ -46,8 +46,15 @@ static void on_state_changed(struct backend *b, enum backend_state from, const c
     log_info("backend state", "pool=%s backend=%s from=%s to=%s reason=\"%s\" connections=%u",
              b->pool_name, b->name, backend_state_str(from), backend_state_str(b->state),
              reason ? reason : "", b->connections);
-    if (backend_in_rotation(b))
+    if (backend_in_rotation(b)) {
+        /* slow start: entering rotation after startup ramps up (a backend
+         * of the first config is not new to anyone) */
+        if (from != BACKEND_HEALTHY && !(s->from_startup && from == BACKEND_CHECKING))
+            s->ramp_started = ev_now(s->w->loop);
+        s->from_startup = false;
         return;
+    }
+    s->ramp_started = 0;
     upstream_close_idle(s);
     if (b->drain_deadline > 0) {
         /* owners of tunnels say goodbye before the deadline (tunnel_close_grace) */
@@ -146,6 +153,9 @@ struct server *server_new(struct worker *w, struct pool *p, const struct conf_po
         free(s);
         return NULL;
     }
+    s->from_startup = w->state == WORKER_STARTING && w->generation <= 1;
+    if (!s->from_startup && backend_in_rotation(s->hb))
+        s->ramp_started = ev_now(w->loop); /* added by a reload, in rotation at once */
     return s;
 }
 

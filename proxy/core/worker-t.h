@@ -57,6 +57,8 @@ struct server {
     uint64_t responses[STATUS_CLASSES];
     uint64_t connect_failures;
     int64_t rr_current; /* smooth weighted round robin state */
+    bool from_startup;      /* created at process start: its first entry into rotation is no ramp */
+    ev_tstamp ramp_started; /* slow start: when it (re)entered rotation (0: no ramp) */
 };
 
 /* One entry of a listener's runtime split. */

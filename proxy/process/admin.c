@@ -14,6 +14,7 @@
 #include "../../health/loop/list.h"
 #include "../../health/loop/net.h"
 #include "../base/log.h"
+#include "../core/balance.h"
 #include "../core/worker.h"
 #include "process-t.h"
 
@@ -62,10 +63,12 @@ static void status_backend(struct hbuf *o, struct worker *w, const struct server
     hbuf_append_str(o, ",\"address\":");
     log_json_str(o, b->address_text);
     hbuf_printf(o,
-                ",\"state\":\"%s\",\"weight\":%u,\"in_config\":%s,\"active_connections\":%u,"
+                ",\"state\":\"%s\",\"weight\":%g,\"weight_configured\":%u,\"in_config\":%s,\"active_connections\":%u,"
                 "\"inflight_requests\":%u,\"requests_total\":%llu,\"connect_failures\":%llu,"
                 "\"success_streak\":%u,\"failure_streak\":%u,\"last_result\":",
-                backend_state_str(b->state), b->weight, backend_removed(b) ? "false" : "true",
+                backend_state_str(b->state),
+                (double)balance_weight(s) / 1000.0, b->weight,
+                backend_removed(b) ? "false" : "true",
                 b->connections, s->inflight, (unsigned long long)s->requests_total,
                 (unsigned long long)s->connect_failures, b->success_streak, b->failure_streak);
     if (b->last_result)
@@ -75,6 +78,11 @@ static void status_backend(struct hbuf *o, struct worker *w, const struct server
     hbuf_printf(o, ",\"last_status\":%d,\"last_check_age_ms\":", b->last_status);
     if (b->last_check_at > 0)
         hbuf_printf(o, "%.0f", (now - b->last_check_at) * 1000.0);
+    else
+        hbuf_append_str(o, "null");
+    hbuf_append_str(o, ",\"slow_start_remaining_ms\":");
+    if (backend_in_rotation(b) && balance_ramp_left_ms(s) > 0)
+        hbuf_printf(o, "%llu", (unsigned long long)balance_ramp_left_ms(s));
     else
         hbuf_append_str(o, "null");
     hbuf_printf(o, ",\"ejections_total\":%llu,\"ejected_remaining_ms\":",
