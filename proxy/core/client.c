@@ -894,6 +894,8 @@ static enum step on_response_head(struct client *c)
         set_state(c, CLIENT_TUNNEL);
         if (c->upstream->server->hb->drain_deadline > 0)
             client_tunnel_deadline(c, c->upstream->server->hb->drain_deadline);
+        if (c->w->drain_deadline > 0)
+            client_tunnel_deadline(c, c->w->drain_deadline);
         return STEP_PROGRESS;
     }
     if (body_frame(&c->x.res_body, out, &c->x.out_fwd) < 0)

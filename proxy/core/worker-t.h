@@ -271,6 +271,7 @@ struct worker {
     unsigned max_fds;       /* descriptors client and upstream connections may use */
     uint64_t accept_paused; /* times accepting paused (limit or EMFILE) */
     ev_tstamp started_at;
+    ev_tstamp drain_deadline; /* the process drain's deadline (0: not draining) */
 };
 
 #endif

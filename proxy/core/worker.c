@@ -332,6 +332,7 @@ void worker_shutdown_idle(struct worker *w, conf_ms spread_ms, bool after_reques
 
 void worker_tunnels_deadline(struct worker *w, ev_tstamp deadline)
 {
+    w->drain_deadline = deadline; /* for tunnels that start from now on */
     struct list *pos, *tmp;
     list_for_each_safe (pos, tmp, &w->clients) {
         client_tunnel_deadline(container_of(pos, struct client, link), deadline);
