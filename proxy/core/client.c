@@ -65,6 +65,7 @@ enum step {
 
 static void drive(struct client *c);
 static void ws_follow(struct ws_dir *wd, struct buf *b, size_t n);
+static void tunnel_deadline(struct client *c, ev_tstamp deadline);
 
 const char *client_state_str(enum client_state s)
 {
@@ -893,9 +894,9 @@ static enum step on_response_head(struct client *c)
         ws_tunnel_start(c);
         set_state(c, CLIENT_TUNNEL);
         if (c->upstream->server->hb->drain_deadline > 0)
-            client_tunnel_deadline(c, c->upstream->server->hb->drain_deadline);
+            tunnel_deadline(c, c->upstream->server->hb->drain_deadline);
         if (c->w->drain_deadline > 0)
-            client_tunnel_deadline(c, c->w->drain_deadline);
+            tunnel_deadline(c, c->w->drain_deadline);
         return STEP_PROGRESS;
     }
     if (body_frame(&c->x.res_body, out, &c->x.out_fwd) < 0)
@@ -1001,8 +1002,6 @@ static enum step on_forward(struct client *c)
     return progress;
 }
 
-/* ---- tunnels (after a 101, and TCP mode) --------------------------------- */
-
 /* ---- WebSocket close frames (RFC 6455 5.5.1, 7.1.2) ---------------------- */
 
 /* <n> new bytes at the end of <from>'s buffer: follow their frames. */
@@ -1066,7 +1065,10 @@ static void ws_begin_close(struct client *c, const char *why)
     arm_timer(c);
 }
 
-void client_tunnel_deadline(struct client *c, ev_tstamp deadline)
+/* Schedules the close frames for <deadline>; starts closing now if the
+ * grace is longer than what is left. No drive(): callers inside a step let
+ * the driver's next round pump the frames. */
+static void tunnel_deadline(struct client *c, ev_tstamp deadline)
 {
     conf_ms grace = c->w->conf->shutdown.tunnel_close_grace;
     if (c->state != CLIENT_TUNNEL || !c->x.ws.on || c->x.ws.closing || grace == 0)
@@ -1075,12 +1077,18 @@ void client_tunnel_deadline(struct client *c, ev_tstamp deadline)
     if (c->x.ws.close_at > 0 && c->x.ws.close_at <= at)
         return;
     c->x.ws.close_at = at;
-    if (at > now_of(c)) {
+    if (at > now_of(c))
         arm_timer(c);
-        return;
-    }
-    ws_begin_close(c, "drain deadline");
-    drive(c);
+    else
+        ws_begin_close(c, "drain deadline");
+}
+
+void client_tunnel_deadline(struct client *c, ev_tstamp deadline)
+{
+    bool was_closing = c->x.ws.closing;
+    tunnel_deadline(c, deadline);
+    if (!was_closing && c->x.ws.closing)
+        drive(c);
 }
 
 /* ---- tunnels (after a 101, and TCP mode) --------------------------------- */
