@@ -115,11 +115,11 @@ struct backend {
 
     /* passive health (pools[].passive_health): outcomes of real requests */
     struct conf_passive_health ph;
-    unsigned passive_streak;    /* consecutive failures reported by the proxy */
-    unsigned eject_level;       /* ejections in a row: the time doubles with each, up to 10x */
-    conf_ms eject_ms;           /* the current (or last) ejection's length */
-    ev_tstamp ejected_until;    /* BACKEND_EJECTED: when it may come back */
-    ev_tstamp returned_at;      /* when the last ejection ended (0: never ejected) */
+    unsigned passive_streak; /* consecutive failures reported by the proxy */
+    unsigned eject_level;    /* ejections in a row: the time doubles with each, up to 10x */
+    conf_ms eject_ms;        /* the current (or last) ejection's length */
+    ev_tstamp ejected_until; /* BACKEND_EJECTED: when it may come back */
+    ev_tstamp returned_at;   /* when the last ejection ended (0: never ejected) */
     uint64_t ejections_total;
     ev_timer eject_timer;
 

@@ -263,7 +263,8 @@ bool backend_passive_report(struct backend *b, bool failure)
         return false;
     }
     b->passive_streak++;
-    return b->state == BACKEND_HEALTHY && b->passive_streak >= threshold(b->ph.consecutive_failures);
+    return b->state == BACKEND_HEALTHY &&
+           b->passive_streak >= threshold(b->ph.consecutive_failures);
 }
 
 unsigned backend_ejection_cap(unsigned pool_size, unsigned max_percent)

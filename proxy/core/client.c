@@ -142,7 +142,8 @@ static ev_tstamp deadline_of(const struct client *c)
             return head;
         }
         if (c->idle_close_at > 0)
-            return earliest(c->idle_close_at, c->last_activity + ms_to_s(conf->timeouts.client_idle));
+            return earliest(c->idle_close_at,
+                            c->last_activity + ms_to_s(conf->timeouts.client_idle));
         return c->last_activity + ms_to_s(conf->timeouts.client_idle);
     case CLIENT_READING_HEAD:
         return c->head_started_at + ms_to_s(conf->timeouts.client_header);
@@ -860,7 +861,8 @@ static enum step on_response_head(struct client *c)
         if (!c->x.upgrading)
             return upstream_failed(c, "unexpected 101 response", RETRY_INVALID_HEAD);
         if (!upgrade_matches(c, &res))
-            return upstream_failed(c, "101 response without the requested Upgrade", RETRY_INVALID_HEAD);
+            return upstream_failed(c, "101 response without the requested Upgrade",
+                                   RETRY_INVALID_HEAD);
         conn = RESPONSE_CONN_UPGRADE;
     } else {
         c->x.upgrading = false;
@@ -1037,7 +1039,8 @@ static bool ws_insert_close(struct ws_dir *wd, struct side *from, struct hbuf *h
     if (wd->close_sent)
         return true;
     bool empty = !from->buf || buf_len(from->buf) == 0;
-    bool at_boundary = (wd->boundary_known && wd->boundary == 0) || (empty && ws_at_boundary(&wd->t));
+    bool at_boundary =
+        (wd->boundary_known && wd->boundary == 0) || (empty && ws_at_boundary(&wd->t));
     if (wd->t.broken || !at_boundary || head_pending(head))
         return false;
     wd->close_sent = true;
@@ -1168,12 +1171,12 @@ static bool ws_close_done(const struct client *c)
 static enum step on_tunnel(struct client *c)
 {
     struct ws_tunnel *ws = &c->x.ws;
-    enum step s1 = pump(c, &c->down, &c->up, &c->x.req_head, &c->x.in_fwd,
-                        ws->on ? &ws->to_backend : NULL);
+    enum step s1 =
+        pump(c, &c->down, &c->up, &c->x.req_head, &c->x.in_fwd, ws->on ? &ws->to_backend : NULL);
     if (s1 == STEP_CLOSED)
         return s1;
-    enum step s2 = pump(c, &c->up, &c->down, &c->x.res_head, &c->x.out_fwd,
-                        ws->on ? &ws->to_client : NULL);
+    enum step s2 =
+        pump(c, &c->up, &c->down, &c->x.res_head, &c->x.out_fwd, ws->on ? &ws->to_client : NULL);
     if (s2 == STEP_CLOSED)
         return s2;
     if ((c->up.shut && c->down.shut) || ws_close_done(c)) {

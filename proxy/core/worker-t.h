@@ -56,7 +56,7 @@ struct server {
     uint64_t requests_total;
     uint64_t responses[STATUS_CLASSES];
     uint64_t connect_failures;
-    int64_t rr_current; /* smooth weighted round robin state */
+    int64_t rr_current;     /* smooth weighted round robin state */
     bool from_startup;      /* created at process start: its first entry into rotation is no ramp */
     ev_tstamp ramp_started; /* slow start: when it (re)entered rotation (0: no ramp) */
 };
@@ -128,9 +128,9 @@ struct ws_dir {
 
 /* A tunnel after a 101 to Upgrade: websocket. */
 struct ws_tunnel {
-    bool on;            /* its frames are followed */
-    bool closing;       /* usher closes it: a close frame each way at the next boundary */
-    ev_tstamp close_at; /* when to start closing (0: no deadline known) */
+    bool on;                  /* its frames are followed */
+    bool closing;             /* usher closes it: a close frame each way at the next boundary */
+    ev_tstamp close_at;       /* when to start closing (0: no deadline known) */
     struct ws_dir to_backend; /* the bytes from the client (down.buf) */
     struct ws_dir to_client;  /* the bytes from the backend (up.buf) */
 };
@@ -161,11 +161,11 @@ struct exchange {
     struct pool *pool; /* pool of the chosen backend */
     struct server *tried[MAX_ATTEMPTS];
     unsigned attempts;
-    bool budget_counted;  /* this request was counted in its pool's retry budget */
-    bool connect_failed;  /* a connect failed: the next backend picked is a retry */
-    bool retried;         /* it already went to another backend after a failed answer */
-    int fail_status;      /* retried: the answer the failure called for (502, 504) */
-    const char *fail_why; /* retried: its reason (static) */
+    bool budget_counted;   /* this request was counted in its pool's retry budget */
+    bool connect_failed;   /* a connect failed: the next backend picked is a retry */
+    bool retried;          /* it already went to another backend after a failed answer */
+    int fail_status;       /* retried: the answer the failure called for (502, 504) */
+    const char *fail_why;  /* retried: its reason (static) */
     ev_tstamp req_sent_at; /* the whole request went to the backend (0: not yet) */
     struct ws_tunnel ws;
 };

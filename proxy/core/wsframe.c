@@ -91,8 +91,8 @@ size_t ws_close_frame(uint8_t *out, uint16_t code, bool masked, uint32_t mask_ke
         memcpy(out + n, payload, sizeof(payload));
         return n + sizeof(payload);
     }
-    uint8_t key[4] = {(uint8_t)(mask_key >> 24), (uint8_t)(mask_key >> 16), (uint8_t)(mask_key >> 8),
-                      (uint8_t)mask_key};
+    uint8_t key[4] = {(uint8_t)(mask_key >> 24), (uint8_t)(mask_key >> 16),
+                      (uint8_t)(mask_key >> 8), (uint8_t)mask_key};
     memcpy(out + n, key, sizeof(key));
     n += sizeof(key);
     for (size_t i = 0; i < sizeof(payload); i++)

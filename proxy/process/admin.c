@@ -63,14 +63,14 @@ static void status_backend(struct hbuf *o, struct worker *w, const struct server
     hbuf_append_str(o, ",\"address\":");
     log_json_str(o, b->address_text);
     hbuf_printf(o,
-                ",\"state\":\"%s\",\"weight\":%g,\"weight_configured\":%u,\"in_config\":%s,\"active_connections\":%u,"
+                ",\"state\":\"%s\",\"weight\":%g,\"weight_configured\":%u,\"in_config\":%s,"
+                "\"active_connections\":%u,"
                 "\"inflight_requests\":%u,\"requests_total\":%llu,\"connect_failures\":%llu,"
                 "\"success_streak\":%u,\"failure_streak\":%u,\"last_result\":",
-                backend_state_str(b->state),
-                (double)balance_weight(s) / 1000.0, b->weight,
-                backend_removed(b) ? "false" : "true",
-                b->connections, s->inflight, (unsigned long long)s->requests_total,
-                (unsigned long long)s->connect_failures, b->success_streak, b->failure_streak);
+                backend_state_str(b->state), (double)balance_weight(s) / 1000.0, b->weight,
+                backend_removed(b) ? "false" : "true", b->connections, s->inflight,
+                (unsigned long long)s->requests_total, (unsigned long long)s->connect_failures,
+                b->success_streak, b->failure_streak);
     if (b->last_result)
         log_json_str(o, b->last_result);
     else
@@ -199,9 +199,8 @@ static void build_metrics(struct hbuf *o, struct process *proc)
             hbuf_printf(o, "usher_requests_total{listener=\"%s\",code=\"%s\"} %llu\n", l->name,
                         status_class[k], (unsigned long long)l->responses[k]);
 
-    static const enum backend_state states[] = {BACKEND_CHECKING, BACKEND_HEALTHY,
-                                                BACKEND_UNHEALTHY, BACKEND_DRAINING,
-                                                BACKEND_EJECTED};
+    static const enum backend_state states[] = {
+        BACKEND_CHECKING, BACKEND_HEALTHY, BACKEND_UNHEALTHY, BACKEND_DRAINING, BACKEND_EJECTED};
     hbuf_append_str(o, "# TYPE usher_backend_state gauge\n");
     for (struct pool *p = w->pools; p; p = p->next)
         for (size_t i = 0; i < p->num_servers; i++)
@@ -246,14 +245,16 @@ static void build_metrics(struct hbuf *o, struct process *proc)
                     "usher_backend_responses_total{pool=\"%s\",backend=\"%s\",code=\"%s\"} %llu\n",
                     p->name, p->servers[i]->hb->name, status_class[k],
                     (unsigned long long)p->servers[i]->responses[k]);
-    hbuf_append_str(o, "# HELP usher_retries_total Requests sent again to another backend, by reason.\n"
-                       "# TYPE usher_retries_total counter\n");
+    hbuf_append_str(
+        o, "# HELP usher_retries_total Requests sent again to another backend, by reason.\n"
+           "# TYPE usher_retries_total counter\n");
     for (struct pool *p = w->pools; p; p = p->next)
         for (int r = 0; r < RETRY_REASONS; r++)
             hbuf_printf(o, "usher_retries_total{pool=\"%s\",reason=\"%s\"} %llu\n", p->name,
                         retry_reason_str((enum retry_reason)r), (unsigned long long)p->retries[r]);
-    hbuf_append_str(o, "# HELP usher_retry_budget_refused_total Retries the pool's retry budget refused.\n"
-                       "# TYPE usher_retry_budget_refused_total counter\n");
+    hbuf_append_str(
+        o, "# HELP usher_retry_budget_refused_total Retries the pool's retry budget refused.\n"
+           "# TYPE usher_retry_budget_refused_total counter\n");
     for (struct pool *p = w->pools; p; p = p->next)
         hbuf_printf(o, "usher_retry_budget_refused_total{pool=\"%s\"} %llu\n", p->name,
                     (unsigned long long)p->retry_budget_refused);

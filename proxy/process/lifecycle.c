@@ -70,9 +70,10 @@ static void close_listeners(struct process *p)
     unsigned before = worker_busy_clients(w);
     worker_shutdown_idle(w, spread, after_request);
     worker_tunnels_deadline(w, p->drain_deadline);
-    log_info("shutdown idle connections closed", "closed=%u connections=%u close_spread_ms=%llu idle_close=%s",
-             before - worker_busy_clients(w), worker_busy_clients(w),
-             (unsigned long long)spread, after_request ? "after_request" : "now");
+    log_info("shutdown idle connections closed",
+             "closed=%u connections=%u close_spread_ms=%llu idle_close=%s",
+             before - worker_busy_clients(w), worker_busy_clients(w), (unsigned long long)spread,
+             after_request ? "after_request" : "now");
 
     ev_timer_stop(p->loop, &p->drain_timer);
     ev_timer_set(&p->drain_timer, DRAIN_TICK_S, DRAIN_TICK_S);

@@ -25,10 +25,10 @@ static void test_cap(void)
     struct {
         unsigned n, pct, want;
     } cases[] = {
-        {1, 50, 0},   /* a pool of one is never emptied */
-        {2, 50, 1},   {3, 50, 1}, {4, 50, 2}, {10, 50, 5},
-        {2, 10, 1},   /* but 1 in a pool of >= 2 */
-        {10, 10, 1},  {10, 100, 10}, {5, 0, 0}, {0, 50, 0},
+        {1, 50, 0}, /* a pool of one is never emptied */
+        {2, 50, 1},  {3, 50, 1},    {4, 50, 2}, {10, 50, 5},
+        {2, 10, 1}, /* but 1 in a pool of >= 2 */
+        {10, 10, 1}, {10, 100, 10}, {5, 0, 0},  {0, 50, 0},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         unsigned got = backend_ejection_cap(cases[i].n, cases[i].pct);

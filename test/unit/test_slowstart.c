@@ -25,13 +25,13 @@ int main(void)
         conf_ms ramp;
         unsigned want;
     } cases[] = {
-        {0, 0, 1000},       /* no slow start */
-        {0, 10000, 100},    /* the floor: 10 % */
-        {0.5, 10000, 100},  /* 5 % -> 10 % */
-        {1.0, 10000, 100},  /* exactly 10 % */
-        {2.5, 10000, 250},  {5.0, 10000, 500}, {9.99, 10000, 999},
+        {0, 0, 1000},      /* no slow start */
+        {0, 10000, 100},   /* the floor: 10 % */
+        {0.5, 10000, 100}, /* 5 % -> 10 % */
+        {1.0, 10000, 100}, /* exactly 10 % */
+        {2.5, 10000, 250},   {5.0, 10000, 500},   {9.99, 10000, 999},
         {10.0, 10000, 1000}, {99.0, 10000, 1000}, /* after the ramp */
-        {-1.0, 10000, 100}, /* clock oddities never go below the floor */
+        {-1.0, 10000, 100},                       /* clock oddities never go below the floor */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         unsigned got = slow_start_permille(cases[i].elapsed, cases[i].ramp);

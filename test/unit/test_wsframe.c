@@ -64,17 +64,17 @@ static void test_boundaries(void)
 {
     static uint8_t buf[200000];
     size_t ends[8], n = 0, k = 0;
-    n += frame(buf + n, 0x1, 5, 1, 1);       /* masked text */
+    n += frame(buf + n, 0x1, 5, 1, 1); /* masked text */
     ends[k++] = n;
-    n += frame(buf + n, 0x2, 0, 0, 1);       /* empty binary */
+    n += frame(buf + n, 0x2, 0, 0, 1); /* empty binary */
     ends[k++] = n;
-    n += frame(buf + n, 0x2, 300, 1, 0);     /* 16-bit length, fragment */
+    n += frame(buf + n, 0x2, 300, 1, 0); /* 16-bit length, fragment */
     ends[k++] = n;
-    n += frame(buf + n, 0x9, 4, 1, 1);       /* ping inside the fragmented message */
+    n += frame(buf + n, 0x9, 4, 1, 1); /* ping inside the fragmented message */
     ends[k++] = n;
-    n += frame(buf + n, 0x0, 70000, 0, 1);   /* 64-bit length, last fragment */
+    n += frame(buf + n, 0x0, 70000, 0, 1); /* 64-bit length, last fragment */
     ends[k++] = n;
-    n += frame(buf + n, 0x8, 2, 1, 1);       /* close */
+    n += frame(buf + n, 0x8, 2, 1, 1); /* close */
     ends[k++] = n;
     size_t steps[] = {1, 2, 3, 7, 125, 4096, n};
     for (size_t s = 0; s < sizeof(steps) / sizeof(steps[0]); s++) {
