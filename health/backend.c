@@ -301,7 +301,7 @@ void backend_eject(struct backend *b)
 }
 
 /* The ejection time passed: back in rotation, unless its active check
- * fails now. */
+ * is failing. */
 static void eject_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct backend *b = container_of(w, struct backend, eject_timer);
@@ -312,7 +312,9 @@ static void eject_cb(struct ev_loop *loop, ev_timer *w, int revents)
     b->returned_at = ev_now(loop);
     b->ejected_until = 0;
     b->passive_streak = 0;
-    if (b->hc.enabled && b->failure_streak >= threshold(b->hc.unhealthy_threshold))
+    /* its active checks must still pass: the last one failing sends it to
+     * unhealthy, to come back after healthy_threshold successes */
+    if (b->hc.enabled && b->failure_streak > 0)
         enter(b, BACKEND_UNHEALTHY, BACKEND_DRAIN_NONE, reason_ejection_over, false);
     else
         enter_healthy(b, reason_ejection_over, false);

@@ -49,7 +49,7 @@ bool backend_passive_report(struct backend *b, bool failure);
 /* Ejects <b> (state BACKEND_EJECTED) for passive_health.ejection_time,
  * doubled for each ejection in a row (at most 10x); the failure count
  * starts again. It comes back when the time passes — healthy, or unhealthy
- * if its active check fails then. */
+ * if its last active check failed. */
 void backend_eject(struct backend *b);
 
 /* How many backends of a pool of <pool_size> may be ejected at once:

@@ -101,6 +101,16 @@ static void test_streak_and_ejection(void)
     wait_s(loop, 0.45);
     backend_eject(b);
     CHECK(b->eject_ms == 40, "after a good spell: %llu ms", (unsigned long long)b->eject_ms);
+    /* an active check failing at the end of the ejection: unhealthy, not back */
+    b->hc.enabled = true;
+    b->failure_streak = 1;
+    backend_eject(b);
+    ev_timer_stop(loop, &b->eject_timer);
+    ev_feed_event(loop, &b->eject_timer, EV_TIMER);
+    ev_run(loop, EVRUN_NOWAIT);
+    CHECK(b->state == BACKEND_UNHEALTHY, "failing check after the ejection: %s",
+          backend_state_str(b->state));
+    b->hc.enabled = false;
     backend_free(b);
 
     /* without passive_health nothing is counted */
