@@ -116,8 +116,10 @@ struct conf {
     struct {
         bool enabled; /* false when the admin key is absent */
         struct conf_address bind;
-        char *token_file;             /* NULL if unset; resolved against the config's directory */
-        char *state_file;             /* NULL if unset; resolved against the config's directory */
+        char *token_file; /* NULL if unset or ""; resolved against the config's directory;
+                             a readable file, not blank, at load (re-read it at reload) */
+        char *state_file; /* NULL if unset or ""; resolved against the config's directory;
+                             need not exist, its directory does (at load) */
         bool ready_requires_backends; /* default false */
     } admin;
 
@@ -169,7 +171,8 @@ struct conf {
         struct conf_address *etcd;   /* endpoints, default [127.0.0.1:2379] */
         size_t num_etcd;
         char *prefix;   /* default "/usher/" */
-        char *instance; /* default: the host name */
+        char *instance; /* default (absent or ""): the host name; NULL only when that is
+                           not a valid name and fleet is off (with fleet on: an error) */
     } fleet;
 
     struct conf_listener *listeners;

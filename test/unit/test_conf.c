@@ -1051,6 +1051,17 @@ static void test_examples(void)
                 fprintf(stderr, "    %s\n", e.messages[j]);
             failures++;
         }
+        if (c && i == 0) {
+            /* usher.yaml shows every key at its default */
+            CHECK_EQ(c->workers, 0);
+            CHECK(c->admin.token_file == NULL && c->admin.state_file == NULL);
+            CHECK_EQ(c->upgrade.timeout, 30000);
+            CHECK_EQ(c->shutdown.idle_close, CONF_IDLE_CLOSE_NOW);
+            CHECK_EQ(c->shutdown.tunnel_close_grace, 2000);
+            CHECK_EQ(c->timeouts.first_byte, c->timeouts.backend);
+            CHECK(!c->pools[0].passive_health.enabled && !c->pools[0].discover.enabled);
+            CHECK(!c->resolver.enabled && !c->fleet.enabled);
+        }
         if (c && i == 1) {
             /* demo.yaml is what the README walks through */
             CHECK(c->admin.enabled);
@@ -1328,6 +1339,28 @@ static void test_admin_files(void)
                   "t.yaml:4:28: admin.ready_requires_backends: expected true or false");
     EXPECT_ERRORS("admin: {token_flie: x}\n" MIN_DOC,
                   "t.yaml:1:9: admin.token_flie: unknown key, did you mean token_file?");
+
+    /* the token file and the other admin keys but bind are reloadable */
+    char *y1 = NULL, *y2 = NULL;
+    char *token2 = write_temp(dir, "token2", "other\n");
+    if (asprintf(&y1, "admin: {token_file: %s}\n" MIN_DOC, token) < 0 ||
+        asprintf(&y2,
+                 "admin: {token_file: %s, state_file: %s, ready_requires_backends: true}\n" MIN_DOC,
+                 token2, state) < 0)
+        abort();
+    struct conf *t1 = LOAD_OK(y1);
+    struct conf *t2 = LOAD_OK(y2);
+    if (t1 && t2) {
+        CHECK_STR(t1->admin.token_file, token);
+        CHECK_STR(t2->admin.token_file, token2);
+        CHECK(conf_restart_needed(t1, t2) == NULL);
+    }
+    conf_free(t1);
+    conf_free(t2);
+    free(y1);
+    free(y2);
+    unlink(token2);
+    free(token2);
 
     unlink(cfg);
     unlink(token);
