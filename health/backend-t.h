@@ -16,6 +16,7 @@ enum backend_state {
     BACKEND_HEALTHY,      /* in rotation */
     BACKEND_UNHEALTHY,    /* failed unhealthy_threshold checks in a row: no new traffic */
     BACKEND_DRAINING,     /* 503 from its check, or removed from the config: no new traffic */
+    BACKEND_EJECTED,      /* passive health: consecutive failures on real traffic, for a time */
 };
 
 /* Why a backend drains: decides whether it may come back. */
@@ -121,6 +122,16 @@ struct backend {
     enum backend_drain_reason notify_drain_reason;
 
     unsigned rand_state; /* added: per-backend rand_r() state for check jitter */
+
+    /* passive health (pools[].passive_health): outcomes of real requests */
+    struct conf_passive_health ph;
+    unsigned passive_streak; /* consecutive failures reported by the proxy */
+    unsigned eject_level;    /* ejections in a row: the time doubles with each, up to 10x */
+    conf_ms eject_ms;        /* the current (or last) ejection's length */
+    ev_tstamp ejected_until; /* BACKEND_EJECTED: when it may come back */
+    ev_tstamp returned_at;   /* when the last ejection ended (0: never ejected) */
+    uint64_t ejections_total;
+    ev_timer eject_timer;
 
     /* open upstream connections (in use, pooled or tunnels), maintained by
      * the proxy through backend_conn_acquire/release: a drain completes

@@ -29,8 +29,14 @@
 static const char reason_removed[] = "removed";
 static const char reason_readded[] = "re-added";
 static const char reason_no_check[] = "no health check";
+static const char reason_passive[] = "passive health";
+static const char reason_ejection_over[] = "ejection time over";
+
+/* DESIGN.md: an ejection doubles with each repeat, at most 10x. */
+#define EJECT_MAX_FACTOR 10
 
 static void drain_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void eject_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void deferred_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
 const char *backend_state_str(enum backend_state s)
@@ -44,6 +50,8 @@ const char *backend_state_str(enum backend_state s)
         return "unhealthy";
     case BACKEND_DRAINING:
         return "draining";
+    case BACKEND_EJECTED:
+        return "ejected";
     }
     return "unknown";
 }
@@ -184,6 +192,9 @@ static void check_done(struct backend *b, enum hc_outcome outcome, const char *r
         b->checks_ok++;
         b->success_streak++;
         b->failure_streak = 0;
+        /* an ejected backend waits for its time, whatever its checks say */
+        if (b->state == BACKEND_EJECTED)
+            break;
         if (b->state == BACKEND_CHECKING ||
             (b->state != BACKEND_HEALTHY && b->success_streak >= healthy_t))
             enter_healthy(b, reason, false);
@@ -194,6 +205,8 @@ static void check_done(struct backend *b, enum hc_outcome outcome, const char *r
         b->success_streak = 0;
         /* Leaving draining(503) for unhealthy keeps drain_timer running:
          * the episode still waits on the connections it had. */
+        if (b->state == BACKEND_EJECTED)
+            break; /* decided when the ejection ends */
         if (b->state != BACKEND_UNHEALTHY && b->failure_streak >= unhealthy_t)
             enter(b, BACKEND_UNHEALTHY, BACKEND_DRAIN_NONE, reason, false);
         break;
@@ -204,6 +217,7 @@ static void check_done(struct backend *b, enum hc_outcome outcome, const char *r
         b->success_streak = 0;
         b->failure_streak = 0;
         if (b->state != BACKEND_DRAINING) {
+            ev_timer_stop(b->loop, &b->eject_timer);
             drain_begin(b, b->deregistration_delay);
             enter(b, BACKEND_DRAINING, BACKEND_DRAIN_503, reason, false);
         }
@@ -260,6 +274,72 @@ static void deferred_cb(struct ev_loop *loop, ev_timer *w, int revents)
         b->hooks->gone(b, b->hooks_ctx);
 }
 
+bool backend_passive_report(struct backend *b, bool failure)
+{
+    if (!b->ph.enabled)
+        return false;
+    if (!failure) {
+        b->passive_streak = 0;
+        return false;
+    }
+    b->passive_streak++;
+    return b->state == BACKEND_HEALTHY &&
+           b->passive_streak >= threshold(b->ph.consecutive_failures);
+}
+
+unsigned backend_ejection_cap(unsigned pool_size, unsigned max_percent)
+{
+    if (max_percent == 0)
+        return 0;
+    unsigned cap = (unsigned)((uint64_t)pool_size * max_percent / 100);
+    if (cap == 0 && pool_size >= 2)
+        cap = 1;
+    return cap;
+}
+
+void backend_eject(struct backend *b)
+{
+    ev_tstamp now = ev_now(b->loop);
+    /* a backend that stayed in rotation longer than its last ejection
+     * lasted starts again from ejection_time */
+    if (b->returned_at > 0 && now - b->returned_at > (ev_tstamp)b->eject_ms / 1000.0)
+        b->eject_level = 0;
+    unsigned factor = 1;
+    for (unsigned i = 0; i < b->eject_level && factor < EJECT_MAX_FACTOR; i++)
+        factor *= 2;
+    if (factor > EJECT_MAX_FACTOR)
+        factor = EJECT_MAX_FACTOR;
+    b->eject_level++;
+    b->eject_ms = b->ph.ejection_time * factor;
+    b->ejections_total++;
+    b->passive_streak = 0;
+    b->ejected_until = now + (ev_tstamp)b->eject_ms / 1000.0;
+    ev_timer_stop(b->loop, &b->eject_timer);
+    ev_timer_set(&b->eject_timer, (ev_tstamp)b->eject_ms / 1000.0, 0.);
+    ev_timer_start(b->loop, &b->eject_timer);
+    enter(b, BACKEND_EJECTED, BACKEND_DRAIN_NONE, reason_passive, true);
+}
+
+/* The ejection time passed: back in rotation, unless its active check
+ * is failing. */
+static void eject_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct backend *b = container_of(w, struct backend, eject_timer);
+
+    notify_flush(b);
+    if (b->state != BACKEND_EJECTED)
+        return;
+    b->returned_at = ev_now(loop);
+    b->ejected_until = 0;
+    b->passive_streak = 0;
+    /* its active checks must still pass: the last one failing sends it to
+     * unhealthy, to come back after healthy_threshold successes */
+    if (b->hc.enabled && b->failure_streak > 0)
+        enter(b, BACKEND_UNHEALTHY, BACKEND_DRAIN_NONE, reason_ejection_over, false);
+    else
+        enter_healthy(b, reason_ejection_over, false);
+}
+
 /* Seeds the per-backend jitter source: different per backend (identity,
  * address of the struct) and per process run (time, pid). */
 static unsigned seed(const struct backend *b)
@@ -295,6 +375,7 @@ struct backend *backend_new(struct ev_loop *loop, const struct conf_pool *cp,
     b->hooks_ctx = hooks_ctx;
     hc_init(b, check_done);
     ev_init(&b->drain_timer, drain_cb);
+    ev_init(&b->eject_timer, eject_cb);
     ev_init(&b->gone_timer, deferred_cb);
 
     b->pool_name = dup_or_null(cp->name);
@@ -316,6 +397,7 @@ struct backend *backend_new(struct ev_loop *loop, const struct conf_pool *cp,
     }
     b->weight = cb->weight;
     b->deregistration_delay = cp->deregistration_delay;
+    b->ph = cp->passive_health;
     b->rand_state = seed(b);
     b->last_result = hc_reason_none;
 
@@ -369,11 +451,12 @@ int backend_reconfigure(struct backend *b, const struct conf_pool *cp,
     b->hc.path = path;
     b->weight = cb->weight;
     b->deregistration_delay = cp->deregistration_delay;
+    b->ph = cp->passive_health;
 
     if (!b->hc.enabled) {
         hc_stop(b);
         b->checked_once = true;
-        if (b->state != BACKEND_HEALTHY)
+        if (b->state != BACKEND_HEALTHY && b->state != BACKEND_EJECTED)
             enter_healthy(b, backend_removed(b) ? reason_readded : reason_no_check, true);
         return 0;
     }
@@ -398,6 +481,7 @@ int backend_reconfigure(struct backend *b, const struct conf_pool *cp,
 void backend_remove(struct backend *b, conf_ms delay_ms)
 {
     hc_stop(b);
+    ev_timer_stop(b->loop, &b->eject_timer);
     drain_begin(b, delay_ms);
     if (!backend_removed(b))
         enter(b, BACKEND_DRAINING, BACKEND_DRAIN_REMOVED, reason_removed, true);
@@ -434,6 +518,7 @@ void backend_free(struct backend *b)
         return;
     hc_stop(b);
     ev_timer_stop(b->loop, &b->drain_timer);
+    ev_timer_stop(b->loop, &b->eject_timer);
     ev_timer_stop(b->loop, &b->gone_timer);
     free(b->hc.path);
     b->hc.path = NULL;

@@ -48,10 +48,28 @@ bool backend_removed(const struct backend *b);
 void backend_conn_acquire(struct backend *b);
 void backend_conn_release(struct backend *b);
 
+/* Passive health: the proxy reports the outcome of one real request to
+ * <b> (<failure>: connect failure, reset, timeout, 502/503/504). Returns
+ * true when passive_health.consecutive_failures failures in a row call
+ * for an ejection (the proxy checks the pool's cap, then calls
+ * backend_eject); false otherwise, and always without passive_health. */
+bool backend_passive_report(struct backend *b, bool failure);
+
+/* Ejects <b> (state BACKEND_EJECTED) for passive_health.ejection_time,
+ * doubled for each ejection in a row (at most 10x); the failure count
+ * starts again. It comes back when the time passes — healthy, or unhealthy
+ * if its last active check failed. */
+void backend_eject(struct backend *b);
+
+/* How many backends of a pool of <pool_size> may be ejected at once:
+ * floor(pool_size x <max_percent> / 100), but 1 in a pool of 2 or more
+ * (0 if <max_percent> is 0). */
+unsigned backend_ejection_cap(unsigned pool_size, unsigned max_percent);
+
 /* Stops health checks (process shutdown); the state is kept. */
 void backend_checks_stop(struct backend *b);
 
-/* "checking", "healthy", "unhealthy", "draining". */
+/* "checking", "healthy", "unhealthy", "draining", "ejected". */
 const char *backend_state_str(enum backend_state s);
 
 /* "none", "503", "removed" (added, for /status and logs). */

@@ -4,6 +4,47 @@
 
 #include "../../health/backend.h"
 
+/* Slow start never starts below this share (DESIGN.md: max(10%, ...)):
+ * a backend that gets no request learns nothing and warms nothing. */
+#define SLOW_START_MIN_PERMILLE 100
+#define PERMILLE 1000
+
+unsigned slow_start_permille(double elapsed_s, conf_ms ramp_ms)
+{
+    if (ramp_ms == 0)
+        return PERMILLE;
+    double share = elapsed_s * 1000.0 / (double)ramp_ms;
+    if (share >= 1.0)
+        return PERMILLE;
+    unsigned pm = share > 0 ? (unsigned)(share * PERMILLE) : 0;
+    return pm < SLOW_START_MIN_PERMILLE ? SLOW_START_MIN_PERMILLE : pm;
+}
+
+static conf_ms ramp_of(const struct server *s)
+{
+    if (s->ramp_started <= 0 || !s->pool || !s->pool->conf)
+        return 0;
+    return s->pool->conf->slow_start;
+}
+
+uint64_t balance_weight(const struct server *s)
+{
+    uint64_t base = s->hb->weight;
+    conf_ms ramp = ramp_of(s);
+    if (ramp == 0)
+        return base * PERMILLE;
+    return base * slow_start_permille(ev_now(s->w->loop) - s->ramp_started, ramp);
+}
+
+uint64_t balance_ramp_left_ms(const struct server *s)
+{
+    conf_ms ramp = ramp_of(s);
+    if (ramp == 0)
+        return 0;
+    double left = (double)ramp - (ev_now(s->w->loop) - s->ramp_started) * 1000.0;
+    return left > 0 ? (uint64_t)left : 0;
+}
+
 static bool was_tried(const struct server *b, struct server *const *tried, unsigned n)
 {
     for (unsigned i = 0; i < n; i++)
@@ -36,8 +77,9 @@ static struct server *pick_round_robin(struct pool *p, struct server *const *tri
         struct server *b = p->servers[i];
         if (!is_candidate(b, tried, n))
             continue;
-        b->rr_current += b->hb->weight;
-        total += b->hb->weight;
+        int64_t wt = (int64_t)balance_weight(b);
+        b->rr_current += wt;
+        total += wt;
         if (!best || b->rr_current > best->rr_current)
             best = b;
     }
@@ -56,8 +98,8 @@ static struct server *pick_least_conn(struct pool *p, struct server *const *trie
         struct server *b = p->servers[(p->lc_next + k) % count];
         if (!is_candidate(b, tried, n))
             continue;
-        if (!best ||
-            (uint64_t)b->inflight * best->hb->weight < (uint64_t)best->inflight * b->hb->weight)
+        if (!best || (uint64_t)b->inflight * balance_weight(best) <
+                         (uint64_t)best->inflight * balance_weight(b))
             best = b;
     }
     if (count)

@@ -18,6 +18,19 @@ struct server *balance_pick(struct listener *l, struct server *const *tried, uns
  * now: a pool of its split with weight above 0 has a backend in rotation. */
 bool balance_has_backend(const struct listener *l);
 
+/* Slow start (pools[].slow_start): a backend that entered rotation
+ * <elapsed_s> seconds ago, with a ramp of <ramp_ms>, gets this many
+ * thousandths of its weight: max(10 %, elapsed / ramp); 1000 without a
+ * ramp or after it. */
+unsigned slow_start_permille(double elapsed_s, conf_ms ramp_ms);
+
+/* The weight in force for <s>, in thousandths of a weight unit: its
+ * configured weight times its slow-start factor. */
+uint64_t balance_weight(const struct server *s);
+
+/* Milliseconds left of <s>'s slow-start ramp (0: none under way). */
+uint64_t balance_ramp_left_ms(const struct server *s);
+
 /* The runtime pool named <name> in the list <pools>, or NULL. */
 struct pool *pool_find(struct pool *pools, const char *name);
 

@@ -17,6 +17,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/rand.h>
+
 #include "../../health/backend.h"
 #include "../../health/loop/io.h"
 #include "../../health/loop/net.h"
@@ -48,6 +50,13 @@
  * would destroy a response still in flight (nginx lingering_timeout). */
 #define LINGER_S 1.0
 
+/* ... and at most this many bytes: 256 KiB covers what a client pipelined
+ * or had in flight of a body (a few socket buffers) when the response went
+ * out; a client still uploading past it gets the close (and its RST) after
+ * the response had that much time to arrive. Apache's lingering close reads
+ * for 2 s per 512 bytes; nginx bounds time only. */
+#define LINGER_MAX_BYTES (256u * 1024u)
+
 /* Result of one step of drive(). */
 enum step {
     STEP_BLOCKED = 0, /* nothing more to do until an event */
@@ -56,6 +65,8 @@ enum step {
 };
 
 static void drive(struct client *c);
+static void ws_follow(struct ws_dir *wd, struct buf *b, size_t n);
+static void tunnel_deadline(struct client *c, ev_tstamp deadline);
 
 const char *client_state_str(enum client_state s)
 {
@@ -111,6 +122,13 @@ static ev_tstamp earliest(ev_tstamp a, ev_tstamp b)
     return a < b ? a : b;
 }
 
+/* The request went out whole and not a byte of the answer came back. */
+static bool awaiting_first_byte(const struct client *c)
+{
+    return c->x.req_sent_at > 0 && !c->x.response_started && c->x.interim == 0 &&
+           (!c->up.buf || buf_len(c->up.buf) == 0);
+}
+
 static ev_tstamp deadline_of(const struct client *c)
 {
     const struct conf *conf = c->w->conf;
@@ -124,6 +142,9 @@ static ev_tstamp deadline_of(const struct client *c)
                 head = earliest(head, c->last_activity + FIRST_REQUEST_GRACE_S);
             return head;
         }
+        if (c->idle_close_at > 0)
+            return earliest(c->idle_close_at,
+                            c->last_activity + ms_to_s(conf->timeouts.client_idle));
         return c->last_activity + ms_to_s(conf->timeouts.client_idle);
     case CLIENT_READING_HEAD:
         return c->head_started_at + ms_to_s(conf->timeouts.client_header);
@@ -132,8 +153,13 @@ static ev_tstamp deadline_of(const struct client *c)
     case CLIENT_CONNECTING:
         return c->last_activity + ms_to_s(conf->timeouts.connect);
     case CLIENT_FORWARDING:
+        if (awaiting_first_byte(c))
+            return earliest(c->x.req_sent_at + ms_to_s(conf->timeouts.first_byte),
+                            c->last_activity + ms_to_s(conf->timeouts.backend));
         return c->last_activity + ms_to_s(conf->timeouts.backend);
     case CLIENT_TUNNEL:
+        if (c->x.ws.on && !c->x.ws.closing && c->x.ws.close_at > 0)
+            return earliest(c->x.ws.close_at, c->last_activity + ms_to_s(conf->timeouts.tunnel));
         return c->last_activity + ms_to_s(conf->timeouts.tunnel);
     case CLIENT_RESPONDING:
         return c->last_activity + ms_to_s(conf->timeouts.client_idle);
@@ -261,6 +287,10 @@ static void bind_upstream(struct client *c, struct upstream *u, struct pool *p, 
     c->upstream = u;
     c->x.pool = p;
     c->x.from_pool = from_pool;
+    if (!c->x.budget_counted) {
+        retry_budget_request(&p->retry_budget, now_of(c));
+        c->x.budget_counted = true;
+    }
     side_attach(&c->up, u->fd, &transport_plain);
     u->server->inflight++;
     u->requests++;
@@ -396,7 +426,8 @@ static enum step finish_connection(struct client *c)
     end_request(c);
     unbind_upstream(c, false);
     c->down.tp->shutdown_write(&c->down);
-    if (c->down.eof || side_discard(&c->down)) {
+    c->linger_bytes = 0;
+    if (c->down.eof || side_discard(&c->down, LINGER_MAX_BYTES, &c->linger_bytes)) {
         client_close(c);
         return STEP_CLOSED;
     }
@@ -410,7 +441,7 @@ static enum step finish_connection(struct client *c)
 
 static enum step on_lingering(struct client *c)
 {
-    if (side_discard(&c->down)) {
+    if (side_discard(&c->down, LINGER_MAX_BYTES, &c->linger_bytes)) {
         client_close(c);
         return STEP_CLOSED;
     }
@@ -479,6 +510,8 @@ static bool local_shortage(int err)
 static void connect_failure(struct client *c, struct server *s, int err)
 {
     s->connect_failures++;
+    server_passive_report(s, true, err ? "connect failed" : "connect timeout");
+    c->x.connect_failed = true;
     log_warn("backend connect failed", "pool=%s backend=%s address=%s error=\"%s\"",
              s->hb->pool_name, s->hb->name, s->hb->address_text,
              err ? strerror(err) : "connect timeout");
@@ -511,6 +544,8 @@ static enum step no_backend(struct client *c)
     }
     if (c->x.attempts == 0)
         return respond_error(c, 503, "no backend available", false);
+    if (c->x.retried) /* no other backend to retry on: the first failure stands */
+        return respond_error(c, c->x.fail_status, c->x.fail_why, false);
     return respond_error(c, 502, "backend connection failed", false);
 }
 
@@ -530,6 +565,10 @@ static enum step connect_upstream(struct client *c)
         struct server *s = balance_pick(c->listener, c->x.tried, c->x.attempts, &p);
         if (!s)
             return no_backend(c);
+        if (c->x.connect_failed) {
+            p->retries[RETRY_CONNECT]++; /* nothing was sent: always safe, never budgeted */
+            c->x.connect_failed = false;
+        }
         struct upstream *u =
             is_tcp_mode(c) ? NULL
                            : upstream_take_idle(s, request_replayable(c), on_upstream_event, c);
@@ -735,6 +774,10 @@ static enum step resend(struct client *c, struct server *s)
     unbind_upstream(c, false);
     c->x.req_head.sent = 0;
     c->x.interim = 0;
+    c->x.req_sent_at = 0;
+    if (c->up.buf)
+        buf_consume(c->up.buf, buf_len(c->up.buf)); /* what the failed backend answered */
+    c->up.eof = false;
     int err = 0;
     if (s && open_upstream(c, s, p, &err))
         return STEP_PROGRESS;
@@ -743,34 +786,49 @@ static enum step resend(struct client *c, struct server *s)
     return connect_upstream(c);
 }
 
-/* The upstream failed (<why>) before the response was complete. */
-static enum step upstream_failed(struct client *c, const char *why)
+/* No byte of an answer reached the client, nor any interim response. */
+static bool answer_untouched(const struct client *c)
+{
+    return !response_on_wire(c) && !c->x.response_started && c->x.interim == 0;
+}
+
+/* The upstream failed (<why>, of kind <reason>) before the response was
+ * complete. An idempotent body-less request that got no byte of answer to
+ * its client goes once to another backend, if the pool's budget allows. */
+static enum step upstream_failed(struct client *c, const char *why, enum retry_reason reason)
 {
     struct server *s = c->upstream->server;
-    bool nothing_received =
-        !c->x.response_started && (!c->up.buf || buf_len(c->up.buf) == 0) && c->x.interim == 0;
-    if (nothing_received && request_replayable(c)) {
-        if (c->x.from_pool) {
-            /* the backend closed a pooled connection as we reused it (its
-             * own keep-alive timeout): RFC 9112 9.3.1 allows a new one */
-            log_debug("pooled connection closed, retrying", "pool=%s backend=%s", c->x.pool->name,
-                      s->hb->name);
-            return resend(c, s);
-        }
-        if (request_idempotent(c) && c->x.attempts + 1 < MAX_ATTEMPTS) {
-            /* a fresh connection failed without a byte of answer: the
-             * backend died under the request; another one can take it */
-            log_warn("backend failed, retrying", "pool=%s backend=%s reason=\"%s\"",
-                     c->x.pool->name, s->hb->name, why);
+    struct pool *p = c->x.pool;
+    bool nothing_received = answer_untouched(c) && (!c->up.buf || buf_len(c->up.buf) == 0);
+    if (nothing_received && request_replayable(c) && c->x.from_pool && reason == RETRY_RESET) {
+        /* the backend closed a pooled connection as we reused it (its own
+         * keep-alive timeout): RFC 9112 9.3.1 allows a new one */
+        log_debug("pooled connection closed, retrying", "pool=%s backend=%s", p->name, s->hb->name);
+        return resend(c, s);
+    }
+    server_passive_report(s, true, why);
+    if (answer_untouched(c) && request_replayable(c) && request_idempotent(c) && !c->x.retried &&
+        c->x.attempts + 1 < MAX_ATTEMPTS) {
+        if (retry_budget_take(&p->retry_budget, now_of(c))) {
+            log_kv(CONF_LOG_WARN, "backend failed, retrying", LOG_STR("pool", p->name),
+                   LOG_STR("backend", s->hb->name), LOG_STR("reason", why),
+                   LOG_STR("retry", retry_reason_str(reason)));
+            p->retries[reason]++;
+            c->x.retried = true;
+            c->x.fail_status = reason == RETRY_FIRST_BYTE ? 504 : 502;
+            c->x.fail_why = why;
             remember_tried(c, s);
             return resend(c, NULL);
         }
+        p->retry_budget_refused++;
+        log_kv(CONF_LOG_WARN, "retry refused", LOG_STR("pool", p->name),
+               LOG_STR("backend", s->hb->name), LOG_STR("reason", "retry budget spent"));
     }
     log_warn("backend failed", "pool=%s backend=%s reason=\"%s\" response_started=%d",
-             c->x.pool ? c->x.pool->name : "-", s->hb->name, why, response_on_wire(c));
+             p ? p->name : "-", s->hb->name, why, response_on_wire(c));
     if (!response_on_wire(c)) {
         c->x.response_started = false;
-        return respond_error(c, 502, why, false);
+        return respond_error(c, reason == RETRY_FIRST_BYTE ? 504 : 502, why, false);
     }
     client_close(c);
     return STEP_CLOSED;
@@ -791,6 +849,12 @@ static enum step finish_exchange(struct client *c)
         buf_consume(c->up.buf, buf_len(c->up.buf));
     release_empty_bufs(c);
     set_state(c, CLIENT_IDLE);
+    /* a drain began after this response said keep-alive: the connection is
+     * idle now and gets the drain's idle close (a pipelined request already
+     * here is served first, with Connection: close) */
+    if (c->idle_close_at > 0 && c->idle_close_at <= now_of(c) &&
+        (!c->down.buf || buf_len(c->down.buf) == 0))
+        return finish_connection(c);
     return STEP_PROGRESS; /* a pipelined request may already be buffered */
 }
 
@@ -813,6 +877,20 @@ static bool upgrade_matches(const struct client *c, const struct http1_response 
     return strcasecmp(got, c->x.upgrade) == 0;
 }
 
+/* After a 101 to Upgrade: websocket, frames are followed both ways from
+ * the first byte after the heads. */
+static void ws_tunnel_start(struct client *c)
+{
+    if (strcasecmp(c->x.upgrade, "websocket") != 0)
+        return;
+    c->x.ws.on = true;
+    c->x.ws.to_backend.boundary_known = c->x.ws.to_client.boundary_known = true;
+    if (c->down.buf && buf_len(c->down.buf) > 0)
+        ws_follow(&c->x.ws.to_backend, c->down.buf, buf_len(c->down.buf));
+    if (c->up.buf && buf_len(c->up.buf) > 0)
+        ws_follow(&c->x.ws.to_client, c->up.buf, buf_len(c->up.buf));
+}
+
 /* Parses the response head in c->up.buf. */
 static enum step on_response_head(struct client *c)
 {
@@ -823,19 +901,19 @@ static enum step on_response_head(struct client *c)
     int rc = http1_parse_response(buf_head(out), buf_len(out), &c->w->limits, c->x.method, &res);
     if (rc == HTTP1_AGAIN) {
         if (buf_len(out) >= out->cap)
-            return upstream_failed(c, "response head too large");
+            return upstream_failed(c, "response head too large", RETRY_INVALID_HEAD);
         if (c->up.eof)
-            return upstream_failed(c, "backend closed the connection");
+            return upstream_failed(c, "backend closed the connection", RETRY_RESET);
         return STEP_BLOCKED;
     }
     if (rc == HTTP1_ERROR)
-        return upstream_failed(c, res.msg.error_reason);
+        return upstream_failed(c, res.msg.error_reason, RETRY_INVALID_HEAD);
 
     if (res.status >= 100 && res.status < 200 && res.status != 101) {
         /* interim response (100 Continue, 103 Early Hints): relay it to
          * HTTP/1.1 clients and wait for the final one */
         if (++c->x.interim > MAX_INTERIM_RESPONSES)
-            return upstream_failed(c, "too many interim responses");
+            return upstream_failed(c, "too many interim responses", RETRY_INVALID_HEAD);
         if (c->x.req_minor >= 1 &&
             hbuf_append(&c->x.res_head, buf_head(out), res.msg.head_len) < 0) {
             client_close(c);
@@ -850,9 +928,10 @@ static enum step on_response_head(struct client *c)
     bool dechunk_body = false;
     if (res.status == 101) {
         if (!c->x.upgrading)
-            return upstream_failed(c, "unexpected 101 response");
+            return upstream_failed(c, "unexpected 101 response", RETRY_INVALID_HEAD);
         if (!upgrade_matches(c, &res))
-            return upstream_failed(c, "101 response without the requested Upgrade");
+            return upstream_failed(c, "101 response without the requested Upgrade",
+                                   RETRY_INVALID_HEAD);
         conn = RESPONSE_CONN_UPGRADE;
     } else {
         c->x.upgrading = false;
@@ -866,6 +945,9 @@ static enum step on_response_head(struct client *c)
         conn = response_conn_for(c);
     }
     c->x.status = res.status;
+    server_passive_report(c->upstream->server,
+                          res.status == 502 || res.status == 503 || res.status == 504,
+                          "5xx answer");
     c->x.res_reusable = (res.msg.flags & HTTP1_F_KEEP_ALIVE) && res.status != 101;
     if (headers_build_response(&c->x.res_head, &res, conn, dechunk_body) < 0) {
         client_close(c);
@@ -880,11 +962,16 @@ static enum step on_response_head(struct client *c)
         c->x.res_body.done = true; /* what follows is the tunnel, not a body */
         log_debug("tunnel started", "client=%s pool=%s backend=%s", c->peer, c->x.pool->name,
                   c->upstream->server->hb->name);
+        ws_tunnel_start(c);
         set_state(c, CLIENT_TUNNEL);
+        if (c->upstream->server->hb->drain_deadline > 0)
+            tunnel_deadline(c, c->upstream->server->hb->drain_deadline);
+        if (c->w->drain_deadline > 0)
+            tunnel_deadline(c, c->w->drain_deadline);
         return STEP_PROGRESS;
     }
     if (body_frame(&c->x.res_body, out, &c->x.out_fwd) < 0)
-        return upstream_failed(c, c->x.res_body.chunked.error_reason);
+        return upstream_failed(c, c->x.res_body.chunked.error_reason, RETRY_RESET);
     return STEP_PROGRESS;
 }
 
@@ -898,11 +985,15 @@ static enum step on_forward(struct client *c)
     if (head_pending(&x->req_head) || x->in_fwd > 0) {
         ssize_t n = side_send(u, &x->req_head, d->buf, &x->in_fwd);
         if (n < 0)
-            return upstream_failed(c, "backend write failed");
+            return upstream_failed(c, "backend write failed", RETRY_RESET);
         if (n > 0) {
             c->last_activity = now_of(c);
             progress = STEP_PROGRESS;
         }
+    }
+    if (x->req_sent_at == 0 && request_sent(c)) {
+        x->req_sent_at = now_of(c);
+        arm_timer(c); /* timeouts.first_byte counts from here */
     }
 
     /* more of the request body, a pipelined request, or the client's EOF */
@@ -943,19 +1034,19 @@ static enum step on_forward(struct client *c)
             if (n == NET_AGAIN) {
                 u->readable = false;
             } else if (n < 0) {
-                return upstream_failed(c, "backend connection reset");
+                return upstream_failed(c, "backend connection reset", RETRY_RESET);
             } else if (n == 0) {
                 u->eof = true;
                 progress = STEP_PROGRESS;
                 if (x->response_started && x->res_body.framing == HTTP1_BODY_UNTIL_CLOSE)
                     x->res_body.done = true;
                 else if (x->response_started && !x->res_body.done)
-                    return upstream_failed(c, "backend closed mid-body");
+                    return upstream_failed(c, "backend closed mid-body", RETRY_RESET);
             } else {
                 c->last_activity = now_of(c);
                 progress = STEP_PROGRESS;
                 if (x->response_started && body_frame(&x->res_body, u->buf, &x->out_fwd) < 0)
-                    return upstream_failed(c, x->res_body.chunked.error_reason);
+                    return upstream_failed(c, x->res_body.chunked.error_reason, RETRY_RESET);
             }
         }
     }
@@ -984,13 +1075,105 @@ static enum step on_forward(struct client *c)
     return progress;
 }
 
+/* ---- WebSocket close frames (RFC 6455 5.5.1, 7.1.2) ---------------------- */
+
+/* <n> new bytes at the end of <from>'s buffer: follow their frames. */
+static void ws_follow(struct ws_dir *wd, struct buf *b, size_t n)
+{
+    size_t before = buf_len(b) - n;
+    size_t end = ws_track(&wd->t, (const uint8_t *)buf_head(b) + before, n);
+    if (end) {
+        wd->boundary = before + end;
+        wd->boundary_known = true;
+    }
+}
+
+/* <n> bytes of <from>'s buffer went out. */
+static void ws_sent(struct ws_dir *wd, size_t n)
+{
+    if (!wd->boundary_known)
+        return;
+    if (n <= wd->boundary) {
+        wd->boundary -= n;
+        return;
+    }
+    wd->boundary = 0;
+    wd->boundary_known = false; /* past the last frame end known */
+}
+
+/* Usher closes this tunnel: where the stream stands at a frame boundary,
+ * with everything before it sent, a close frame goes into <head>. One that
+ * already went that way (the peer's own close) is enough. Returns true once
+ * this direction is closed. */
+static bool ws_insert_close(struct ws_dir *wd, struct side *from, struct hbuf *head, bool masked)
+{
+    if (wd->close_sent)
+        return true;
+    bool empty = !from->buf || buf_len(from->buf) == 0;
+    bool at_boundary =
+        (wd->boundary_known && wd->boundary == 0) || (empty && ws_at_boundary(&wd->t));
+    if (wd->t.broken || !at_boundary || head_pending(head))
+        return false;
+    wd->close_sent = true;
+    if (from->buf)
+        buf_consume(from->buf, buf_len(from->buf)); /* nothing may follow a close frame */
+    if (wd->t.close_seen)
+        return true;
+    uint8_t frame[WS_CLOSE_FRAME_MAX];
+    uint32_t key = 0;
+    if (masked && RAND_bytes((unsigned char *)&key, sizeof(key)) != 1)
+        key = (uint32_t)rand();
+    size_t n = ws_close_frame(frame, WS_CLOSE_GOING_AWAY, masked, key);
+    hbuf_reset(head);
+    if (hbuf_append(head, (const char *)frame, n) < 0)
+        wd->t.broken = true;
+    return true;
+}
+
+static void ws_begin_close(struct client *c, const char *why)
+{
+    if (!c->x.ws.on || c->x.ws.closing)
+        return;
+    c->x.ws.closing = true;
+    log_debug("websocket closing", "client=%s reason=%s", c->peer, why);
+    arm_timer(c);
+}
+
+/* Schedules the close frames for <deadline>; starts closing now if the
+ * grace is longer than what is left. No drive(): callers inside a step let
+ * the driver's next round pump the frames. */
+static void tunnel_deadline(struct client *c, ev_tstamp deadline)
+{
+    conf_ms grace = c->w->conf->shutdown.tunnel_close_grace;
+    if (c->state != CLIENT_TUNNEL || !c->x.ws.on || c->x.ws.closing || grace == 0)
+        return; /* a grace of 0 turns close frames off: the tunnel runs to the deadline */
+    ev_tstamp at = deadline - ms_to_s(grace);
+    if (c->x.ws.close_at > 0 && c->x.ws.close_at <= at)
+        return;
+    c->x.ws.close_at = at;
+    if (at > now_of(c))
+        arm_timer(c);
+    else
+        ws_begin_close(c, "drain deadline");
+}
+
+void client_tunnel_deadline(struct client *c, ev_tstamp deadline)
+{
+    bool was_closing = c->x.ws.closing;
+    tunnel_deadline(c, deadline);
+    if (!was_closing && c->x.ws.closing)
+        drive(c);
+}
+
 /* ---- tunnels (after a 101, and TCP mode) --------------------------------- */
 
 /* Moves bytes one way, <from> -> <to>: reads what <from> has (if its
  * buffer has room), writes the head still owed to <to> and the bytes read,
- * and passes <from>'s half-close on once everything went out. */
+ * and passes <from>'s half-close on once everything went out. A WebSocket
+ * direction (<wd>) is followed frame by frame: while closing, bytes go out
+ * up to a frame end only, then the close frame, then nothing more. */
 static enum step pump(struct client *c, struct side *from, struct side *to, struct hbuf *head,
-                      size_t *fwd)
+                      size_t *fwd, struct ws_dir *wd)
 {
     enum step progress = STEP_BLOCKED;
     if (from->readable && !from->eof) {
@@ -1011,21 +1194,35 @@ static enum step pump(struct client *c, struct side *from, struct side *to, stru
                     c->x.bytes_in += (uint64_t)n;
                 c->last_activity = now_of(c);
                 progress = STEP_PROGRESS;
+                if (wd && n > 0)
+                    ws_follow(wd, from->buf, (size_t)n);
             }
         }
     }
+    if (wd && c->x.ws.closing)
+        ws_insert_close(wd, from, head, to == &c->up);
+    if (wd && wd->close_sent && from->buf)
+        buf_consume(from->buf, buf_len(from->buf));
     *fwd = from->buf ? buf_len(from->buf) : 0;
+    if (wd && c->x.ws.closing && !wd->close_sent)
+        *fwd = wd->boundary_known && wd->boundary < *fwd ? wd->boundary : *fwd;
     if (head_pending(head) || *fwd) {
+        size_t before = from->buf ? buf_len(from->buf) : 0;
         ssize_t n = side_send(to, head, from->buf, fwd);
         if (n < 0) {
             client_close(c);
             return STEP_CLOSED;
         }
+        if (wd)
+            ws_sent(wd, before - (from->buf ? buf_len(from->buf) : 0));
         if (n > 0) {
             if (to == &c->down)
                 c->x.bytes_out += (uint64_t)n;
             progress = STEP_PROGRESS;
         }
+        if (wd && c->x.ws.closing && !wd->close_sent &&
+            ws_insert_close(wd, from, head, to == &c->up))
+            progress = STEP_PROGRESS; /* the close frame goes out next round */
     }
     if (from->eof && *fwd == 0 && !head_pending(head) && !to->shut) {
         to->tp->shutdown_write(to);
@@ -1034,15 +1231,28 @@ static enum step pump(struct client *c, struct side *from, struct side *to, stru
     return progress;
 }
 
+/* Both close frames went and the client answered with its own: the close
+ * handshake is over, and the server closes TCP first (RFC 6455 7.1.1). */
+static bool ws_close_done(const struct client *c)
+{
+    const struct ws_tunnel *ws = &c->x.ws;
+    return ws->on && ws->closing && ws->to_client.close_sent && ws->to_backend.close_sent &&
+           ws->to_backend.t.close_seen && !head_pending(&c->x.res_head) &&
+           !head_pending(&c->x.req_head);
+}
+
 static enum step on_tunnel(struct client *c)
 {
-    enum step s1 = pump(c, &c->down, &c->up, &c->x.req_head, &c->x.in_fwd);
+    struct ws_tunnel *ws = &c->x.ws;
+    enum step s1 =
+        pump(c, &c->down, &c->up, &c->x.req_head, &c->x.in_fwd, ws->on ? &ws->to_backend : NULL);
     if (s1 == STEP_CLOSED)
         return s1;
-    enum step s2 = pump(c, &c->up, &c->down, &c->x.res_head, &c->x.out_fwd);
+    enum step s2 =
+        pump(c, &c->up, &c->down, &c->x.res_head, &c->x.out_fwd, ws->on ? &ws->to_client : NULL);
     if (s2 == STEP_CLOSED)
         return s2;
-    if (c->up.shut && c->down.shut) {
+    if ((c->up.shut && c->down.shut) || ws_close_done(c)) {
         client_close(c);
         return STEP_CLOSED;
     }
@@ -1209,8 +1419,18 @@ static void on_upstream_event(void *owner, enum upstream_event ev, int err)
     case UPSTREAM_DRAIN_EXPIRED:
         client_close(c);
         return;
+    case UPSTREAM_DRAIN_STARTED:
+        client_tunnel_deadline(c, c->upstream->server->hb->drain_deadline);
+        return;
     }
     drive(c);
+}
+
+/* A drain deadline still ahead: the process drains, or the backend does. */
+static bool tunnel_deadline_stands(const struct client *c)
+{
+    return c->w->state >= WORKER_DRAINING ||
+           (c->upstream && c->upstream->server->hb->drain_deadline > 0);
 }
 
 static void client_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -1223,8 +1443,20 @@ static void client_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
     }
     enum step s = STEP_PROGRESS;
     switch (c->state) {
-    case CLIENT_TLS_HANDSHAKE:
     case CLIENT_TUNNEL:
+        if (c->x.ws.on && !c->x.ws.closing && c->x.ws.close_at > 0) {
+            if (!tunnel_deadline_stands(c)) {
+                /* its backend came back (healthy again, re-added): no goodbye */
+                c->x.ws.close_at = 0;
+                arm_timer(c);
+                return;
+            }
+            ws_begin_close(c, "drain deadline");
+            break;
+        }
+        client_close(c);
+        return;
+    case CLIENT_TLS_HANDSHAKE:
     case CLIENT_RESPONDING:
     case CLIENT_LINGERING:
         client_close(c);
@@ -1243,6 +1475,12 @@ static void client_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
             client_close(c);
             return;
         }
+        if (c->upstream && awaiting_first_byte(c)) {
+            s = upstream_failed(c, "no response within first_byte", RETRY_FIRST_BYTE);
+            break;
+        }
+        if (c->upstream)
+            server_passive_report(c->upstream->server, true, "timeout");
         s = respond_error(c, 504, "backend timeout", false);
         break;
     case CLIENT_CLOSED:
@@ -1318,10 +1556,22 @@ static int bytes_waiting(const struct client *c)
     return n;
 }
 
-void client_shutdown_idle(struct client *c)
+bool client_is_idle(const struct client *c)
+{
+    return c->state == CLIENT_IDLE || c->state == CLIENT_LINGERING;
+}
+
+void client_shutdown_idle(struct client *c, ev_tstamp close_at)
 {
     if (c->state != CLIENT_IDLE) {
-        c->x.keep_alive = false; /* the request in progress is answered with Connection: close */
+        if (!c->x.response_started) {
+            c->x.keep_alive = false; /* the request in progress is answered with Connection: close */
+            return;
+        }
+        /* its response already told the client the connection stays: closing
+         * after it would fail the client's next request. It is handled as an
+         * idle one once the exchange ends. */
+        c->idle_close_at = close_at > 0 ? close_at : now_of(c);
         return;
     }
     if (c->requests == 0) {
@@ -1333,6 +1583,13 @@ void client_shutdown_idle(struct client *c)
     if (bytes_waiting(c) > 0 || (c->down.ssl && SSL_pending(c->down.ssl) > 0)) {
         c->down.readable = true;
         drive(c);
+        return;
+    }
+    if (close_at > now_of(c)) {
+        /* closed by its timer at <close_at> (close spreading), or by its
+         * next response (after_request); a request meanwhile is served */
+        c->idle_close_at = close_at;
+        arm_timer(c);
         return;
     }
     if (finish_connection(c) != STEP_CLOSED)

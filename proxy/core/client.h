@@ -16,10 +16,22 @@ struct client *client_accept(struct worker *w, struct listener *l, int fd,
  * worker frees it (client_free) at its next safe point. */
 void client_close(struct client *c);
 
-/* Drain: an idle keep-alive connection is closed, unless a request already
+/* Drain: an idle keep-alive connection is closed at <close_at> (now if it
+ * is not in the future; never before its next request if <close_at> is
+ * DBL_MAX, shutdown.idle_close: after_request), unless a request already
  * arrived on it (then it is served, with Connection: close); a request in
  * progress is answered with Connection: close. */
-void client_shutdown_idle(struct client *c);
+void client_shutdown_idle(struct client *c, ev_tstamp close_at);
+
+/* True if <c> is an idle keep-alive connection between two requests (one
+ * a drain may close without cutting anything). */
+bool client_is_idle(const struct client *c);
+
+/* A deadline for <c>'s tunnel (process drain, backend drain): a WebSocket
+ * tunnel gets its close frames shutdown.tunnel_close_grace before it (at
+ * once if less is left). The earliest deadline given wins; other
+ * connections ignore it. */
+void client_tunnel_deadline(struct client *c, ev_tstamp deadline);
 
 /* Frees a closed client (called by the worker's reaper). */
 void client_free(struct client *c);

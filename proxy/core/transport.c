@@ -153,13 +153,17 @@ const struct transport transport_tls = {
 
 /* Reads and drops what the socket holds: below the transport on purpose,
  * since after our close_notify nothing the peer sends matters. */
-int side_discard(struct side *s)
+int side_discard(struct side *s, size_t max, size_t *count)
 {
     char sink[4096];
     for (;;) {
+        if (*count >= max)
+            return 1;
         ssize_t n = read(s->fd, sink, sizeof(sink));
-        if (n > 0)
+        if (n > 0) {
+            *count += (size_t)n;
             continue;
+        }
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))

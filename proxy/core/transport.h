@@ -44,8 +44,9 @@ struct side {
 /* Binds <s> to socket <fd> with <tp>; the rest of the side is cleared. */
 void side_attach(struct side *s, int fd, const struct transport *tp);
 
-/* Reads and drops whatever the socket holds now (lingering close). Returns
- * 0 while the peer may send more, 1 once it closed or failed. */
-int side_discard(struct side *s);
+/* Reads and drops whatever the socket holds now (lingering close), adding
+ * what it read to *<count>. Returns 0 while the peer may send more, 1 once
+ * it closed or failed or *<count> reached <max>. */
+int side_discard(struct side *s, size_t max, size_t *count);
 
 #endif

@@ -46,8 +46,25 @@ static void on_state_changed(struct backend *b, enum backend_state from, const c
     log_info("backend state", "pool=%s backend=%s from=%s to=%s reason=\"%s\" connections=%u",
              b->pool_name, b->name, backend_state_str(from), backend_state_str(b->state),
              reason ? reason : "", b->connections);
-    if (!backend_in_rotation(b))
-        upstream_close_idle(s);
+    if (backend_in_rotation(b)) {
+        /* slow start: entering rotation after startup ramps up (a backend
+         * of the first config is not new to anyone) */
+        if (from != BACKEND_HEALTHY && !(s->from_startup && from == BACKEND_CHECKING))
+            s->ramp_started = ev_now(s->w->loop);
+        s->from_startup = false;
+        return;
+    }
+    s->ramp_started = 0;
+    upstream_close_idle(s);
+    if (b->drain_deadline > 0) {
+        /* owners of tunnels say goodbye before the deadline (tunnel_close_grace) */
+        struct list *pos, *tmp;
+        list_for_each_safe (pos, tmp, &s->active) {
+            struct upstream *u = container_of(pos, struct upstream, pool_link);
+            if (u->cb)
+                u->cb(u->owner, UPSTREAM_DRAIN_STARTED, 0);
+        }
+    }
 }
 
 /* Rule 3: tunnels and in-flight requests run until the deadline; then
@@ -90,6 +107,37 @@ static const struct backend_hooks hooks = {
     .gone = on_gone,
 };
 
+/* Backends of <p> ejected now. */
+static unsigned pool_ejected(const struct pool *p)
+{
+    unsigned n = 0;
+    for (size_t i = 0; i < p->num_servers; i++)
+        n += p->servers[i]->hb->state == BACKEND_EJECTED;
+    return n;
+}
+
+void server_passive_report(struct server *s, bool failure, const char *why)
+{
+    struct backend *b = s->hb;
+    if (!backend_passive_report(b, failure))
+        return;
+    const struct conf_pool *cp = s->pool->conf;
+    unsigned cap = cp ? backend_ejection_cap((unsigned)s->pool->num_servers,
+                                             cp->passive_health.max_ejected_percent)
+                      : 0;
+    unsigned ejected = pool_ejected(s->pool);
+    if (ejected >= cap) {
+        log_kv(CONF_LOG_WARN, "backend ejection refused", LOG_STR("pool", b->pool_name),
+               LOG_STR("backend", b->name), LOG_STR("reason", "max_ejected_percent"),
+               LOG_UINT("ejected", ejected), LOG_UINT("cap", cap));
+        return;
+    }
+    backend_eject(b);
+    log_kv(CONF_LOG_WARN, "backend ejected", LOG_STR("pool", b->pool_name),
+           LOG_STR("backend", b->name), LOG_STR("last_failure", why),
+           LOG_UINT("ejection_ms", b->eject_ms), LOG_UINT("ejections", b->ejections_total));
+}
+
 struct server *server_new(struct worker *w, struct pool *p, const struct conf_pool *cp,
                           const struct conf_backend *cb)
 {
@@ -105,6 +153,9 @@ struct server *server_new(struct worker *w, struct pool *p, const struct conf_po
         free(s);
         return NULL;
     }
+    s->from_startup = w->state == WORKER_STARTING && w->generation <= 1;
+    if (!s->from_startup && backend_in_rotation(s->hb))
+        s->ramp_started = ev_now(w->loop); /* added by a reload, in rotation at once */
     return s;
 }
 

@@ -16,6 +16,12 @@ struct server *server_new(struct worker *w, struct pool *p, const struct conf_po
  * active connections must be gone. */
 void server_free(struct server *s);
 
+/* Passive health: the outcome of one real request to <s> (<failure>:
+ * connect failure, reset, timeout, 502/503/504; <why> a static string for
+ * the log). Enough failures in a row eject the backend, within the pool's
+ * max_ejected_percent. */
+void server_passive_report(struct server *s, bool failure, const char *why);
+
 /* Starts a non-blocking connect to <s> for <owner>, whose <cb> then hears
  * of the outcome (UPSTREAM_CONNECTED or UPSTREAM_CONNECT_FAILED) and every
  * later event. Returns the upstream in UPSTREAM_CONNECTING, or NULL if the

@@ -16,6 +16,8 @@
 #include "../base/prng.h"
 #include "body.h"
 #include "transport.h"
+#include "retry.h"
+#include "wsframe.h"
 
 struct worker;
 struct client;
@@ -36,6 +38,9 @@ struct pool {
     size_t num_servers;
     size_t servers_cap;
     size_t lc_next; /* least_conn tie-breaker rotation */
+    struct retry_budget retry_budget;
+    uint64_t retries[RETRY_REASONS]; /* requests sent again to another backend, by reason */
+    uint64_t retry_budget_refused;   /* retries the budget did not allow */
     struct pool *next;
 };
 
@@ -57,6 +62,8 @@ struct server {
     uint64_t bytes_out; /* to clients, its responses, at their end */
     struct metrics_histogram duration; /* backend chosen -> response complete */
     int64_t rr_current;                /* smooth weighted round robin state */
+    bool from_startup;      /* created at process start: its first entry into rotation is no ramp */
+    ev_tstamp ramp_started; /* slow start: when it (re)entered rotation (0: no ramp) */
 };
 
 /* One entry of a listener's runtime split. */
@@ -122,6 +129,22 @@ enum client_state {
 /* Longest X-Request-Id taken from a client; a longer one is replaced by
  * a generated id (the id in the log must be the one forwarded). */
 #define REQUEST_ID_MAX 128
+/* One direction of a WebSocket tunnel, followed frame by frame. */
+struct ws_dir {
+    struct ws_tracker t;
+    size_t boundary;     /* bytes at the front of the source side's buffer up to a frame end */
+    bool boundary_known; /* false: the front of the buffer is inside a frame */
+    bool close_sent;     /* a close frame went this way: what follows is dropped */
+};
+
+/* A tunnel after a 101 to Upgrade: websocket. */
+struct ws_tunnel {
+    bool on;                  /* its frames are followed */
+    bool closing;             /* usher closes it: a close frame each way at the next boundary */
+    ev_tstamp close_at;       /* when to start closing (0: no deadline known) */
+    struct ws_dir to_backend; /* the bytes from the client (down.buf) */
+    struct ws_dir to_client;  /* the bytes from the backend (up.buf) */
+};
 
 /* One request and its response on a client connection. It is zeroed when
  * the exchange begins, so nothing of the previous one can leak into it. */
@@ -155,6 +178,13 @@ struct exchange {
     struct pool *pool; /* pool of the chosen backend */
     struct server *tried[MAX_ATTEMPTS];
     unsigned attempts;
+    bool budget_counted;   /* this request was counted in its pool's retry budget */
+    bool connect_failed;   /* a connect failed: the next backend picked is a retry */
+    bool retried;          /* it already went to another backend after a failed answer */
+    int fail_status;       /* retried: the answer the failure called for (502, 504) */
+    const char *fail_why;  /* retried: its reason (static) */
+    ev_tstamp req_sent_at; /* the whole request went to the backend (0: not yet) */
+    struct ws_tunnel ws;
 };
 
 struct client {
@@ -173,6 +203,9 @@ struct client {
     ev_tstamp last_activity;   /* last byte moved either way */
     ev_tstamp head_started_at; /* first byte of the current head (accept for the first) */
     ev_tstamp linger_until;    /* CLIENT_LINGERING: when to give up discarding */
+    size_t linger_bytes;       /* CLIENT_LINGERING: bytes discarded so far */
+    ev_tstamp idle_close_at;   /* drain: when this idle keep-alive connection closes (0: no
+                                * spread slot, DBL_MAX: kept until its next request) */
     unsigned requests;         /* served on this connection */
 
     struct upstream *upstream; /* bound upstream, NULL if none */
@@ -192,6 +225,7 @@ enum upstream_event {
     UPSTREAM_READABLE,
     UPSTREAM_WRITABLE,
     UPSTREAM_DRAIN_EXPIRED, /* its backend's drain deadline passed: the owner must let go */
+    UPSTREAM_DRAIN_STARTED, /* its backend drains until server->hb->drain_deadline */
 };
 
 typedef void (*upstream_cb)(void *owner, enum upstream_event ev, int err);
@@ -255,6 +289,7 @@ struct worker {
     uint64_t accept_paused; /* times accepting paused (limit or EMFILE) */
     ev_tstamp started_at;
     struct prng rng; /* request ids: per worker, seeded from getrandom() */
+    ev_tstamp drain_deadline; /* the process drain's deadline (0: not draining) */
 };
 
 #endif

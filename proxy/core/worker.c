@@ -5,6 +5,7 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <float.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -265,7 +266,7 @@ void worker_listener_remove(struct worker *w, struct listener *l)
     list_for_each_safe (pos, tmp, &w->clients) {
         struct client *c = container_of(pos, struct client, link);
         if (c->listener == l)
-            client_shutdown_idle(c);
+            client_shutdown_idle(c, 0);
     }
 }
 
@@ -306,20 +307,57 @@ void worker_close_listeners(struct worker *w)
     ev_timer_stop(w->loop, &w->accept_retry);
 }
 
-void worker_shutdown_idle(struct worker *w)
+/* An idle keep-alive connection between two requests: what close
+ * spreading spaces out (one that has not sent its first request yet gets
+ * the first-request grace instead). */
+static bool spread_candidate(const struct client *c)
 {
+    return c->state == CLIENT_IDLE && c->requests > 0;
+}
+
+void worker_shutdown_idle(struct worker *w, conf_ms spread_ms, bool after_request)
+{
+    ev_tstamp now = ev_now(w->loop);
+    unsigned n = 0, i = 0;
     struct list *pos, *tmp;
+    list_for_each_safe (pos, tmp, &w->clients)
+        if (spread_candidate(container_of(pos, struct client, link)))
+            n++;
     list_for_each_safe (pos, tmp, &w->clients) {
-        client_shutdown_idle(container_of(pos, struct client, link));
+        struct client *c = container_of(pos, struct client, link);
+        ev_tstamp at = 0;
+        if (after_request) {
+            at = DBL_MAX;
+        } else if (spread_ms > 0 && spread_candidate(c)) {
+            /* slot i of n, centred in its 1/n of the window: an even rate
+             * of closes, so the next hop sees no reconnect burst */
+            at = now + (double)spread_ms / 1000.0 * ((double)i + 0.5) / (double)n;
+            i++;
+        }
+        client_shutdown_idle(c, at);
     }
 }
 
-void worker_close_clients(struct worker *w)
+void worker_tunnels_deadline(struct worker *w, ev_tstamp deadline)
 {
+    w->drain_deadline = deadline; /* for tunnels that start from now on */
     struct list *pos, *tmp;
     list_for_each_safe (pos, tmp, &w->clients) {
-        client_close(container_of(pos, struct client, link));
+        client_tunnel_deadline(container_of(pos, struct client, link), deadline);
     }
+}
+
+unsigned worker_close_clients(struct worker *w)
+{
+    unsigned cut = 0;
+    struct list *pos, *tmp;
+    list_for_each_safe (pos, tmp, &w->clients) {
+        struct client *c = container_of(pos, struct client, link);
+        if (!client_is_idle(c))
+            cut++;
+        client_close(c);
+    }
+    return cut;
 }
 
 unsigned worker_busy_clients(const struct worker *w)

@@ -48,17 +48,28 @@ struct listener *worker_find_listener(struct worker *w, const struct conf_listen
 void worker_accept_pause(struct worker *w);
 void worker_accept_resume(struct worker *w);
 
-/* Drain steps: close every listener (accepting what the kernel queued);
- * close idle keep-alive connections (serving requests that already
- * arrived); close every client connection now. */
+/* Drain steps: close every listener (accepting what the kernel queued). */
 void worker_close_listeners(struct worker *w);
 
 /* Upgrade hand-over: stop accepting and close this process's descriptors
  * of every listening socket without accepting: the sockets (and their
  * queues) live on in the new process, which accepts from them. */
 void worker_release_listeners(struct worker *w);
-void worker_shutdown_idle(struct worker *w);
-void worker_close_clients(struct worker *w);
+
+/* Drain step 3 for client connections: idle keep-alive ones close now, or
+ * evenly over <spread_ms> (shutdown.close_spread), or, with
+ * <after_request> (shutdown.idle_close: after_request), after their next
+ * response; requests that already arrived are served with Connection:
+ * close. */
+void worker_shutdown_idle(struct worker *w, conf_ms spread_ms, bool after_request);
+
+/* The process drain ends at <deadline>: WebSocket tunnels get their close
+ * frames shutdown.tunnel_close_grace before it. */
+void worker_tunnels_deadline(struct worker *w, ev_tstamp deadline);
+
+/* Closes every client connection now. Returns how many of them were cut
+ * in an exchange or a tunnel (idle keep-alive ones cut nothing). */
+unsigned worker_close_clients(struct worker *w);
 
 /* Client connections a drain waits for (lingering closes excluded). */
 unsigned worker_busy_clients(const struct worker *w);

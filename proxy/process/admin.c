@@ -85,12 +85,14 @@ static void status_backend(struct hbuf *o, struct worker *w, const struct server
     hbuf_append_str(o, ",\"address\":");
     log_json_str(o, b->address_text);
     hbuf_printf(o,
-                ",\"state\":\"%s\",\"weight\":%u,\"in_config\":%s,\"active_connections\":%u,"
+                ",\"state\":\"%s\",\"weight\":%g,\"weight_configured\":%u,\"in_config\":%s,"
+                "\"active_connections\":%u,"
                 "\"inflight_requests\":%u,\"requests_total\":%llu,\"connect_failures\":%llu,"
                 "\"success_streak\":%u,\"failure_streak\":%u,\"last_result\":",
-                backend_state_str(b->state), b->weight, backend_removed(b) ? "false" : "true",
-                b->connections, s->inflight, (unsigned long long)s->requests_total,
-                (unsigned long long)s->connect_failures, b->success_streak, b->failure_streak);
+                backend_state_str(b->state), (double)balance_weight(s) / 1000.0, b->weight,
+                backend_removed(b) ? "false" : "true", b->connections, s->inflight,
+                (unsigned long long)s->requests_total, (unsigned long long)s->connect_failures,
+                b->success_streak, b->failure_streak);
     if (b->last_result)
         log_json_str(o, b->last_result);
     else
@@ -100,6 +102,19 @@ static void status_backend(struct hbuf *o, struct worker *w, const struct server
         hbuf_printf(o, "%.0f", (now - b->last_check_at) * 1000.0);
     else
         hbuf_append_str(o, "null");
+    hbuf_append_str(o, ",\"slow_start_remaining_ms\":");
+    if (backend_in_rotation(b) && balance_ramp_left_ms(s) > 0)
+        hbuf_printf(o, "%llu", (unsigned long long)balance_ramp_left_ms(s));
+    else
+        hbuf_append_str(o, "null");
+    hbuf_printf(o, ",\"ejections_total\":%llu,\"ejected_remaining_ms\":",
+                (unsigned long long)b->ejections_total);
+    if (b->state == BACKEND_EJECTED && b->ejected_until > 0) {
+        double left = (b->ejected_until - now) * 1000.0;
+        hbuf_printf(o, "%.0f", left > 0 ? left : 0);
+    } else {
+        hbuf_append_str(o, "null");
+    }
     hbuf_append_str(o, ",\"drain_deadline_ms\":");
     if (b->state == BACKEND_DRAINING && b->drain_deadline > 0) {
         double left = (b->drain_deadline - now) * 1000.0;
@@ -296,8 +311,8 @@ static void build_metrics(struct hbuf *o, struct process *proc)
                  "Bytes sent to clients, counted when the request ends.", "%llu",
                  (unsigned long long)li->bytes_out);
 
-    static const enum backend_state states[] = {BACKEND_CHECKING, BACKEND_HEALTHY,
-                                                BACKEND_UNHEALTHY, BACKEND_DRAINING};
+    static const enum backend_state states[] = {
+        BACKEND_CHECKING, BACKEND_HEALTHY, BACKEND_UNHEALTHY, BACKEND_DRAINING, BACKEND_EJECTED};
     metrics_family(o, "usher_backend_state", "gauge",
                    "1 for the state a backend is in, 0 for the others.");
     for (struct pool *p = w->pools; p; p = p->next)
@@ -348,6 +363,31 @@ static void build_metrics(struct hbuf *o, struct process *proc)
                 "Bytes sent to clients for the backend's responses, counted when the request "
                 "ends.",
                 "%llu", (unsigned long long)s->bytes_out);
+    PER_BACKEND("usher_backend_ejections_total", "counter",
+                "Times passive health ejected the backend.", "%llu",
+                (unsigned long long)b->ejections_total);
+    PER_BACKEND("usher_backend_ejected_remaining_seconds", "gauge",
+                "Seconds until an ejected backend may return (0 when not ejected).", "%.3f",
+                b->state == BACKEND_EJECTED && b->ejected_until > now ? b->ejected_until - now
+                                                                       : 0.0);
+    metrics_family(o, "usher_retries_total", "counter",
+                   "Requests sent again to another backend, by reason.");
+    for (struct pool *p = w->pools; p; p = p->next)
+        for (int r = 0; r < RETRY_REASONS; r++) {
+            lb.len = 0;
+            metrics_labels(&lb, "pool", p->name, "reason", retry_reason_str((enum retry_reason)r),
+                           NULL);
+            hbuf_printf(o, "usher_retries_total{%s} %llu\n", labels_end(&lb),
+                        (unsigned long long)p->retries[r]);
+        }
+    metrics_family(o, "usher_retry_budget_refused_total", "counter",
+                   "Retries the pool's retry budget refused.");
+    for (struct pool *p = w->pools; p; p = p->next) {
+        lb.len = 0;
+        metrics_labels(&lb, "pool", p->name, NULL);
+        hbuf_printf(o, "usher_retry_budget_refused_total{%s} %llu\n", labels_end(&lb),
+                    (unsigned long long)p->retry_budget_refused);
+    }
     metrics_family(o, "usher_health_checks_total", "counter", "Health checks by result.");
     for (struct pool *p = w->pools; p; p = p->next)
         for (size_t i = 0; i < p->num_servers; i++) {

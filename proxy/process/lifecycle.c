@@ -67,10 +67,19 @@ static void close_listeners(struct process *p)
     log_info("shutdown listeners closed", "connections=%u timeout_ms=%llu", w->num_clients,
              (unsigned long long)w->conf->shutdown.timeout);
 
+    const struct conf *conf = w->conf;
+    bool after_request = conf->shutdown.idle_close == CONF_IDLE_CLOSE_AFTER_REQUEST;
+    /* the spread must end before the deadline, or its last slots are cut */
+    conf_ms spread = conf->shutdown.close_spread;
+    if (spread > conf->shutdown.timeout)
+        spread = conf->shutdown.timeout;
     unsigned before = worker_busy_clients(w);
-    worker_shutdown_idle(w);
-    log_info("shutdown idle connections closed", "closed=%u connections=%u",
-             before - worker_busy_clients(w), worker_busy_clients(w));
+    worker_shutdown_idle(w, spread, after_request);
+    worker_tunnels_deadline(w, p->drain_deadline);
+    log_info("shutdown idle connections closed",
+             "closed=%u connections=%u close_spread_ms=%llu idle_close=%s",
+             before - worker_busy_clients(w), worker_busy_clients(w), (unsigned long long)spread,
+             after_request ? "after_request" : "now");
 
     ev_timer_stop(p->loop, &p->drain_timer);
     ev_timer_set(&p->drain_timer, DRAIN_TICK_S, DRAIN_TICK_S);
@@ -89,10 +98,15 @@ static void drain_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     if (w->state != WORKER_DRAINING)
         return;
     if (ev_now(loop) + 0.0005 >= p->drain_deadline) {
-        log_warn("shutdown timeout", "closing=%u exit_code=1", worker_busy_clients(w));
+        unsigned left = worker_busy_clients(w);
         w->state = WORKER_STOPPED; /* these closes must not read as a clean drain */
-        worker_close_clients(w);
-        stop_loop(p, 1);
+        /* idle keep-alive connections (after_request) cut nothing: exit 1
+         * means an exchange in progress or a tunnel was cut */
+        unsigned cut = worker_close_clients(w);
+        int code = cut > 0 ? 1 : 0;
+        log_kv(code ? CONF_LOG_WARN : CONF_LOG_INFO, "shutdown timeout", LOG_UINT("closing", left),
+               LOG_UINT("cut", cut), LOG_INT("exit_code", code));
+        stop_loop(p, code);
         return;
     }
     log_info("shutdown progress", "connections=%u remaining_ms=%.0f", worker_busy_clients(w),

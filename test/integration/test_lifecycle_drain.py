@@ -244,7 +244,8 @@ def test_websocket_tunnel_flows_during_drain_then_cut_at_timeout(usher_factory):
     ws = None
     try:
         u = usher_factory(pools={"blue": [{"name": "blue-ws", "address": ws_backend.address}]},
-                          shutdown={"drain_delay": "0s", "timeout": "2s"})
+                          shutdown={"drain_delay": "0s", "timeout": "2s",
+                                    "tunnel_close_grace": "0s"})  # no close frame: cut
         ws = WsClient(u.port, aio=aio)
         assert ws.echo("before") == "before"
         t0 = drain_signal(u, signal.SIGTERM)

@@ -246,16 +246,17 @@ def test_removed_pool_websocket_runs_until_deregistration_delay(backend_factory,
         g = backend_factory("green-1")
         blue = [{"name": "blue-ws", "address": ws_backend.address}]
         opts = {"blue": {"deregistration_delay": "1500ms"}}
+        sd = {"tunnel_close_grace": "0s"}  # no close frame: runs to the delay
         u = usher_factory(pools={"blue": blue, "green": [g]}, split={"blue": 100, "green": 0},
-                          pool_opts=opts)
+                          pool_opts=opts, shutdown=sd)
         ws = WsClient(u.port, aio=aio)
         assert ws.echo("on blue") == "on blue"
         assert reload_and_wait(u, config_for(u, {"blue": blue, "green": [g]},
                                              split={"blue": 0, "green": 100},
-                                             pool_opts=opts)) == ("done", 2)
+                                             pool_opts=opts, shutdown=sd)) == ("done", 2)
         assert wire.http_get(u.port, "/")[2] == b"green-1"
         t0 = time.monotonic()
-        assert reload_and_wait(u, config_for(u, {"green": [g]})) == ("done", 3)
+        assert reload_and_wait(u, config_for(u, {"green": [g]}, shutdown=sd)) == ("done", 3)
         assert ws.echo("draining") == "draining"
         bs = u.backend_status("blue", "blue-ws")
         assert bs["state"] == "draining" and not bs["in_config"], bs

@@ -59,12 +59,14 @@ def upgrade(u, old_pid, timeout=8.0):
 @pytest.fixture
 def upgradable(backend_factory, tmp_path, usher_bin):
     """usher started from a copy of the binary (so a test may replace the
-    file an upgrade starts), listener web -> blue-1, health checks on."""
+    file an upgrade starts), listener web -> blue-1, health checks on, and
+    idle_close: after_request (what clients that reuse connections need)."""
     b = backend_factory("blue-1")
     binary = str(tmp_path / "usher-bin")
     shutil.copy(usher_bin, binary)
     cfg = usher_proc.make_config(
         pools={"blue": [b]}, pool_opts={"blue": {"health_check": usher_proc.hc_opts()}},
+        shutdown={"idle_close": "after_request", "timeout": "5s"},
         extra={"upgrade": {"timeout": "2s"}})
     u = usher_proc.Usher(binary, cfg, tmp_path)
     u.start()
@@ -92,11 +94,13 @@ def test_upgrade_hands_over_sockets_and_health(upgradable):
     assert "shutdown started signal=upgrade" in log
 
 
-def test_upgrades_under_fresh_connections_refuse_nothing(upgradable):
-    """20 upgrades in a row while clients connect, request and close as fast
-    as they go, and slow requests run across each hand-over."""
+def test_upgrades_under_load_cost_no_client_an_error(upgradable):
+    """20 upgrades in a row under keep-alive load plus clients that connect,
+    request and close as fast as they go, with slow requests across each
+    hand-over: no refused connection, no error, every slow request 200."""
     u, b, _, made = upgradable
-    load = Load(u.port, threads=4, fresh=True, duration=60.0).start()
+    load = Load(u.port, threads=3, fresh=True, duration=60.0).start()
+    keepalive = Load(u.port, threads=3, duration=60.0).start()
     slow_results = []
 
     def slow_request():
@@ -116,8 +120,11 @@ def test_upgrades_under_fresh_connections_refuse_nothing(upgradable):
             t.join(5)
     finally:
         load.stop()
-    assert load.total > 200, load.summary()
+        keepalive.stop()
+    assert load.total > 200 and keepalive.total > 200, (load.summary(), keepalive.summary())
     assert not load.errors, load.summary()
+    assert not keepalive.errors, keepalive.summary()
+    assert keepalive.reconnects > 0  # the old processes did close their idle connections
     assert slow_results == [200] * 20, slow_results
     assert u.log().count("upgrade ready") == 20
 

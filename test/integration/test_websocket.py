@@ -24,7 +24,10 @@ def _cfg(servers_, delay="2s", hc=True):
     opts = {"deregistration_delay": delay}
     if hc:
         opts["health_check"] = hc_opts(interval="200ms", timeout="100ms")
-    return usher_proc.make_config(pools={"ws": servers_}, pool_opts={"ws": opts})
+    # tunnel_close_grace 0s: no close frame, the tunnel runs to the delay
+    # (close frames: test_websocket_close.py)
+    return usher_proc.make_config(pools={"ws": servers_}, pool_opts={"ws": opts},
+                            shutdown={"tunnel_close_grace": "0s"})
 
 
 def _without(cfg, *names):
