@@ -27,6 +27,7 @@
 #include "loop/list.h"
 
 static const char reason_removed[] = "removed";
+static const char reason_dns[] = "dns";
 static const char reason_readded[] = "re-added";
 static const char reason_no_check[] = "no health check";
 
@@ -53,6 +54,8 @@ const char *backend_drain_reason_str(enum backend_drain_reason r)
     switch (r) {
     case BACKEND_DRAIN_NONE:
         return "none";
+    case BACKEND_DRAIN_DNS:
+        return "dns";
     case BACKEND_DRAIN_503:
         return "503";
     case BACKEND_DRAIN_REMOVED:
@@ -68,7 +71,8 @@ bool backend_in_rotation(const struct backend *b)
 
 bool backend_removed(const struct backend *b)
 {
-    return b->state == BACKEND_DRAINING && b->drain_reason == BACKEND_DRAIN_REMOVED;
+    return b->state == BACKEND_DRAINING &&
+           (b->drain_reason == BACKEND_DRAIN_REMOVED || b->drain_reason == BACKEND_DRAIN_DNS);
 }
 
 static unsigned threshold(unsigned t)
@@ -375,14 +379,25 @@ int backend_reconfigure(struct backend *b, const struct conf_pool *cp,
     return 0;
 }
 
-void backend_remove(struct backend *b, conf_ms delay_ms)
+static void remove_as(struct backend *b, conf_ms delay_ms, enum backend_drain_reason dr,
+                      const char *reason)
 {
     hc_stop(b);
     drain_begin(b, delay_ms);
     if (!backend_removed(b))
-        enter(b, BACKEND_DRAINING, BACKEND_DRAIN_REMOVED, reason_removed, true);
+        enter(b, BACKEND_DRAINING, dr, reason, true);
     if (b->connections == 0)
         defer(b);
+}
+
+void backend_remove(struct backend *b, conf_ms delay_ms)
+{
+    remove_as(b, delay_ms, BACKEND_DRAIN_REMOVED, reason_removed);
+}
+
+void backend_remove_dns(struct backend *b, conf_ms delay_ms)
+{
+    remove_as(b, delay_ms, BACKEND_DRAIN_DNS, reason_dns);
 }
 
 void backend_conn_acquire(struct backend *b)

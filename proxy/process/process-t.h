@@ -9,11 +9,13 @@
 #include "../core/worker-t.h"
 
 struct admin;
+struct discover;
 
 struct process {
     struct ev_loop *loop;
     struct worker *w; /* the data plane */
     struct admin *admin;
+    struct discover *discover; /* DNS discovery of the pools with `discover` */
     uint64_t reloads_ok;
     uint64_t reloads_error;
 
