@@ -372,8 +372,7 @@ static void query_result(struct dpool *dp, int status, struct answer *ans)
     if (status == ARES_SUCCESS)
         answer_good(dp, ans);
     else
-        answer_bad(dp, ares_strerror(status),
-                   status == ARES_ENOTFOUND || status == ARES_ENODATA);
+        answer_bad(dp, ares_strerror(status), status == ARES_ENOTFOUND || status == ARES_ENODATA);
     dp->first_done = true;
 }
 
