@@ -553,16 +553,21 @@ static bool same_query(const struct conf_discover *a, const struct conf_discover
  * that changed them. NULL on allocation failure. */
 static char *servers_key(const struct conf *nc)
 {
-    struct hbuf h = {0};
+    size_t len = 1;
+    char *key;
 
-    hbuf_append(&h, "", 0);
     for (size_t i = 0; i < nc->resolver.num_nameservers; i++)
-        hbuf_printf(&h, "%s%s", i ? "," : "", nc->resolver.nameservers[i].text);
-    if (hbuf_append(&h, "", 1) < 0) {
-        hbuf_free(&h);
+        len += strlen(nc->resolver.nameservers[i].text) + 1;
+    key = malloc(len);
+    if (!key)
         return NULL;
+    key[0] = '\0';
+    for (size_t i = 0; i < nc->resolver.num_nameservers; i++) {
+        if (i)
+            strcat(key, ",");
+        strcat(key, nc->resolver.nameservers[i].text);
     }
-    return h.data;
+    return key;
 }
 
 static void channel_close(struct discover *d)

@@ -16,6 +16,8 @@ one port, the port `discover` names; each is a backend ADDRESS:PORT.
 Standard library only (run with /usr/bin/python3); every wait is bounded."""
 
 import copy
+import os
+import subprocess
 import time
 
 import pytest
@@ -251,3 +253,19 @@ def test_ipv6_addresses_are_bracketed(servers, dns, usher_factory):
     assert d["addresses"] == sorted(want)
     for b in pool_status(u)["backends"]:
         assert b["address"] == b["name"]
+
+
+def test_kubernetes_example_discovers(usher_bin, tmp_path):
+    """conf/kubernetes.yaml: its usher.yaml is valid and its pools discover
+    (so a missing Service cannot keep usher from starting)."""
+    repo = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+    text = open(os.path.join(repo, "conf", "kubernetes.yaml")).read()
+    lines = text.split("  usher.yaml: |\n", 1)[1].split("\n---\n", 1)[0].splitlines()
+    body = "\n".join(l[4:] for l in lines) + "\n"
+    path = tmp_path / "usher.yaml"
+    path.write_text(body)
+    p = subprocess.run([usher_bin, "-t", "-c", str(path)], capture_output=True, text=True,
+                       timeout=10)
+    assert (p.returncode, p.stdout, p.stderr) == (0, "configuration ok\n", "")
+    assert body.count("discover:") == 2 and "address:" not in body
+    assert text.count("clusterIP: None") == 2
