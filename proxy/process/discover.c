@@ -260,16 +260,6 @@ static bool answer_has(const struct answer *a, const char *name)
     return a->n && bsearch(&key, a->e, a->n, sizeof(*a->e), entry_cmp);
 }
 
-/* A name the config gives a static backend of the pool: the config's
- * backend wins, the address is not added twice. */
-static bool static_name(const struct conf_pool *cp, const char *name)
-{
-    for (size_t i = 0; i < cp->num_backends; i++)
-        if (strcmp(cp->backends[i].name, name) == 0)
-            return true;
-    return false;
-}
-
 static int apply_added(struct dpool *dp, const struct entry *e)
 {
     struct conf_backend cb = {.name = (char *)e->name, .weight = e->weight};
@@ -318,7 +308,7 @@ static void answer_good(struct dpool *dp, struct answer *ans)
             i++;
             continue;
         }
-        if (static_name(dp->cp, e->name) || apply_added(dp, e) < 0) {
+        if (apply_added(dp, e) < 0) {
             /* not in force: left out, so the next answer tries again */
             memmove(&ans->e[i], &ans->e[i + 1], (ans->n - i - 1) * sizeof(*ans->e));
             ans->n--;
