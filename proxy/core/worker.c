@@ -221,6 +221,11 @@ int worker_apply_discovered(struct worker *w, const struct conf_change *ch)
         remove_backend(w, ch->old_pool->name, ch->old_backend->name,
                        ch->old_pool->deregistration_delay, true);
         return 0;
+    case CONF_BACKEND_WEIGHT: {
+        struct pool *p = pool_find(w->pools, ch->new_pool->name);
+        struct server *s = p ? find_current(p, ch->new_backend->name, true) : NULL;
+        return s ? backend_reconfigure(s->hb, ch->new_pool, ch->new_backend) : 0;
+    }
     default:
         return 0;
     }

@@ -252,18 +252,23 @@ static int entry_cmp(const void *a, const void *b)
     return strcmp(((const struct entry *)a)->name, ((const struct entry *)b)->name);
 }
 
-static bool answer_has(const struct answer *a, const char *name)
+/* The entry of sorted <a> named <name>, or NULL. */
+static const struct entry *answer_find(const struct answer *a, const char *name)
 {
     struct entry key;
 
+    if (!a->n)
+        return NULL;
     snprintf(key.name, sizeof(key.name), "%s", name);
-    return a->n && bsearch(&key, a->e, a->n, sizeof(*a->e), entry_cmp);
+    return bsearch(&key, a->e, a->n, sizeof(*a->e), entry_cmp);
 }
 
-static int apply_added(struct dpool *dp, const struct entry *e)
+/* <kind>: CONF_BACKEND_ADDED, or CONF_BACKEND_WEIGHT for a listed one whose
+ * SRV weight changed. */
+static int apply_added(struct dpool *dp, const struct entry *e, enum conf_change_kind kind)
 {
     struct conf_backend cb = {.name = (char *)e->name, .weight = e->weight};
-    struct conf_change ch = {.kind = CONF_BACKEND_ADDED, .new_pool = dp->cp, .new_backend = &cb};
+    struct conf_change ch = {.kind = kind, .new_pool = dp->cp, .new_backend = &cb};
 
     cb.address.text = (char *)e->name;
     cb.address.host = (char *)e->host;
@@ -298,17 +303,20 @@ static void answer_good(struct dpool *dp, struct answer *ans)
 
     qsort(ans->e, ans->n, sizeof(*ans->e), entry_cmp);
     for (size_t i = 0; i < dp->cur.n; i++)
-        if (!answer_has(ans, dp->cur.e[i].name)) {
+        if (!answer_find(ans, dp->cur.e[i].name)) {
             apply_removed(dp, &dp->cur.e[i], dp->cp);
             removed++;
         }
     for (size_t i = 0; i < ans->n;) {
         const struct entry *e = &ans->e[i];
-        if (answer_has(&dp->cur, e->name)) {
+        const struct entry *had = answer_find(&dp->cur, e->name);
+        if (had) {
+            if (had->weight != e->weight)
+                apply_added(dp, e, CONF_BACKEND_WEIGHT);
             i++;
             continue;
         }
-        if (apply_added(dp, e) < 0) {
+        if (apply_added(dp, e, CONF_BACKEND_ADDED) < 0) {
             /* not in force: left out, so the next answer tries again */
             memmove(&ans->e[i], &ans->e[i + 1], (ans->n - i - 1) * sizeof(*ans->e));
             ans->n--;

@@ -192,6 +192,16 @@ static void test_answers(void)
     answer(dp, ARES_SUCCESS, "127.0.0.3", NULL);
     CHECK(find(w, "127.0.0.3:8080") && find(w, "127.0.0.3:8080")->discovered);
 
+    /* an SRV weight that changed follows */
+    struct answer w5 = {0};
+    struct sockaddr_in in = {.sin_family = AF_INET};
+    inet_pton(AF_INET, "127.0.0.3", &in.sin_addr);
+    CHECK(answer_add(&w5, (struct sockaddr *)&in, 8080, 5) == 0);
+    query_result(dp, ARES_SUCCESS, &w5);
+    answer_free(&w5);
+    CHECK_UINT(find(w, "127.0.0.3:8080")->hb->weight, 5);
+    CHECK_UINT(dp->cur.e[0].weight, 5);
+
     /* /status */
     struct hbuf o = {0};
     CHECK(discover_status_json(d, "blue", &o));
