@@ -76,6 +76,16 @@ struct backend_check {
     void (*done)(struct backend *b, enum hc_outcome outcome, const char *reason, int status);
 };
 
+/* What a binary upgrade hands over about one backend, so the new process
+ * starts where the old one was instead of a cold first health round. */
+struct backend_snapshot {
+    enum backend_state state;
+    enum backend_drain_reason drain_reason;
+    unsigned success_streak;
+    unsigned failure_streak;
+    bool checked_once;
+};
+
 struct backend {
     /* identity, from the config */
     char *pool_name;

@@ -215,6 +215,27 @@ static void check_done(struct backend *b, enum hc_outcome outcome, const char *r
     }
 }
 
+void backend_snapshot(const struct backend *b, struct backend_snapshot *snap)
+{
+    snap->state = b->state;
+    snap->drain_reason = b->drain_reason;
+    snap->success_streak = b->success_streak;
+    snap->failure_streak = b->failure_streak;
+    snap->checked_once = b->checked_once;
+}
+
+void backend_restore(struct backend *b, const struct backend_snapshot *snap)
+{
+    if (backend_removed(b) || snap->drain_reason == BACKEND_DRAIN_REMOVED ||
+        snap->drain_reason == BACKEND_DRAIN_DNS)
+        return;
+    b->success_streak = snap->success_streak;
+    b->failure_streak = snap->failure_streak;
+    b->checked_once = b->checked_once || snap->checked_once;
+    if (snap->state != b->state)
+        enter(b, snap->state, snap->drain_reason, "inherited", true);
+}
+
 static void drain_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct backend *b = container_of(w, struct backend, drain_timer);

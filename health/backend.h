@@ -29,6 +29,15 @@ void backend_remove(struct backend *b, conf_ms delay_ms);
  * the drain reason is BACKEND_DRAIN_DNS. */
 void backend_remove_dns(struct backend *b, conf_ms delay_ms);
 
+/* Fills <snap> with the state of <b> that an upgrade hands over. */
+void backend_snapshot(const struct backend *b, struct backend_snapshot *snap);
+
+/* Takes over the state an old process had for this backend (same pool,
+ * name and address): state, drain reason and check streaks. A drain it had
+ * for removal is not taken over (the new config decides). The transition is
+ * reported through the state_changed hook at a safe point. */
+void backend_restore(struct backend *b, const struct backend_snapshot *snap);
+
 /* Stops checks and timers and frees <b>. The proxy must hold no reference. */
 void backend_free(struct backend *b);
 

@@ -1,6 +1,7 @@
 #include "net.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <unistd.h>
@@ -64,4 +65,20 @@ fail:;
     close(fd);
     errno = saved;
     return -1;
+}
+
+int net_adopt_listener(int fd, const char **why)
+{
+    int listening = 0;
+    socklen_t len = sizeof(listening);
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0 || !listening) {
+        *why = "inherited socket is not listening";
+        return -1;
+    }
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+        *why = "inherited socket cannot be made non-blocking";
+        return -1;
+    }
+    return 0;
 }

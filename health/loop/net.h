@@ -31,4 +31,9 @@ int net_connect_result(int fd, int *err);
  * "listen failed") and errno kept. */
 int net_listen(const struct sockaddr *addr, socklen_t len, const char **why);
 
+/* Takes over a listening socket another process bound (systemd socket
+ * activation, the old process of an upgrade): makes it non-blocking and
+ * checks that it listens. Returns 0, or -1 with *<why> a static reason. */
+int net_adopt_listener(int fd, const char **why);
+
 #endif

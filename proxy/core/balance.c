@@ -90,6 +90,16 @@ struct server *balance_pick(struct listener *l, struct server *const *tried, uns
     return pick_round_robin(p, tried, num_tried);
 }
 
+bool balance_has_backend(const struct listener *l)
+{
+    for (size_t i = 0; i < l->num_slots; i++) {
+        const struct split_slot *s = &l->slots[i];
+        if (s->weight > 0 && s->pool && pool_has_candidate(s->pool, NULL, 0))
+            return true;
+    }
+    return false;
+}
+
 struct pool *pool_find(struct pool *pools, const char *name)
 {
     for (struct pool *p = pools; p; p = p->next)

@@ -14,6 +14,10 @@
 struct server *balance_pick(struct listener *l, struct server *const *tried, unsigned num_tried,
                             struct pool **pool_out);
 
+/* True if balance_pick could choose a backend for a new request on <l>
+ * now: a pool of its split with weight above 0 has a backend in rotation. */
+bool balance_has_backend(const struct listener *l);
+
 /* The runtime pool named <name> in the list <pools>, or NULL. */
 struct pool *pool_find(struct pool *pools, const char *name);
 

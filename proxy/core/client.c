@@ -22,6 +22,7 @@
 #include "../../health/loop/net.h"
 #include "../../parser/http1.h"
 #include "../base/log.h"
+#include "../base/metrics.h"
 #include "balance.h"
 #include "headers.h"
 #include "tls.h"
@@ -262,6 +263,7 @@ static void bind_upstream(struct client *c, struct upstream *u, struct pool *p, 
     side_attach(&c->up, u->fd, &transport_plain);
     u->server->inflight++;
     u->requests++;
+    c->x.upstream_at = now_of(c);
 }
 
 /* Detaches the upstream; it goes back to its pool if <reusable>. */
@@ -288,19 +290,41 @@ static unsigned status_class_of(const struct client *c)
     return (c->x.status >= 100 && c->x.status < 600) ? (unsigned)c->x.status / 100 : 0;
 }
 
-static void log_access(struct client *c, struct server *s)
+static const char *or_dash(const char *s)
+{
+    return s[0] ? s : "-";
+}
+
+static const char *protocol_of(const struct client *c)
+{
+    if (is_tcp_mode(c))
+        return "tcp";
+    if (!c->x.log_method[0])
+        return "-"; /* no request line was understood */
+    return c->x.req_minor == 0 ? "HTTP/1.0" : "HTTP/1.1";
+}
+
+static void log_access(struct client *c, struct server *s, double seconds)
 {
     if (!c->w->conf->log.access)
         return;
     bool routed = s && c->x.pool;
     log_kv(CONF_LOG_INFO, "access", LOG_STR("client", c->peer),
-           LOG_STR("listener", c->listener->name),
-           LOG_STR("method", c->x.log_method[0] ? c->x.log_method : "-"),
-           LOG_STR("path", c->x.log_path[0] ? c->x.log_path : "-"), LOG_INT("status", c->x.status),
-           LOG_UINT("bytes", c->x.bytes_out),
-           LOG_FLOAT("ms", (now_of(c) - c->x.started_at) * 1000.0, 1),
-           LOG_STR("pool", routed ? c->x.pool->name : "-"),
-           LOG_STR("backend", routed ? s->hb->name : "-"));
+           LOG_STR("listener", c->listener->name), LOG_STR("method", or_dash(c->x.log_method)),
+           LOG_STR("path", or_dash(c->x.log_path)), LOG_STR("protocol", protocol_of(c)),
+           LOG_STR("host", or_dash(c->x.log_host)), LOG_INT("status", c->x.status),
+           LOG_UINT("bytes", c->x.bytes_out), LOG_UINT("bytes_in", c->x.bytes_in),
+           LOG_FLOAT("ms", seconds * 1000.0, 1), LOG_STR("pool", routed ? c->x.pool->name : "-"),
+           LOG_STR("backend", routed ? s->hb->name : "-"),
+           LOG_STR("user_agent", or_dash(c->x.log_user_agent)),
+           LOG_STR("request_id", or_dash(c->x.request_id)));
+}
+
+/* Tunnels (a 101, TCP mode) last as long as their users want: their
+ * lifetime is no request duration, and would only fill the +Inf bucket. */
+static bool timed(const struct client *c)
+{
+    return !is_tcp_mode(c) && c->x.status != 101;
 }
 
 /* A request ends (answered or abandoned): counters and the access log. */
@@ -309,13 +333,23 @@ static void end_request(struct client *c)
     if (c->x.started_at == 0)
         return;
     struct server *s = c->upstream ? c->upstream->server : NULL;
+    struct listener *l = c->listener;
+    ev_tstamp now = now_of(c);
     unsigned cls = status_class_of(c);
-    c->listener->responses[cls]++;
+    l->responses[cls]++;
+    l->bytes_in += c->x.bytes_in;
+    l->bytes_out += c->x.bytes_out;
+    if (timed(c))
+        metrics_histogram_observe(&l->duration, now - c->x.started_at);
     if (s) {
         s->requests_total++;
         s->responses[cls]++;
+        s->bytes_in += c->x.bytes_in;
+        s->bytes_out += c->x.bytes_out;
+        if (timed(c))
+            metrics_histogram_observe(&s->duration, now - c->x.upstream_at);
     }
-    log_access(c, s);
+    log_access(c, s, now - c->x.started_at);
     c->x.started_at = 0;
 }
 
@@ -530,6 +564,15 @@ static void copy_for_log(char *dst, size_t cap, struct http1_slice s)
     dst[n] = '\0';
 }
 
+/* The first field of <m> named <name> (lowercase), or NULL. */
+static const struct http1_header *header_named(const struct http1_message *m, const char *name)
+{
+    for (size_t i = 0; i < m->num_headers; i++)
+        if (http1_slice_eq(m->headers[i].name, name))
+            return &m->headers[i];
+    return NULL;
+}
+
 /* The first token of an Upgrade field value (RFC 9110 7.8). */
 static void upgrade_protocol(char *dst, size_t cap, struct http1_slice v)
 {
@@ -553,9 +596,20 @@ static enum step start_request(struct client *c, struct http1_request *req)
                      (m->flags & HTTP1_F_CONN_UPGRADE);
     if (c->x.upgrading)
         upgrade_protocol(c->x.upgrade, sizeof(c->x.upgrade), m->upgrade);
+    c->x.bytes_in = m->head_len;
+    struct http1_slice rid;
+    bool client_rid = headers_request_id(m, &rid) && rid.len <= REQUEST_ID_MAX;
+    if (client_rid)
+        copy_for_log(c->x.request_id, sizeof(c->x.request_id), rid);
+    else
+        prng_hex128(&c->w->rng, c->x.request_id);
     if (c->w->conf->log.access) {
         copy_for_log(c->x.log_method, sizeof(c->x.log_method), req->method);
         copy_for_log(c->x.log_path, sizeof(c->x.log_path), req->target);
+        copy_for_log(c->x.log_host, sizeof(c->x.log_host), req->host);
+        const struct http1_header *ua = header_named(m, "user-agent");
+        if (ua)
+            copy_for_log(c->x.log_user_agent, sizeof(c->x.log_user_agent), ua->value);
     }
     body_start(&c->x.req_body, m, false);
 
@@ -568,6 +622,7 @@ static enum step start_request(struct client *c, struct http1_request *req)
         .client_addr = c->peer,
         .proto = c->listener->tls ? "https" : "http",
         .upgrade = c->x.upgrading,
+        .request_id = client_rid ? NULL : c->x.request_id,
     };
     if (headers_build_request(&c->x.req_head, req, &fi) < 0) {
         client_close(c);
@@ -578,6 +633,7 @@ static enum step start_request(struct client *c, struct http1_request *req)
     c->x.in_fwd = 0;
     if (body_frame(&c->x.req_body, in, &c->x.in_fwd) < 0)
         return respond_error(c, 400, c->x.req_body.chunked.error_reason, true);
+    c->x.bytes_in += c->x.in_fwd;
     return connect_upstream(c);
 }
 
@@ -861,8 +917,10 @@ static enum step on_forward(struct client *c)
             } else {
                 c->last_activity = now_of(c);
                 progress = STEP_PROGRESS;
+                size_t framed = x->in_fwd;
                 if (body_frame(&x->req_body, d->buf, &x->in_fwd) < 0)
                     return respond_error(c, 400, x->req_body.chunked.error_reason, true);
+                x->bytes_in += x->in_fwd - framed;
             }
         }
     }
@@ -942,6 +1000,8 @@ static enum step pump(struct client *c, struct side *from, struct side *to, stru
                 return STEP_CLOSED;
             } else {
                 from->eof = n == 0;
+                if (from == &c->down)
+                    c->x.bytes_in += (uint64_t)n;
                 c->last_activity = now_of(c);
                 progress = STEP_PROGRESS;
             }

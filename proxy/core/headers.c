@@ -19,6 +19,7 @@ enum field_kind {
     FIELD_CONTENT_LENGTH,  /* forwarded once, as the parsed number */
     FIELD_TRANSFER_CODING, /* Transfer-Encoding: forwarded as one list without empty elements */
     FIELD_HOST,            /* replaced by the target's authority in absolute-form */
+    FIELD_REQUEST_ID,      /* X-Request-Id: one forwarded, or one generated */
 };
 
 static enum field_kind field_kind(struct http1_slice name)
@@ -36,6 +37,8 @@ static enum field_kind field_kind(struct http1_slice name)
         return http1_slice_eq(name, "connection") || http1_slice_eq(name, "keep-alive")
                    ? FIELD_HOP_BY_HOP
                    : FIELD_END_TO_END;
+    case 12:
+        return http1_slice_eq(name, "x-request-id") ? FIELD_REQUEST_ID : FIELD_END_TO_END;
     case 14:
         return http1_slice_eq(name, "content-length") ? FIELD_CONTENT_LENGTH : FIELD_END_TO_END;
     case 15:
@@ -161,6 +164,7 @@ static int forward_field(struct hbuf *out, const struct http1_message *m,
         seen->te = true;
         return append_transfer_coding(out, m);
     case FIELD_HOST:
+    case FIELD_REQUEST_ID:
     case FIELD_END_TO_END:
         break;
     }
@@ -209,6 +213,16 @@ bool headers_trailer_dropped(struct http1_slice name)
     return false;
 }
 
+bool headers_request_id(const struct http1_message *m, struct http1_slice *id)
+{
+    for (size_t i = 0; i < m->num_headers; i++)
+        if (m->headers[i].value.len > 0 && field_kind(m->headers[i].name) == FIELD_REQUEST_ID) {
+            *id = m->headers[i].value;
+            return true;
+        }
+    return false;
+}
+
 int headers_build_request(struct hbuf *out, const struct http1_request *req,
                           const struct forward_info *fi)
 {
@@ -232,7 +246,7 @@ int headers_build_request(struct hbuf *out, const struct http1_request *req,
         rc |= hbuf_append(out, "\r\n", 2);
     }
 
-    bool has_xff = false;
+    bool has_xff = false, rid_sent = false;
     struct framing_seen seen = {false, false};
     for (size_t i = 0; i < m->num_headers; i++) {
         const struct http1_header *h = &m->headers[i];
@@ -240,6 +254,14 @@ int headers_build_request(struct hbuf *out, const struct http1_request *req,
         has_xff |= k == FIELD_XFF;
         if (k == FIELD_HOST && absolute)
             continue;
+        if (k == FIELD_REQUEST_ID) {
+            /* the id the access log names: whatever Connection says */
+            if (!fi->request_id && !rid_sent && h->value.len > 0) {
+                rc |= append_field(out, h);
+                rid_sent = true;
+            }
+            continue;
+        }
         rc |= forward_field(out, m, h, k, &ct, &seen);
     }
 
@@ -259,6 +281,11 @@ int headers_build_request(struct hbuf *out, const struct http1_request *req,
     if (req->host.len) {
         rc |= hbuf_append_str(out, "X-Forwarded-Host: ");
         rc |= hbuf_append(out, req->host.ptr, req->host.len);
+        rc |= hbuf_append(out, "\r\n", 2);
+    }
+    if (fi->request_id) {
+        rc |= hbuf_append_str(out, "X-Request-Id: ");
+        rc |= hbuf_append_str(out, fi->request_id);
         rc |= hbuf_append(out, "\r\n", 2);
     }
     if (fi->upgrade) {

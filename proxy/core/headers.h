@@ -13,7 +13,13 @@ struct forward_info {
     const char *client_addr; /* appended to X-Forwarded-For */
     const char *proto;       /* X-Forwarded-Proto: "http" or "https" */
     bool upgrade;            /* keep Upgrade and send Connection: upgrade */
+    /* X-Request-Id to send: the client sent none usable (NULL: it did, and
+     * its first non-empty one is forwarded, later ones dropped) */
+    const char *request_id;
 };
+
+/* The first non-empty X-Request-Id of <m> in *<id>. Returns false if none. */
+bool headers_request_id(const struct http1_message *m, struct http1_slice *id);
 
 /* Appends the upstream request head for <req> to <out>. Returns 0 or -1. */
 int headers_build_request(struct hbuf *out, const struct http1_request *req,

@@ -55,7 +55,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
     accept_batch(container_of(io, struct listener, io), ACCEPT_BATCH, false);
 }
 
-struct listener *listener_open(struct ev_loop *loop, const struct conf_listener *cl,
+struct listener *listener_open(struct ev_loop *loop, const struct conf_listener *cl, int fd,
                                struct ssl_ctx_st *tls_ctx, const struct listener_ops *ops,
                                void *owner, const char **err)
 {
@@ -74,9 +74,17 @@ struct listener *listener_open(struct ev_loop *loop, const struct conf_listener 
     l->protocol = cl->protocol;
     l->tls = cl->tls.enabled;
     l->tls_ctx = tls_ctx;
-    l->fd = net_listen((const struct sockaddr *)&cl->bind.sa, cl->bind.sa_len, err);
-    if (l->fd < 0)
-        goto fail;
+    if (fd >= 0) {
+        if (net_adopt_listener(fd, err) < 0) {
+            l->fd = -1;
+            goto fail;
+        }
+        l->fd = fd;
+    } else {
+        l->fd = net_listen((const struct sockaddr *)&cl->bind.sa, cl->bind.sa_len, err);
+        if (l->fd < 0)
+            goto fail;
+    }
     ev_io_init(&l->io, accept_cb, l->fd, EV_READ);
     return l;
 fail:;
@@ -142,6 +150,12 @@ static void close_socket(struct listener *l)
     l->closed = true;
 }
 
+void listener_release(struct listener *l)
+{
+    if (!l->closed)
+        close_socket(l);
+}
+
 void listener_close(struct listener *l)
 {
     if (l->closed)
@@ -156,8 +170,7 @@ void listener_free(struct listener *l)
 {
     if (!l)
         return;
-    if (!l->closed)
-        close_socket(l); /* a prepared listener of a failed reload: nothing is accepted */
+    listener_release(l); /* a prepared listener of a failed reload: nothing is accepted */
     free(l->slots);
     tls_context_free(l->tls_ctx);
     free(l->name);

@@ -5,11 +5,12 @@
 
 #include "worker-t.h"
 
-/* Binds and listens for <cl> (not accepting yet). <tls_ctx> (NULL for a
+/* Binds and listens for <cl> (not accepting yet), or takes over the
+ * listening socket <fd> when it is >= 0 (inherited). <tls_ctx> (NULL for a
  * plain listener) passes to the listener on success. Accepted connections
  * go to <ops> with <owner>. Returns the listener, or NULL with *<err> set to
- * a static reason and errno kept. */
-struct listener *listener_open(struct ev_loop *loop, const struct conf_listener *cl,
+ * a static reason and errno kept (an inherited <fd> is then the caller's). */
+struct listener *listener_open(struct ev_loop *loop, const struct conf_listener *cl, int fd,
                                struct ssl_ctx_st *tls_ctx, const struct listener_ops *ops,
                                void *owner, const char **err);
 
@@ -26,6 +27,10 @@ void listener_pause(struct listener *l);
 /* Accepts what the kernel already queued, then closes the socket: no new
  * connections. Open ones continue. */
 void listener_close(struct listener *l);
+
+/* Closes this process's descriptor of the socket without accepting: the
+ * socket lives on where another process holds it (upgrade hand-over). */
+void listener_release(struct listener *l);
 
 /* Frees <l>. A socket still open is closed without accepting (a listener
  * prepared by a reload that failed). Its connections must be gone. */

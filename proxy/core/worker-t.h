@@ -12,6 +12,8 @@
 #include "../../health/loop/list.h"
 #include "../../parser/http1-t.h"
 #include "../base/buf.h"
+#include "../base/metrics-t.h"
+#include "../base/prng.h"
 #include "body.h"
 #include "transport.h"
 
@@ -53,7 +55,10 @@ struct server {
     uint64_t requests_total;
     uint64_t responses[STATUS_CLASSES];
     uint64_t connect_failures;
-    int64_t rr_current; /* smooth weighted round robin state */
+    uint64_t bytes_in;  /* from clients, requests it served (head and body), at their end */
+    uint64_t bytes_out; /* to clients, its responses, at their end */
+    struct metrics_histogram duration; /* backend chosen -> response complete */
+    int64_t rr_current;                /* smooth weighted round robin state */
 };
 
 /* One entry of a listener's runtime split. */
@@ -92,6 +97,9 @@ struct listener {
     unsigned connections; /* client connections accepted here and still open */
     uint64_t accepted_total;
     uint64_t responses[STATUS_CLASSES];
+    uint64_t bytes_in;                 /* from clients (heads, bodies, tunnels), at request end */
+    uint64_t bytes_out;                /* to clients, at request end */
+    struct metrics_histogram duration; /* request head complete -> request end (not tunnels) */
     struct split_slot *slots;
     size_t num_slots;
     struct listener *next;
@@ -113,6 +121,10 @@ enum client_state {
  * fleet from holding a client for many connect timeouts. */
 #define MAX_ATTEMPTS 8
 
+/* Longest X-Request-Id taken from a client; a longer one is replaced by
+ * a generated id (the id in the log must be the one forwarded). */
+#define REQUEST_ID_MAX 128
+
 /* One request and its response on a client connection. It is zeroed when
  * the exchange begins, so nothing of the previous one can leak into it. */
 struct exchange {
@@ -129,13 +141,18 @@ struct exchange {
     struct body_state res_body;
     size_t in_fwd;  /* bytes at the front of the client side's buffer ready to go upstream */
     size_t out_fwd; /* bytes at the front of the upstream side's buffer ready for the client */
-    struct hbuf req_head; /* rebuilt request head for the upstream */
-    struct hbuf res_head; /* rebuilt response head (or usher's own response) */
-    int status;           /* response status sent, 0 if none */
-    uint64_t bytes_out;   /* bytes sent to the client for this request */
-    ev_tstamp started_at; /* request head complete (0: no request in progress) */
+    struct hbuf req_head;  /* rebuilt request head for the upstream */
+    struct hbuf res_head;  /* rebuilt response head (or usher's own response) */
+    int status;            /* response status sent, 0 if none */
+    uint64_t bytes_out;    /* bytes sent to the client for this request */
+    uint64_t bytes_in;     /* bytes received from the client for it: head, body, tunnel */
+    ev_tstamp started_at;  /* request head complete (0: no request in progress) */
+    ev_tstamp upstream_at; /* a backend was chosen for it (0: none yet) */
+    char request_id[REQUEST_ID_MAX + 1]; /* the client's X-Request-Id, or the one generated */
     char log_method[16];
     char log_path[128];
+    char log_host[128];
+    char log_user_agent[128];
     struct pool *pool; /* pool of the chosen backend */
     struct server *tried[MAX_ATTEMPTS];
     unsigned attempts;
@@ -238,6 +255,7 @@ struct worker {
     unsigned max_fds;       /* descriptors client and upstream connections may use */
     uint64_t accept_paused; /* times accepting paused (limit or EMFILE) */
     ev_tstamp started_at;
+    struct prng rng; /* request ids: per worker, seeded from getrandom() */
 };
 
 #endif

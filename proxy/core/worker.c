@@ -281,10 +281,10 @@ static const struct listener_ops listener_ops = {
     .accept_failed = on_accept_failed,
 };
 
-struct listener *worker_listener_open(struct worker *w, const struct conf_listener *cl,
+struct listener *worker_listener_open(struct worker *w, const struct conf_listener *cl, int fd,
                                       struct ssl_ctx_st *tls_ctx, const char **err)
 {
-    return listener_open(w->loop, cl, tls_ctx, &listener_ops, w, err);
+    return listener_open(w->loop, cl, fd, tls_ctx, &listener_ops, w, err);
 }
 
 void worker_listener_add(struct worker *w, struct listener *l)
@@ -332,6 +332,13 @@ void worker_accept_resume(struct worker *w)
         return;
     for (struct listener *l = w->listeners; l; l = l->next)
         listener_resume(l);
+}
+
+void worker_release_listeners(struct worker *w)
+{
+    for (struct listener *l = w->listeners; l; l = l->next)
+        listener_release(l);
+    ev_timer_stop(w->loop, &w->accept_retry);
 }
 
 void worker_close_listeners(struct worker *w)
@@ -509,6 +516,8 @@ struct worker *worker_new(struct ev_loop *loop, struct conf *conf, const struct 
     ev_prepare_init(&w->reaper, reaper_cb);
     ev_timer_init(&w->accept_retry, accept_retry_cb, 0., 0.);
     w->started_at = ev_now(loop);
+    if (prng_seed(&w->rng) < 0)
+        log_warn("getrandom failed", "fallback=clock");
     return w;
 }
 

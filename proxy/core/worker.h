@@ -38,9 +38,10 @@ int worker_apply_discovered(struct worker *w, const struct conf_change *ch);
  * (NULL for removed ones), limits follow it. */
 void worker_commit_conf(struct worker *w, struct conf *nc);
 
-/* Binds a listener for <cl> whose connections this worker serves (not
- * accepting yet); <tls_ctx> passes to it on success. NULL with *<err>. */
-struct listener *worker_listener_open(struct worker *w, const struct conf_listener *cl,
+/* Binds a listener for <cl> (or adopts the inherited listening socket <fd>
+ * when >= 0) whose connections this worker serves (not accepting yet);
+ * <tls_ctx> passes to it on success. NULL with *<err>. */
+struct listener *worker_listener_open(struct worker *w, const struct conf_listener *cl, int fd,
                                       struct ssl_ctx_st *tls_ctx, const char **err);
 
 /* Appends an opened listener to the worker's list. */
@@ -62,6 +63,11 @@ void worker_accept_resume(struct worker *w);
  * close idle keep-alive connections (serving requests that already
  * arrived); close every client connection now. */
 void worker_close_listeners(struct worker *w);
+
+/* Upgrade hand-over: stop accepting and close this process's descriptors
+ * of every listening socket without accepting: the sockets (and their
+ * queues) live on in the new process, which accepts from them. */
+void worker_release_listeners(struct worker *w);
 void worker_shutdown_idle(struct worker *w);
 void worker_close_clients(struct worker *w);
 

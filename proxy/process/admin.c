@@ -14,9 +14,14 @@
 #include "../../health/loop/list.h"
 #include "../../health/loop/net.h"
 #include "../base/log.h"
+#include "../base/metrics.h"
+#include "../core/balance.h"
 #include "../core/worker.h"
 #include "discover.h"
 #include "process-t.h"
+#include "sysd.h"
+#include "upgrade.h"
+#include "usher_commit.h"
 
 /* An admin request head must fit here; anything larger is not ours. */
 #define ADMIN_HEAD_MAX 8192
@@ -52,6 +57,24 @@ static void conn_free(struct admin_conn *ac)
     list_remove(&ac->link);
     hbuf_free(&ac->out);
     free(ac);
+}
+
+/* ---- readiness ----------------------------------------------------------- */
+
+/* Why /ready answers 503, or NULL when it answers 200: not running yet (or
+ * draining), or, with admin.ready_requires_backends, a listener that still
+ * accepts but could route a new request nowhere. A static string. */
+static const char *not_ready_reason(const struct process *proc)
+{
+    const struct worker *w = proc->w;
+    if (!worker_ready(w))
+        return worker_state_str(w->state);
+    if (!w->conf->admin.ready_requires_backends)
+        return NULL;
+    for (const struct listener *l = w->listeners; l; l = l->next)
+        if (!l->closed && !balance_has_backend(l))
+            return "no backend in rotation";
+    return NULL;
 }
 
 static void status_backend(struct hbuf *o, struct worker *w, const struct server *s)
@@ -95,10 +118,15 @@ static void build_status(struct hbuf *o, struct process *proc)
     hbuf_printf(o,
                 "{\"state\":\"%s\",\"ready\":%s,\"generation\":%llu,\"pid\":%d,"
                 "\"uptime_s\":%.1f,\"connections\":%u,\"config\":",
-                worker_state_str(w->state), worker_ready(w) ? "true" : "false",
+                worker_state_str(w->state), not_ready_reason(proc) ? "false" : "true",
                 (unsigned long long)w->generation, (int)getpid(), now - w->started_at,
                 w->num_clients);
     log_json_str(o, w->conf->path);
+    if (proc->upgrade.role == UPGRADE_NONE)
+        hbuf_append_str(o, ",\"upgrade\":null");
+    else
+        hbuf_printf(o, ",\"upgrade\":{\"role\":\"%s\",\"peer_pid\":%d}",
+                    upgrade_role_str(proc->upgrade.role), proc->upgrade.peer_pid);
     if (w->state == WORKER_DRAINING)
         hbuf_printf(o, ",\"shutdown_remaining_ms\":%.0f", (proc->drain_deadline - now) * 1000.0);
     hbuf_printf(o, ",\"reloads\":{\"ok\":%llu,\"error\":%llu},\"listeners\":[",
@@ -156,139 +184,256 @@ static void build_status(struct hbuf *o, struct process *proc)
 static const char *const status_class[STATUS_CLASSES] = {"none", "1xx", "2xx",    "3xx",
                                                          "4xx",  "5xx", "aborted"};
 
-static void build_metrics(struct hbuf *o, struct process *proc)
+/* Every label set goes through metrics_labels (values escaped); <l> is
+ * reused and kept NUL-terminated for "%s". */
+static const char *labels_end(struct hbuf *l)
 {
-    struct worker *w = proc->w;
-    hbuf_printf(o,
-                "# HELP usher_up 1 while the process runs.\n# TYPE usher_up gauge\nusher_up 1\n");
-    hbuf_printf(o, "# TYPE usher_ready gauge\nusher_ready %d\n", worker_ready(w) ? 1 : 0);
-    hbuf_printf(o, "# TYPE usher_draining gauge\nusher_draining %d\n",
-                w->state >= WORKER_DRAIN_DELAY ? 1 : 0);
-    hbuf_printf(o, "# TYPE usher_drain_connections_left gauge\nusher_drain_connections_left %u\n",
-                w->state >= WORKER_DRAIN_DELAY ? w->num_clients : 0);
-    hbuf_printf(o, "# TYPE usher_config_generation gauge\nusher_config_generation %llu\n",
-                (unsigned long long)w->generation);
-    hbuf_printf(o,
-                "# HELP usher_config_reloads_total Config reloads by result.\n"
-                "# TYPE usher_config_reloads_total counter\n"
-                "usher_config_reloads_total{result=\"ok\"} %llu\n"
-                "usher_config_reloads_total{result=\"error\"} %llu\n",
-                (unsigned long long)proc->reloads_ok, (unsigned long long)proc->reloads_error);
-    hbuf_printf(o, "# TYPE usher_accept_paused_total counter\nusher_accept_paused_total %llu\n",
-                (unsigned long long)w->accept_paused);
+    if (hbuf_append(l, "", 1) < 0)
+        return "";
+    l->len--;
+    return l->data;
+}
 
-    hbuf_append_str(o, "# TYPE usher_client_connections gauge\n");
-    for (struct listener *l = w->listeners; l; l = l->next)
-        hbuf_printf(o, "usher_client_connections{listener=\"%s\"} %u\n", l->name, l->connections);
-    hbuf_append_str(o, "# TYPE usher_client_connections_accepted_total counter\n");
-    for (struct listener *l = w->listeners; l; l = l->next)
-        hbuf_printf(o, "usher_client_connections_accepted_total{listener=\"%s\"} %llu\n", l->name,
-                    (unsigned long long)l->accepted_total);
-    hbuf_append_str(o, "# HELP usher_requests_total Responses by listener and status class.\n"
-                       "# TYPE usher_requests_total counter\n");
-    for (struct listener *l = w->listeners; l; l = l->next)
-        for (int k = 1; k < STATUS_CLASSES; k++)
-            hbuf_printf(o, "usher_requests_total{listener=\"%s\",code=\"%s\"} %llu\n", l->name,
-                        status_class[k], (unsigned long long)l->responses[k]);
+static const char *listener_labels(struct hbuf *l, const struct listener *li)
+{
+    l->len = 0;
+    metrics_labels(l, "listener", li->name, NULL);
+    return labels_end(l);
+}
 
-    static const enum backend_state states[] = {BACKEND_CHECKING, BACKEND_HEALTHY,
-                                                BACKEND_UNHEALTHY, BACKEND_DRAINING};
-    hbuf_append_str(o, "# TYPE usher_backend_state gauge\n");
-    for (struct pool *p = w->pools; p; p = p->next)
-        for (size_t i = 0; i < p->num_servers; i++)
-            for (size_t s = 0; s < sizeof(states) / sizeof(states[0]); s++)
-                hbuf_printf(o, "usher_backend_state{pool=\"%s\",backend=\"%s\",state=\"%s\"} %d\n",
-                            p->name, p->servers[i]->hb->name, backend_state_str(states[s]),
-                            p->servers[i]->hb->state == states[s]);
-#define PER_BACKEND(metric, type, fmt, expr)                                                       \
+static const char *backend_labels(struct hbuf *l, const struct pool *p, const struct server *s)
+{
+    l->len = 0;
+    metrics_labels(l, "pool", p->name, "backend", s->hb->name, NULL);
+    return labels_end(l);
+}
+
+static double drain_remaining(const struct backend *b, ev_tstamp now)
+{
+    if (b->state != BACKEND_DRAINING || b->drain_deadline <= now)
+        return 0.0;
+    return b->drain_deadline - now;
+}
+
+/* One family per call: HELP, TYPE, then one sample per backend of every
+ * pool (removed ones still draining included). */
+#define PER_BACKEND(metric, type, help, fmt, expr)                                                 \
     do {                                                                                           \
-        hbuf_append_str(o, "# TYPE " metric " " type "\n");                                        \
+        metrics_family(o, metric, type, help);                                                     \
         for (struct pool *p = w->pools; p; p = p->next)                                            \
             for (size_t i = 0; i < p->num_servers; i++) {                                          \
                 const struct server *s = p->servers[i];                                            \
                 const struct backend *b = s->hb;                                                   \
-                hbuf_printf(o, metric "{pool=\"%s\",backend=\"%s\"} " fmt "\n", p->name, b->name,  \
-                            expr);                                                                 \
+                (void)b;                                                                           \
+                hbuf_printf(o, metric "{%s} " fmt "\n", backend_labels(&lb, p, s), expr);          \
             }                                                                                      \
     } while (0)
-    PER_BACKEND("usher_backend_active_connections", "gauge", "%u", b->connections);
-    PER_BACKEND("usher_backend_inflight_requests", "gauge", "%u", s->inflight);
-    PER_BACKEND("usher_backend_requests_total", "counter", "%llu",
-                (unsigned long long)s->requests_total);
-    PER_BACKEND("usher_backend_connect_failures_total", "counter", "%llu",
+
+#define PER_LISTENER(metric, type, help, fmt, expr)                                                \
+    do {                                                                                           \
+        metrics_family(o, metric, type, help);                                                     \
+        for (struct listener *li = w->listeners; li; li = li->next)                                \
+            hbuf_printf(o, metric "{%s} " fmt "\n", listener_labels(&lb, li), expr);               \
+    } while (0)
+
+static void build_metrics(struct hbuf *o, struct process *proc)
+{
+    struct worker *w = proc->w;
+    ev_tstamp now = ev_now(w->loop);
+    bool draining = w->state >= WORKER_DRAIN_DELAY;
+    struct hbuf lb = {0};
+
+    metrics_family(o, "usher_up", "gauge", "1 while the process runs.");
+    hbuf_append_str(o, "usher_up 1\n");
+    metrics_family(o, "usher_build_info", "gauge", "The running build: always 1.");
+    lb.len = 0;
+    metrics_labels(&lb, "version", USHER_VERSION, "commit", USHER_COMMIT, NULL);
+    hbuf_printf(o, "usher_build_info{%s} 1\n", labels_end(&lb));
+    metrics_family(o, "usher_ready", "gauge", "1 while /ready answers 200.");
+    hbuf_printf(o, "usher_ready %d\n", not_ready_reason(proc) ? 0 : 1);
+    metrics_family(o, "usher_draining", "gauge", "1 while the process drains (after SIGTERM).");
+    hbuf_printf(o, "usher_draining %d\n", draining ? 1 : 0);
+    metrics_family(o, "usher_drain_connections_left", "gauge",
+                   "Client connections still open while the process drains (0 otherwise).");
+    hbuf_printf(o, "usher_drain_connections_left %u\n", draining ? w->num_clients : 0);
+    /* the shutdown timeout runs from the end of shutdown.drain_delay */
+    bool cutting = w->state == WORKER_DRAINING && proc->drain_deadline > now;
+    metrics_family(o, "usher_drain_remaining_seconds", "gauge",
+                   "Seconds until the shutdown timeout cuts the connections left (0 before "
+                   "the drain delay ended, and when not draining).");
+    hbuf_printf(o, "usher_drain_remaining_seconds %.3f\n",
+                cutting ? proc->drain_deadline - now : 0.0);
+    metrics_family(o, "usher_config_generation", "gauge",
+                   "Config generation in force: 1 at start, +1 per successful reload.");
+    hbuf_printf(o, "usher_config_generation %llu\n", (unsigned long long)w->generation);
+    metrics_family(o, "usher_config_reloads_total", "counter", "Config reloads by result.");
+    hbuf_printf(o,
+                "usher_config_reloads_total{result=\"ok\"} %llu\n"
+                "usher_config_reloads_total{result=\"error\"} %llu\n",
+                (unsigned long long)proc->reloads_ok, (unsigned long long)proc->reloads_error);
+    metrics_family(o, "usher_accept_paused_total", "counter",
+                   "Times accepting paused (limits.max_connections reached, or out of "
+                   "descriptors).");
+    hbuf_printf(o, "usher_accept_paused_total %llu\n", (unsigned long long)w->accept_paused);
+
+    PER_LISTENER("usher_client_connections", "gauge", "Open client connections by listener.", "%u",
+                 li->connections);
+    PER_LISTENER("usher_client_connections_accepted_total", "counter",
+                 "Client connections accepted by listener.", "%llu",
+                 (unsigned long long)li->accepted_total);
+    metrics_family(o, "usher_requests_total", "counter",
+                   "Requests by listener and response status class; code=\"aborted\": the "
+                   "response was cut short after its head went out.");
+    for (struct listener *li = w->listeners; li; li = li->next) {
+        const char *ll = listener_labels(&lb, li);
+        for (int k = 1; k < STATUS_CLASSES; k++)
+            hbuf_printf(o, "usher_requests_total{%s,code=\"%s\"} %llu\n", ll, status_class[k],
+                        (unsigned long long)li->responses[k]);
+    }
+    metrics_family(o, "usher_request_duration_seconds", "histogram",
+                   "Request head complete to response complete, by listener (tunnels and "
+                   "TCP sessions not included).");
+    for (struct listener *li = w->listeners; li; li = li->next)
+        metrics_histogram_write(o, "usher_request_duration_seconds", listener_labels(&lb, li),
+                                &li->duration);
+    PER_LISTENER("usher_request_bytes_total", "counter",
+                 "Bytes received from clients (request heads, bodies, tunnelled bytes), counted "
+                 "when the request ends.",
+                 "%llu", (unsigned long long)li->bytes_in);
+    PER_LISTENER("usher_response_bytes_total", "counter",
+                 "Bytes sent to clients, counted when the request ends.", "%llu",
+                 (unsigned long long)li->bytes_out);
+
+    static const enum backend_state states[] = {BACKEND_CHECKING, BACKEND_HEALTHY,
+                                                BACKEND_UNHEALTHY, BACKEND_DRAINING};
+    metrics_family(o, "usher_backend_state", "gauge",
+                   "1 for the state a backend is in, 0 for the others.");
+    for (struct pool *p = w->pools; p; p = p->next)
+        for (size_t i = 0; i < p->num_servers; i++) {
+            const char *bl = backend_labels(&lb, p, p->servers[i]);
+            for (size_t k = 0; k < sizeof(states) / sizeof(states[0]); k++)
+                hbuf_printf(o, "usher_backend_state{%s,state=\"%s\"} %d\n", bl,
+                            backend_state_str(states[k]), p->servers[i]->hb->state == states[k]);
+        }
+    PER_BACKEND("usher_backend_active_connections", "gauge",
+                "Open connections to the backend (in use and pooled).", "%u", b->connections);
+    PER_BACKEND("usher_backend_inflight_requests", "gauge", "Requests in flight to the backend.",
+                "%u", s->inflight);
+    PER_BACKEND("usher_backend_requests_total", "counter", "Requests the backend was given.",
+                "%llu", (unsigned long long)s->requests_total);
+    PER_BACKEND("usher_backend_connect_failures_total", "counter",
+                "Connects to the backend that failed or timed out.", "%llu",
                 (unsigned long long)s->connect_failures);
-    PER_BACKEND("usher_backend_drain_remaining_seconds", "gauge", "%.3f",
-                b->state == BACKEND_DRAINING && b->drain_deadline > ev_now(w->loop)
-                    ? b->drain_deadline - ev_now(w->loop)
-                    : 0.0);
-#undef PER_BACKEND
-    hbuf_append_str(o, "# TYPE usher_backend_responses_total counter\n");
+    PER_BACKEND("usher_backend_drain_remaining_seconds", "gauge",
+                "Seconds until a draining backend's deadline closes what is left (0 when not "
+                "draining).",
+                "%.3f", drain_remaining(b, now));
+    PER_BACKEND("usher_backend_drain_connections", "gauge",
+                "Connections a draining backend still has (0 when not draining).", "%u",
+                b->state == BACKEND_DRAINING ? b->connections : 0);
+    metrics_family(o, "usher_backend_responses_total", "counter",
+                   "Requests by backend and response status class (code=\"aborted\": cut short "
+                   "after the head went out).");
+    for (struct pool *p = w->pools; p; p = p->next)
+        for (size_t i = 0; i < p->num_servers; i++) {
+            const char *bl = backend_labels(&lb, p, p->servers[i]);
+            for (int k = 1; k < STATUS_CLASSES; k++)
+                hbuf_printf(o, "usher_backend_responses_total{%s,code=\"%s\"} %llu\n", bl,
+                            status_class[k], (unsigned long long)p->servers[i]->responses[k]);
+        }
+    metrics_family(o, "usher_backend_response_duration_seconds", "histogram",
+                   "Backend chosen (connect or pooled connection) to response complete.");
     for (struct pool *p = w->pools; p; p = p->next)
         for (size_t i = 0; i < p->num_servers; i++)
-            for (int k = 1; k < STATUS_CLASSES; k++)
-                hbuf_printf(
-                    o,
-                    "usher_backend_responses_total{pool=\"%s\",backend=\"%s\",code=\"%s\"} %llu\n",
-                    p->name, p->servers[i]->hb->name, status_class[k],
-                    (unsigned long long)p->servers[i]->responses[k]);
-    hbuf_append_str(o, "# TYPE usher_health_checks_total counter\n");
+            metrics_histogram_write(o, "usher_backend_response_duration_seconds",
+                                    backend_labels(&lb, p, p->servers[i]),
+                                    &p->servers[i]->duration);
+    PER_BACKEND("usher_backend_request_bytes_total", "counter",
+                "Bytes received from clients for requests the backend served, counted when the "
+                "request ends.",
+                "%llu", (unsigned long long)s->bytes_in);
+    PER_BACKEND("usher_backend_response_bytes_total", "counter",
+                "Bytes sent to clients for the backend's responses, counted when the request "
+                "ends.",
+                "%llu", (unsigned long long)s->bytes_out);
+    metrics_family(o, "usher_health_checks_total", "counter", "Health checks by result.");
     for (struct pool *p = w->pools; p; p = p->next)
         for (size_t i = 0; i < p->num_servers; i++) {
             const struct backend *b = p->servers[i]->hb;
-            hbuf_printf(
-                o, "usher_health_checks_total{pool=\"%s\",backend=\"%s\",result=\"ok\"} %llu\n",
-                p->name, b->name, (unsigned long long)b->checks_ok);
-            hbuf_printf(
-                o, "usher_health_checks_total{pool=\"%s\",backend=\"%s\",result=\"fail\"} %llu\n",
-                p->name, b->name, (unsigned long long)b->checks_failed);
+            const char *bl = backend_labels(&lb, p, p->servers[i]);
+            hbuf_printf(o, "usher_health_checks_total{%s,result=\"ok\"} %llu\n", bl,
+                        (unsigned long long)b->checks_ok);
+            hbuf_printf(o, "usher_health_checks_total{%s,result=\"fail\"} %llu\n", bl,
+                        (unsigned long long)b->checks_failed);
         }
+    hbuf_free(&lb);
 }
+#undef PER_BACKEND
+#undef PER_LISTENER
 
 /* ---- request handling ---------------------------------------------------- */
 
+/* <allow>: the Allow field of a 405 (RFC 9110 15.5.6), else NULL. A HEAD
+ * answer carries the head a GET would get, Content-Length included. */
 static void respond(struct admin_conn *ac, int status, const char *type, struct hbuf *body,
-                    bool head_only)
+                    bool head_only, const char *allow)
 {
     hbuf_printf(&ac->out,
                 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+                "Cache-Control: no-store\r\nConnection: close\r\n",
                 status, http1_status_text(status), type, body->len);
+    if (allow)
+        hbuf_printf(&ac->out, "Allow: %s\r\n", allow);
+    hbuf_append_str(&ac->out, "\r\n");
     if (!head_only)
         hbuf_append(&ac->out, body->data, body->len);
 }
 
+/* The read-only endpoints: GET, and HEAD wherever GET works. */
+#define ADMIN_ALLOW_GET "GET, HEAD"
+
+static bool is_get_endpoint(struct http1_slice path)
+{
+    return http1_slice_eq(path, "/live") || http1_slice_eq(path, "/ready") ||
+           http1_slice_eq(path, "/status") || http1_slice_eq(path, "/metrics");
+}
+
 static void route(struct admin_conn *ac, const struct http1_request *req)
 {
-    struct worker *w = ac->admin->w;
     struct hbuf body = {0};
     int status = 200;
     const char *type = "text/plain; charset=utf-8";
+    const char *allow = NULL;
     struct http1_slice path = req->target;
     const char *q = memchr(path.ptr, '?', path.len);
     if (q)
         path.len = (size_t)(q - path.ptr);
 
     bool get = req->method_id == HTTP1_METHOD_GET || req->method_id == HTTP1_METHOD_HEAD;
-    if (!get) {
+    if (!get && is_get_endpoint(path)) {
         status = 405;
+        allow = ADMIN_ALLOW_GET;
         hbuf_append_str(&body, "405 Method Not Allowed\n");
+    } else if (!get) {
+        status = 404;
+        hbuf_append_str(&body, "404 Not Found\n");
     } else if (http1_slice_eq(path, "/live")) {
         hbuf_append_str(&body, "live\n");
     } else if (http1_slice_eq(path, "/ready")) {
-        bool ready = worker_ready(w);
-        status = ready ? 200 : 503;
-        hbuf_printf(&body, "%s\n", ready ? "ready" : worker_state_str(w->state));
+        const char *why = not_ready_reason(ac->admin->proc);
+        status = why ? 503 : 200;
+        hbuf_printf(&body, "%s\n", why ? why : "ready");
     } else if (http1_slice_eq(path, "/status")) {
         type = "application/json";
         build_status(&body, ac->admin->proc);
     } else if (http1_slice_eq(path, "/metrics")) {
-        type = "text/plain; version=0.0.4";
+        type = "text/plain; version=0.0.4; charset=utf-8";
         build_metrics(&body, ac->admin->proc);
     } else {
         status = 404;
         hbuf_append_str(&body, "404 Not Found\n");
     }
-    respond(ac, status, type, &body, req->method_id == HTTP1_METHOD_HEAD);
+    respond(ac, status, type, &body, req->method_id == HTTP1_METHOD_HEAD, allow);
     hbuf_free(&body);
 }
 
@@ -318,7 +463,7 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *io, int revents)
             struct hbuf body = {0};
             int status = rc == HTTP1_ERROR ? req.msg.error_status : 431;
             hbuf_printf(&body, "%d %s\n", status, http1_status_text(status));
-            respond(ac, status, "text/plain", &body, false);
+            respond(ac, status, "text/plain", &body, false, NULL);
             hbuf_free(&body);
         }
         ev_io_stop(loop, io);
@@ -375,17 +520,35 @@ int admin_start(struct process *proc)
     a->w = w;
     list_init(&a->conns);
     const char *why = NULL;
-    a->fd = net_listen((const struct sockaddr *)&addr->sa, addr->sa_len, &why);
+    int inherited = sysd_claim(&proc->inherited, "admin");
+    if (inherited >= 0)
+        a->fd = net_adopt_listener(inherited, &why) == 0 ? inherited : -1;
+    else
+        a->fd = net_listen((const struct sockaddr *)&addr->sa, addr->sa_len, &why);
     if (a->fd < 0) {
-        log_error("admin failed", "bind=%s reason=\"%s: %s\"", addr->text, why, strerror(errno));
+        log_kv(CONF_LOG_ERROR, "admin failed", LOG_STR("bind", addr->text), LOG_STR("reason", why),
+               LOG_STR("error", strerror(errno)));
+        if (inherited >= 0)
+            close(inherited);
         free(a);
         return -1;
     }
     ev_io_init(&a->io, accept_cb, a->fd, EV_READ);
     ev_io_start(w->loop, &a->io);
     proc->admin = a;
+    proc->admin_fd = a->fd;
     log_info("admin started", "bind=%s", addr->text);
     return 0;
+}
+
+void admin_release_listener(struct process *proc)
+{
+    struct admin *a = proc->admin;
+    if (!a || a->fd < 0)
+        return;
+    ev_io_stop(proc->loop, &a->io);
+    close(a->fd);
+    a->fd = proc->admin_fd = -1;
 }
 
 void admin_stop(struct process *proc)
@@ -398,7 +561,9 @@ void admin_stop(struct process *proc)
         conn_free(container_of(pos, struct admin_conn, link));
     }
     ev_io_stop(proc->loop, &a->io);
-    close(a->fd);
+    if (a->fd >= 0)
+        close(a->fd);
     free(a);
     proc->admin = NULL;
+    proc->admin_fd = -1;
 }

@@ -7,6 +7,10 @@
 /* Binds admin.bind and starts answering. Returns 0, or -1 after logging. */
 int admin_start(struct process *p);
 
+/* Upgrade hand-over: stops accepting admin connections and closes this
+ * process's descriptor; the socket lives on in the new process. */
+void admin_release_listener(struct process *p);
+
 /* Closes the admin listener and its open connections. */
 void admin_stop(struct process *p);
 

@@ -6,13 +6,17 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../../conf/conf.h"
 #include "../base/log.h"
+#include "../core/listener.h"
 #include "../core/worker.h"
 #include "admin.h"
 #include "discover.h"
 #include "reload.h"
+#include "sysd.h"
+#include "upgrade.h"
 
 /* Drain progress is logged this often. */
 #define DRAIN_TICK_S 1.0
@@ -29,6 +33,8 @@ static const char *signal_name(int signum)
         return "SIGINT";
     case SIGHUP:
         return "SIGHUP";
+    case SIGUSR2:
+        return "SIGUSR2";
     }
     return "signal";
 }
@@ -92,6 +98,8 @@ static void drain_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     }
     log_info("shutdown progress", "connections=%u remaining_ms=%.0f", worker_busy_clients(w),
              (p->drain_deadline - ev_now(loop)) * 1000.0);
+    sysd_notify("STATUS=draining: %u connections, %.0f s left", worker_busy_clients(w),
+                p->drain_deadline - ev_now(loop));
     /* land exactly on the deadline rather than up to a tick after it */
     double left = p->drain_deadline - ev_now(loop);
     if (left < DRAIN_TICK_S) {
@@ -99,6 +107,24 @@ static void drain_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         ev_timer_set(t, left, DRAIN_TICK_S);
         ev_timer_start(loop, t);
     }
+}
+
+/* Steps 1-2 of the drain, for a stop signal or a finished upgrade hand-over
+ * (<why>: the signal's name, or "upgrade"). */
+static void drain_start(struct process *p, const char *why, conf_ms delay)
+{
+    struct worker *w = p->w;
+    log_info("shutdown started", "signal=%s drain_delay_ms=%llu timeout_ms=%llu connections=%u", why,
+             (unsigned long long)delay, (unsigned long long)w->conf->shutdown.timeout,
+             w->num_clients);
+    ev_timer_stop(p->loop, &p->ready_timer);
+    w->state = WORKER_DRAIN_DELAY;
+    if (delay == 0) {
+        close_listeners(p);
+        return;
+    }
+    ev_timer_set(&p->drain_timer, (double)delay / 1000.0, 0.);
+    ev_timer_start(p->loop, &p->drain_timer);
 }
 
 static void on_stop_signal(struct ev_loop *loop, ev_signal *s, int revents)
@@ -111,18 +137,23 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *s, int revents)
         stop_loop(p, 1);
         return;
     }
-    conf_ms delay = w->conf->shutdown.drain_delay;
-    log_info("shutdown started", "signal=%s drain_delay_ms=%llu timeout_ms=%llu connections=%u",
-             signal_name(s->signum), (unsigned long long)delay,
-             (unsigned long long)w->conf->shutdown.timeout, w->num_clients);
-    ev_timer_stop(loop, &p->ready_timer);
-    w->state = WORKER_DRAIN_DELAY;
-    if (delay == 0) {
-        close_listeners(p);
-        return;
-    }
-    ev_timer_set(&p->drain_timer, (double)delay / 1000.0, 0.);
-    ev_timer_start(loop, &p->drain_timer);
+    if (!p->upgrade.handed_over)
+        sysd_notify("STOPPING=1");
+    drain_start(p, signal_name(s->signum), w->conf->shutdown.drain_delay);
+}
+
+/* The new process took over the sockets: nothing arrives here any more, so
+ * no drain_delay; the connections this process holds drain as in a stop. */
+static void on_handed_over(struct process *p)
+{
+    worker_release_listeners(p->w);
+    admin_release_listener(p);
+    drain_start(p, "upgrade", 0);
+}
+
+static void on_upgrade_signal(struct ev_loop *loop, ev_signal *s, int revents)
+{
+    upgrade_start(s->data);
 }
 
 static void on_reload_signal(struct ev_loop *loop, ev_signal *s, int revents)
@@ -132,7 +163,13 @@ static void on_reload_signal(struct ev_loop *loop, ev_signal *s, int revents)
         log_warn("reload ignored", "reason=draining");
         return;
     }
-    reload_run(p);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    sysd_notify("RELOADING=1\nMONOTONIC_USEC=%llu",
+                (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000);
+    int rc = reload_run(p);
+    sysd_notify("READY=1\nSTATUS=%s, generation %llu", rc == 0 ? "reloaded" : "reload failed",
+                (unsigned long long)p->w->generation);
 }
 
 static void ready_poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -145,14 +182,20 @@ static void ready_poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
     ev_timer_stop(loop, t);
     w->state = WORKER_RUNNING;
     log_info("ready", "generation=%llu", (unsigned long long)w->generation);
+    sysd_notify("READY=1\nSTATUS=serving, generation %llu", (unsigned long long)w->generation);
+    upgrade_ready(p);
 }
 
-struct process *process_new(struct ev_loop *loop, struct conf *conf)
+struct process *process_new(struct ev_loop *loop, struct conf *conf, char *exe, char **argv)
 {
     struct process *p = calloc(1, sizeof(*p));
     if (!p)
         return NULL;
     p->loop = loop;
+    p->exe = exe;
+    p->argv = argv;
+    p->upgrade.ctl_fd = p->upgrade.state_fd = p->admin_fd = -1;
+    p->upgrade.handed_over_cb = on_handed_over;
     const struct worker_hooks hooks = {.clients_closed = on_clients_closed, .ctx = p};
     p->w = worker_new(loop, conf, &hooks);
     if (!p->w) {
@@ -170,20 +213,32 @@ struct process *process_new(struct ev_loop *loop, struct conf *conf)
     ev_signal_init(&p->sig_term, on_stop_signal, SIGTERM);
     ev_signal_init(&p->sig_int, on_stop_signal, SIGINT);
     ev_signal_init(&p->sig_hup, on_reload_signal, SIGHUP);
-    p->sig_term.data = p->sig_int.data = p->sig_hup.data = p;
+    ev_signal_init(&p->sig_usr2, on_upgrade_signal, SIGUSR2);
+    p->sig_term.data = p->sig_int.data = p->sig_hup.data = p->sig_usr2.data = p;
     return p;
 }
 
 int process_start(struct process *p, struct ssl_ctx_st **tls)
 {
-    if (reload_start(p, tls) < 0)
+    if (sysd_inherit(&p->inherited) < 0 || upgrade_inherit(p) < 0) {
+        listener_tls_release(tls, p->w->conf->num_listeners);
+        free(tls);
         return -1;
-    if (p->w->conf->admin.enabled && admin_start(p) < 0)
+    }
+    int rc = reload_start(p, tls);
+    if (rc == 0) {
+        upgrade_restore(p);
+        if (p->w->conf->admin.enabled && admin_start(p) < 0)
+            rc = -1;
+    }
+    sysd_release_unclaimed(&p->inherited);
+    if (rc < 0)
         return -1;
     signal(SIGPIPE, SIG_IGN);
     ev_signal_start(p->loop, &p->sig_term);
     ev_signal_start(p->loop, &p->sig_int);
     ev_signal_start(p->loop, &p->sig_hup);
+    ev_signal_start(p->loop, &p->sig_usr2);
     ev_timer_start(p->loop, &p->ready_timer);
     ready_poll_cb(p->loop, &p->ready_timer, 0);
     return 0;
@@ -202,8 +257,10 @@ void process_free(struct process *p)
     ev_signal_stop(p->loop, &p->sig_term);
     ev_signal_stop(p->loop, &p->sig_int);
     ev_signal_stop(p->loop, &p->sig_hup);
+    ev_signal_stop(p->loop, &p->sig_usr2);
     ev_timer_stop(p->loop, &p->drain_timer);
     ev_timer_stop(p->loop, &p->ready_timer);
+    upgrade_stop(p);
     struct conf *conf = p->w->conf;
     discover_free(p->discover); /* no answer may reach the worker once it goes */
     p->discover = NULL;
@@ -211,5 +268,6 @@ void process_free(struct process *p)
     admin_stop(p);
     log_info("released", "what=admin_listener");
     conf_free(conf);
+    free(p->exe);
     free(p);
 }

@@ -6,8 +6,9 @@
 #include "process-t.h"
 
 /* Creates the process for <conf> (loaded and valid; ownership passes) on
- * <loop>. Nothing is bound yet. NULL on allocation failure. */
-struct process *process_new(struct ev_loop *loop, struct conf *conf);
+ * <loop>; <exe> (absolute, ownership passes) and <argv> are what SIGUSR2
+ * starts again. Nothing is bound yet. NULL on allocation failure. */
+struct process *process_new(struct ev_loop *loop, struct conf *conf, char *exe, char **argv);
 
 /* Applies the config (pools, backends and their checks, listeners) with the
  * TLS contexts <tls> built for it (listener_tls_prepare; the array passes

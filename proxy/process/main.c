@@ -134,7 +134,12 @@ int main(int argc, char **argv)
         conf_free(conf);
         return EXIT_CUT;
     }
-    struct process *p = process_new(loop, conf);
+    /* the path of this binary, which SIGUSR2 starts again (a new build
+     * installed there is what an upgrade picks up) */
+    char exe[4096];
+    ssize_t exe_len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    exe[exe_len > 0 ? exe_len : 0] = '\0';
+    struct process *p = process_new(loop, conf, strdup(exe_len > 0 ? exe : argv[0]), argv);
     if (!p) {
         fprintf(stderr, "usher: out of memory\n");
         listener_tls_release(tls, conf->num_listeners);

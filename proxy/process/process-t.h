@@ -7,19 +7,47 @@
 #include <stdint.h>
 
 #include "../core/worker-t.h"
+#include "sysd.h"
 
 struct admin;
 struct discover;
+struct process;
+
+enum upgrade_role {
+    UPGRADE_NONE = 0,
+    UPGRADE_OLD, /* SIGUSR2 received: a new process starts from our sockets */
+    UPGRADE_NEW, /* started by an old process, which drains once we are ready */
+};
+
+/* A binary upgrade as one side sees it (DESIGN "The upgrade"). */
+struct upgrade {
+    enum upgrade_role role;
+    int peer_pid;     /* the other process */
+    int ctl_fd;       /* socketpair end: "ready" goes from new to old; EOF = peer gone */
+    int state_fd;     /* new side: the health states handed over, until restored */
+    ev_io ctl_io;
+    ev_child child;   /* old side: the new process, to learn if it dies first */
+    ev_timer timeout; /* old side: upgrade.timeout */
+    bool handed_over; /* old side: the new one is ready, we drain */
+    /* old side: the new process took over; the lifecycle drains this one */
+    void (*handed_over_cb)(struct process *p);
+};
 
 struct process {
     struct ev_loop *loop;
     struct worker *w; /* the data plane */
     struct admin *admin;
     struct discover *discover; /* DNS discovery of the pools with `discover` */
+    int admin_fd; /* the admin listening socket, -1 if none (for the upgrade) */
     uint64_t reloads_ok;
     uint64_t reloads_error;
 
-    ev_signal sig_term, sig_int, sig_hup;
+    char *exe;         /* the binary to start again on SIGUSR2 (absolute path) */
+    char **argv;       /* the arguments it was started with */
+    struct inherited_fds inherited; /* sockets from LISTEN_FDS, until startup claimed them */
+    struct upgrade upgrade;
+
+    ev_signal sig_term, sig_int, sig_hup, sig_usr2;
     ev_timer drain_timer;     /* drain_delay, then one-second progress ticks */
     ev_tstamp drain_deadline; /* when the shutdown timeout cuts the rest */
     ev_timer ready_timer;     /* polls for the first health round */

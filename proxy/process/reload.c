@@ -14,6 +14,7 @@
 #include "../core/listener.h"
 #include "../core/worker.h"
 #include "discover.h"
+#include "sysd.h"
 
 /* What prepare built for one new config, so commit cannot fail on I/O and
  * abort knows exactly what to throw away. */
@@ -81,7 +82,8 @@ static int plan_prepare(struct process *p, const struct conf *old, struct plan *
         const struct conf_listener *cl = ch->new_listener;
         size_t k = listener_index(nc, cl);
         const char *err = NULL;
-        pl->fresh[k] = worker_listener_open(p->w, cl, pl->tls[k], &err);
+        int fd = sysd_claim(&p->inherited, cl->name);
+        pl->fresh[k] = worker_listener_open(p->w, cl, fd, pl->tls[k], &err);
         if (!pl->fresh[k]) {
             log_error("listener failed", "name=%s bind=%s reason=\"%s: %s\"", cl->name,
                       cl->bind.text, err, strerror(errno));

@@ -27,14 +27,27 @@ def close_quietly(sock):
         pass
 
 
+# Ports handed out recently: the kernel may give the same free port to two
+# calls in a row (both closed at once), and one config must never get it twice.
+_RECENT_PORTS = []
+_RECENT_MAX = 256
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago (bind 0, read, close)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
+    """A TCP port on 127.0.0.1 that was free a moment ago (bind 0, read,
+    close), never one of the last ports this process handed out."""
+    for _ in range(50):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind((HOST, 0))
+            port = s.getsockname()[1]
+        finally:
+            s.close()
+        if port not in _RECENT_PORTS:
+            _RECENT_PORTS.append(port)
+            del _RECENT_PORTS[:-_RECENT_MAX]
+            return port
+    return port
 
 
 def wait_until(pred, timeout=5.0, interval=0.02, what="condition"):
