@@ -269,3 +269,26 @@ def test_kubernetes_example_discovers(usher_bin, tmp_path):
     assert (p.returncode, p.stdout, p.stderr) == (0, "configuration ok\n", "")
     assert body.count("discover:") == 2 and "address:" not in body
     assert text.count("clusterIP: None") == 2
+
+
+def test_reload_with_an_unresolvable_name_is_not_fatal(servers, dns, usher_factory):
+    port = free_port()
+    bs = start_backends(servers, port, 1)
+    dns.set_hosts({NAME: addrs(bs)})
+    u = usher_factory(discover_config(dns.port, port, health=False))
+    wait_states(u, healthy(bs))
+
+    cfg = copy.deepcopy(u.cfg)
+    cfg["pools"].append({"name": "green", "backends": [],
+                         "discover": {"dns": "nope.test", "port": port, "interval": INTERVAL}})
+    cfg["listeners"][0]["pools"] = {"blue": 100, "green": 100}
+    assert reload_and_wait(u, cfg)[0] == "done"
+    green = wait_until(lambda: pool_status(u, "green")["discover"]["last_error"] not in
+                       (None, "not resolved yet") and pool_status(u, "green")["discover"]["last_error"],
+                       3.0, what="green's discovery to fail")
+    assert green == "Domain name not found"
+    assert pool_status(u, "green")["backends"] == []
+    assert states(u) == healthy(bs)
+    for _ in range(4):  # the empty pool takes no share of the split
+        st, _, body = http_get(u.port, "/")
+        assert (st, body.decode()) == (200, bs[0].name)
