@@ -22,6 +22,7 @@ import time
 
 import pytest
 
+from clients import slow_request
 from load import Load
 from servers import Backend, Dnsmasq, free_dns_port
 from usher_proc import hc_opts, make_config, reload_and_wait, state_transitions
@@ -104,8 +105,18 @@ def test_scale_up_and_down_under_load(servers, dns, usher_factory):
     for b in bs[2:]:
         assert ("checking", "healthy", "ok") in state_transitions(u, b.name), u.log()
 
-    # 5 -> 1: four drain (reason dns) and go; the load never notices
+    # 5 -> 1: four drain (reason dns) and go; the load never notices, and
+    # requests in flight on them finish
+    slow = [slow_request(u.port, 800, check_close=False) for _ in range(10)]
+    wait_until(lambda: sum(len(b.reqs("/slow")) for b in bs) == 10, 3.0,
+               what="10 slow requests at the backends")
     dns.set_hosts({NAME: addrs(bs[:1])})
+    wait_until(lambda: all(states(u).get(b.name) in ("draining", None) for b in bs[1:]), 3.0,
+               what="4 backends draining")
+    for bg in slow:
+        r, _ = bg.join(5.0)
+        assert r.status == 200 and r.complete, r
+    assert sum(len(b.reqs("/slow")) for b in bs[1:]) > 0, "no slow request on a drained one"
     wait_states(u, healthy(bs[:1]), timeout=8.0, what="1 backend left")
     served_before = dict(load.ok)
     load.run_for(1.0)
