@@ -976,7 +976,8 @@ def free_dns_port(host=HOST):
 
 
 class Dnsmasq(Server):
-    """Debian's dnsmasq on <host>:<port> (UDP and TCP), authoritative for
+    """Debian's dnsmasq (the binary of dnsmasq-base: no system service that
+    would take port 53) on <host>:<port> (UDP and TCP), authoritative for
     the <domain> zone (a name missing from the hosts file is NXDOMAIN, a
     missing record type an empty answer, like a cluster DNS) and forwarding
     nothing. Its answers come from a hosts file: set_hosts({name: [address,
@@ -1008,7 +1009,7 @@ class Dnsmasq(Server):
     def start(self):
         binary = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
         if not os.access(binary, os.X_OK):
-            raise RuntimeError("dnsmasq not found: install the Debian package dnsmasq")
+            raise RuntimeError("dnsmasq not found: install the Debian package dnsmasq-base")
         self.port = self._want_port or free_dns_port(self.host)
         self._want_port = self.port
         user = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
