@@ -244,11 +244,12 @@ static bool request_sent(const struct client *c)
     return c->x.req_body.done && c->x.in_fwd == 0 && !head_pending(&c->x.req_head);
 }
 
-/* Some byte of a response went to the client: it can no longer be replaced
- * by an error of usher's own. */
+/* Some byte of the final response went to the client: it can no longer be
+ * replaced by an error of usher's own (interim responses before it are
+ * whole messages: an error can still follow them). */
 static bool response_on_wire(const struct client *c)
 {
-    return c->x.bytes_out > 0 || c->x.res_head.sent > 0;
+    return c->x.bytes_out > c->x.interim_len || c->x.res_head.sent > c->x.interim_len;
 }
 
 /* ---- upstream binding ---------------------------------------------------- */
@@ -439,7 +440,10 @@ static enum step respond_error(struct client *c, int status, const char *detail,
     c->x.status = status;
     c->x.response_started = true;
     c->x.res_body.done = true;
-    hbuf_reset(&c->x.res_head);
+    if (c->x.interim_len == 0)
+        hbuf_reset(&c->x.res_head);
+    else
+        c->x.res_head.len = c->x.interim_len; /* the relayed interim responses stay */
     if (c->up.buf)
         buf_consume(c->up.buf, buf_len(c->up.buf));
     c->x.out_fwd = 0;
@@ -835,6 +839,7 @@ static enum step on_response_head(struct client *c)
             client_close(c);
             return STEP_CLOSED;
         }
+        c->x.interim_len = c->x.res_head.len;
         buf_consume(out, res.msg.head_len);
         return STEP_PROGRESS;
     }
@@ -1049,9 +1054,9 @@ static enum step on_responding(struct client *c)
         client_close(c);
         return STEP_CLOSED;
     }
+    c->x.bytes_out += (uint64_t)n;
     if (head_pending(&c->x.res_head))
         return n > 0 ? STEP_PROGRESS : STEP_BLOCKED;
-    c->x.bytes_out += c->x.res_head.len;
     return finish_exchange(c);
 }
 

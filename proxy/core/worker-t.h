@@ -136,6 +136,7 @@ struct exchange {
     bool response_started; /* a response head was queued for the client */
     bool from_pool;        /* the upstream was reused from the pool */
     unsigned interim;      /* 1xx responses relayed so far */
+    size_t interim_len;    /* their bytes at the front of res_head: whole messages */
     char upgrade[32];      /* the protocol the request asked to upgrade to */
     struct body_state req_body;
     struct body_state res_body;

@@ -377,3 +377,32 @@ def test_concurrent_clients(proxy):
         t.join(30)
     assert not errors, errors[:3]
     assert len(proxy.backend.reqs()) == 16 * 20
+
+
+def test_more_than_10_interim_responses_get_502(proxy):
+    """DESIGN "HTTP behaviour": up to 10 interim responses are relayed; a
+    backend that sends more gets the client a 502 (no endless 102 stream)."""
+    with proxy.conn() as c:
+        r = c.request("GET", "/1xx?code=102&count=10")
+        assert r.status == 200 and len(r.interim) == 10, r
+    with proxy.conn() as c:
+        r = c.request("GET", "/1xx?code=102&count=30")
+        assert r.status == 502, r
+        assert len(r.interim) <= 10, len(r.interim)
+
+
+def test_invalid_framing_before_any_byte_is_a_502(servers, usher_factory):
+    """A response whose chunked framing breaks before a byte of it went to
+    the client becomes a 502 response, not a silent close."""
+    import servers as srv
+
+    def script(s):
+        srv.read_head(s)
+        s.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n")
+        time.sleep(0.3)
+
+    b = servers.add(srv.ScriptedServer(script, name="bad-chunks").start())
+    u = usher_factory(pools={"blue": [b]})
+    with wire.RawConn(u.port) as c:
+        r = c.request("GET", "/")
+        assert r.status == 502, r
