@@ -22,6 +22,7 @@ enum backend_state {
 /* Why a backend drains: decides whether it may come back. */
 enum backend_drain_reason {
     BACKEND_DRAIN_NONE = 0,
+    BACKEND_DRAIN_DNS, /* its address vanished from a DNS answer (discovery): gone once drained */
     BACKEND_DRAIN_503, /* its health check answered 503: back after healthy_threshold successes */
     BACKEND_DRAIN_REMOVED, /* removed from the config by a reload: gone once drained */
 };

@@ -27,6 +27,7 @@
 #include "loop/list.h"
 
 static const char reason_removed[] = "removed";
+static const char reason_dns[] = "dns";
 static const char reason_readded[] = "re-added";
 static const char reason_no_check[] = "no health check";
 static const char reason_passive[] = "passive health";
@@ -61,6 +62,8 @@ const char *backend_drain_reason_str(enum backend_drain_reason r)
     switch (r) {
     case BACKEND_DRAIN_NONE:
         return "none";
+    case BACKEND_DRAIN_DNS:
+        return "dns";
     case BACKEND_DRAIN_503:
         return "503";
     case BACKEND_DRAIN_REMOVED:
@@ -76,7 +79,8 @@ bool backend_in_rotation(const struct backend *b)
 
 bool backend_removed(const struct backend *b)
 {
-    return b->state == BACKEND_DRAINING && b->drain_reason == BACKEND_DRAIN_REMOVED;
+    return b->state == BACKEND_DRAINING &&
+           (b->drain_reason == BACKEND_DRAIN_REMOVED || b->drain_reason == BACKEND_DRAIN_DNS);
 }
 
 static unsigned threshold(unsigned t)
@@ -236,7 +240,8 @@ void backend_snapshot(const struct backend *b, struct backend_snapshot *snap)
 
 void backend_restore(struct backend *b, const struct backend_snapshot *snap)
 {
-    if (backend_removed(b) || snap->drain_reason == BACKEND_DRAIN_REMOVED)
+    if (backend_removed(b) || snap->drain_reason == BACKEND_DRAIN_REMOVED ||
+        snap->drain_reason == BACKEND_DRAIN_DNS)
         return;
     b->success_streak = snap->success_streak;
     b->failure_streak = snap->failure_streak;
@@ -478,15 +483,26 @@ int backend_reconfigure(struct backend *b, const struct conf_pool *cp,
     return 0;
 }
 
-void backend_remove(struct backend *b, conf_ms delay_ms)
+static void remove_as(struct backend *b, conf_ms delay_ms, enum backend_drain_reason dr,
+                      const char *reason)
 {
     hc_stop(b);
     ev_timer_stop(b->loop, &b->eject_timer);
     drain_begin(b, delay_ms);
     if (!backend_removed(b))
-        enter(b, BACKEND_DRAINING, BACKEND_DRAIN_REMOVED, reason_removed, true);
+        enter(b, BACKEND_DRAINING, dr, reason, true);
     if (b->connections == 0)
         defer(b);
+}
+
+void backend_remove(struct backend *b, conf_ms delay_ms)
+{
+    remove_as(b, delay_ms, BACKEND_DRAIN_REMOVED, reason_removed);
+}
+
+void backend_remove_dns(struct backend *b, conf_ms delay_ms)
+{
+    remove_as(b, delay_ms, BACKEND_DRAIN_DNS, reason_dns);
 }
 
 void backend_conn_acquire(struct backend *b)

@@ -25,6 +25,10 @@ int backend_reconfigure(struct backend *b, const struct conf_pool *cp,
  * hooks->gone once its last connection ends or the delay passes. */
 void backend_remove(struct backend *b, conf_ms delay_ms);
 
+/* Like backend_remove(), for a backend whose address left its DNS answer:
+ * the drain reason is BACKEND_DRAIN_DNS. */
+void backend_remove_dns(struct backend *b, conf_ms delay_ms);
+
 /* Fills <snap> with the state of <b> that an upgrade hands over. */
 void backend_snapshot(const struct backend *b, struct backend_snapshot *snap);
 
@@ -40,7 +44,7 @@ void backend_free(struct backend *b);
 /* True if new requests/connections may go to <b>: healthy with weight > 0. */
 bool backend_in_rotation(const struct backend *b);
 
-/* True if a reload removed <b> and it is draining toward "gone". */
+/* True if a reload (or DNS) removed <b> and it is draining toward "gone". */
 bool backend_removed(const struct backend *b);
 
 /* The proxy opened / closed an upstream connection to <b>. Releasing the

@@ -51,6 +51,8 @@ struct server {
     struct backend *hb;
     struct pool *pool;
     struct worker *w;
+    bool discovered; /* made by DNS discovery: a reload's diff, which knows only the
+                        config's backends, never touches it; it drains with reason dns */
     struct list idle; /* pooled idle upstreams (struct upstream.pool_link) */
     unsigned idle_count;
     struct list active; /* upstreams bound to a client (struct upstream.pool_link) */

@@ -84,12 +84,15 @@ static int pool_add_server(struct pool *p, struct server *s)
     return 0;
 }
 
-/* The server of <p> named <name> still in the config (not removed). */
-static struct server *find_current(struct pool *p, const char *name)
+/* The server of <p> named <name> still in the config (not removed), made
+ * by the config (<discovered> false) or by DNS discovery (true): each path
+ * only ever touches its own servers. */
+static struct server *find_current(struct pool *p, const char *name, bool discovered)
 {
     for (size_t i = 0; i < p->num_servers; i++) {
         struct backend *b = p->servers[i]->hb;
-        if (!backend_removed(b) && strcmp(b->name, name) == 0)
+        if (p->servers[i]->discovered == discovered && !backend_removed(b) &&
+            strcmp(b->name, name) == 0)
             return p->servers[i];
     }
     return NULL;
@@ -110,44 +113,64 @@ static struct server *find_draining(struct pool *p, const struct conf_backend *c
     return NULL;
 }
 
-static int add_backend(struct worker *w, const struct conf_pool *cp, const struct conf_backend *cb)
+static int add_backend(struct worker *w, const struct conf_pool *cp, const struct conf_backend *cb,
+                       bool discovered)
 {
     struct pool *p = pool_find(w->pools, cp->name);
     if (!p)
         return -1;
+    if (discovered && find_current(p, cb->name, true))
+        return 0; /* already there */
     struct server *s = find_draining(p, cb);
-    if (s)
+    if (s) {
+        s->discovered = discovered; /* whoever brings it back owns it */
         return backend_reconfigure(s->hb, cp, cb);
+    }
     s = server_new(w, p, cp, cb);
     if (!s || pool_add_server(p, s) < 0) {
         server_free(s);
         return -1;
     }
+    s->discovered = discovered;
     log_info("backend added", "pool=%s backend=%s address=%s state=%s", p->name, s->hb->name,
              s->hb->address_text, backend_state_str(s->hb->state));
     return 0;
 }
 
-static void remove_backend(struct worker *w, const char *pool, const char *name, conf_ms delay)
+static void remove_backend(struct worker *w, const char *pool, const char *name, conf_ms delay,
+                           bool discovered)
 {
     struct pool *p = pool_find(w->pools, pool);
-    struct server *s = p ? find_current(p, name) : NULL;
+    struct server *s = p ? find_current(p, name, discovered) : NULL;
     if (!s)
         return;
     log_info("backend removed", "pool=%s backend=%s address=%s connections=%u", p->name,
              s->hb->name, s->hb->address_text, s->hb->connections);
-    backend_remove(s->hb, delay);
+    if (discovered)
+        backend_remove_dns(s->hb, delay);
+    else
+        backend_remove(s->hb, delay);
 }
 
-/* A backend's new settings take effect at once; its state stays. */
+/* A backend's new settings take effect at once; its state stays. The
+ * discovered backends of the pool take the pool's new settings too, with
+ * the identity and weight the discovery gave them. */
 static int reconfigure_pool(struct worker *w, const struct conf_pool *cp)
 {
     struct pool *p = pool_find(w->pools, cp->name);
     if (!p)
         return -1;
     for (size_t i = 0; i < cp->num_backends; i++) {
-        struct server *s = find_current(p, cp->backends[i].name);
+        struct server *s = find_current(p, cp->backends[i].name, false);
         if (s && backend_reconfigure(s->hb, cp, &cp->backends[i]) < 0)
+            return -1;
+    }
+    for (size_t i = 0; i < p->num_servers; i++) {
+        struct server *s = p->servers[i];
+        if (!s->discovered || backend_removed(s->hb))
+            continue;
+        const struct conf_backend cb = {.name = s->hb->name, .weight = s->hb->weight};
+        if (backend_reconfigure(s->hb, cp, &cb) < 0)
             return -1;
     }
     return 0;
@@ -176,18 +199,37 @@ int worker_apply_change(struct worker *w, const struct conf *nc, const struct co
     case CONF_POOL_CHANGED:
         return reconfigure_pool(w, ch->new_pool);
     case CONF_BACKEND_ADDED:
-        return add_backend(w, ch->new_pool, ch->new_backend);
+        return add_backend(w, ch->new_pool, ch->new_backend, false);
     case CONF_BACKEND_REMOVED:
         remove_backend(w, ch->old_pool->name, ch->old_backend->name,
-                       removal_delay(nc, ch->old_pool));
+                       removal_delay(nc, ch->old_pool), false);
         return 0;
     case CONF_BACKEND_WEIGHT: {
         struct pool *p = pool_find(w->pools, ch->new_pool->name);
-        struct server *s = p ? find_current(p, ch->new_backend->name) : NULL;
+        struct server *s = p ? find_current(p, ch->new_backend->name, false) : NULL;
         return s ? backend_reconfigure(s->hb, ch->new_pool, ch->new_backend) : -1;
     }
     }
     return 0;
+}
+
+int worker_apply_discovered(struct worker *w, const struct conf_change *ch)
+{
+    switch (ch->kind) {
+    case CONF_BACKEND_ADDED:
+        return add_backend(w, ch->new_pool, ch->new_backend, true);
+    case CONF_BACKEND_REMOVED:
+        remove_backend(w, ch->old_pool->name, ch->old_backend->name,
+                       ch->old_pool->deregistration_delay, true);
+        return 0;
+    case CONF_BACKEND_WEIGHT: {
+        struct pool *p = pool_find(w->pools, ch->new_pool->name);
+        struct server *s = p ? find_current(p, ch->new_backend->name, true) : NULL;
+        return s ? backend_reconfigure(s->hb, ch->new_pool, ch->new_backend) : 0;
+    }
+    default:
+        return 0;
+    }
 }
 
 void worker_commit_conf(struct worker *w, struct conf *nc)

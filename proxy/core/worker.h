@@ -23,6 +23,17 @@ void worker_free(struct worker *w);
  * memory). */
 int worker_apply_change(struct worker *w, const struct conf *nc, const struct conf_change *ch);
 
+/* Applies a change DNS discovery made to pool <ch>'s discovered backends:
+ * CONF_BACKEND_ADDED (new_pool: the pool in the current generation,
+ * new_backend: the address, only read during the call) adds it, or revives
+ * it if it still drains; CONF_BACKEND_REMOVED (old_pool, old_backend: its
+ * name) drains it with old_pool's deregistration_delay, reason dns;
+ * CONF_BACKEND_WEIGHT (new_pool, new_backend) gives it a new weight. Servers
+ * added here are the discovery's: worker_apply_change never removes them,
+ * and a changed pool reconfigures them too. Other kinds are ignored.
+ * Returns 0 or -1 (out of memory). */
+int worker_apply_discovered(struct worker *w, const struct conf_change *ch);
+
 /* Makes <nc> the generation in force: pools point at their new settings
  * (NULL for removed ones), limits follow it. */
 void worker_commit_conf(struct worker *w, struct conf *nc);

@@ -17,6 +17,7 @@
 #include "../base/metrics.h"
 #include "../core/balance.h"
 #include "../core/worker.h"
+#include "discover.h"
 #include "process-t.h"
 #include "sysd.h"
 #include "upgrade.h"
@@ -175,7 +176,14 @@ static void build_status(struct hbuf *o, struct process *proc)
             hbuf_printf(o, ",\"balance\":\"%s\",\"deregistration_delay_ms\":%llu",
                         p->conf->balance == CONF_BALANCE_LEAST_CONN ? "least_conn" : "round_robin",
                         (unsigned long long)p->conf->deregistration_delay);
-        hbuf_printf(o, ",\"in_config\":%s,\"backends\":[", p->conf ? "true" : "false");
+        hbuf_printf(o, ",\"in_config\":%s,", p->conf ? "true" : "false");
+        if (p->conf && p->conf->discover.enabled) {
+            hbuf_append_str(o, "\"discover\":");
+            if (!discover_status_json(proc->discover, p->name, o))
+                hbuf_append_str(o, "null");
+            hbuf_append_str(o, ",");
+        }
+        hbuf_append_str(o, "\"backends\":[");
         for (size_t i = 0; i < p->num_servers; i++) {
             if (i)
                 hbuf_append_str(o, ",");

@@ -13,6 +13,7 @@
 #include "../core/listener.h"
 #include "../core/worker.h"
 #include "admin.h"
+#include "discover.h"
 #include "reload.h"
 #include "sysd.h"
 #include "upgrade.h"
@@ -189,7 +190,8 @@ static void ready_poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct process *p = container_of(t, struct process, ready_timer);
     struct worker *w = p->w;
-    if (w->state != WORKER_STARTING || !worker_first_round_done(w))
+    if (w->state != WORKER_STARTING || !worker_first_round_done(w) ||
+        !discover_first_round_done(p->discover))
         return;
     ev_timer_stop(loop, t);
     w->state = WORKER_RUNNING;
@@ -211,6 +213,12 @@ struct process *process_new(struct ev_loop *loop, struct conf *conf, char *exe, 
     const struct worker_hooks hooks = {.clients_closed = on_clients_closed, .ctx = p};
     p->w = worker_new(loop, conf, &hooks);
     if (!p->w) {
+        free(p);
+        return NULL;
+    }
+    p->discover = discover_new(loop, p->w);
+    if (!p->discover) {
+        worker_free(p->w);
         free(p);
         return NULL;
     }
@@ -268,6 +276,8 @@ void process_free(struct process *p)
     ev_timer_stop(p->loop, &p->ready_timer);
     upgrade_stop(p);
     struct conf *conf = p->w->conf;
+    discover_free(p->discover); /* no answer may reach the worker once it goes */
+    p->discover = NULL;
     worker_free(p->w);
     admin_stop(p);
     log_info("released", "what=admin_listener");

@@ -1,4 +1,5 @@
 /* usher: command line, startup and exit codes (DESIGN.md "Command line"). */
+#include <ares.h>
 #include <ev.h>
 #include <getopt.h>
 #include <openssl/crypto.h>
@@ -50,9 +51,10 @@ static void version(void)
            "commit %s\n"
            "libev %d.%d\n"
            "%s\n"
-           "libyaml %s\n",
+           "libyaml %s\n"
+           "c-ares %s\n",
            USHER_VERSION, USHER_COMMIT, ev_version_major(), ev_version_minor(),
-           OpenSSL_version(OPENSSL_VERSION), yaml_get_version_string());
+           OpenSSL_version(OPENSSL_VERSION), yaml_get_version_string(), ares_version(NULL));
 }
 
 int main(int argc, char **argv)

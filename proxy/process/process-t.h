@@ -10,6 +10,7 @@
 #include "sysd.h"
 
 struct admin;
+struct discover;
 struct process;
 
 enum upgrade_role {
@@ -36,6 +37,7 @@ struct process {
     struct ev_loop *loop;
     struct worker *w; /* the data plane */
     struct admin *admin;
+    struct discover *discover; /* DNS discovery of the pools with `discover` */
     int admin_fd; /* the admin listening socket, -1 if none (for the upgrade) */
     uint64_t reloads_ok;
     uint64_t reloads_error;

@@ -13,6 +13,7 @@
 #include "../base/log.h"
 #include "../core/listener.h"
 #include "../core/worker.h"
+#include "discover.h"
 #include "sysd.h"
 
 /* What prepare built for one new config, so commit cannot fail on I/O and
@@ -114,6 +115,11 @@ static int plan_commit(struct process *p, struct plan *pl)
         }
     }
     worker_commit_conf(w, nc);
+    /* discovered backends are not in the config, so not in the diff:
+     * discovery follows the new generation itself (while the old one,
+     * whose pools it may still name, lives) */
+    if (discover_configure(p->discover, nc) < 0)
+        rc = -1;
 
     /* kept listeners follow the new generation (split, TLS context) */
     for (struct listener *l = w->listeners; l; l = l->next) {

@@ -10,6 +10,8 @@ a fixed status or a cycled pattern, every answer timed):
   WsEchoServer    a WebSocket echo server (python3-websockets on an
                   clients.AsyncioThread); plain HTTP gets /healthz or 200
   Blackhole       a listener whose accept queue is full (connects hang)
+  Dnsmasq         a real DNS server (Debian's dnsmasq) on a loopback UDP/TCP
+                  port, answering from a hosts file the test rewrites
 
 Backend answers by path:
 
@@ -54,9 +56,14 @@ import asyncio
 import hashlib
 import http
 import json
+import os
+import random
 import select
+import shutil
+import signal
 import socket
 import struct
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -921,3 +928,151 @@ class Blackhole(Server):
             self.lsock = None
 
     close = stop
+
+
+# --- DNS -----------------------------------------------------------------------------
+
+# How long Dnsmasq.start() waits for the server to answer its first query.
+DNS_START_TIMEOUT = 5.0
+
+
+def dns_query(port, name, qtype=1, host=HOST, timeout=1.0):
+    """One UDP query for <name> (<qtype>: 1 A, 28 AAAA, 33 SRV) to host:port.
+    Returns (rcode, number of answers); raises OSError (socket.timeout) when
+    nothing answers."""
+    qid = random.randrange(1 << 16)
+    qname = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".") if p) + b"\0"
+    pkt = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0) + qname + struct.pack(">HH", qtype, 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.settimeout(timeout)
+        s.sendto(pkt, (host, port))
+        while True:
+            r, _ = s.recvfrom(4096)
+            if len(r) >= 12 and struct.unpack(">H", r[:2])[0] == qid:
+                flags, _, ancount = struct.unpack(">HHH", r[2:8])
+                return flags & 0xF, ancount
+    finally:
+        s.close()
+
+
+def free_dns_port(host=HOST):
+    """A port free for both UDP and TCP on <host> a moment ago (dnsmasq takes both)."""
+    for _ in range(50):
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            u.bind((host, 0))
+            port = u.getsockname()[1]
+            try:
+                t.bind((host, port))
+            except OSError:
+                continue
+            return port
+        finally:
+            u.close()
+            t.close()
+    raise OSError("no port free for both UDP and TCP")
+
+
+class Dnsmasq(Server):
+    """Debian's dnsmasq (the binary of dnsmasq-base: no system service that
+    would take port 53) on <host>:<port> (UDP and TCP), authoritative for
+    the <domain> zone (a name missing from the hosts file is NXDOMAIN, a
+    missing record type an empty answer, like a cluster DNS) and forwarding
+    nothing. Its answers come from a hosts file: set_hosts({name: [address,
+    ...]}) rewrites it and SIGHUPs dnsmasq, which re-reads it (and drops its
+    cache). <extra> are more command-line options (e.g. --srv-host=...).
+    stop() / kill() end the process (queries are then refused: the port is
+    closed); restart() starts it again on the same port with the same hosts.
+    <workdir> holds the hosts file and the log (dnsmasq.log)."""
+
+    def __init__(self, workdir, name="dnsmasq", port=0, host=HOST, domain="test", extra=None):
+        super().__init__(name, port, host)
+        self.workdir = str(workdir)
+        self.domain = domain
+        self.extra = list(extra or [])
+        self.hosts_path = os.path.join(self.workdir, "%s.hosts" % name)
+        self.log_path = os.path.join(self.workdir, "%s.log" % name)
+        self.proc = None
+        self.hosts = {}
+        self._write_hosts()
+
+    def _write_hosts(self):
+        tmp = self.hosts_path + ".tmp"
+        with open(tmp, "w") as f:
+            for name, addrs in self.hosts.items():
+                for a in addrs:
+                    f.write("%s %s\n" % (a, name))
+        os.replace(tmp, self.hosts_path)  # dnsmasq never reads half a file
+
+    def start(self):
+        binary = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+        if not os.access(binary, os.X_OK):
+            raise RuntimeError("dnsmasq not found: install the Debian package dnsmasq-base")
+        self.port = self._want_port or free_dns_port(self.host)
+        self._want_port = self.port
+        user = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+        cmd = [binary, "--no-daemon", "--port=%d" % self.port, "--listen-address=%s" % self.host,
+               "--bind-interfaces", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
+               "--addn-hosts=%s" % self.hosts_path, "--local=/%s/" % self.domain,
+               "--user=%s" % (user or "root"), "--pid-file=", "--log-facility=-",
+               "--log-queries"] + self.extra
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log,
+                                     stderr=self._log)
+        deadline = time.monotonic() + DNS_START_TIMEOUT
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError("dnsmasq exited with %s:\n%s" % (self.proc.returncode,
+                                                                      self.log()))
+            try:
+                dns_query(self.port, "probe." + self.domain, timeout=0.2)
+                return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("dnsmasq did not answer within %.0fs:\n%s"
+                                   % (DNS_START_TIMEOUT, self.log()))
+            time.sleep(0.02)
+
+    def set_hosts(self, hosts):
+        """Answers from now on: {name: [address, ...]} (an empty list or a
+        missing name: NXDOMAIN). Returns once dnsmasq has re-read the file
+        (bounded)."""
+        self.hosts = {k: list(v) for k, v in hosts.items()}
+        self._write_hosts()
+        if self.running():
+            before = self.log().count("read %s" % self.hosts_path)
+            self.proc.send_signal(signal.SIGHUP)
+            wire.wait_until(lambda: self.log().count("read %s" % self.hosts_path) > before,
+                            3.0, what="dnsmasq to re-read its hosts file")
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout=JOIN_TIMEOUT):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        self.proc = None
+        self._log.close()
+
+    def kill(self, timeout=JOIN_TIMEOUT):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+        self.stop(timeout)

@@ -28,6 +28,7 @@ def test_version_names_commit_and_libraries(usher_bin):
     assert re.fullmatch(r"libev \d+\.\d+", lines[2]), lines
     assert re.fullmatch(r"OpenSSL \d+\.\d+\.\d+.*", lines[3]), lines
     assert re.fullmatch(r"libyaml \d+\.\d+\.\d+", lines[4]), lines
+    assert re.fullmatch(r"c-ares \d+\.\d+\.\d+", lines[5]), lines
     assert run(usher_bin, "-V").stdout == r.stdout
 
 

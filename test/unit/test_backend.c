@@ -756,6 +756,47 @@ static void test_readded(void)
     server_stop(s);
 }
 
+/* An address that left its DNS answer: drains like a removal, with its own
+ * reason, comes back like a re-added backend, and is gone once drained. */
+static void test_removed_dns(void)
+{
+    struct server *s = server_start(SRV_200);
+    struct tconf t;
+    struct tctx c;
+    int rc;
+
+    CHECK(streq(backend_drain_reason_str(BACKEND_DRAIN_DNS), "dns"), "reason name");
+    tconf_init(&t, s->port, true, CONF_PROTO_HTTP, 50, 500, 2, 3, 10000);
+    struct backend *b = mk(&c, &t);
+    c.free_on_gone = true;
+    RUN_UNTIL(b->state == BACKEND_HEALTHY, 2.0);
+    PROXY(backend_conn_acquire(b));
+    PROXY(backend_remove_dns(b, 10000));
+    CHECK(b->state == BACKEND_DRAINING && b->drain_reason == BACKEND_DRAIN_DNS &&
+              backend_removed(b) && !backend_in_rotation(b) && !hc_running(b),
+          "vanished from DNS: draining, reason dns, checks stopped");
+    CHECK(ev_is_active(&b->drain_timer) && b->drain_deadline > ev_now(loop) + 9, "drain timer");
+    RUN_FOR(0.05);
+    const struct rec *r = last_state(&c);
+    CHECK(r && r->from == BACKEND_HEALTHY && r->to == BACKEND_DRAINING && streq(r->reason, "dns"),
+          "state_changed(dns)");
+
+    /* back in the next answer while still draining: a normal backend again */
+    PROXY(rc = backend_reconfigure(b, &t.cp, &t.cb));
+    CHECK(rc == 0 && b->state == BACKEND_HEALTHY && b->drain_reason == BACKEND_DRAIN_NONE &&
+              b->connections == 1 && !ev_is_active(&b->drain_timer),
+          "re-listed: healthy, connections kept");
+
+    /* gone again, then gone for good once its last connection ends */
+    PROXY(backend_remove_dns(b, 10000));
+    RUN_FOR(0.05);
+    CHECK(c.gone == 0, "draining while a connection is left");
+    PROXY(backend_conn_release(b));
+    RUN_UNTIL(c.gone == 1, 1.0);
+    CHECK(c.gone == 1 && c.b == NULL, "gone after the last release");
+    server_stop(s);
+}
+
 static void test_tcp(void)
 {
     struct server *s = server_start(SRV_NOREAD);
@@ -915,6 +956,7 @@ int main(void)
         {"503_then_failures", test_503_then_failures},
         {"removed_gone", test_removed_gone},
         {"readded", test_readded},
+        {"removed_dns", test_removed_dns},
         {"tcp", test_tcp},
         {"timeouts", test_timeouts},
         {"failure_kinds", test_failure_kinds},
