@@ -25,6 +25,18 @@ int backend_reconfigure(struct backend *b, const struct conf_pool *cp,
  * hooks->gone once its last connection ends or the delay passes. */
 void backend_remove(struct backend *b, conf_ms delay_ms);
 
+/* The runtime API drains <b> (reason BACKEND_DRAIN_ADMIN) with a deadline of
+ * <delay_ms>: no new traffic, whatever its checks say, until
+ * backend_admin_ready(). A backend a reload removed stays removed.
+ * Idempotent. Reported through hooks->state_changed at a safe point. */
+void backend_admin_drain(struct backend *b, conf_ms delay_ms);
+
+/* Clears an admin drain: the backend returns to what its checks say
+ * (healthy if its last check passed or it has none, else checking). A
+ * backend not admin-drained is left alone (a 503 or removal drain is not
+ * the API's to end). Returns true if it was admin-drained. */
+bool backend_admin_ready(struct backend *b);
+
 /* Stops checks and timers and frees <b>. The proxy must hold no reference. */
 void backend_free(struct backend *b);
 
@@ -45,7 +57,11 @@ void backend_checks_stop(struct backend *b);
 /* "checking", "healthy", "unhealthy", "draining". */
 const char *backend_state_str(enum backend_state s);
 
-/* "none", "503", "removed" (added, for /status and logs). */
+/* "none", "503", "removed", "admin" (for logs). */
 const char *backend_drain_reason_str(enum backend_drain_reason r);
+
+/* The drain reason as DESIGN's /status names it: "health_503", "removed",
+ * "admin"; NULL when not draining. */
+const char *backend_drain_reason_name(enum backend_drain_reason r);
 
 #endif

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "../../health/backend.h"
+#include "upstream.h"
 
 static bool was_tried(const struct server *b, struct server *const *tried, unsigned n)
 {
@@ -14,7 +15,7 @@ static bool was_tried(const struct server *b, struct server *const *tried, unsig
 
 static bool is_candidate(const struct server *b, struct server *const *tried, unsigned n)
 {
-    return backend_in_rotation(b->hb) && !was_tried(b, tried, n);
+    return server_in_rotation(b) && !was_tried(b, tried, n);
 }
 
 static bool pool_has_candidate(const struct pool *p, struct server *const *tried, unsigned n)
@@ -36,8 +37,8 @@ static struct server *pick_round_robin(struct pool *p, struct server *const *tri
         struct server *b = p->servers[i];
         if (!is_candidate(b, tried, n))
             continue;
-        b->rr_current += b->hb->weight;
-        total += b->hb->weight;
+        b->rr_current += server_weight(b);
+        total += server_weight(b);
         if (!best || b->rr_current > best->rr_current)
             best = b;
     }
@@ -57,7 +58,8 @@ static struct server *pick_least_conn(struct pool *p, struct server *const *trie
         if (!is_candidate(b, tried, n))
             continue;
         if (!best ||
-            (uint64_t)b->inflight * best->hb->weight < (uint64_t)best->inflight * b->hb->weight)
+            (uint64_t)b->inflight * server_weight(best) <
+                (uint64_t)best->inflight * server_weight(b))
             best = b;
     }
     if (count)

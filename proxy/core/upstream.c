@@ -46,7 +46,7 @@ static void on_state_changed(struct backend *b, enum backend_state from, const c
     log_info("backend state", "pool=%s backend=%s from=%s to=%s reason=\"%s\" connections=%u",
              b->pool_name, b->name, backend_state_str(from), backend_state_str(b->state),
              reason ? reason : "", b->connections);
-    if (!backend_in_rotation(b))
+    if (!server_in_rotation(s))
         upstream_close_idle(s);
 }
 
@@ -117,6 +117,42 @@ void server_free(struct server *s)
     free(s);
 }
 
+unsigned server_weight(const struct server *s)
+{
+    return s->weight_overridden ? s->weight_override : s->hb->weight;
+}
+
+bool server_in_rotation(const struct server *s)
+{
+    return s->hb->state == BACKEND_HEALTHY && server_weight(s) > 0;
+}
+
+void server_override_weight(struct server *s, bool set, unsigned weight)
+{
+    s->weight_overridden = set;
+    s->weight_override = set ? weight : 0;
+    if (!server_in_rotation(s))
+        upstream_close_idle(s);
+}
+
+unsigned server_idle_count(const struct server *s)
+{
+    return s->idle_count;
+}
+
+double server_oldest_connection_age(const struct server *s)
+{
+    ev_tstamp now = ev_now(s->w->loop), oldest = now;
+    const struct list *heads[] = {&s->active, &s->idle};
+    for (size_t k = 0; k < 2; k++)
+        for (const struct list *pos = heads[k]->next; pos != heads[k]; pos = pos->next) {
+            const struct upstream *u = container_of(pos, struct upstream, pool_link);
+            if (u->opened_at < oldest)
+                oldest = u->opened_at;
+        }
+    return now - oldest;
+}
+
 /* ---- connections --------------------------------------------------------- */
 
 void upstream_want(struct upstream *u, unsigned events)
@@ -177,6 +213,7 @@ struct upstream *upstream_connect(struct server *s, upstream_cb cb, void *owner,
     u->server = s;
     u->fd = fd;
     u->state = UPSTREAM_CONNECTING;
+    u->opened_at = ev_now(w->loop);
     u->cb = cb;
     u->owner = owner;
     ev_io_init(&u->io, upstream_io_cb, fd, 0);
@@ -238,7 +275,7 @@ void upstream_release(struct upstream *u, bool reusable)
     const struct conf *conf = w->conf;
     struct keep_facts facts = {
         .reusable = reusable,
-        .in_rotation = backend_in_rotation(s->hb),
+        .in_rotation = server_in_rotation(s),
         .pool_full = s->idle_count >= conf->limits.backend_idle_connections,
         .process_draining = w->state >= WORKER_DRAINING,
         .fd_pressure = fd_pressure(w),

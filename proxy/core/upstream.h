@@ -16,6 +16,24 @@ struct server *server_new(struct worker *w, struct pool *p, const struct conf_po
  * active connections must be gone. */
 void server_free(struct server *s);
 
+/* The weight in force for <s>: the runtime override if set, else the
+ * config's. */
+unsigned server_weight(const struct server *s);
+
+/* True if new requests may go to <s>: its backend is healthy and its
+ * weight in force is above 0. */
+bool server_in_rotation(const struct server *s);
+
+/* Sets (<set> true) or clears the runtime weight override of <s>; the next
+ * pick uses it. A weight of 0 takes it out of rotation (idle pooled
+ * connections close). */
+void server_override_weight(struct server *s, bool set, unsigned weight);
+
+/* Pooled idle upstreams of <s> and the age in seconds of its oldest open
+ * upstream connection (0 when none), for drain records. */
+unsigned server_idle_count(const struct server *s);
+double server_oldest_connection_age(const struct server *s);
+
 /* Starts a non-blocking connect to <s> for <owner>, whose <cb> then hears
  * of the outcome (UPSTREAM_CONNECTED or UPSTREAM_CONNECT_FAILED) and every
  * later event. Returns the upstream in UPSTREAM_CONNECTING, or NULL if the

@@ -52,6 +52,9 @@ struct server {
     uint64_t responses[STATUS_CLASSES];
     uint64_t connect_failures;
     int64_t rr_current; /* smooth weighted round robin state */
+    /* the runtime API's weight, in force over the config's while set */
+    bool weight_overridden;
+    unsigned weight_override;
 };
 
 /* One entry of a listener's runtime split. */
@@ -92,6 +95,7 @@ struct listener {
     uint64_t responses[STATUS_CLASSES];
     struct split_slot *slots;
     size_t num_slots;
+    bool split_overridden; /* slots carry the runtime API's weights, not the config's */
     struct listener *next;
 };
 
@@ -185,6 +189,7 @@ struct upstream {
     ev_io io;
     ev_timer idle_timer;  /* pooled: backend_idle timeout */
     ev_tstamp idle_since; /* when it entered the pool */
+    ev_tstamp opened_at;  /* connect started: the age a drain record shows */
     enum upstream_state state;
     unsigned io_events;
     struct list pool_link; /* server idle or active list */
