@@ -1,5 +1,8 @@
-/* The admin listener: /live, /ready, /status (JSON), /metrics (Prometheus).
- * One request per connection; answers are small and built at once. */
+/* The admin listener: /live, /ready, /status (JSON), /metrics (Prometheus),
+ * the status page at /, and the runtime API (api.c) on the same port.
+ * One request per connection; answers are built at once, except a pool
+ * drain with ?wait, answered from a timer. Its own connection limit, head
+ * timeout and body limit keep it from ever starving the data plane. */
 #include "admin.h"
 
 #include <errno.h>
@@ -14,14 +17,22 @@
 #include "../../health/loop/list.h"
 #include "../../health/loop/net.h"
 #include "../base/log.h"
+#include "../core/upstream.h"
 #include "../core/worker.h"
+#include "api.h"
 #include "process-t.h"
+#include "status.h"
 
 /* An admin request head must fit here; anything larger is not ours. */
 #define ADMIN_HEAD_MAX 8192
 #define ADMIN_HEADERS_MAX 64
-/* A stuck admin client is dropped after this long. */
+/* A stuck admin client is dropped after this long (head and body; then
+ * the answer's write). */
 #define ADMIN_TIMEOUT_S 5.0
+/* Admin connections open at once: beyond it a connection is closed at
+ * accept, so a flood of admin clients cannot take descriptors or memory
+ * the data plane needs. Enough for a few pollers, ctl waits and a browser. */
+#define ADMIN_CONNS_MAX 32
 
 struct admin {
     struct process *proc;
@@ -29,16 +40,21 @@ struct admin {
     int fd;
     ev_io io;
     struct list conns;
+    unsigned num_conns;
 };
 
 struct admin_conn {
     struct admin *admin;
     int fd;
+    struct sockaddr_storage peer;
+    socklen_t peer_len;
     ev_io io;
-    ev_timer timer;
-    char in[ADMIN_HEAD_MAX];
+    ev_timer timer; /* head and body, then the write: ADMIN_TIMEOUT_S each */
+    char *in;       /* head, then the body it announced */
     size_t in_len;
+    size_t in_cap;
     struct hbuf out;
+    struct api_wait *wait; /* a reply that waits (pool drain ?wait) */
     struct list link;
 };
 
@@ -47,100 +63,14 @@ static void conn_free(struct admin_conn *ac)
     struct ev_loop *loop = ac->admin->proc->loop;
     ev_io_stop(loop, &ac->io);
     ev_timer_stop(loop, &ac->timer);
+    api_wait_cancel(ac->wait);
+    ac->wait = NULL;
     close(ac->fd);
     list_remove(&ac->link);
+    ac->admin->num_conns--;
     hbuf_free(&ac->out);
+    free(ac->in);
     free(ac);
-}
-
-static void status_backend(struct hbuf *o, struct worker *w, const struct server *s)
-{
-    const struct backend *b = s->hb;
-    ev_tstamp now = ev_now(w->loop);
-    hbuf_append_str(o, "{\"name\":");
-    log_json_str(o, b->name);
-    hbuf_append_str(o, ",\"address\":");
-    log_json_str(o, b->address_text);
-    hbuf_printf(o,
-                ",\"state\":\"%s\",\"weight\":%u,\"in_config\":%s,\"active_connections\":%u,"
-                "\"inflight_requests\":%u,\"requests_total\":%llu,\"connect_failures\":%llu,"
-                "\"success_streak\":%u,\"failure_streak\":%u,\"last_result\":",
-                backend_state_str(b->state), b->weight, backend_removed(b) ? "false" : "true",
-                b->connections, s->inflight, (unsigned long long)s->requests_total,
-                (unsigned long long)s->connect_failures, b->success_streak, b->failure_streak);
-    if (b->last_result)
-        log_json_str(o, b->last_result);
-    else
-        hbuf_append_str(o, "null");
-    hbuf_printf(o, ",\"last_status\":%d,\"last_check_age_ms\":", b->last_status);
-    if (b->last_check_at > 0)
-        hbuf_printf(o, "%.0f", (now - b->last_check_at) * 1000.0);
-    else
-        hbuf_append_str(o, "null");
-    hbuf_append_str(o, ",\"drain_deadline_ms\":");
-    if (b->state == BACKEND_DRAINING && b->drain_deadline > 0) {
-        double left = (b->drain_deadline - now) * 1000.0;
-        hbuf_printf(o, "%.0f", left > 0 ? left : 0);
-    } else {
-        hbuf_append_str(o, "null");
-    }
-    hbuf_append_str(o, "}");
-}
-
-static void build_status(struct hbuf *o, struct process *proc)
-{
-    struct worker *w = proc->w;
-    ev_tstamp now = ev_now(w->loop);
-    hbuf_printf(o,
-                "{\"state\":\"%s\",\"ready\":%s,\"generation\":%llu,\"pid\":%d,"
-                "\"uptime_s\":%.1f,\"connections\":%u,\"config\":",
-                worker_state_str(w->state), worker_ready(w) ? "true" : "false",
-                (unsigned long long)w->generation, (int)getpid(), now - w->started_at,
-                w->num_clients);
-    log_json_str(o, w->conf->path);
-    if (w->state == WORKER_DRAINING)
-        hbuf_printf(o, ",\"shutdown_remaining_ms\":%.0f", (proc->drain_deadline - now) * 1000.0);
-    hbuf_printf(o, ",\"reloads\":{\"ok\":%llu,\"error\":%llu},\"listeners\":[",
-                (unsigned long long)proc->reloads_ok, (unsigned long long)proc->reloads_error);
-    bool first = true;
-    for (struct listener *l = w->listeners; l; l = l->next) {
-        hbuf_append_str(o, first ? "{\"name\":" : ",{\"name\":");
-        first = false;
-        log_json_str(o, l->name);
-        hbuf_append_str(o, ",\"bind\":");
-        log_json_str(o, l->bind_text);
-        hbuf_printf(o, ",\"protocol\":\"%s\",\"open\":%s,\"connections\":%u,\"pools\":{",
-                    l->protocol == CONF_PROTO_TCP ? "tcp" : "http", l->closed ? "false" : "true",
-                    l->connections);
-        for (size_t i = 0; i < l->num_slots; i++) {
-            if (i)
-                hbuf_append_str(o, ",");
-            log_json_str(o, l->slots[i].pool ? l->slots[i].pool->name : "?");
-            hbuf_printf(o, ":%u", l->slots[i].weight);
-        }
-        hbuf_append_str(o, "}}");
-    }
-    hbuf_append_str(o, "],\"pools\":[");
-    first = true;
-    for (struct pool *p = w->pools; p; p = p->next) {
-        if (!p->conf && p->num_servers == 0)
-            continue; /* removed by a reload and fully drained */
-        hbuf_append_str(o, first ? "{\"name\":" : ",{\"name\":");
-        first = false;
-        log_json_str(o, p->name);
-        if (p->conf)
-            hbuf_printf(o, ",\"balance\":\"%s\",\"deregistration_delay_ms\":%llu",
-                        p->conf->balance == CONF_BALANCE_LEAST_CONN ? "least_conn" : "round_robin",
-                        (unsigned long long)p->conf->deregistration_delay);
-        hbuf_printf(o, ",\"in_config\":%s,\"backends\":[", p->conf ? "true" : "false");
-        for (size_t i = 0; i < p->num_servers; i++) {
-            if (i)
-                hbuf_append_str(o, ",");
-            status_backend(o, w, p->servers[i]);
-        }
-        hbuf_append_str(o, "]}");
-    }
-    hbuf_append_str(o, "]}\n");
 }
 
 /* ---- Prometheus text ----------------------------------------------------- */
@@ -213,6 +143,9 @@ static void build_metrics(struct hbuf *o, struct process *proc)
                 b->state == BACKEND_DRAINING && b->drain_deadline > ev_now(w->loop)
                     ? b->drain_deadline - ev_now(w->loop)
                     : 0.0);
+    PER_BACKEND("usher_backend_drain_connections", "gauge", "%u",
+                b->state == BACKEND_DRAINING ? b->connections : 0);
+    PER_BACKEND("usher_backend_weight", "gauge", "%u", server_weight(s));
 #undef PER_BACKEND
     hbuf_append_str(o, "# TYPE usher_backend_responses_total counter\n");
     for (struct pool *p = w->pools; p; p = p->next)
@@ -238,84 +171,206 @@ static void build_metrics(struct hbuf *o, struct process *proc)
 
 /* ---- request handling ---------------------------------------------------- */
 
-static void respond(struct admin_conn *ac, int status, const char *type, struct hbuf *body,
-                    bool head_only)
+static void respond(struct admin_conn *ac, int status, const char *type, const char *allow,
+                    struct hbuf *body, bool head_only)
 {
-    hbuf_printf(&ac->out,
-                "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
-                status, http1_status_text(status), type, body->len);
+    hbuf_printf(&ac->out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n", status,
+                http1_status_text(status), type, body->len);
+    if (allow)
+        hbuf_printf(&ac->out, "Allow: %s\r\n", allow);
+    hbuf_append_str(&ac->out, "Cache-Control: no-store\r\nConnection: close\r\n\r\n");
     if (!head_only)
         hbuf_append(&ac->out, body->data, body->len);
 }
 
-static void route(struct admin_conn *ac, const struct http1_request *req)
+static void start_writing(struct admin_conn *ac)
 {
+    struct ev_loop *loop = ac->admin->proc->loop;
+    ev_io_stop(loop, &ac->io);
+    ev_io_set(&ac->io, ac->fd, EV_WRITE);
+    ev_io_start(loop, &ac->io);
+    /* a reader that never reads is dropped too */
+    ev_timer_stop(loop, &ac->timer);
+    ev_timer_set(&ac->timer, ADMIN_TIMEOUT_S, 0.);
+    ev_timer_start(loop, &ac->timer);
+}
+
+/* A waited-for API answer (pool drain ?wait) is ready. */
+static void api_later(void *ctx, struct api_reply *r)
+{
+    struct admin_conn *ac = ctx;
+    ac->wait = NULL;
+    respond(ac, r->status, "application/json", r->allow, &r->body, false);
+    hbuf_free(&r->body);
+    start_writing(ac);
+}
+
+static const struct http1_header *find_header(const struct http1_request *req, const char *name)
+{
+    size_t nl = strlen(name);
+    for (size_t i = 0; i < req->msg.num_headers; i++) {
+        const struct http1_header *h = &req->msg.headers[i];
+        if (h->name.len == nl && strncasecmp(h->name.ptr, name, nl) == 0)
+            return h;
+    }
+    return NULL;
+}
+
+static void route(struct admin_conn *ac, const struct http1_request *req, const char *body,
+                  size_t body_len)
+{
+    struct process *proc = ac->admin->proc;
     struct worker *w = ac->admin->w;
-    struct hbuf body = {0};
+    struct hbuf out = {0};
     int status = 200;
     const char *type = "text/plain; charset=utf-8";
+    const char *allow = NULL;
     struct http1_slice path = req->target;
     const char *q = memchr(path.ptr, '?', path.len);
     if (q)
         path.len = (size_t)(q - path.ptr);
 
+    if (api_owns_path(path.ptr, path.len)) {
+        const struct http1_header *authz = find_header(req, "Authorization");
+        struct api_request rq = {
+            .method = req->method_id,
+            .path = path.ptr,
+            .path_len = path.len,
+            .query = q ? q + 1 : NULL,
+            .query_len = q ? req->target.len - path.len - 1 : 0,
+            .body = body,
+            .body_len = body_len,
+            .authz = authz ? authz->value.ptr : NULL,
+            .authz_len = authz ? authz->value.len : 0,
+            .peer = (const struct sockaddr *)&ac->peer,
+            .peer_len = ac->peer_len,
+        };
+        struct api_reply r = {0};
+        enum api_result res = api_handle(proc, &rq, &r, api_later, ac, &ac->wait);
+        if (res == API_LATER) {
+            /* the answer comes from a timer; the head timeout must not cut it */
+            ev_io_stop(proc->loop, &ac->io);
+            ev_timer_stop(proc->loop, &ac->timer);
+            return;
+        }
+        respond(ac, r.status, "application/json", r.allow, &r.body, false);
+        hbuf_free(&r.body);
+        start_writing(ac);
+        return;
+    }
+
     bool get = req->method_id == HTTP1_METHOD_GET || req->method_id == HTTP1_METHOD_HEAD;
-    if (!get) {
+    bool known = http1_slice_eq(path, "/live") || http1_slice_eq(path, "/ready") ||
+                 http1_slice_eq(path, "/status") || http1_slice_eq(path, "/metrics") ||
+                 http1_slice_eq(path, "/");
+    if (known && !get) {
         status = 405;
-        hbuf_append_str(&body, "405 Method Not Allowed\n");
+        allow = "GET, HEAD";
+        hbuf_append_str(&out, "405 Method Not Allowed\n");
     } else if (http1_slice_eq(path, "/live")) {
-        hbuf_append_str(&body, "live\n");
+        hbuf_append_str(&out, "live\n");
     } else if (http1_slice_eq(path, "/ready")) {
         bool ready = worker_ready(w);
         status = ready ? 200 : 503;
-        hbuf_printf(&body, "%s\n", ready ? "ready" : worker_state_str(w->state));
+        hbuf_printf(&out, "%s\n", ready ? "ready" : worker_state_str(w->state));
     } else if (http1_slice_eq(path, "/status")) {
         type = "application/json";
-        build_status(&body, ac->admin->proc);
+        status_json(&out, proc);
     } else if (http1_slice_eq(path, "/metrics")) {
         type = "text/plain; version=0.0.4";
-        build_metrics(&body, ac->admin->proc);
+        build_metrics(&out, proc);
+    } else if (http1_slice_eq(path, "/")) {
+        type = "text/html; charset=utf-8";
+        status_page_html(&out, proc);
     } else {
         status = 404;
-        hbuf_append_str(&body, "404 Not Found\n");
+        hbuf_append_str(&out, "404 Not Found\n");
     }
-    respond(ac, status, type, &body, req->method_id == HTTP1_METHOD_HEAD);
+    respond(ac, status, type, allow, &out, req->method_id == HTTP1_METHOD_HEAD);
+    hbuf_free(&out);
+    start_writing(ac);
+}
+
+static void reply_error(struct admin_conn *ac, int status)
+{
+    struct hbuf body = {0};
+    hbuf_printf(&body, "{\"error\":\"%s\"}\n", http1_status_text(status));
+    respond(ac, status, "application/json", NULL, &body, false);
     hbuf_free(&body);
+    start_writing(ac);
+}
+
+/* Parses what arrived; routes once the head and the body it announced are
+ * in. */
+static void parse_and_route(struct admin_conn *ac)
+{
+    struct http1_header headers[ADMIN_HEADERS_MAX];
+    struct http1_limits lim = {ADMIN_HEAD_MAX, ADMIN_HEADERS_MAX, ADMIN_HEAD_MAX};
+    struct http1_request req;
+    memset(&req, 0, sizeof(req));
+    req.msg.headers = headers;
+    int rc = http1_parse_request(ac->in, ac->in_len, &lim, &req);
+    if (rc == HTTP1_AGAIN) {
+        if (ac->in_len >= ADMIN_HEAD_MAX)
+            reply_error(ac, 431);
+        return;
+    }
+    if (rc != HTTP1_OK) {
+        reply_error(ac, req.msg.error_status ? req.msg.error_status : 400);
+        return;
+    }
+    size_t body_len = 0;
+    if (req.msg.framing == HTTP1_BODY_CHUNKED) {
+        reply_error(ac, 411); /* usher ctl and curl -d send Content-Length */
+        return;
+    }
+    if (req.msg.framing == HTTP1_BODY_LENGTH) {
+        if (req.msg.content_length > API_BODY_MAX) {
+            reply_error(ac, 413);
+            return;
+        }
+        body_len = (size_t)req.msg.content_length;
+    }
+    size_t need = req.msg.head_len + body_len;
+    if (need > ac->in_cap) {
+        char *bigger = realloc(ac->in, need);
+        if (!bigger) {
+            reply_error(ac, 500);
+            return;
+        }
+        ac->in = bigger;
+        ac->in_cap = need;
+        parse_and_route(ac); /* the slices pointed into the old buffer */
+        return;
+    }
+    if (ac->in_len < need)
+        return;
+    route(ac, &req, ac->in + req.msg.head_len, body_len);
+}
+
+static void on_readable(struct admin_conn *ac)
+{
+    if (ac->in_len == ac->in_cap) {
+        reply_error(ac, 431);
+        return;
+    }
+    ssize_t n = read(ac->fd, ac->in + ac->in_len, ac->in_cap - ac->in_len);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        conn_free(ac);
+        return;
+    }
+    ac->in_len += (size_t)n;
+    parse_and_route(ac);
 }
 
 static void conn_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct admin_conn *ac = container_of(io, struct admin_conn, io);
     if (ac->out.len == 0) {
-        ssize_t n = read(ac->fd, ac->in + ac->in_len, sizeof(ac->in) - ac->in_len);
-        if (n < 0 && (errno == EAGAIN || errno == EINTR))
-            return;
-        if (n <= 0) {
-            conn_free(ac);
-            return;
-        }
-        ac->in_len += (size_t)n;
-        struct http1_header headers[ADMIN_HEADERS_MAX];
-        struct http1_limits lim = {ADMIN_HEAD_MAX, ADMIN_HEADERS_MAX, ADMIN_HEAD_MAX};
-        struct http1_request req;
-        memset(&req, 0, sizeof(req));
-        req.msg.headers = headers;
-        int rc = http1_parse_request(ac->in, ac->in_len, &lim, &req);
-        if (rc == HTTP1_AGAIN && ac->in_len < sizeof(ac->in))
-            return;
-        if (rc == HTTP1_OK) {
-            route(ac, &req);
-        } else {
-            struct hbuf body = {0};
-            int status = rc == HTTP1_ERROR ? req.msg.error_status : 431;
-            hbuf_printf(&body, "%d %s\n", status, http1_status_text(status));
-            respond(ac, status, "text/plain", &body, false);
-            hbuf_free(&body);
-        }
-        ev_io_stop(loop, io);
-        ev_io_set(io, ac->fd, EV_WRITE);
-        ev_io_start(loop, io);
+        on_readable(ac);
+        return;
     }
     while (ac->out.sent < ac->out.len) {
         ssize_t n =
@@ -338,16 +393,30 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct admin *a = container_of(io, struct admin, io);
     for (;;) {
-        int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage peer;
+        socklen_t peer_len = sizeof(peer);
+        int fd = accept4(a->fd, (struct sockaddr *)&peer, &peer_len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0)
             return;
+        if (a->num_conns >= ADMIN_CONNS_MAX) {
+            close(fd);
+            continue;
+        }
         struct admin_conn *ac = calloc(1, sizeof(*ac));
-        if (!ac) {
+        char *in = malloc(ADMIN_HEAD_MAX);
+        if (!ac || !in) {
+            free(ac);
+            free(in);
             close(fd);
             return;
         }
         ac->admin = a;
         ac->fd = fd;
+        ac->peer = peer;
+        ac->peer_len = peer_len;
+        ac->in = in;
+        ac->in_cap = ADMIN_HEAD_MAX;
+        a->num_conns++;
         list_append(&a->conns, &ac->link);
         ev_io_init(&ac->io, conn_io_cb, fd, EV_READ);
         ev_io_start(loop, &ac->io);

@@ -11,6 +11,8 @@
 #include "../base/log.h"
 #include "../core/worker.h"
 #include "admin.h"
+#include "auth.h"
+#include "overrides.h"
 #include "reload.h"
 
 /* Drain progress is logged this often. */
@@ -131,7 +133,7 @@ static void on_reload_signal(struct ev_loop *loop, ev_signal *s, int revents)
         log_warn("reload ignored", "reason=draining");
         return;
     }
-    reload_run(p);
+    reload_run(p, NULL);
 }
 
 static void ready_poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -153,7 +155,11 @@ struct process *process_new(struct ev_loop *loop, struct conf *conf)
     p->loop = loop;
     const struct worker_hooks hooks = {.clients_closed = on_clients_closed, .ctx = p};
     p->w = worker_new(loop, conf, &hooks);
-    if (!p->w) {
+    p->ov = overrides_new();
+    if (!p->w || !p->ov) {
+        overrides_free(p->ov);
+        if (p->w)
+            worker_free(p->w);
         free(p);
         return NULL;
     }
@@ -168,8 +174,11 @@ struct process *process_new(struct ev_loop *loop, struct conf *conf)
 
 int process_start(struct process *p, struct ssl_ctx_st **tls)
 {
+    auth_load(p, p->w->conf, true);
+    overrides_load(p);
     if (reload_start(p, tls) < 0)
         return -1;
+    overrides_apply(p, false);
     if (p->w->conf->admin.enabled && admin_start(p) < 0)
         return -1;
     signal(SIGPIPE, SIG_IGN);
@@ -201,5 +210,7 @@ void process_free(struct process *p)
     admin_stop(p);
     log_info("released", "what=admin_listener");
     conf_free(conf);
+    overrides_free(p->ov);
+    free(p->token);
     free(p);
 }

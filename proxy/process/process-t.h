@@ -9,6 +9,7 @@
 #include "../core/worker-t.h"
 
 struct admin;
+struct overrides;
 
 struct process {
     struct ev_loop *loop;
@@ -16,6 +17,8 @@ struct process {
     struct admin *admin;
     uint64_t reloads_ok;
     uint64_t reloads_error;
+    struct overrides *ov; /* what the runtime API decided (overrides.h) */
+    char *token;          /* admin.token_file's contents, trimmed; NULL without one */
 
     ev_signal sig_term, sig_int, sig_hup;
     ev_timer drain_timer;     /* drain_delay, then one-second progress ticks */
