@@ -116,8 +116,10 @@ struct conf {
     struct {
         bool enabled; /* false when the admin key is absent */
         struct conf_address bind;
-        char *token_file;             /* NULL if unset; resolved against the config's directory */
-        char *state_file;             /* NULL if unset; resolved against the config's directory */
+        char *token_file; /* NULL if unset or ""; resolved against the config's directory;
+                             a readable file, not blank, at load (re-read it at reload) */
+        char *state_file; /* NULL if unset or ""; resolved against the config's directory;
+                             need not exist, its directory does (at load) */
         bool ready_requires_backends; /* default false */
     } admin;
 
@@ -169,7 +171,8 @@ struct conf {
         struct conf_address *etcd;   /* endpoints, default [127.0.0.1:2379] */
         size_t num_etcd;
         char *prefix;   /* default "/usher/" */
-        char *instance; /* default: the host name */
+        char *instance; /* default (absent or ""): the host name; NULL only when that is
+                           not a valid name and fleet is off (with fleet on: an error) */
     } fleet;
 
     struct conf_listener *listeners;
@@ -201,7 +204,8 @@ enum conf_change_kind {
     CONF_BACKEND_WEIGHT,    /* both set; only the weight differs */
     CONF_POOL_ADDED,        /* new_pool set */
     CONF_POOL_REMOVED,      /* old_pool set */
-    CONF_POOL_CHANGED,      /* both set; balance, delay or health_check differ */
+    CONF_POOL_CHANGED,      /* both set; balance, deregistration_delay, slow_start,
+                               health_check, passive_health or discover differ */
     CONF_LISTENER_ADDED,    /* new_listener set */
     CONF_LISTENER_REMOVED,  /* old_listener set (a changed bind = removed + added) */
     CONF_LISTENER_SPLIT,    /* both set; the pools map or protocol/tls differ, socket kept */

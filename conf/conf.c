@@ -81,6 +81,14 @@ enum key_type {
     T_FILE,        /* a readable file; stored as a path */
     T_STATUS,      /* an HTTP status or range: stored at offset (min) and aux (max) */
     T_SPLITS,      /* a listener's pools map: pool name -> weight */
+    T_WORKERS,     /* "auto" (stored as 0) or an unsigned within [min, max] */
+    T_PORT,        /* uint16_t, 1..65535 */
+    T_ADDRESSES,   /* a list of addresses: struct conf_address *, count at aux */
+    T_TOKEN_FILE,  /* like T_FILE, holding a secret that must not be blank; "" = unset */
+    T_STATE_FILE,  /* a path usher writes: need not exist, its directory must; "" = unset */
+    T_HOSTNAME,    /* a DNS name to resolve later (discovery): checked, not resolved */
+    T_KEY_PREFIX,  /* an etcd key prefix: starts and ends with "/" */
+    T_INSTANCE,    /* a fleet instance id (name rules); "" = the host name */
 };
 
 #define K_REQUIRED 0x1u /* missing key is an error */
@@ -110,6 +118,7 @@ struct key {
     const struct enum_name *names;
     const struct section *sub;
     const char *dotted; /* full key path, for K_RESTART keys */
+    const char *unless; /* K_REQUIRED: not required when this sibling key is present */
 };
 
 struct section {
@@ -135,6 +144,15 @@ struct section {
 /* Names end up in logs (key=value) and metric labels: keep them tame. */
 #define NAME_MAX_LEN 64
 #define HTTP_PATH_MAX_LEN 1024
+/* DESIGN's bound for workers: more event-loop threads than this is a typo
+ * on any host usher targets. */
+#define WORKERS_MAX 256
+/* A DNS name is at most 253 characters in text form, each label at most
+ * 63 (RFC 1035 section 2.3.4). */
+#define HOSTNAME_MAX_LEN 253
+#define LABEL_MAX_LEN 63
+/* A bearer token is a line of text: anything larger is not a token file. */
+#define TOKEN_FILE_MAX_BYTES 4096
 /* HTTP status codes are three digits, 1xx..5xx (RFC 9110 section 15). */
 #define STATUS_MIN 100
 #define STATUS_MAX 599
@@ -152,8 +170,12 @@ static const struct enum_name log_level_names[] = {{"debug", CONF_LOG_DEBUG},
                                                    {NULL, 0}};
 static const struct enum_name log_format_names[] = {
     {"text", CONF_LOG_TEXT}, {"json", CONF_LOG_JSON}, {NULL, 0}};
+static const struct enum_name idle_close_names[] = {
+    {"now", CONF_IDLE_CLOSE_NOW}, {"after_request", CONF_IDLE_CLOSE_AFTER_REQUEST}, {NULL, 0}};
 
 static void check_health(struct loader *l, void *base, yaml_node_t *map);
+static void check_discover(struct loader *l, void *base, yaml_node_t *map);
+static void check_timeouts(struct loader *l, void *base, yaml_node_t *map);
 
 #define KEY(T, n, ty, field, ...)                                                                  \
     {                                                                                              \
@@ -175,6 +197,30 @@ static const struct key health_keys[] = {
     {.name = NULL}};
 static const struct section health_section = {.keys = health_keys, .check = check_health};
 
+/* passive_health: offsets from struct conf_pool */
+#define PH(n, ty, field, ...) KEY(struct conf_pool, n, ty, passive_health.field, __VA_ARGS__)
+static const struct key passive_keys[] = {
+    PH("consecutive_failures", T_UINT, consecutive_failures, .min = 1, .max = THRESHOLD_MAX,
+       .def = 5),
+    PH("ejection_time", T_DURATION, ejection_time, .min = MS(1), .max = CONF_DURATION_MAX,
+       .def = SEC(30)),
+    /* 0 still ejects one backend of a pool of two or more (DESIGN) */
+    PH("max_ejected_percent", T_UINT, max_ejected_percent, .min = 0, .max = 100, .def = 50),
+    {.name = NULL}};
+static const struct section passive_section = {.keys = passive_keys};
+
+/* discover: offsets from struct conf_pool */
+#define DI(n, ty, field, ...) KEY(struct conf_pool, n, ty, discover.field, __VA_ARGS__)
+static const struct key discover_keys[] = {
+    DI("dns", T_HOSTNAME, dns, .flags = K_REQUIRED),
+    /* required unless srv: see check_discover() */
+    DI("port", T_PORT, port),
+    DI("srv", T_BOOL, srv, .def = false),
+    /* a query every 100ms per pool is already more than any TTL asks for */
+    DI("interval", T_DURATION, interval, .min = MS(100), .max = CONF_DURATION_MAX, .def = SEC(5)),
+    {.name = NULL}};
+static const struct section discover_section = {.keys = discover_keys, .check = check_discover};
+
 #define BE(n, ty, field, ...) KEY(struct conf_backend, n, ty, field, __VA_ARGS__)
 static const struct key backend_keys[] = {
     BE("name", T_NAME, name, .flags = K_REQUIRED),
@@ -191,11 +237,17 @@ static const struct key pool_keys[] = {
     PO("balance", T_ENUM, balance, .names = balance_names, .def = CONF_BALANCE_ROUND_ROBIN),
     PO("deregistration_delay", T_DURATION, deregistration_delay, .min = 0, .max = CONF_DURATION_MAX,
        .def = SEC(30)),
+    PO("slow_start", T_DURATION, slow_start, .min = 0, .max = CONF_DURATION_MAX, .def = 0),
+    PO("passive_health", T_SECTION, passive_health, .sub = &passive_section,
+       .aux = offsetof(struct conf_pool, passive_health.enabled)),
+    PO("discover", T_SECTION, discover, .sub = &discover_section,
+       .aux = offsetof(struct conf_pool, discover.enabled)),
     PO("health_check", T_SECTION, health_check, .sub = &health_section,
        .aux = offsetof(struct conf_pool, health_check.enabled)),
-    /* required, but may be empty: a blue/green pool can stand idle */
-    PO("backends", T_LIST, backends, .flags = K_REQUIRED, .sub = &backend_section,
-       .aux = offsetof(struct conf_pool, num_backends)),
+    /* required unless discovered, but may be empty: a blue/green pool can
+     * stand idle */
+    PO("backends", T_LIST, backends, .flags = K_REQUIRED, .unless = "discover",
+       .sub = &backend_section, .aux = offsetof(struct conf_pool, num_backends)),
     {.name = NULL}};
 static const struct section pool_section = {.keys = pool_keys,
                                             .elem_size = sizeof(struct conf_pool),
@@ -221,15 +273,29 @@ static const struct section listener_section = {.keys = listener_keys,
                                                 .pos_offset = offsetof(struct conf_listener, pos)};
 
 #define CF(n, ty, field, ...) KEY(struct conf, n, ty, field, __VA_ARGS__)
-static const struct key admin_keys[] = {CF("bind", T_ADDRESS, admin.bind,
-                                           .def_str = "127.0.0.1:9901", .flags = K_RESTART,
-                                           .dotted = "admin.bind"),
-                                        {.name = NULL}};
+static const struct key admin_keys[] = {
+    CF("bind", T_ADDRESS, admin.bind, .def_str = "127.0.0.1:9901", .flags = K_RESTART,
+       .dotted = "admin.bind"),
+    /* re-read at each reload: rotating the token needs no restart */
+    CF("token_file", T_TOKEN_FILE, admin.token_file),
+    CF("state_file", T_STATE_FILE, admin.state_file),
+    CF("ready_requires_backends", T_BOOL, admin.ready_requires_backends, .def = false),
+    {.name = NULL}};
 static const struct section admin_section = {.keys = admin_keys};
+
+static const struct key upgrade_keys[] = {CF("timeout", T_DURATION, upgrade.timeout, .min = MS(1),
+                                             .max = CONF_DURATION_MAX, .def = SEC(30)),
+                                          {.name = NULL}};
+static const struct section upgrade_section = {.keys = upgrade_keys};
 
 static const struct key shutdown_keys[] = {
     CF("drain_delay", T_DURATION, shutdown.drain_delay, .max = CONF_DURATION_MAX, .def = 0),
     CF("timeout", T_DURATION, shutdown.timeout, .max = CONF_DURATION_MAX, .def = SEC(30)),
+    CF("close_spread", T_DURATION, shutdown.close_spread, .max = CONF_DURATION_MAX, .def = 0),
+    CF("idle_close", T_ENUM, shutdown.idle_close, .names = idle_close_names,
+       .def = CONF_IDLE_CLOSE_NOW),
+    CF("tunnel_close_grace", T_DURATION, shutdown.tunnel_close_grace, .max = CONF_DURATION_MAX,
+       .def = SEC(2)),
     {.name = NULL}};
 static const struct section shutdown_section = {.keys = shutdown_keys};
 
@@ -239,10 +305,12 @@ static const struct key timeout_keys[] = {TIMEOUT(client_header, SEC(10)),
                                           TIMEOUT(client_idle, SEC(60)),
                                           TIMEOUT(connect, SEC(3)),
                                           TIMEOUT(backend, SEC(60)),
+                                          /* absent: = backend, see check_timeouts() */
+                                          TIMEOUT(first_byte, SEC(60)),
                                           TIMEOUT(tunnel, HOUR(1)),
                                           TIMEOUT(backend_idle, SEC(4)),
                                           {.name = NULL}};
-static const struct section timeouts_section = {.keys = timeout_keys};
+static const struct section timeouts_section = {.keys = timeout_keys, .check = check_timeouts};
 
 static const struct key limit_keys[] = {
     CF("max_connections", T_UINT, limits.max_connections, .min = 1, .max = 1000000, .def = 10000),
@@ -263,9 +331,28 @@ static const struct key log_keys[] = {
     {.name = NULL}};
 static const struct section log_section = {.keys = log_keys};
 
+static const struct key resolver_keys[] = {
+    CF("nameservers", T_ADDRESSES, resolver.nameservers,
+       .aux = offsetof(struct conf, resolver.num_nameservers)),
+    CF("hold", T_DURATION, resolver.hold, .max = CONF_DURATION_MAX, .def = SEC(30)),
+    {.name = NULL}};
+static const struct section resolver_section = {.keys = resolver_keys};
+
+static const struct key fleet_keys[] = {
+    CF("etcd", T_ADDRESSES, fleet.etcd, .flags = K_NONEMPTY, .def_str = "127.0.0.1:2379",
+       .aux = offsetof(struct conf, fleet.num_etcd)),
+    CF("prefix", T_KEY_PREFIX, fleet.prefix, .def_str = "/usher/"),
+    CF("instance", T_INSTANCE, fleet.instance),
+    {.name = NULL}};
+static const struct section fleet_section = {.keys = fleet_keys};
+
 static const struct key root_keys[] = {
+    /* a reload keeps the running threads (DESIGN: an upgrade changes them) */
+    CF("workers", T_WORKERS, workers, .min = 1, .max = WORKERS_MAX, .def = 0, .flags = K_RESTART,
+       .dotted = "workers"),
     CF("admin", T_SECTION, admin, .sub = &admin_section,
        .aux = offsetof(struct conf, admin.enabled), .flags = K_RESTART, .dotted = "admin"),
+    CF("upgrade", T_SECTION, upgrade, .sub = &upgrade_section, .aux = NO_OFFSET),
     CF("shutdown", T_SECTION, shutdown, .sub = &shutdown_section, .aux = NO_OFFSET),
     CF("timeouts", T_SECTION, timeouts, .sub = &timeouts_section, .aux = NO_OFFSET),
     CF("limits", T_SECTION, limits, .sub = &limits_section, .aux = NO_OFFSET),
@@ -274,11 +361,20 @@ static const struct key root_keys[] = {
        .aux = offsetof(struct conf, num_listeners)),
     CF("pools", T_LIST, pools, .flags = K_REQUIRED | K_NONEMPTY, .sub = &pool_section,
        .aux = offsetof(struct conf, num_pools)),
+    CF("resolver", T_SECTION, resolver, .sub = &resolver_section,
+       .aux = offsetof(struct conf, resolver.enabled)),
+    CF("fleet", T_SECTION, fleet, .sub = &fleet_section,
+       .aux = offsetof(struct conf, fleet.enabled)),
     {.name = NULL}};
 static const struct section root_section = {.keys = root_keys};
 
 #define FITS(keys) _Static_assert(sizeof(keys) / sizeof(keys[0]) <= SECTION_MAX_KEYS, #keys)
 FITS(health_keys);
+FITS(passive_keys);
+FITS(discover_keys);
+FITS(upgrade_keys);
+FITS(resolver_keys);
+FITS(fleet_keys);
 FITS(backend_keys);
 FITS(pool_keys);
 FITS(tls_keys);
@@ -294,6 +390,7 @@ _Static_assert(sizeof(enum conf_protocol) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_balance) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_log_level) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_log_format) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum conf_idle_close) == sizeof(int), "enum size");
 
 /* ---- the loader ---------------------------------------------------------- */
 
@@ -588,44 +685,52 @@ static int status_range(const char *s, unsigned *min, unsigned *max)
     return 0;
 }
 
-/* Parses a plain decimal integer within [min, max] into *out. */
-static int uint_value(struct loader *l, yaml_node_t *n, uint64_t min, uint64_t max, uint64_t *out)
+#define UINT_NOT_A_NUMBER (-1)
+#define UINT_OUT_OF_RANGE (-2)
+
+/* A plain decimal integer within [min, max]: 0, or UINT_NOT_A_NUMBER /
+ * UINT_OUT_OF_RANGE, for the caller to word. */
+static int uint_parse(yaml_node_t *n, uint64_t min, uint64_t max, uint64_t *out)
 {
     const char *s;
     bool negative = false;
     uint64_t v = 0;
     bool too_big = false;
 
-    if (!is_plain(n) || is_null(n)) {
-        error_node(l, n, "expected an integer");
-        return -1;
-    }
+    if (!is_plain(n) || is_null(n))
+        return UINT_NOT_A_NUMBER;
     s = scalar_text(n);
     if (*s == '-' || *s == '+') {
         negative = *s == '-';
         s++;
     }
-    if (*s == '\0') {
-        error_node(l, n, "expected an integer");
-        return -1;
-    }
+    if (*s == '\0')
+        return UINT_NOT_A_NUMBER;
     for (; *s; s++) {
-        if (*s < '0' || *s > '9') {
-            error_node(l, n, "expected an integer");
-            return -1;
-        }
+        if (*s < '0' || *s > '9')
+            return UINT_NOT_A_NUMBER;
         if (v > (UINT64_MAX - 9) / 10)
             too_big = true;
         else
             v = v * 10 + (uint64_t)(*s - '0');
     }
-    if (too_big || (negative && v != 0) || v < min || v > max) {
-        error_node(l, n, "must be between %llu and %llu", (unsigned long long)min,
-                   (unsigned long long)max);
-        return -1;
-    }
+    if (too_big || (negative && v != 0) || v < min || v > max)
+        return UINT_OUT_OF_RANGE;
     *out = v;
     return 0;
+}
+
+/* Parses a plain decimal integer within [min, max] into *out. */
+static int uint_value(struct loader *l, yaml_node_t *n, uint64_t min, uint64_t max, uint64_t *out)
+{
+    int rc = uint_parse(n, min, max, out);
+
+    if (rc == UINT_NOT_A_NUMBER)
+        error_node(l, n, "expected an integer");
+    else if (rc == UINT_OUT_OF_RANGE)
+        error_node(l, n, "must be between %llu and %llu", (unsigned long long)min,
+                   (unsigned long long)max);
+    return rc < 0 ? -1 : 0;
 }
 
 static void parse_section(struct loader *l, const struct section *s, void *base, yaml_node_t *map);
@@ -754,46 +859,214 @@ static bool http_path_valid(const char *s)
     return true;
 }
 
+/* <s> made relative to the config file's directory (as written for a
+ * config loaded from memory), in the arena; NULL when out of memory. */
+static char *resolve_path(struct loader *l, const char *s)
+{
+    char *full = NULL, *path;
+    size_t bl;
+
+    if (s[0] == '/' || !l->base_dir)
+        return lstrdup(l, s);
+    bl = strlen(l->base_dir);
+    if (asprintf(&full, "%s%s%s", l->base_dir, bl && l->base_dir[bl - 1] == '/' ? "" : "/", s) <
+        0) {
+        l->oom = true;
+        return NULL;
+    }
+    path = lstrdup(l, full);
+    free(full);
+    return path;
+}
+
 /* Checks that <text> names a readable regular file; stores the path, made
- * relative to the config file's directory. */
-static void parse_file(struct loader *l, void *dst, yaml_node_t *n)
+ * relative to the config file's directory. <fd_out>, if not NULL, gets the
+ * open file (or -1) for the caller to read and close. */
+static void parse_file(struct loader *l, void *dst, yaml_node_t *n, int *fd_out)
 {
     char q[PATH_MAX + 8];
     const char *s = want_string(l, n);
-    char *path = NULL;
+    char *path;
     struct stat st;
     int fd;
 
+    if (fd_out)
+        *fd_out = -1;
     if (!s)
         return;
     if (*s == '\0') {
         error_node(l, n, "must not be empty");
         return;
     }
-    if (s[0] != '/' && l->base_dir) {
-        char *full = NULL;
-        size_t bl = strlen(l->base_dir);
-        if (asprintf(&full, "%s%s%s", l->base_dir, bl && l->base_dir[bl - 1] == '/' ? "" : "/", s) <
-            0) {
-            l->oom = true;
-            return;
-        }
-        path = lstrdup(l, full);
-        free(full);
-    } else {
-        path = lstrdup(l, s);
-    }
-    if (!path)
+    if (!(path = resolve_path(l, s)))
         return;
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         error_node(l, n, "cannot read %s: %s", quote_n(path, q, PATH_MAX), strerror(errno));
         return;
     }
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
         error_node(l, n, "cannot read %s: not a regular file", quote_n(path, q, PATH_MAX));
-    close(fd);
+        close(fd);
+        return;
+    }
     memcpy(dst, &path, sizeof(path));
+    if (fd_out)
+        *fd_out = fd;
+    else
+        close(fd);
+}
+
+/* admin.token_file: a readable file whose contents, without surrounding
+ * whitespace, are the token. Only checked here: usher re-reads it at each
+ * reload. A blank token would let any caller that sends "Bearer " in. */
+static void parse_token_file(struct loader *l, void *dst, yaml_node_t *n)
+{
+    char q[PATH_MAX + 8], buf[TOKEN_FILE_MAX_BYTES + 1];
+    size_t len = 0;
+    bool blank = true;
+    int fd;
+
+    if (n->type == YAML_SCALAR_NODE && !is_null(n) && n->data.scalar.length == 0)
+        return; /* "": unset, as DESIGN writes the default */
+    parse_file(l, dst, n, &fd);
+    if (fd < 0)
+        return;
+    for (;;) {
+        ssize_t r = read(fd, buf + len, sizeof(buf) - len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            error_node(l, n, "cannot read %s: %s", quote_n(*(char **)dst, q, PATH_MAX),
+                       strerror(errno));
+            goto done;
+        }
+        if (r == 0)
+            break;
+        len += (size_t)r;
+        if (len == sizeof(buf)) {
+            error_node(l, n, "token file %s is longer than %u bytes",
+                       quote_n(*(char **)dst, q, PATH_MAX), TOKEN_FILE_MAX_BYTES);
+            goto done;
+        }
+    }
+    for (size_t i = 0; i < len; i++)
+        if (buf[i] != ' ' && buf[i] != '\t' && buf[i] != '\r' && buf[i] != '\n')
+            blank = false;
+    if (blank)
+        error_node(l, n, "token file %s is empty", quote_n(*(char **)dst, q, PATH_MAX));
+done:
+    close(fd);
+}
+
+/* admin.state_file: usher replaces it atomically (a temporary file in the
+ * same directory, renamed), so the file need not exist yet but its
+ * directory must. */
+static void parse_state_file(struct loader *l, void *dst, yaml_node_t *n)
+{
+    char q[PATH_MAX + 8];
+    const char *s = want_string(l, n);
+    char *path, *dir, *slash;
+    struct stat st;
+
+    if (!s || *s == '\0') /* "": unset */
+        return;
+    if (!(path = resolve_path(l, s)))
+        return;
+    quote_n(path, q, PATH_MAX);
+    if (stat(path, &st) == 0) {
+        if (!S_ISREG(st.st_mode))
+            error_node(l, n, "cannot use %s: not a regular file", q);
+        else
+            memcpy(dst, &path, sizeof(path));
+        return;
+    }
+    if (errno != ENOENT) {
+        error_node(l, n, "cannot use %s: %s", q, strerror(errno));
+        return;
+    }
+    if (!(dir = lstrdup(l, path)))
+        return;
+    slash = strrchr(dir, '/');
+    if (slash == dir)
+        slash[1] = '\0';
+    else if (slash)
+        *slash = '\0';
+    else
+        strcpy(dir, ".");
+    if (stat(dir, &st) < 0)
+        error_node(l, n, "cannot use %s: its directory: %s", q, strerror(errno));
+    else if (!S_ISDIR(st.st_mode))
+        error_node(l, n, "cannot use %s: its directory: %s", q, strerror(ENOTDIR));
+    else
+        memcpy(dst, &path, sizeof(path));
+}
+
+/* A DNS name in text form (RFC 1035 section 2.3.4, with '_' for SRV
+ * names such as _http._tcp.example.com), an optional final dot. */
+static bool hostname_valid(const char *s)
+{
+    size_t n = strlen(s), label = 0;
+
+    if (n == 0 || n > HOSTNAME_MAX_LEN + 1 || (n == HOSTNAME_MAX_LEN + 1 && s[n - 1] != '.'))
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (ch == '.') {
+            if (label == 0 || s[i - 1] == '-')
+                return false;
+            label = 0;
+            continue;
+        }
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '_' || (ch == '-' && label > 0)))
+            return false;
+        if (++label > LABEL_MAX_LEN)
+            return false;
+    }
+    return s[n - 1] == '.' || s[n - 1] != '-';
+}
+
+/* An etcd key prefix: "/usher/", "/prod/usher/". Instance keys are the
+ * prefix + "instances/" + id, so the ends must be slashes. */
+static bool key_prefix_valid(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n == 0 || s[0] != '/' || s[n - 1] != '/')
+        return false;
+    for (; *s; s++)
+        if ((unsigned char)*s <= 0x20 || (unsigned char)*s == 0x7f)
+            return false;
+    return true;
+}
+
+/* A list of host:port strings into an arena array; the count at key->aux. */
+static void parse_addresses(struct loader *l, const struct key *k, void *base, yaml_node_t *n)
+{
+    struct conf_address *addrs = NULL;
+    size_t count;
+    char q[QUOTE_BUF];
+
+    if (n->type != YAML_SEQUENCE_NODE) {
+        error_node(l, n, "expected a list");
+        return;
+    }
+    count = seq_len(n);
+    if (count == 0 && (k->flags & K_NONEMPTY))
+        error_node(l, n, "must have at least one entry");
+    if (count && !(addrs = lalloc(l, count * sizeof(*addrs))))
+        return;
+    for (size_t i = 0; i < count; i++) {
+        yaml_node_t *item = seq_item(l, n, i);
+        size_t old = path_push_index(l, i);
+        const char *s = want_string(l, item), *reason;
+        if (s && address_load(l, s, &addrs[i], &reason) < 0)
+            error_node(l, item, "invalid address %s: %s", quote(s, q), reason);
+        path_pop(l, old);
+    }
+    memcpy((char *)base + k->offset, &addrs, sizeof(addrs));
+    memcpy((char *)base + k->aux, &count, sizeof(count));
 }
 
 static void parse_value(struct loader *l, const struct key *k, void *base, yaml_node_t *n)
@@ -875,7 +1148,69 @@ static void parse_value(struct loader *l, const struct key *k, void *base, yaml_
             error_node(l, n, "invalid address %s: %s", quote(s, q), reason);
         return;
     case T_FILE:
-        parse_file(l, dst, n);
+        parse_file(l, dst, n, NULL);
+        return;
+    case T_TOKEN_FILE:
+        parse_token_file(l, dst, n);
+        return;
+    case T_STATE_FILE:
+        parse_state_file(l, dst, n);
+        return;
+    case T_ADDRESSES:
+        parse_addresses(l, k, base, n);
+        return;
+    case T_WORKERS: {
+        int rc;
+        if (n->type == YAML_SCALAR_NODE && strcmp(scalar_text(n), "auto") == 0) {
+            *(unsigned *)dst = 0;
+            return;
+        }
+        rc = uint_parse(n, k->min, k->max, &v);
+        if (rc == UINT_NOT_A_NUMBER)
+            error_node(l, n, "expected auto or an integer");
+        else if (rc == UINT_OUT_OF_RANGE)
+            error_node(l, n, "must be auto or between %llu and %llu", (unsigned long long)k->min,
+                       (unsigned long long)k->max);
+        else
+            *(unsigned *)dst = (unsigned)v;
+        return;
+    }
+    case T_PORT:
+        if (uint_value(l, n, 1, UINT16_MAX, &v) == 0)
+            *(uint16_t *)dst = (uint16_t)v;
+        return;
+    case T_HOSTNAME:
+        if (!(s = want_string(l, n)))
+            return;
+        if (!hostname_valid(s))
+            error_node(l, n,
+                       "invalid host name %s: expected dot-separated labels of letters, digits, "
+                       "'-' or '_' (no port, no brackets)",
+                       quote(s, q));
+        else
+            *(char **)dst = lstrdup(l, s);
+        return;
+    case T_KEY_PREFIX:
+        if (!(s = want_string(l, n)))
+            return;
+        if (!key_prefix_valid(s))
+            error_node(l, n,
+                       "invalid prefix %s: must start and end with / and contain no spaces or "
+                       "control characters",
+                       quote(s, q));
+        else
+            *(char **)dst = lstrdup(l, s);
+        return;
+    case T_INSTANCE:
+        if (!(s = want_string(l, n)))
+            return;
+        if (*s == '\0')
+            return; /* "": the host name, filled in by fleet_instance_default() */
+        if (!name_valid(s))
+            error_node(l, n, "invalid instance id %s: use 1 to %d letters, digits, '-', '_' or '.'",
+                       quote(s, q), NAME_MAX_LEN);
+        else
+            *(char **)dst = lstrdup(l, s);
         return;
     case T_STATUS: {
         unsigned min, max;
@@ -991,7 +1326,8 @@ static void parse_section(struct loader *l, const struct section *s, void *base,
         path_pop(l, old);
     }
     for (const struct key *k = s->keys; k->name; k++) {
-        if ((k->flags & K_REQUIRED) && !seen[k - s->keys]) {
+        if ((k->flags & K_REQUIRED) && !seen[k - s->keys] &&
+            !(k->unless && map_pair(l, map, k->unless))) {
             size_t old = path_push_key(l, k->name);
             error_node(l, map, "missing required key");
             path_pop(l, old);
@@ -1038,10 +1374,34 @@ static void apply_defaults(struct loader *l, const struct key *keys, void *base)
             if (k->def_str)
                 status_range(k->def_str, (unsigned *)dst, (unsigned *)((char *)base + k->aux));
             break;
+        case T_WORKERS:
+            *(unsigned *)dst = (unsigned)k->def;
+            break;
+        case T_KEY_PREFIX:
+            if (k->def_str)
+                *(char **)dst = lstrdup(l, k->def_str);
+            break;
+        case T_ADDRESSES:
+            /* one numeric default address at most: it cannot fail to resolve */
+            if (k->def_str) {
+                struct conf_address *a = lalloc(l, sizeof(*a));
+                size_t one = 1;
+                if (!a)
+                    break;
+                address_load(l, k->def_str, a, &reason);
+                memcpy(dst, &a, sizeof(a));
+                memcpy((char *)base + k->aux, &one, sizeof(one));
+            }
+            break;
         case T_LIST:
         case T_SPLITS:
         case T_NAME:
         case T_FILE:
+        case T_TOKEN_FILE:
+        case T_STATE_FILE:
+        case T_PORT:
+        case T_HOSTNAME:
+        case T_INSTANCE:
             break;
         }
     }
@@ -1067,6 +1427,59 @@ static void check_health(struct loader *l, void *base, yaml_node_t *map)
         error_node(l, in, "must be longer than timeout (%s)",
                    conf_format_duration(hc->timeout, buf, sizeof(buf)));
     }
+    path_pop(l, old);
+}
+
+static void check_discover(struct loader *l, void *base, yaml_node_t *map)
+{
+    const struct conf_discover *d = &((struct conf_pool *)base)->discover;
+    yaml_node_pair_t *port = map_pair(l, map, "port");
+    size_t old = path_push_key(l, "port");
+
+    if (!d->srv && !port)
+        error_node(l, map, "missing required key (only SRV records carry a port: srv: true)");
+    else if (d->srv && port)
+        error_node(l, node_get(l, port->key),
+                   "not allowed with srv: true (the port comes from the SRV records)");
+    path_pop(l, old);
+}
+
+/* timeouts.first_byte left out follows timeouts.backend. */
+static void check_timeouts(struct loader *l, void *base, yaml_node_t *map)
+{
+    struct conf *c = base;
+
+    if (!map_pair(l, map, "first_byte"))
+        c->timeouts.first_byte = c->timeouts.backend;
+}
+
+/* fleet.instance left out or "": the host name, which must then be a
+ * valid instance id. Filled in with or without a fleet section, so the
+ * field always says who this instance is. */
+static void fleet_instance_default(struct loader *l, yaml_node_t *root)
+{
+    struct conf *c = l->conf;
+    char host[HOST_NAME_MAX + 1] = "";
+    char q[QUOTE_BUF];
+
+    if (c->fleet.instance)
+        return;
+    if (gethostname(host, sizeof(host)) < 0)
+        host[0] = '\0';
+    host[sizeof(host) - 1] = '\0';
+    if (name_valid(host)) {
+        c->fleet.instance = lstrdup(l, host);
+        return;
+    }
+    if (!c->fleet.enabled)
+        return;
+    yaml_node_t *fleet = map_get(l, root, "fleet");
+    yaml_node_t *inst = map_get(l, fleet, "instance");
+    size_t old = path_push_key(l, "fleet");
+    size_t old2 = path_push_key(l, "instance");
+    error_node(l, inst ? inst : fleet,
+               "the host name %s is not a valid instance id: set fleet.instance", quote(host, q));
+    path_pop(l, old2);
     path_pop(l, old);
 }
 
@@ -1345,6 +1758,7 @@ static struct conf *load(const char *name, const char *base_dir, const char *yam
     } else {
         parse_section(&l, &root_section, c, root);
         check_references(&l, root);
+        fleet_instance_default(&l, root);
     }
 
     if (!yaml_parser_load(&parser, &extra)) {
@@ -1496,6 +1910,7 @@ static bool value_equal(const struct key *k, const void *a_base, const void *b_b
     case T_BOOL:
         return *(const bool *)a == *(const bool *)b;
     case T_UINT:
+    case T_WORKERS:
         return *(const unsigned *)a == *(const unsigned *)b;
     case T_DURATION:
         return *(const conf_ms *)a == *(const conf_ms *)b;
@@ -1506,13 +1921,20 @@ static bool value_equal(const struct key *k, const void *a_base, const void *b_b
     }
 }
 
+/* True if <k> is a section both configs leave out: its settings do nothing. */
+static bool section_absent(const struct key *k, const struct conf *old, const struct conf *new)
+{
+    return k->aux != NO_OFFSET && !*(const bool *)((const char *)old + k->aux) &&
+           !*(const bool *)((const char *)new + k->aux);
+}
+
 static const char *restart_key(const struct key *keys, const struct conf *old,
                                const struct conf *new)
 {
     for (const struct key *k = keys; k->name; k++) {
         if ((k->flags & K_RESTART) && !value_equal(k, old, new))
             return k->dotted;
-        if (k->type == T_SECTION) {
+        if (k->type == T_SECTION && !section_absent(k, old, new)) {
             const char *r = restart_key(k->sub->keys, old, new);
             if (r)
                 return r;
@@ -1523,9 +1945,6 @@ static const char *restart_key(const struct key *keys, const struct conf *old,
 
 const char *conf_restart_needed(const struct conf *old, const struct conf *new)
 {
-    /* a disabled admin listener has no bind address worth comparing */
-    if (!old->admin.enabled && !new->admin.enabled)
-        return NULL;
     return restart_key(root_keys, old, new);
 }
 

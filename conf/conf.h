@@ -52,7 +52,8 @@ void conf_diff_free(struct conf_diff *d);
 
 /* The dotted key of the first setting that differs between <old> and <new>
  * and that a reload cannot apply (flagged "restart" in the schema table:
- * admin, admin.bind), or NULL if a reload can apply everything. */
+ * workers, admin, admin.bind), or NULL if a reload can apply everything.
+ * Everything else, admin.token_file and upgrade.timeout included, reloads. */
 const char *conf_restart_needed(const struct conf *old, const struct conf *new);
 
 /* Names as written in the config: "http", "round_robin", "info", "json"...

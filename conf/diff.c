@@ -56,10 +56,32 @@ static bool health_equal(const struct conf_health_check *a, const struct conf_he
            a->expect_max == b->expect_max;
 }
 
+static bool passive_equal(const struct conf_passive_health *a, const struct conf_passive_health *b)
+{
+    if (a->enabled != b->enabled)
+        return false;
+    if (!a->enabled)
+        return true; /* as for health checks: nothing to compare when off */
+    return a->consecutive_failures == b->consecutive_failures &&
+           a->ejection_time == b->ejection_time && a->max_ejected_percent == b->max_ejected_percent;
+}
+
+static bool discover_equal(const struct conf_discover *a, const struct conf_discover *b)
+{
+    if (a->enabled != b->enabled)
+        return false;
+    if (!a->enabled)
+        return true;
+    return str_equal(a->dns, b->dns) && a->srv == b->srv && a->port == b->port &&
+           a->interval == b->interval;
+}
+
 static bool pool_settings_equal(const struct conf_pool *a, const struct conf_pool *b)
 {
     return a->balance == b->balance && a->deregistration_delay == b->deregistration_delay &&
-           health_equal(&a->health_check, &b->health_check);
+           a->slow_start == b->slow_start && health_equal(&a->health_check, &b->health_check) &&
+           passive_equal(&a->passive_health, &b->passive_health) &&
+           discover_equal(&a->discover, &b->discover);
 }
 
 static const struct conf_backend *find_backend(const struct conf_pool *p, const char *name)

@@ -187,3 +187,101 @@ def test_tls_files_relative_to_the_config(usher, tmp_path):
     assert code == 2
     assert err == [f'{cfg}:4:34: listeners[0].tls.key: cannot read "{tmp_path}/server.key": '
                    "No such file or directory"]
+
+
+EVERY_NEW_KEY = """\
+workers: 2
+admin:
+  bind: 127.0.0.1:19901
+  token_file: secrets/admin.token
+  state_file: state/overrides.json
+  ready_requires_backends: true
+upgrade:
+  timeout: 10s
+shutdown:
+  drain_delay: 1s
+  timeout: 20s
+  close_spread: 5s
+  idle_close: after_request
+  tunnel_close_grace: 3s
+timeouts:
+  backend: 30s
+  first_byte: 2s
+listeners:
+  - name: web
+    bind: 127.0.0.1:18080
+    pools: {blue: 100, green: 0}
+pools:
+  - name: blue
+    slow_start: 30s
+    passive_health:
+      consecutive_failures: 3
+      ejection_time: 10s
+      max_ejected_percent: 34
+    backends:
+      - name: blue-1
+        address: 127.0.0.1:19001
+  - name: green
+    discover:
+      dns: green.internal
+      port: 8080
+      interval: 2s
+  - name: canary
+    discover:
+      dns: _http._tcp.canary.internal
+      srv: true
+resolver:
+  nameservers: [127.0.0.1:53, "[::1]:53"]
+  hold: 1m
+fleet:
+  etcd: [127.0.0.1:2379, 127.0.0.1:22379]
+  prefix: /prod/usher/
+  instance: edge-1
+"""
+
+
+def test_every_new_key(usher, tmp_path):
+    """Every key DESIGN.md added for workers, the admin API, upgrades,
+    discovery and fleets, at a value other than its default: accepted.
+    The paths are relative to the config; the state file need not exist,
+    and the discovered names are not resolved by a check."""
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "admin.token").write_text("s3cret\n")
+    (tmp_path / "state").mkdir()
+    cfg = tmp_path / "usher.yaml"
+    cfg.write_text(EVERY_NEW_KEY)
+    assert run(usher, "-t", "-c", str(cfg), cwd="/") == (0, ["configuration ok"], [])
+
+
+@pytest.mark.parametrize("edit, errors", [
+    (("workers: 2", "workers: 0"), ["1:10: workers: must be auto or between 1 and 256"]),
+    (("workers: 2", "workers: many"), ["1:10: workers: expected auto or an integer"]),
+    (("secrets/admin.token", "secrets/nope"),
+     ['4:15: admin.token_file: cannot read "{dir}/secrets/nope": No such file or directory']),
+    (("state/overrides.json", "gone/overrides.json"),
+     ['5:15: admin.state_file: cannot use "{dir}/gone/overrides.json": its directory: '
+      "No such file or directory"]),
+    (("idle_close: after_request", "idle_close: later"),
+     ['13:15: shutdown.idle_close: invalid value "later": must be one of now, after_request']),
+    (("      port: 8080\n", ""),
+     ["34:7: pools[1].discover.port: missing required key (only SRV records carry a port: "
+      "srv: true)"]),
+    (("dns: green.internal", "dns: green.internal:8080"),
+     ['34:12: pools[1].discover.dns: invalid host name "green.internal:8080": expected '
+      "dot-separated labels of letters, digits, '-' or '_' (no port, no brackets)"]),
+    (("prefix: /prod/usher/", "prefix: prod"),
+     ['46:11: fleet.prefix: invalid prefix "prod": must start and end with / and contain no '
+      "spaces or control characters"]),
+    (("  hold: 1m", "  hodl: 1m"), ["43:3: resolver.hodl: unknown key, did you mean hold?"]),
+], ids=["workers-range", "workers-type", "token-missing", "state-dir-missing", "idle-close",
+        "discover-port", "discover-dns", "fleet-prefix", "resolver-typo"])
+def test_new_key_errors(usher, tmp_path, edit, errors):
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "admin.token").write_text("s3cret\n")
+    (tmp_path / "state").mkdir()
+    cfg = tmp_path / "usher.yaml"
+    assert edit[0] in EVERY_NEW_KEY
+    cfg.write_text(EVERY_NEW_KEY.replace(edit[0], edit[1], 1))
+    code, out, err = run(usher, "-t", "-c", str(cfg))
+    assert (code, out) == (2, [])
+    assert err == [f"{cfg}:" + e.replace("{dir}", str(tmp_path)) for e in errors]

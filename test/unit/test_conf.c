@@ -1051,6 +1051,17 @@ static void test_examples(void)
                 fprintf(stderr, "    %s\n", e.messages[j]);
             failures++;
         }
+        if (c && i == 0) {
+            /* usher.yaml shows every key at its default */
+            CHECK_EQ(c->workers, 0);
+            CHECK(c->admin.token_file == NULL && c->admin.state_file == NULL);
+            CHECK_EQ(c->upgrade.timeout, 30000);
+            CHECK_EQ(c->shutdown.idle_close, CONF_IDLE_CLOSE_NOW);
+            CHECK_EQ(c->shutdown.tunnel_close_grace, 2000);
+            CHECK_EQ(c->timeouts.first_byte, c->timeouts.backend);
+            CHECK(!c->pools[0].passive_health.enabled && !c->pools[0].discover.enabled);
+            CHECK(!c->resolver.enabled && !c->fleet.enabled);
+        }
         if (c && i == 1) {
             /* demo.yaml is what the README walks through */
             CHECK(c->admin.enabled);
@@ -1067,6 +1078,560 @@ static void test_examples(void)
         conf_free(c);
         conf_errors_clear(&e);
     }
+}
+
+/* ---- the keys of DESIGN.md added with workers, upgrade, discovery and fleets */
+
+static void test_new_defaults(void)
+{
+    char host[256] = "";
+    struct conf *c = LOAD_OK(MIN_DOC);
+
+    if (!c)
+        return;
+    gethostname(host, sizeof(host));
+    CHECK_EQ(c->workers, 0);
+    CHECK(c->admin.token_file == NULL);
+    CHECK(c->admin.state_file == NULL);
+    CHECK(!c->admin.ready_requires_backends);
+    CHECK_EQ(c->upgrade.timeout, 30000);
+    CHECK_EQ(c->shutdown.close_spread, 0);
+    CHECK_EQ(c->shutdown.idle_close, CONF_IDLE_CLOSE_NOW);
+    CHECK_EQ(c->shutdown.tunnel_close_grace, 2000);
+    CHECK_EQ(c->timeouts.first_byte, 60000);
+    CHECK_EQ(c->pools[0].slow_start, 0);
+    CHECK(!c->pools[0].passive_health.enabled);
+    CHECK(!c->pools[0].discover.enabled);
+    CHECK(!c->resolver.enabled);
+    CHECK_EQ(c->resolver.num_nameservers, 0);
+    CHECK_EQ(c->resolver.hold, 30000);
+    CHECK(!c->fleet.enabled);
+    CHECK_EQ(c->fleet.num_etcd, 1);
+    CHECK_STR(c->fleet.etcd[0].text, "127.0.0.1:2379");
+    CHECK_EQ(c->fleet.etcd[0].port, 2379);
+    CHECK_STR(c->fleet.prefix, "/usher/");
+    CHECK_STR(c->fleet.instance, host);
+    conf_free(c);
+
+    /* empty sections turn their feature on with every default */
+    c = LOAD_OK("upgrade: {}\nresolver: {}\nfleet: {}\n" LISTENERS "pools:\n"
+                "  - name: blue\n"
+                "    passive_health: {}\n"
+                "    discover: {dns: blue.internal, port: 8080}\n");
+    if (!c)
+        return;
+    const struct conf_pool *p = &c->pools[0];
+    CHECK(p->passive_health.enabled);
+    CHECK_EQ(p->passive_health.consecutive_failures, 5);
+    CHECK_EQ(p->passive_health.ejection_time, 30000);
+    CHECK_EQ(p->passive_health.max_ejected_percent, 50);
+    CHECK(p->discover.enabled);
+    CHECK_STR(p->discover.dns, "blue.internal");
+    CHECK_EQ(p->discover.port, 8080);
+    CHECK(!p->discover.srv);
+    CHECK_EQ(p->discover.interval, 5000);
+    CHECK_EQ(p->num_backends, 0);
+    CHECK(c->resolver.enabled);
+    CHECK_EQ(c->resolver.num_nameservers, 0);
+    CHECK_EQ(c->resolver.hold, 30000);
+    CHECK(c->fleet.enabled);
+    CHECK_EQ(c->fleet.num_etcd, 1);
+    CHECK_STR(c->fleet.etcd[0].text, "127.0.0.1:2379");
+    CHECK_STR(c->fleet.prefix, "/usher/");
+    CHECK_STR(c->fleet.instance, host);
+    conf_free(c);
+
+    /* DESIGN writes the unset strings as "": the same as leaving them out */
+    c = LOAD_OK("admin: {token_file: \"\", state_file: \"\"}\n"
+                "fleet: {instance: \"\"}\n" MIN_DOC);
+    if (c) {
+        CHECK(c->admin.token_file == NULL);
+        CHECK(c->admin.state_file == NULL);
+        CHECK_STR(c->fleet.instance, host);
+    }
+    conf_free(c);
+}
+
+static void test_first_byte_follows_backend(void)
+{
+    struct conf *c = LOAD_OK("timeouts: {backend: 5s}\n" MIN_DOC);
+
+    if (c)
+        CHECK_EQ(c->timeouts.first_byte, 5000);
+    conf_free(c);
+    c = LOAD_OK("timeouts: {first_byte: 1500ms, backend: 5s}\n" MIN_DOC);
+    if (c) {
+        CHECK_EQ(c->timeouts.first_byte, 1500);
+        CHECK_EQ(c->timeouts.backend, 5000);
+    }
+    conf_free(c);
+    c = LOAD_OK("timeouts: {connect: 1s}\n" MIN_DOC);
+    if (c)
+        CHECK_EQ(c->timeouts.first_byte, 60000);
+    conf_free(c);
+    EXPECT_ERRORS("timeouts:\n"
+                  "  first_byte: 0s\n" MIN_DOC,
+                  "t.yaml:2:15: timeouts.first_byte: must be between 1ms and 720h");
+    EXPECT_ERRORS("timeouts: {first_bite: 1s}\n" MIN_DOC,
+                  "t.yaml:1:12: timeouts.first_bite: unknown key, did you mean first_byte?");
+}
+
+static void test_workers(void)
+{
+    static const struct {
+        const char *text;
+        unsigned want;
+    } ok[] = {{"auto", 0}, {"\"auto\"", 0}, {"1", 1}, {"4", 4}, {"256", 256}};
+
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        char *yaml = NULL;
+        if (asprintf(&yaml, "workers: %s\n" MIN_DOC, ok[i].text) < 0)
+            abort();
+        struct conf *c = LOAD_OK(yaml);
+        if (c)
+            CHECK_EQ(c->workers, ok[i].want);
+        conf_free(c);
+        free(yaml);
+    }
+    EXPECT_ERRORS("workers: 0\n" MIN_DOC,
+                  "t.yaml:1:10: workers: must be auto or between 1 and 256");
+    EXPECT_ERRORS("workers: 257\n" MIN_DOC,
+                  "t.yaml:1:10: workers: must be auto or between 1 and 256");
+    EXPECT_ERRORS("workers: -2\n" MIN_DOC,
+                  "t.yaml:1:10: workers: must be auto or between 1 and 256");
+    EXPECT_ERRORS("workers: all\n" MIN_DOC, "t.yaml:1:10: workers: expected auto or an integer");
+    EXPECT_ERRORS("workers: \"4\"\n" MIN_DOC, "t.yaml:1:10: workers: expected auto or an integer");
+    EXPECT_ERRORS("workers:\n" MIN_DOC, "t.yaml:1:9: workers: expected auto or an integer");
+    EXPECT_ERRORS("wrokers: 2\n" MIN_DOC,
+                  "t.yaml:1:1: wrokers: unknown key, did you mean workers?");
+}
+
+static void test_admin_files(void)
+{
+    char dir[] = "/tmp/usher-test-conf-XXXXXX";
+    char *token = NULL, *blank = NULL, *big = NULL, *cfg = NULL, *want = NULL, *state = NULL;
+    struct conf_errors e = {0};
+    struct conf *c;
+    char *fill;
+
+    if (!mkdtemp(dir)) {
+        CHECK(!"mkdtemp");
+        return;
+    }
+    token = write_temp(dir, "token", "  s3cret\n");
+    blank = write_temp(dir, "blank", " \n\t\n");
+    fill = malloc(5000);
+    memset(fill, 'a', 4999);
+    fill[4999] = '\0';
+    big = write_temp(dir, "big", fill);
+    free(fill);
+    if (asprintf(&state, "%s/state.json", dir) < 0)
+        abort();
+
+    /* relative to the config file; the state file need not exist yet */
+    cfg = write_temp(dir, "usher.yaml",
+                     "admin:\n"
+                     "  token_file: token\n"
+                     "  state_file: state.json\n"
+                     "  ready_requires_backends: true\n" MIN_DOC);
+    c = conf_load(cfg, &e);
+    CHECK(c != NULL);
+    CHECK_EQ(e.count, 0);
+    if (c) {
+        CHECK(c->admin.enabled);
+        CHECK_STR(c->admin.token_file, token);
+        CHECK_STR(c->admin.state_file, state);
+        CHECK(c->admin.ready_requires_backends);
+    }
+    conf_free(c);
+    conf_errors_clear(&e);
+
+    /* a token file that does not exist, a blank one, a directory, one too big */
+    free(cfg);
+    cfg = write_temp(dir, "bad.yaml",
+                     "admin: {token_file: nope}\n"
+                     "listeners: [{name: web, bind: 127.0.0.1:8080, pools: {blue: 1}}]\n"
+                     "pools: [{name: blue, backends: []}]\n");
+    CHECK(conf_load(cfg, &e) == NULL);
+    CHECK_EQ(e.count, 1);
+    if (e.count == 1 &&
+        asprintf(&want,
+                 "%s:1:21: admin.token_file: cannot read \"%s/nope\": No such file or directory",
+                 cfg, dir) > 0)
+        CHECK_STR(e.messages[0], want);
+    free(want);
+    want = NULL;
+    conf_errors_clear(&e);
+
+    unlink(cfg);
+    free(cfg);
+    cfg = write_temp(dir, "bad.yaml",
+                     "admin:\n"
+                     "  token_file: blank\n"
+                     "listeners: [{name: web, bind: 127.0.0.1:8080, pools: {blue: 1}}]\n"
+                     "pools: [{name: blue, backends: []}]\n");
+    CHECK(conf_load(cfg, &e) == NULL);
+    CHECK_EQ(e.count, 1);
+    if (e.count == 1 &&
+        asprintf(&want, "%s:2:15: admin.token_file: token file \"%s\" is empty", cfg, blank) > 0)
+        CHECK_STR(e.messages[0], want);
+    free(want);
+    want = NULL;
+    conf_errors_clear(&e);
+
+    unlink(cfg);
+    free(cfg);
+    cfg = write_temp(dir, "bad.yaml",
+                     "admin:\n"
+                     "  token_file: big\n"
+                     "  state_file: missing/state.json\n"
+                     "listeners: [{name: web, bind: 127.0.0.1:8080, pools: {blue: 1}}]\n"
+                     "pools: [{name: blue, backends: []}]\n");
+    CHECK(conf_load(cfg, &e) == NULL);
+    CHECK_EQ(e.count, 2);
+    if (e.count == 2 &&
+        asprintf(&want, "%s:2:15: admin.token_file: token file \"%s\" is longer than 4096 bytes",
+                 cfg, big) > 0)
+        CHECK_STR(e.messages[0], want);
+    free(want);
+    want = NULL;
+    if (e.count == 2 &&
+        asprintf(&want,
+                 "%s:3:15: admin.state_file: cannot use \"%s/missing/state.json\": its "
+                 "directory: No such file or directory",
+                 cfg, dir) > 0)
+        CHECK_STR(e.messages[1], want);
+    free(want);
+    want = NULL;
+    conf_errors_clear(&e);
+
+    unlink(cfg);
+    free(cfg);
+    cfg = write_temp(dir, "bad.yaml",
+                     "admin:\n"
+                     "  token_file: .\n"
+                     "  state_file: .\n"
+                     "listeners: [{name: web, bind: 127.0.0.1:8080, pools: {blue: 1}}]\n"
+                     "pools: [{name: blue, backends: []}]\n");
+    CHECK(conf_load(cfg, &e) == NULL);
+    CHECK_EQ(e.count, 2);
+    if (e.count == 2 && asprintf(&want,
+                                 "%s:2:15: admin.token_file: cannot read \"%s/.\": not a "
+                                 "regular file",
+                                 cfg, dir) > 0)
+        CHECK_STR(e.messages[0], want);
+    free(want);
+    want = NULL;
+    if (e.count == 2 &&
+        asprintf(&want, "%s:3:15: admin.state_file: cannot use \"%s/.\": not a regular file", cfg,
+                 dir) > 0)
+        CHECK_STR(e.messages[1], want);
+    free(want);
+    want = NULL;
+    conf_errors_clear(&e);
+
+    EXPECT_ERRORS("admin:\n"
+                  "  token_file:\n"
+                  "  state_file: [a]\n"
+                  "  ready_requires_backends: 1\n" MIN_DOC,
+                  "t.yaml:2:14: admin.token_file: expected a string",
+                  "t.yaml:3:15: admin.state_file: expected a string",
+                  "t.yaml:4:28: admin.ready_requires_backends: expected true or false");
+    EXPECT_ERRORS("admin: {token_flie: x}\n" MIN_DOC,
+                  "t.yaml:1:9: admin.token_flie: unknown key, did you mean token_file?");
+
+    /* the token file and the other admin keys but bind are reloadable */
+    char *y1 = NULL, *y2 = NULL;
+    char *token2 = write_temp(dir, "token2", "other\n");
+    if (asprintf(&y1, "admin: {token_file: %s}\n" MIN_DOC, token) < 0 ||
+        asprintf(&y2,
+                 "admin: {token_file: %s, state_file: %s, ready_requires_backends: true}\n" MIN_DOC,
+                 token2, state) < 0)
+        abort();
+    struct conf *t1 = LOAD_OK(y1);
+    struct conf *t2 = LOAD_OK(y2);
+    if (t1 && t2) {
+        CHECK_STR(t1->admin.token_file, token);
+        CHECK_STR(t2->admin.token_file, token2);
+        CHECK(conf_restart_needed(t1, t2) == NULL);
+    }
+    conf_free(t1);
+    conf_free(t2);
+    free(y1);
+    free(y2);
+    unlink(token2);
+    free(token2);
+
+    unlink(cfg);
+    unlink(token);
+    unlink(blank);
+    unlink(big);
+    rmdir(dir);
+    free(cfg);
+    free(token);
+    free(blank);
+    free(big);
+    free(state);
+}
+
+static void test_upgrade_and_shutdown(void)
+{
+    struct conf *c = LOAD_OK("upgrade: {timeout: 5s}\n"
+                             "shutdown:\n"
+                             "  close_spread: 10s\n"
+                             "  idle_close: after_request\n"
+                             "  tunnel_close_grace: 0s\n" MIN_DOC);
+    if (c) {
+        CHECK_EQ(c->upgrade.timeout, 5000);
+        CHECK_EQ(c->shutdown.close_spread, 10000);
+        CHECK_EQ(c->shutdown.idle_close, CONF_IDLE_CLOSE_AFTER_REQUEST);
+        CHECK_EQ(c->shutdown.tunnel_close_grace, 0);
+    }
+    conf_free(c);
+    c = LOAD_OK("shutdown: {idle_close: now}\n" MIN_DOC);
+    if (c)
+        CHECK_EQ(c->shutdown.idle_close, CONF_IDLE_CLOSE_NOW);
+    conf_free(c);
+
+    EXPECT_ERRORS(
+        "upgrade:\n"
+        "  timeout: 0s\n"
+        "shutdown:\n"
+        "  close_spread: 5\n"
+        "  idle_close: later\n"
+        "  tunnel_close_grace: 721h\n" MIN_DOC,
+        "t.yaml:2:12: upgrade.timeout: must be between 1ms and 720h",
+        "t.yaml:4:17: shutdown.close_spread: invalid duration \"5\": missing unit (ms, s, "
+        "m or h)",
+        "t.yaml:5:15: shutdown.idle_close: invalid value \"later\": must be one of now, "
+        "after_request",
+        "t.yaml:6:23: shutdown.tunnel_close_grace: invalid duration \"721h\": at most "
+        "720h");
+    EXPECT_ERRORS("upgrade: 30s\n" MIN_DOC, "t.yaml:1:10: upgrade: expected a mapping");
+    EXPECT_ERRORS("upgrade: {timeuot: 1s}\nshutdown: {idle_clos: now}\n" MIN_DOC,
+                  "t.yaml:1:11: upgrade.timeuot: unknown key, did you mean timeout?",
+                  "t.yaml:2:12: shutdown.idle_clos: unknown key, did you mean idle_close?");
+}
+
+static void test_pool_keys(void)
+{
+    struct conf *c = LOAD_OK(LISTENERS "pools:\n"
+                                       "  - name: blue\n"
+                                       "    slow_start: 1m\n"
+                                       "    passive_health:\n"
+                                       "      consecutive_failures: 3\n"
+                                       "      ejection_time: 10s\n"
+                                       "      max_ejected_percent: 100\n"
+                                       "    discover:\n"
+                                       "      dns: _http._tcp.blue.internal.\n"
+                                       "      srv: true\n"
+                                       "      interval: 100ms\n"
+                                       "    backends:\n"
+                                       "      - {name: b1, address: 127.0.0.1:9001}\n");
+    if (c) {
+        const struct conf_pool *p = &c->pools[0];
+        CHECK_EQ(p->slow_start, 60000);
+        CHECK(p->passive_health.enabled);
+        CHECK_EQ(p->passive_health.consecutive_failures, 3);
+        CHECK_EQ(p->passive_health.ejection_time, 10000);
+        CHECK_EQ(p->passive_health.max_ejected_percent, 100);
+        CHECK(p->discover.enabled);
+        CHECK_STR(p->discover.dns, "_http._tcp.blue.internal.");
+        CHECK(p->discover.srv);
+        CHECK_EQ(p->discover.port, 0);
+        CHECK_EQ(p->discover.interval, 100);
+        CHECK_EQ(p->num_backends, 1);
+    }
+    conf_free(c);
+    c = LOAD_OK(LISTENERS "pools:\n"
+                          "  - name: blue\n"
+                          "    passive_health: {max_ejected_percent: 0}\n"
+                          "    discover: {dns: localhost, port: 65535, srv: false}\n");
+    if (c) {
+        CHECK_EQ(c->pools[0].passive_health.max_ejected_percent, 0);
+        CHECK_EQ(c->pools[0].discover.port, 65535);
+    }
+    conf_free(c);
+
+    EXPECT_ERRORS(
+        LISTENERS "pools:\n"
+                  "  - name: blue\n"
+                  "    slow_start: 1.5s\n"
+                  "    passive_health:\n"
+                  "      consecutive_failures: 0\n"
+                  "      ejection_time: 0s\n"
+                  "      max_ejected_percent: 101\n"
+                  "    backends: []\n",
+        "t.yaml:7:17: pools[0].slow_start: invalid duration \"1.5s\": no fractions, use a "
+        "smaller unit (1500ms, not 1.5s)",
+        "t.yaml:9:29: pools[0].passive_health.consecutive_failures: must be between 1 "
+        "and 1000",
+        "t.yaml:10:22: pools[0].passive_health.ejection_time: must be between 1ms and "
+        "720h",
+        "t.yaml:11:28: pools[0].passive_health.max_ejected_percent: must be between 0 "
+        "and 100");
+    EXPECT_ERRORS(LISTENERS "pools:\n"
+                            "  - name: blue\n"
+                            "    passive_health: on\n"
+                            "    discover: []\n",
+                  "t.yaml:7:21: pools[0].passive_health: expected a mapping",
+                  "t.yaml:8:15: pools[0].discover: expected a mapping");
+    EXPECT_ERRORS(LISTENERS "pools:\n"
+                            "  - name: blue\n"
+                            "    passive_health: {consecutive_failure: 1}\n"
+                            "    discovr: {dns: a, port: 1}\n"
+                            "    backends: []\n",
+                  "t.yaml:7:22: pools[0].passive_health.consecutive_failure: unknown key, did you "
+                  "mean consecutive_failures?",
+                  "t.yaml:8:5: pools[0].discovr: unknown key, did you mean discover?");
+}
+
+static void test_discover(void)
+{
+    EXPECT_ERRORS(LISTENERS "pools:\n"
+                            "  - name: blue\n"
+                            "    discover: {dns: blue.internal}\n",
+                  "t.yaml:7:15: pools[0].discover.port: missing required key (only SRV records "
+                  "carry a port: srv: true)");
+    EXPECT_ERRORS(LISTENERS "pools:\n"
+                            "  - name: blue\n"
+                            "    discover: {dns: blue.internal, srv: true, port: 80}\n",
+                  "t.yaml:7:47: pools[0].discover.port: not allowed with srv: true (the port comes "
+                  "from the SRV records)");
+    EXPECT_ERRORS(LISTENERS "pools:\n"
+                            "  - name: blue\n"
+                            "    discover: {port: 80}\n",
+                  "t.yaml:7:15: pools[0].discover.dns: missing required key");
+    EXPECT_ERRORS(LISTENERS "pools:\n"
+                            "  - name: blue\n"
+                            "    discover:\n"
+                            "      dns: blue.internal:8080\n"
+                            "      port: 0\n"
+                            "      srv: yes\n"
+                            "      interval: 10ms\n",
+                  "t.yaml:8:12: pools[0].discover.dns: invalid host name \"blue.internal:8080\": "
+                  "expected dot-separated labels of letters, digits, '-' or '_' (no port, no "
+                  "brackets)",
+                  "t.yaml:9:13: pools[0].discover.port: must be between 1 and 65535",
+                  "t.yaml:10:12: pools[0].discover.srv: expected true or false",
+                  "t.yaml:11:17: pools[0].discover.interval: must be between 100ms and 720h");
+    static const char *const bad_names[] = {
+        "a..b",
+        ".a",
+        "-a.b",
+        "a-.b",
+        "a b",
+        "[::1]",
+        "a/b",
+        "",
+        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+        "xxxxxxx.com"};
+    for (size_t i = 0; i < sizeof(bad_names) / sizeof(bad_names[0]); i++) {
+        char *yaml = NULL;
+        struct conf_errors e = {0};
+        if (asprintf(&yaml, LISTENERS "pools: [{name: blue, discover: {dns: \"%s\", port: 1}}]\n",
+                     bad_names[i]) < 0)
+            abort();
+        struct conf *c = conf_load_string("t.yaml", yaml, strlen(yaml), &e);
+        CHECK(c == NULL);
+        CHECK(e.count == 1 && strstr(e.messages[0], "invalid host name"));
+        conf_free(c);
+        conf_errors_clear(&e);
+        free(yaml);
+    }
+    /* a pool with neither backends nor discover keeps today's error */
+    EXPECT_ERRORS(LISTENERS "pools:\n"
+                            "  - name: blue\n",
+                  "t.yaml:6:5: pools[0].backends: missing required key");
+}
+
+static void test_resolver_and_fleet(void)
+{
+    struct conf *c = LOAD_OK("resolver:\n"
+                             "  nameservers: [127.0.0.1:53, \"[::1]:5353\"]\n"
+                             "  hold: 0s\n"
+                             "fleet:\n"
+                             "  etcd: [127.0.0.1:2379, localhost:2380]\n"
+                             "  prefix: /prod/usher/\n"
+                             "  instance: edge-1.eu\n" MIN_DOC);
+    if (c) {
+        CHECK(c->resolver.enabled);
+        CHECK_EQ(c->resolver.num_nameservers, 2);
+        CHECK_STR(c->resolver.nameservers[0].text, "127.0.0.1:53");
+        CHECK_EQ(c->resolver.nameservers[0].port, 53);
+        CHECK_STR(c->resolver.nameservers[1].host, "::1");
+        CHECK_EQ(c->resolver.nameservers[1].sa.ss_family, AF_INET6);
+        CHECK_EQ(c->resolver.hold, 0);
+        CHECK(c->fleet.enabled);
+        CHECK_EQ(c->fleet.num_etcd, 2);
+        CHECK_STR(c->fleet.etcd[1].host, "localhost");
+        CHECK_EQ(c->fleet.etcd[1].port, 2380);
+        CHECK_STR(c->fleet.prefix, "/prod/usher/");
+        CHECK_STR(c->fleet.instance, "edge-1.eu");
+    }
+    conf_free(c);
+    c = LOAD_OK("resolver: {nameservers: []}\nfleet: {prefix: /}\n" MIN_DOC);
+    if (c) {
+        CHECK_EQ(c->resolver.num_nameservers, 0);
+        CHECK_STR(c->fleet.prefix, "/");
+    }
+    conf_free(c);
+
+    EXPECT_ERRORS("resolver:\n"
+                  "  nameservers: [127.0.0.1, 127.0.0.1:53, [x]]\n"
+                  "  hold: 1h1m\n" MIN_DOC,
+                  "t.yaml:2:17: resolver.nameservers[0]: invalid address \"127.0.0.1\": expected "
+                  "host:port",
+                  "t.yaml:2:42: resolver.nameservers[2]: expected a string",
+                  "t.yaml:3:9: resolver.hold: invalid duration \"1h1m\": must be a whole "
+                  "number with a unit ms, s, m or h");
+    EXPECT_ERRORS("resolver: {nameservers: 127.0.0.1:53}\n" MIN_DOC,
+                  "t.yaml:1:25: resolver.nameservers: expected a list");
+    EXPECT_ERRORS("fleet:\n"
+                  "  etcd: []\n"
+                  "  prefix: usher/\n"
+                  "  instance: edge 1\n" MIN_DOC,
+                  "t.yaml:2:9: fleet.etcd: must have at least one entry",
+                  "t.yaml:3:11: fleet.prefix: invalid prefix \"usher/\": must start and end with / "
+                  "and contain no spaces or control characters",
+                  "t.yaml:4:13: fleet.instance: invalid instance id \"edge 1\": use 1 to 64 "
+                  "letters, digits, '-', '_' or '.'");
+    EXPECT_ERRORS("fleet:\n"
+                  "  etcd: [\"127.0.0.1:0\"]\n"
+                  "  prefix: /usher\n" MIN_DOC,
+                  "t.yaml:2:10: fleet.etcd[0]: invalid address \"127.0.0.1:0\": port must be "
+                  "between 1 and 65535",
+                  "t.yaml:3:11: fleet.prefix: invalid prefix \"/usher\": must start and end with / "
+                  "and contain no spaces or control characters");
+    EXPECT_ERRORS("fleet: {etc: []}\nresolvers: {}\n" MIN_DOC,
+                  "t.yaml:1:9: fleet.etc: unknown key, did you mean etcd?",
+                  "t.yaml:2:1: resolvers: unknown key, did you mean resolver?");
+}
+
+static void test_restart_new_keys(void)
+{
+    struct conf *a = LOAD_OK("workers: 2\n" MIN_DOC);
+    struct conf *b = LOAD_OK("workers: 4\n" MIN_DOC);
+    struct conf *autow = LOAD_OK(MIN_DOC);
+    struct conf *up = LOAD_OK("workers: 2\nupgrade: {timeout: 5s}\n"
+                              "shutdown: {idle_close: after_request}\n"
+                              "timeouts: {first_byte: 1s}\n" MIN_DOC);
+    struct conf *adm = LOAD_OK("workers: 4\nadmin: {bind: 127.0.0.1:9902}\n" MIN_DOC);
+
+    if (a && b && autow && up && adm) {
+        CHECK_STR(conf_restart_needed(a, b), "workers");
+        CHECK_STR(conf_restart_needed(autow, a), "workers");
+        CHECK(conf_restart_needed(a, up) == NULL);
+        CHECK(conf_restart_needed(up, a) == NULL);
+        /* workers comes first in the file, so first in the answer */
+        CHECK_STR(conf_restart_needed(a, adm), "workers");
+        CHECK_STR(conf_restart_needed(b, adm), "admin");
+    }
+    conf_free(a);
+    conf_free(b);
+    conf_free(autow);
+    conf_free(up);
+    conf_free(adm);
 }
 
 static void test_restart_and_names(void)
@@ -1116,6 +1681,15 @@ int main(void)
     test_load_file();
     test_examples();
     test_restart_and_names();
+    test_new_defaults();
+    test_first_byte_follows_backend();
+    test_workers();
+    test_admin_files();
+    test_upgrade_and_shutdown();
+    test_pool_keys();
+    test_discover();
+    test_resolver_and_fleet();
+    test_restart_new_keys();
     if (failures) {
         fprintf(stderr, "test_conf: %d failure(s)\n", failures);
         return 1;

@@ -298,6 +298,91 @@ out:
     conf_free(hc_timeout);
 }
 
+/* slow_start, passive_health and discover are pool settings: a change of
+ * any of them is CONF_POOL_CHANGED, and the backends are left alone. */
+static void test_pool_new_settings(struct conf *old)
+{
+    static const char green[] = "  - name: green\n";
+    static const struct {
+        const char *to; /* inserted after green's name */
+        bool changed;
+    } cases[] = {
+        {"    slow_start: 30s\n", true},
+        {"    slow_start: 0s\n", false}, /* the default, written out */
+        {"    passive_health: {}\n", true},
+        {"    discover: {dns: green.internal, port: 8080}\n", true},
+        {"    discover: {dns: green.internal, srv: true}\n", true},
+    };
+    /* from a green pool that has them all, each one edited */
+    static const char full[] = "  - name: green\n"
+                               "    slow_start: 30s\n"
+                               "    passive_health: {consecutive_failures: 5}\n"
+                               "    discover: {dns: green.internal, port: 8080}\n";
+    static const struct {
+        const char *from, *to;
+        bool changed;
+    } edits[] = {
+        {"slow_start: 30s", "slow_start: 31s", true},
+        {"{consecutive_failures: 5}", "{consecutive_failures: 6}", true},
+        {"{consecutive_failures: 5}", "{ejection_time: 1m}", true},
+        {"{consecutive_failures: 5}", "{max_ejected_percent: 10}", true},
+        {"{consecutive_failures: 5}", "{ejection_time: 30s}", false}, /* all defaults still */
+        {"    passive_health: {consecutive_failures: 5}\n", "", true},
+        {"green.internal, port: 8080", "green2.internal, port: 8080", true},
+        {"port: 8080", "port: 8081", true},
+        {"port: 8080", "port: 8080, interval: 10s", true},
+        {"port: 8080", "port: 8080, interval: 5s", false},
+        {"port: 8080", "srv: true", true},
+        {"    discover: {dns: green.internal, port: 8080}\n", "", true},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *to = NULL;
+        if (asprintf(&to, "%s%s", green, cases[i].to) < 0)
+            abort();
+        struct conf *c = EDITED(green, to);
+        if (c && cases[i].changed) {
+            CHECK_DIFF(old, c, {CONF_POOL_CHANGED, "green", "-", "-"});
+            CHECK_DIFF(c, old, {CONF_POOL_CHANGED, "green", "-", "-"});
+        } else if (c) {
+            CHECK_NO_DIFF(old, c);
+        }
+        conf_free(c);
+        free(to);
+    }
+
+    char *base_full = edit(green, full);
+    for (size_t i = 0; i < sizeof(edits) / sizeof(edits[0]); i++) {
+        struct conf *a = load(base_full);
+        const char *at = strstr(base_full, edits[i].from);
+        char *y = NULL;
+        if (!at || asprintf(&y, "%.*s%s%s", (int)(at - base_full), base_full, edits[i].to,
+                            at + strlen(edits[i].from)) < 0)
+            abort();
+        struct conf *b = load(y);
+        if (a && b && edits[i].changed)
+            CHECK_DIFF(a, b, {CONF_POOL_CHANGED, "green", "-", "-"});
+        else if (a && b)
+            CHECK_NO_DIFF(a, b);
+        conf_free(a);
+        conf_free(b);
+        free(y);
+    }
+    free(base_full);
+
+    /* a pool turned from static backends to discovered: settings changed,
+     * and its static backends drain */
+    struct conf *disc = EDITED("  - name: green\n"
+                               "    backends:\n"
+                               "      - {name: green-1, address: 127.0.0.1:9003}\n",
+                               "  - name: green\n"
+                               "    discover: {dns: green.internal, port: 9003}\n");
+    if (disc)
+        CHECK_DIFF(old, disc, {CONF_POOL_CHANGED, "green", "-", "-"},
+                   {CONF_BACKEND_REMOVED, "green", "green-1", "-"});
+    conf_free(disc);
+}
+
 static void test_listeners(struct conf *old)
 {
     struct conf *added = EDITED("pools:\n  - name: blue\n", "  - name: api\n"
@@ -423,6 +508,7 @@ int main(void)
         test_no_change(old);
         test_backends(old);
         test_pools(old);
+        test_pool_new_settings(old);
         test_listeners(old);
         test_tls(old);
         test_order(old);
