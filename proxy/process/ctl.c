@@ -316,6 +316,7 @@ static int print_ok(struct ctl *c, struct reply *r, void (*human)(const struct j
 {
     if (c->json || !human) {
         printf("%s", r->body.data ? r->body.data : "");
+        fflush(stdout);
         return CTL_OK;
     }
     const char *err = NULL;
@@ -325,6 +326,7 @@ static int print_ok(struct ctl *c, struct reply *r, void (*human)(const struct j
     else
         printf("%s", r->body.data);
     json_free(v);
+    fflush(stdout); /* a script reading a pipe sees the step done at once */
     return CTL_OK;
 }
 
@@ -393,8 +395,10 @@ static int simple(struct ctl *c, const char *method, const char *target, const c
 static int pool_backend(const char *arg, struct hbuf *path, const char *verb)
 {
     const char *slash = strchr(arg, '/');
-    if (!slash || slash == arg || !slash[1] || strchr(slash + 1, '/'))
-        return die_usage("expected POOL/BACKEND, got '%s'", arg);
+    if (!slash || slash == arg || !slash[1] || strchr(slash + 1, '/')) {
+        die_usage("expected POOL/BACKEND, got '%s'", arg);
+        return -1;
+    }
     char pool[256];
     snprintf(pool, sizeof(pool), "%.*s", (int)(slash - arg), arg);
     hbuf_append_str(path, "/backends/");
