@@ -46,14 +46,30 @@ static int parse_string(const char *s, size_t len, size_t *i, char *dst, size_t 
         if (++k >= len)
             break;
         switch (s[k]) {
-        case '"': cp = '"'; break;
-        case '\\': cp = '\\'; break;
-        case '/': cp = '/'; break;
-        case 'b': cp = '\b'; break;
-        case 'f': cp = '\f'; break;
-        case 'n': cp = '\n'; break;
-        case 'r': cp = '\r'; break;
-        case 't': cp = '\t'; break;
+        case '"':
+            cp = '"';
+            break;
+        case '\\':
+            cp = '\\';
+            break;
+        case '/':
+            cp = '/';
+            break;
+        case 'b':
+            cp = '\b';
+            break;
+        case 'f':
+            cp = '\f';
+            break;
+        case 'n':
+            cp = '\n';
+            break;
+        case 'r':
+            cp = '\r';
+            break;
+        case 't':
+            cp = '\t';
+            break;
         case 'u':
             cp = 0;
             for (int h = 1; h <= 4; h++) {
@@ -358,8 +374,7 @@ static struct json_value *parse_value(struct jp *p, int depth)
     } else if (c == '-' || (c >= '0' && c <= '9')) {
         char num[64];
         size_t k = 0;
-        while (p->i < p->len && k < sizeof(num) - 1 &&
-               strchr("+-0123456789.eE", p->s[p->i]))
+        while (p->i < p->len && k < sizeof(num) - 1 && strchr("+-0123456789.eE", p->s[p->i]))
             num[k++] = p->s[p->i++];
         num[k] = '\0';
         char *end;

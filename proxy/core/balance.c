@@ -57,9 +57,8 @@ static struct server *pick_least_conn(struct pool *p, struct server *const *trie
         struct server *b = p->servers[(p->lc_next + k) % count];
         if (!is_candidate(b, tried, n))
             continue;
-        if (!best ||
-            (uint64_t)b->inflight * server_weight(best) <
-                (uint64_t)best->inflight * server_weight(b))
+        if (!best || (uint64_t)b->inflight * server_weight(best) <
+                         (uint64_t)best->inflight * server_weight(b))
             best = b;
     }
     if (count)

@@ -124,7 +124,8 @@ int listener_override_split(struct listener *l, const struct conf_split *split, 
 {
     for (size_t k = 0; k < n; k++) {
         size_t i = 0;
-        while (i < l->num_slots && !(l->slots[i].pool && !strcmp(l->slots[i].pool->name, split[k].pool)))
+        while (i < l->num_slots &&
+               !(l->slots[i].pool && !strcmp(l->slots[i].pool->name, split[k].pool)))
             i++;
         if (i == l->num_slots) {
             *unknown = split[k].pool;

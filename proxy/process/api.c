@@ -334,8 +334,8 @@ static enum api_result split_route(struct process *p, const struct api_request *
             return fail(r, 500, "out of memory");
         struct hbuf lf = {0};
         for (size_t i = 0; i < l->num_slots; i++)
-            hbuf_printf(&lf, "%s%s=%u", i ? "," : "", l->slots[i].pool ? l->slots[i].pool->name : "?",
-                        l->slots[i].weight);
+            hbuf_printf(&lf, "%s%s=%u", i ? "," : "",
+                        l->slots[i].pool ? l->slots[i].pool->name : "?", l->slots[i].weight);
         log_kv(CONF_LOG_INFO, "admin split", LOG_STR("listener", l->name),
                LOG_STR("split", lf.data ? lf.data : ""));
         hbuf_free(&lf);
@@ -396,10 +396,9 @@ void api_wait_cancel(struct api_wait *wt)
     free(wt);
 }
 
-static enum api_result pool_route(struct process *p, enum route_id id,
-                                  const struct api_request *rq, const struct route_args *a,
-                                  struct api_reply *r, api_later_cb later, void *ctx,
-                                  struct api_wait **wait)
+static enum api_result pool_route(struct process *p, enum route_id id, const struct api_request *rq,
+                                  const struct route_args *a, struct api_reply *r,
+                                  api_later_cb later, void *ctx, struct api_wait **wait)
 {
     struct pool *pl = find_pool(p, a->seg[1]);
     if (!pl)

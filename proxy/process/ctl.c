@@ -46,19 +46,20 @@ struct reply {
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: usher ctl [-c usher.yaml | --admin HOST:PORT] [--token-file F] [--json] COMMAND\n"
-            "  status\n"
-            "  drain POOL/BACKEND [--deadline D] [--wait [T]]\n"
-            "  ready POOL/BACKEND\n"
-            "  weight POOL/BACKEND N | --clear\n"
-            "  split LISTENER POOL=W [POOL=W ...] | --clear\n"
-            "  switch LISTENER POOL [--wait-drained [T]]\n"
-            "  drain-pool POOL [--deadline D] [--wait [T]]\n"
-            "  ready-pool POOL\n"
-            "  reload\n"
-            "exit codes: 0 done, 1 failed or a wait timed out, 2 bad usage, admin API\n"
-            "            unreachable or the caller refused (401/403)\n");
+    fprintf(
+        out,
+        "usage: usher ctl [-c usher.yaml | --admin HOST:PORT] [--token-file F] [--json] COMMAND\n"
+        "  status\n"
+        "  drain POOL/BACKEND [--deadline D] [--wait [T]]\n"
+        "  ready POOL/BACKEND\n"
+        "  weight POOL/BACKEND N | --clear\n"
+        "  split LISTENER POOL=W [POOL=W ...] | --clear\n"
+        "  switch LISTENER POOL [--wait-drained [T]]\n"
+        "  drain-pool POOL [--deadline D] [--wait [T]]\n"
+        "  ready-pool POOL\n"
+        "  reload\n"
+        "exit codes: 0 done, 1 failed or a wait timed out, 2 bad usage, admin API\n"
+        "            unreachable or the caller refused (401/403)\n");
 }
 
 static int die_usage(const char *fmt, ...)
@@ -118,8 +119,7 @@ static int http(struct ctl *c, const char *method, const char *target, const cha
     int fd = socket(c->admin.sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         goto unreachable;
-    if (connect(fd, (struct sockaddr *)&c->admin.sa, c->admin.sa_len) < 0 &&
-        errno != EINPROGRESS)
+    if (connect(fd, (struct sockaddr *)&c->admin.sa, c->admin.sa_len) < 0 && errno != EINPROGRESS)
         goto unreachable;
     if (!wait_fd(fd, POLLOUT, deadline)) {
         errno = ETIMEDOUT;
@@ -479,8 +479,8 @@ static int wait_backend(struct ctl *c, const char *pool, const char *name, conf_
                    name, conns);
             return CTL_FAILED;
         }
-        printf("%swaiting: %s/%s %.0f connections, %.1fs left%s", tty ? "\r\033[K" : "", pool,
-               name, conns, left / 1000.0, tty ? "" : "\n");
+        printf("%swaiting: %s/%s %.0f connections, %.1fs left%s", tty ? "\r\033[K" : "", pool, name,
+               conns, left / 1000.0, tty ? "" : "\n");
         fflush(stdout);
         usleep(CTL_POLL_MS * 1000);
     }
@@ -612,8 +612,8 @@ static double busy_left(const struct json_value *st, const struct json_value *sp
         const struct json_value *bs = json_get(ps->items[i], "backends");
         for (size_t k = 0; bs && k < bs->count; k++) {
             const struct json_value *b = bs->items[k];
-            double busy = json_get_num(b, "active_connections", 0) -
-                          json_get_num(b, "idle_connections", 0);
+            double busy =
+                json_get_num(b, "active_connections", 0) - json_get_num(b, "idle_connections", 0);
             double infl = json_get_num(b, "inflight_requests", 0);
             if (busy < infl)
                 busy = infl;

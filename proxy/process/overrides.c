@@ -159,8 +159,7 @@ void overrides_clear_weight(struct overrides *ov, const char *pool, const char *
         }
 }
 
-const struct override_split *overrides_find_split(const struct overrides *ov,
-                                                  const char *listener)
+const struct override_split *overrides_find_split(const struct overrides *ov, const char *listener)
 {
     for (size_t i = 0; i < ov->num_splits; i++)
         if (same(ov->splits[i].listener, listener))
@@ -385,7 +384,7 @@ static int load_line(struct overrides *ov, char *line)
 {
     char *f[STATE_FIELDS_MAX];
     size_t n = 0;
-    for (char *tok = line;; ) {
+    for (char *tok = line;;) {
         if (n == STATE_FIELDS_MAX)
             return -1;
         f[n++] = tok;
@@ -427,7 +426,8 @@ void overrides_load(struct process *p)
     if (!f) {
         if (errno != ENOENT)
             log_kv(CONF_LOG_ERROR, "state file unreadable", LOG_STR("file", path),
-                   LOG_STR("reason", strerror(errno)), LOG_STR("action", "starting without overrides"));
+                   LOG_STR("reason", strerror(errno)),
+                   LOG_STR("action", "starting without overrides"));
         return;
     }
     char *buf = malloc(STATE_FILE_MAX + 1);

@@ -53,8 +53,7 @@ int overrides_set_split(struct overrides *ov, const char *listener, const struct
 void overrides_clear_split(struct overrides *ov, const char *listener);
 
 /* The recorded split of <listener>, or NULL. */
-const struct override_split *overrides_find_split(const struct overrides *ov,
-                                                  const char *listener);
+const struct override_split *overrides_find_split(const struct overrides *ov, const char *listener);
 /* The recorded weight override of pool/backend, or NULL. */
 const struct override_weight *overrides_find_weight(const struct overrides *ov, const char *pool,
                                                     const char *backend);

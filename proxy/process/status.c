@@ -193,12 +193,23 @@ static void html_str(struct hbuf *o, const char *s)
 {
     for (; s && *s; s++) {
         switch (*s) {
-        case '<': hbuf_append_str(o, "&lt;"); break;
-        case '>': hbuf_append_str(o, "&gt;"); break;
-        case '&': hbuf_append_str(o, "&amp;"); break;
-        case '"': hbuf_append_str(o, "&quot;"); break;
-        case '\'': hbuf_append_str(o, "&#39;"); break;
-        default: hbuf_append(o, s, 1);
+        case '<':
+            hbuf_append_str(o, "&lt;");
+            break;
+        case '>':
+            hbuf_append_str(o, "&gt;");
+            break;
+        case '&':
+            hbuf_append_str(o, "&amp;");
+            break;
+        case '"':
+            hbuf_append_str(o, "&quot;");
+            break;
+        case '\'':
+            hbuf_append_str(o, "&#39;");
+            break;
+        default:
+            hbuf_append(o, s, 1);
         }
     }
 }
@@ -209,8 +220,9 @@ static void snapshot_html(struct hbuf *o, const struct process *p)
 {
     const struct worker *w = p->w;
     ev_tstamp now = ev_now(w->loop);
-    hbuf_printf(o, "<p class=\"proc\">state <b id=\"proc-state\">%s</b> · generation %llu · pid %d"
-                   " · connections %u</p>\n",
+    hbuf_printf(o,
+                "<p class=\"proc\">state <b id=\"proc-state\">%s</b> · generation %llu · pid %d"
+                " · connections %u</p>\n",
                 worker_state_str(w->state), (unsigned long long)w->generation, (int)getpid(),
                 w->num_clients);
     hbuf_append_str(o, "<h2>Listeners</h2>\n<table id=\"listeners\"><tr><th>listener</th>"
@@ -254,17 +266,19 @@ static void snapshot_html(struct hbuf *o, const struct process *p)
             html_str(o, b->name);
             hbuf_append_str(o, "</td><td>");
             html_str(o, b->address_text);
-            hbuf_printf(o, "</td><td class=\"state\">%s</td><td class=\"weight\">%u%s</td>"
-                           "<td class=\"conns\">%u</td><td class=\"inflight\">%u</td>"
-                           "<td class=\"drain\">",
+            hbuf_printf(o,
+                        "</td><td class=\"state\">%s</td><td class=\"weight\">%u%s</td>"
+                        "<td class=\"conns\">%u</td><td class=\"inflight\">%u</td>"
+                        "<td class=\"drain\">",
                         st, server_weight(s), s->weight_overridden ? " (override)" : "",
                         b->connections, s->inflight);
             if (b->state == BACKEND_DRAINING && b->drain_started_at > 0) {
                 double left = (b->drain_until - now) * 1000.0;
                 if (b->connections == 0 || left < 0)
                     left = 0;
-                hbuf_printf(o, "%s: <span class=\"countdown\" data-remaining-ms=\"%.0f\">%.1f s"
-                               "</span> left, %u connections",
+                hbuf_printf(o,
+                            "%s: <span class=\"countdown\" data-remaining-ms=\"%.0f\">%.1f s"
+                            "</span> left, %u connections",
                             backend_drain_reason_name(b->drain_reason), left, left / 1000.0,
                             b->connections);
             }

@@ -40,16 +40,16 @@ static bool v6(const char *ip)
 static void test_loopback(void)
 {
     static const char *const yes4[] = {"127.0.0.1", "127.0.0.2", "127.255.255.255", "127.1.2.3"};
-    static const char *const no4[] = {"128.0.0.1", "126.255.255.255", "10.0.0.1", "0.0.0.0",
+    static const char *const no4[] = {"128.0.0.1",     "126.255.255.255", "10.0.0.1", "0.0.0.0",
                                       "192.168.1.127", "255.255.255.255", "1.127.0.0"};
     for (size_t i = 0; i < sizeof(yes4) / sizeof(*yes4); i++)
         CHECK(v4(yes4[i]), "%s is loopback", yes4[i]);
     for (size_t i = 0; i < sizeof(no4) / sizeof(*no4); i++)
         CHECK(!v4(no4[i]), "%s is not loopback", no4[i]);
     static const char *const yes6[] = {"::1", "::ffff:127.0.0.1", "::ffff:127.9.8.7"};
-    static const char *const no6[] = {"::", "::2", "fe80::1", "::ffff:10.0.0.1",
-                                      "::ffff:128.0.0.1", "::127.0.0.1", "2001:db8::1",
-                                      "64:ff9b::7f00:1"};
+    static const char *const no6[] = {
+        "::",          "::2",         "fe80::1",        "::ffff:10.0.0.1", "::ffff:128.0.0.1",
+        "::127.0.0.1", "2001:db8::1", "64:ff9b::7f00:1"};
     for (size_t i = 0; i < sizeof(yes6) / sizeof(*yes6); i++)
         CHECK(v6(yes6[i]), "%s is loopback", yes6[i]);
     for (size_t i = 0; i < sizeof(no6) / sizeof(*no6); i++)
@@ -102,18 +102,36 @@ static void test_flat_object(void)
     CHECK(flat("{\"weight\": 5}", m, 4, &n) == 0 && n == 1 && !strcmp(m[0].name, "weight") &&
               m[0].value == 5,
           "one member");
-    CHECK(flat(" {\"blue\":0 , \"green\" :100}\n", m, 4, &n) == 0 && n == 2 &&
-              m[1].value == 100 && !strcmp(m[1].name, "green"),
+    CHECK(flat(" {\"blue\":0 , \"green\" :100}\n", m, 4, &n) == 0 && n == 2 && m[1].value == 100 &&
+              !strcmp(m[1].name, "green"),
           "two members, whitespace");
     CHECK(flat("{}", m, 4, &n) == 0 && n == 0, "empty object");
     CHECK(flat("{\"a\\u00e9\\n\":1}", m, 4, &n) == 0 && !strcmp(m[0].name, "a\xc3\xa9\n"),
           "escapes decode to UTF-8");
     CHECK(flat("{\"x\":4294967295}", m, 4, &n) == 0 && m[0].value == 4294967295u, "UINT32_MAX");
     static const char *const bad[] = {
-        "", "[]", "{", "{\"a\"}", "{\"a\":}", "{\"a\":-1}", "{\"a\":1.5}", "{\"a\":1e3}",
-        "{\"a\":01}", "{\"a\":\"1\"}", "{\"a\":true}", "{\"a\":null}", "{\"a\":1,}",
-        "{\"a\":1}x", "{\"a\":1,\"a\":2}", "{a:1}", "{\"a\":4294967296}", "{\"a\":1 \"b\":2}",
-        "{\"a\\u0000\":1}", "{\"\\ud800\":1}", "{\"a\\q\":1}", "{\"a\x01\":1}",
+        "",
+        "[]",
+        "{",
+        "{\"a\"}",
+        "{\"a\":}",
+        "{\"a\":-1}",
+        "{\"a\":1.5}",
+        "{\"a\":1e3}",
+        "{\"a\":01}",
+        "{\"a\":\"1\"}",
+        "{\"a\":true}",
+        "{\"a\":null}",
+        "{\"a\":1,}",
+        "{\"a\":1}x",
+        "{\"a\":1,\"a\":2}",
+        "{a:1}",
+        "{\"a\":4294967296}",
+        "{\"a\":1 \"b\":2}",
+        "{\"a\\u0000\":1}",
+        "{\"\\ud800\":1}",
+        "{\"a\\q\":1}",
+        "{\"a\x01\":1}",
         "{\"a\":1,\"b\":2,\"c\":3,\"d\":4,\"e\":5}",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
