@@ -29,6 +29,8 @@ const char *upstream_keep_rule(const struct keep_facts *f)
         return "the exchange left it unusable"; /* Connection: close, unread body, ... */
     if (!f->in_rotation)
         return "its backend is out of rotation"; /* rule 2: in-flight done, then closed */
+    if (f->switched_away)
+        return "its pool was switched away"; /* the old colour empties for --wait-drained */
     if (f->process_draining)
         return "the process drains"; /* nothing will reuse it */
     if (f->pool_full)
@@ -263,6 +265,24 @@ struct upstream *upstream_take_idle(struct server *s, bool replayable, upstream_
     return NULL;
 }
 
+/* True if a runtime split override set <p> to 0 and no open listener
+ * sends it new traffic: a switch, after which nothing will reuse its
+ * connections. A split set to 0 by the config keeps pooling, so flipping
+ * back and forth by reload reuses them. */
+static bool pool_switched_away(const struct worker *w, const struct pool *p)
+{
+    bool overridden = false;
+    for (const struct listener *l = w->listeners; l; l = l->next)
+        for (size_t i = 0; !l->closed && i < l->num_slots; i++) {
+            if (l->slots[i].pool != p)
+                continue;
+            if (l->slots[i].weight > 0)
+                return false;
+            overridden |= l->split_overridden;
+        }
+    return overridden;
+}
+
 static bool fd_pressure(const struct worker *w)
 {
     return (double)(w->num_clients + w->num_upstreams) >= (double)w->max_fds * FD_PRESSURE_SHARE;
@@ -276,6 +296,7 @@ void upstream_release(struct upstream *u, bool reusable)
     struct keep_facts facts = {
         .reusable = reusable,
         .in_rotation = server_in_rotation(s),
+        .switched_away = pool_switched_away(w, s->pool),
         .pool_full = s->idle_count >= conf->limits.backend_idle_connections,
         .process_draining = w->state >= WORKER_DRAINING,
         .fd_pressure = fd_pressure(w),

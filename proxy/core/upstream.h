@@ -69,6 +69,7 @@ void upstream_want(struct upstream *u, unsigned events);
 struct keep_facts {
     bool reusable;         /* request and response allow another exchange */
     bool in_rotation;      /* the backend takes new requests */
+    bool switched_away;    /* the runtime API switched every listener away from its pool */
     bool pool_full;        /* limits.backend_idle_connections reached */
     bool process_draining; /* listeners closed: nothing will reuse it */
     bool fd_pressure;      /* descriptors are short: clients come first */

@@ -170,5 +170,6 @@ def test_blue_green_switch_under_load(usher_bin, bg, tmp_path):
     assert before and {r[3] for r in before} == {b"blue-1"}
     st = bg.status_json()
     assert listener_of(st, "web")["split_override"] == {"blue": 0, "green": 100}
-    # blue stays in rotation for a rollback
-    assert backend_of(st, "blue", "blue-1")["state"] == "healthy"
+    # blue stays in rotation for a rollback, with no connection left
+    b = backend_of(st, "blue", "blue-1")
+    assert b["state"] == "healthy" and b["active_connections"] == 0, b
