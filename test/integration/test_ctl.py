@@ -173,3 +173,20 @@ def test_blue_green_switch_under_load(usher_bin, bg, tmp_path):
     # blue stays in rotation for a rollback, with no connection left
     b = backend_of(st, "blue", "blue-1")
     assert b["state"] == "healthy" and b["active_connections"] == 0, b
+
+
+def test_switch_progress_rewrites_one_line_on_a_terminal(usher_bin, bg):
+    """On a terminal the progress is one line rewritten in place (\\r and
+    erase-line), through `script` (util-linux) for a pseudo-terminal."""
+    t = threading.Thread(target=lambda: util.http_get(bg.port, "/slow?ms=1200", timeout=10))
+    t.start()
+    util.wait_until(lambda: bg.backend_status("blue", "blue-1")["inflight_requests"] == 1, 3.0)
+    cmd = "%s ctl -c %s switch web green --wait-drained 10s" % (usher_bin, bg.cfg_path)
+    r = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, timeout=30,
+                       stdin=subprocess.DEVNULL)
+    t.join(5)
+    out = r.stdout.decode("utf-8", "replace")
+    assert r.returncode == 0, out
+    assert out.count("\r\x1b[Kwaiting: blue/blue-1 1") >= 2, repr(out)
+    assert "\nwaiting" not in out, "a terminal gets no new line per update: %r" % out
+    assert "\r\x1b[Kdrained:" in out
