@@ -836,11 +836,17 @@ int ctl_main(int argc, char **argv)
             return die_usage("unknown option '%s'", argv[i]);
         }
     }
-    /* --json may also follow the command */
+    /* the global options may also follow the command */
     int n = 0;
     for (int k = i; k < argc; k++) {
         if (!strcmp(argv[k], "--json"))
             c.json = true;
+        else if ((!strcmp(argv[k], "-c") || !strcmp(argv[k], "--config")) && k + 1 < argc)
+            config = argv[++k];
+        else if (!strcmp(argv[k], "--admin") && k + 1 < argc)
+            admin = argv[++k];
+        else if (!strcmp(argv[k], "--token-file") && k + 1 < argc)
+            token_file = argv[++k];
         else
             argv[i + n++] = argv[k];
     }

@@ -36,6 +36,10 @@ def test_status_table_and_json(usher_bin, bg):
     # --admin instead of -c
     r = ctl(usher_bin, bg, "status", config=False, extra=["--admin", "127.0.0.1:%d" % bg.admin_port])
     assert r.returncode == 0 and "blue/blue-1" in r.stdout
+    # global options after the command work too
+    r = ctl(usher_bin, bg, "status", "--json", "--admin", "127.0.0.1:%d" % bg.admin_port,
+            config=False)
+    assert r.returncode == 0 and json.loads(r.stdout)["pid"] == bg.pid
 
 
 def test_drain_ready_weight_split_commands(usher_bin, bg):
