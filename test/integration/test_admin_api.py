@@ -449,3 +449,20 @@ def test_corrupt_state_file_starts_without_overrides(backend_factory, usher_fact
     assert admin(u, "POST", "/backends/blue/blue-1/weight", {"weight": 4})[0] == 200
     with open(state) as f:
         assert f.read().startswith("usher-state 1\n")
+
+
+def test_admin_head_timeout_drops_a_slow_client(bg):
+    import socket
+    s = socket.create_connection((util.HOST, bg.admin_port), timeout=10)
+    try:
+        s.sendall(b"POST /reload HTTP/1.1\r\nHost: x\r\n")  # never finishes the head
+        t0 = time.monotonic()
+        with RawConn(bg.port) as c:
+            assert c.request("GET", "/").status == 200
+        s.settimeout(8.0)
+        assert s.recv(100) == b""  # closed without an answer
+        took = time.monotonic() - t0
+        assert 4.0 < took < 7.5, took
+    finally:
+        s.close()
+    assert bg.status_json()["generation"] == 1, "a head that never ended changed nothing"
