@@ -214,7 +214,7 @@ static void html_str(struct hbuf *o, const char *s)
     }
 }
 
-/* The same markup the page's script renders from /status (renderSnapshot
+/* The same markup the page's script renders from /status (render()
  * in status_page.h): keep the two in step. */
 static void snapshot_html(struct hbuf *o, const struct process *p)
 {
