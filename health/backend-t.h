@@ -25,6 +25,8 @@ enum backend_drain_reason {
     BACKEND_DRAIN_DNS, /* its address vanished from a DNS answer (discovery): gone once drained */
     BACKEND_DRAIN_503, /* its health check answered 503: back after healthy_threshold successes */
     BACKEND_DRAIN_REMOVED, /* removed from the config by a reload: gone once drained */
+    BACKEND_DRAIN_ADMIN,   /* drained through the runtime API: stays, whatever checks say,
+                            * until backend_admin_ready() */
 };
 
 struct backend;
@@ -112,6 +114,10 @@ struct backend {
 
     /* deregistration */
     ev_tstamp drain_deadline; /* 0 when not draining */
+    /* the drain record of /status: kept for the whole draining state, also
+     * once the episode completed (drain_deadline back to 0) */
+    ev_tstamp drain_started_at; /* ev_now() when draining began, 0 when not draining */
+    ev_tstamp drain_until;      /* the deadline that episode was given */
     ev_timer drain_timer;
     ev_timer gone_timer;          /* defers the gone hook to a safe point */
     conf_ms deregistration_delay; /* added: the pool's delay, for 503 drains */

@@ -35,6 +35,8 @@ static const char reason_ejection_over[] = "ejection time over";
 
 /* DESIGN.md: an ejection doubles with each repeat, at most 10x. */
 #define EJECT_MAX_FACTOR 10
+static const char reason_admin[] = "admin drain";
+static const char reason_admin_ready[] = "admin ready";
 
 static void drain_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void eject_cb(struct ev_loop *loop, ev_timer *w, int revents);
@@ -68,8 +70,27 @@ const char *backend_drain_reason_str(enum backend_drain_reason r)
         return "503";
     case BACKEND_DRAIN_REMOVED:
         return "removed";
+    case BACKEND_DRAIN_ADMIN:
+        return "admin";
     }
     return "unknown";
+}
+
+const char *backend_drain_reason_name(enum backend_drain_reason r)
+{
+    switch (r) {
+    case BACKEND_DRAIN_NONE:
+        return NULL;
+    case BACKEND_DRAIN_503:
+        return "health_503";
+    case BACKEND_DRAIN_REMOVED:
+        return "removed";
+    case BACKEND_DRAIN_ADMIN:
+        return "admin";
+    case BACKEND_DRAIN_DNS:
+        return "dns";
+    }
+    return NULL;
 }
 
 bool backend_in_rotation(const struct backend *b)
@@ -133,6 +154,10 @@ static void enter(struct backend *b, enum backend_state to, enum backend_drain_r
     from_dr = b->drain_reason;
     b->state = to;
     b->drain_reason = to == BACKEND_DRAINING ? dr : BACKEND_DRAIN_NONE;
+    if (to != BACKEND_DRAINING) {
+        b->drain_started_at = 0;
+        b->drain_until = 0;
+    }
     if (deferred) {
         if (!b->notify_reason) {
             b->notify_from = from;
@@ -153,6 +178,12 @@ static void drain_begin(struct backend *b, conf_ms delay_ms)
     ev_tstamp delay = (ev_tstamp)delay_ms / 1000.0;
     ev_tstamp deadline = ev_now(b->loop) + delay;
 
+    if (b->drain_started_at == 0 || b->state != BACKEND_DRAINING) {
+        b->drain_started_at = ev_now(b->loop);
+        b->drain_until = deadline;
+    } else if (deadline < b->drain_until) {
+        b->drain_until = deadline;
+    }
     if (b->connections == 0)
         return;
     if (ev_is_active(&b->drain_timer)) {
@@ -190,6 +221,20 @@ static void check_done(struct backend *b, enum hc_outcome outcome, const char *r
     /* Checks are stopped on removal; a late result must not revive it. */
     if (backend_removed(b))
         return;
+    /* An admin drain holds whatever checks say: streaks keep counting so
+     * /status shows them, the state waits for backend_admin_ready(). */
+    if (b->drain_reason == BACKEND_DRAIN_ADMIN) {
+        if (outcome == HC_SUCCESS) {
+            b->checks_ok++;
+            b->success_streak++;
+            b->failure_streak = 0;
+        } else {
+            b->checks_failed++;
+            b->failure_streak += outcome == HC_FAILURE;
+            b->success_streak = 0;
+        }
+        return;
+    }
 
     switch (outcome) {
     case HC_SUCCESS:
@@ -461,7 +506,8 @@ int backend_reconfigure(struct backend *b, const struct conf_pool *cp,
     if (!b->hc.enabled) {
         hc_stop(b);
         b->checked_once = true;
-        if (b->state != BACKEND_HEALTHY && b->state != BACKEND_EJECTED)
+        if (b->state != BACKEND_HEALTHY && b->state != BACKEND_EJECTED &&
+            b->drain_reason != BACKEND_DRAIN_ADMIN)
             enter_healthy(b, backend_removed(b) ? reason_readded : reason_no_check, true);
         return 0;
     }
@@ -503,6 +549,35 @@ void backend_remove(struct backend *b, conf_ms delay_ms)
 void backend_remove_dns(struct backend *b, conf_ms delay_ms)
 {
     remove_as(b, delay_ms, BACKEND_DRAIN_DNS, reason_dns);
+}
+
+void backend_admin_drain(struct backend *b, conf_ms delay_ms)
+{
+    if (backend_removed(b) || b->drain_reason == BACKEND_DRAIN_ADMIN)
+        return;
+    /* drain_begin first: a backend already draining (503) keeps its record
+     * start; enter() only resets the record when leaving draining */
+    drain_begin(b, delay_ms);
+    enter(b, BACKEND_DRAINING, BACKEND_DRAIN_ADMIN, reason_admin, true);
+}
+
+bool backend_admin_ready(struct backend *b)
+{
+    bool ok;
+
+    if (b->drain_reason != BACKEND_DRAIN_ADMIN)
+        return false;
+    ok = !b->hc.enabled || (b->last_result && strcmp(b->last_result, hc_reason_ok) == 0);
+    drain_end(b);
+    if (ok)
+        enter(b, BACKEND_HEALTHY, BACKEND_DRAIN_NONE, reason_admin_ready, true);
+    else
+        enter(b, BACKEND_CHECKING, BACKEND_DRAIN_NONE, reason_admin_ready, true);
+    if (b->hc.enabled) {
+        hc_stop(b);
+        hc_schedule(b, hc_first_delay(b));
+    }
+    return true;
 }
 
 void backend_conn_acquire(struct backend *b)

@@ -37,6 +37,17 @@ void backend_snapshot(const struct backend *b, struct backend_snapshot *snap);
  * for removal is not taken over (the new config decides). The transition is
  * reported through the state_changed hook at a safe point. */
 void backend_restore(struct backend *b, const struct backend_snapshot *snap);
+/* The runtime API drains <b> (reason BACKEND_DRAIN_ADMIN) with a deadline of
+ * <delay_ms>: no new traffic, whatever its checks say, until
+ * backend_admin_ready(). A backend a reload removed stays removed.
+ * Idempotent. Reported through hooks->state_changed at a safe point. */
+void backend_admin_drain(struct backend *b, conf_ms delay_ms);
+
+/* Clears an admin drain: the backend returns to what its checks say
+ * (healthy if its last check passed or it has none, else checking). A
+ * backend not admin-drained is left alone (a 503 or removal drain is not
+ * the API's to end). Returns true if it was admin-drained. */
+bool backend_admin_ready(struct backend *b);
 
 /* Stops checks and timers and frees <b>. The proxy must hold no reference. */
 void backend_free(struct backend *b);
@@ -76,7 +87,11 @@ void backend_checks_stop(struct backend *b);
 /* "checking", "healthy", "unhealthy", "draining", "ejected". */
 const char *backend_state_str(enum backend_state s);
 
-/* "none", "503", "removed" (added, for /status and logs). */
+/* "none", "503", "removed", "admin" (for logs). */
 const char *backend_drain_reason_str(enum backend_drain_reason r);
+
+/* The drain reason as DESIGN's /status names it: "health_503", "removed",
+ * "admin"; NULL when not draining. */
+const char *backend_drain_reason_name(enum backend_drain_reason r);
 
 #endif

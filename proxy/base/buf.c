@@ -88,10 +88,11 @@ static int hbuf_reserve(struct hbuf *h, size_t extra)
 
 int hbuf_append(struct hbuf *h, const char *p, size_t n)
 {
-    if (hbuf_reserve(h, n) < 0)
+    if (hbuf_reserve(h, n + 1) < 0)
         return -1;
     memcpy(h->data + h->len, p, n);
     h->len += n;
+    h->data[h->len] = '\0'; /* data is always a C string too */
     return 0;
 }
 

@@ -54,7 +54,8 @@ void buf_consume(struct buf *b, size_t n);
 /* Moves the unconsumed bytes to the front so buf_space() is maximal. */
 void buf_compact(struct buf *b);
 
-/* A growable byte string, for heads that usher rebuilds. */
+/* A growable byte string, for heads that usher rebuilds. Once anything
+ * was appended, data[len] is a NUL: data also reads as a C string. */
 struct hbuf {
     char *data;
     size_t len;

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "../../health/backend.h"
+#include "upstream.h"
 
 /* Slow start never starts below this share (DESIGN.md: max(10%, ...)):
  * a backend that gets no request learns nothing and warms nothing. */
@@ -29,7 +30,7 @@ static conf_ms ramp_of(const struct server *s)
 
 uint64_t balance_weight(const struct server *s)
 {
-    uint64_t base = s->hb->weight;
+    uint64_t base = server_weight(s); /* the runtime override, else the config's */
     conf_ms ramp = ramp_of(s);
     if (ramp == 0)
         return base * PERMILLE;
@@ -55,7 +56,7 @@ static bool was_tried(const struct server *b, struct server *const *tried, unsig
 
 static bool is_candidate(const struct server *b, struct server *const *tried, unsigned n)
 {
-    return backend_in_rotation(b->hb) && !was_tried(b, tried, n);
+    return server_in_rotation(b) && !was_tried(b, tried, n);
 }
 
 static bool pool_has_candidate(const struct pool *p, struct server *const *tried, unsigned n)

@@ -115,6 +115,7 @@ int listener_configure(struct listener *l, const struct conf_listener *cl, struc
     free(l->slots);
     l->slots = slots;
     l->num_slots = cl->num_splits;
+    l->split_overridden = false; /* the process applies its overrides again */
     if (tls_ctx != l->tls_ctx) {
         /* open TLS connections keep a reference to the context they started with */
         tls_context_free(l->tls_ctx);
@@ -124,6 +125,38 @@ int listener_configure(struct listener *l, const struct conf_listener *cl, struc
     l->protocol = cl->protocol;
     l->tls = cl->tls.enabled;
     return 0;
+}
+
+int listener_override_split(struct listener *l, const struct conf_split *split, size_t n,
+                            const char **unknown)
+{
+    for (size_t k = 0; k < n; k++) {
+        size_t i = 0;
+        while (i < l->num_slots &&
+               !(l->slots[i].pool && !strcmp(l->slots[i].pool->name, split[k].pool)))
+            i++;
+        if (i == l->num_slots) {
+            *unknown = split[k].pool;
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < l->num_slots; i++) {
+        l->slots[i].weight = 0;
+        for (size_t k = 0; k < n; k++)
+            if (l->slots[i].pool && !strcmp(l->slots[i].pool->name, split[k].pool))
+                l->slots[i].weight = split[k].weight;
+    }
+    l->split_overridden = true;
+    return 0;
+}
+
+void listener_clear_split(struct listener *l)
+{
+    l->split_overridden = false;
+    if (!l->conf)
+        return;
+    for (size_t i = 0; i < l->num_slots && i < l->conf->num_splits; i++)
+        l->slots[i].weight = l->conf->splits[i].weight;
 }
 
 void listener_resume(struct listener *l)

@@ -20,6 +20,16 @@ struct listener *listener_open(struct ev_loop *loop, const struct conf_listener 
 int listener_configure(struct listener *l, const struct conf_listener *cl, struct pool *pools,
                        struct ssl_ctx_st *tls_ctx);
 
+/* Overrides the split of <l> with the <n> pool weights of <split> (pools
+ * of the listener's split; one left out gets 0): the next request uses it.
+ * Returns 0, or -1 with *<unknown> naming a pool the listener has not
+ * (nothing changed). */
+int listener_override_split(struct listener *l, const struct conf_split *split, size_t n,
+                            const char **unknown);
+
+/* Back to the config's split. */
+void listener_clear_split(struct listener *l);
+
 /* Starts / stops the accept watcher. */
 void listener_resume(struct listener *l);
 void listener_pause(struct listener *l);

@@ -29,6 +29,8 @@ const char *upstream_keep_rule(const struct keep_facts *f)
         return "the exchange left it unusable"; /* Connection: close, unread body, ... */
     if (!f->in_rotation)
         return "its backend is out of rotation"; /* rule 2: in-flight done, then closed */
+    if (f->switched_away)
+        return "its pool was switched away"; /* the old colour empties for --wait-drained */
     if (f->process_draining)
         return "the process drains"; /* nothing will reuse it */
     if (f->pool_full)
@@ -46,7 +48,7 @@ static void on_state_changed(struct backend *b, enum backend_state from, const c
     log_info("backend state", "pool=%s backend=%s from=%s to=%s reason=\"%s\" connections=%u",
              b->pool_name, b->name, backend_state_str(from), backend_state_str(b->state),
              reason ? reason : "", b->connections);
-    if (backend_in_rotation(b)) {
+    if (server_in_rotation(s)) {
         /* slow start: entering rotation after startup ramps up (a backend
          * of the first config is not new to anyone) */
         if (from != BACKEND_HEALTHY && !(s->from_startup && from == BACKEND_CHECKING))
@@ -168,6 +170,42 @@ void server_free(struct server *s)
     free(s);
 }
 
+unsigned server_weight(const struct server *s)
+{
+    return s->weight_overridden ? s->weight_override : s->hb->weight;
+}
+
+bool server_in_rotation(const struct server *s)
+{
+    return s->hb->state == BACKEND_HEALTHY && server_weight(s) > 0;
+}
+
+void server_override_weight(struct server *s, bool set, unsigned weight)
+{
+    s->weight_overridden = set;
+    s->weight_override = set ? weight : 0;
+    if (!server_in_rotation(s))
+        upstream_close_idle(s);
+}
+
+unsigned server_idle_count(const struct server *s)
+{
+    return s->idle_count;
+}
+
+double server_oldest_connection_age(const struct server *s)
+{
+    ev_tstamp now = ev_now(s->w->loop), oldest = now;
+    const struct list *heads[] = {&s->active, &s->idle};
+    for (size_t k = 0; k < 2; k++)
+        for (const struct list *pos = heads[k]->next; pos != heads[k]; pos = pos->next) {
+            const struct upstream *u = container_of(pos, struct upstream, pool_link);
+            if (u->opened_at < oldest)
+                oldest = u->opened_at;
+        }
+    return now - oldest;
+}
+
 /* ---- connections --------------------------------------------------------- */
 
 void upstream_want(struct upstream *u, unsigned events)
@@ -228,6 +266,7 @@ struct upstream *upstream_connect(struct server *s, upstream_cb cb, void *owner,
     u->server = s;
     u->fd = fd;
     u->state = UPSTREAM_CONNECTING;
+    u->opened_at = ev_now(w->loop);
     u->cb = cb;
     u->owner = owner;
     ev_io_init(&u->io, upstream_io_cb, fd, 0);
@@ -277,6 +316,24 @@ struct upstream *upstream_take_idle(struct server *s, bool replayable, upstream_
     return NULL;
 }
 
+/* True if a runtime split override set <p> to 0 and no open listener
+ * sends it new traffic: a switch, after which nothing will reuse its
+ * connections. A split set to 0 by the config keeps pooling, so flipping
+ * back and forth by reload reuses them. */
+static bool pool_switched_away(const struct worker *w, const struct pool *p)
+{
+    bool overridden = false;
+    for (const struct listener *l = w->listeners; l; l = l->next)
+        for (size_t i = 0; !l->closed && i < l->num_slots; i++) {
+            if (l->slots[i].pool != p)
+                continue;
+            if (l->slots[i].weight > 0)
+                return false;
+            overridden |= l->split_overridden;
+        }
+    return overridden;
+}
+
 static bool fd_pressure(const struct worker *w)
 {
     return (double)(w->num_clients + w->num_upstreams) >= (double)w->max_fds * FD_PRESSURE_SHARE;
@@ -289,7 +346,8 @@ void upstream_release(struct upstream *u, bool reusable)
     const struct conf *conf = w->conf;
     struct keep_facts facts = {
         .reusable = reusable,
-        .in_rotation = backend_in_rotation(s->hb),
+        .in_rotation = server_in_rotation(s),
+        .switched_away = pool_switched_away(w, s->pool),
         .pool_full = s->idle_count >= conf->limits.backend_idle_connections,
         .process_draining = w->state >= WORKER_DRAINING,
         .fd_pressure = fd_pressure(w),

@@ -21,6 +21,23 @@ void server_free(struct server *s);
  * the log). Enough failures in a row eject the backend, within the pool's
  * max_ejected_percent. */
 void server_passive_report(struct server *s, bool failure, const char *why);
+/* The weight in force for <s>: the runtime override if set, else the
+ * config's. */
+unsigned server_weight(const struct server *s);
+
+/* True if new requests may go to <s>: its backend is healthy and its
+ * weight in force is above 0. */
+bool server_in_rotation(const struct server *s);
+
+/* Sets (<set> true) or clears the runtime weight override of <s>; the next
+ * pick uses it. A weight of 0 takes it out of rotation (idle pooled
+ * connections close). */
+void server_override_weight(struct server *s, bool set, unsigned weight);
+
+/* Pooled idle upstreams of <s> and the age in seconds of its oldest open
+ * upstream connection (0 when none), for drain records. */
+unsigned server_idle_count(const struct server *s);
+double server_oldest_connection_age(const struct server *s);
 
 /* Starts a non-blocking connect to <s> for <owner>, whose <cb> then hears
  * of the outcome (UPSTREAM_CONNECTED or UPSTREAM_CONNECT_FAILED) and every
@@ -57,6 +74,7 @@ void upstream_want(struct upstream *u, unsigned events);
 struct keep_facts {
     bool reusable;         /* request and response allow another exchange */
     bool in_rotation;      /* the backend takes new requests */
+    bool switched_away;    /* the runtime API switched every listener away from its pool */
     bool pool_full;        /* limits.backend_idle_connections reached */
     bool process_draining; /* listeners closed: nothing will reuse it */
     bool fd_pressure;      /* descriptors are short: clients come first */

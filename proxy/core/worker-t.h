@@ -66,6 +66,9 @@ struct server {
     int64_t rr_current;                /* smooth weighted round robin state */
     bool from_startup;      /* created at process start: its first entry into rotation is no ramp */
     ev_tstamp ramp_started; /* slow start: when it (re)entered rotation (0: no ramp) */
+    /* the runtime API's weight, in force over the config's while set */
+    bool weight_overridden;
+    unsigned weight_override;
 };
 
 /* One entry of a listener's runtime split. */
@@ -109,6 +112,7 @@ struct listener {
     struct metrics_histogram duration; /* request head complete -> request end (not tunnels) */
     struct split_slot *slots;
     size_t num_slots;
+    bool split_overridden; /* slots carry the runtime API's weights, not the config's */
     struct listener *next;
 };
 
@@ -239,6 +243,7 @@ struct upstream {
     ev_io io;
     ev_timer idle_timer;  /* pooled: backend_idle timeout */
     ev_tstamp idle_since; /* when it entered the pool */
+    ev_tstamp opened_at;  /* connect started: the age a drain record shows */
     enum upstream_state state;
     unsigned io_events;
     struct list pool_link; /* server idle or active list */

@@ -1,5 +1,8 @@
-/* The admin listener: /live, /ready, /status (JSON), /metrics (Prometheus).
- * One request per connection; answers are small and built at once. */
+/* The admin listener: /live, /ready, /status (JSON), /metrics (Prometheus),
+ * the status page at /, and the runtime API (api.c) on the same port.
+ * One request per connection; answers are built at once, except a pool
+ * drain with ?wait, answered from a timer. Its own connection limit, head
+ * timeout and body limit keep it from ever starving the data plane. */
 #include "admin.h"
 
 #include <errno.h>
@@ -16,9 +19,12 @@
 #include "../base/log.h"
 #include "../base/metrics.h"
 #include "../core/balance.h"
+#include "../core/upstream.h"
 #include "../core/worker.h"
+#include "api.h"
 #include "discover.h"
 #include "process-t.h"
+#include "status.h"
 #include "sysd.h"
 #include "upgrade.h"
 #include "usher_commit.h"
@@ -26,8 +32,13 @@
 /* An admin request head must fit here; anything larger is not ours. */
 #define ADMIN_HEAD_MAX 8192
 #define ADMIN_HEADERS_MAX 64
-/* A stuck admin client is dropped after this long. */
+/* A stuck admin client is dropped after this long (head and body; then
+ * the answer's write). */
 #define ADMIN_TIMEOUT_S 5.0
+/* Admin connections open at once: beyond it a connection is closed at
+ * accept, so a flood of admin clients cannot take descriptors or memory
+ * the data plane needs. Enough for a few pollers, ctl waits and a browser. */
+#define ADMIN_CONNS_MAX 32
 
 struct admin {
     struct process *proc;
@@ -35,16 +46,21 @@ struct admin {
     int fd;
     ev_io io;
     struct list conns;
+    unsigned num_conns;
 };
 
 struct admin_conn {
     struct admin *admin;
     int fd;
+    struct sockaddr_storage peer;
+    socklen_t peer_len;
     ev_io io;
-    ev_timer timer;
-    char in[ADMIN_HEAD_MAX];
+    ev_timer timer; /* head and body, then the write: ADMIN_TIMEOUT_S each */
+    char *in;       /* head, then the body it announced */
     size_t in_len;
+    size_t in_cap;
     struct hbuf out;
+    struct api_wait *wait; /* a reply that waits (pool drain ?wait) */
     struct list link;
 };
 
@@ -53,146 +69,16 @@ static void conn_free(struct admin_conn *ac)
     struct ev_loop *loop = ac->admin->proc->loop;
     ev_io_stop(loop, &ac->io);
     ev_timer_stop(loop, &ac->timer);
+    api_wait_cancel(ac->wait);
+    ac->wait = NULL;
     close(ac->fd);
     list_remove(&ac->link);
+    ac->admin->num_conns--;
     hbuf_free(&ac->out);
+    free(ac->in);
     free(ac);
 }
 
-/* ---- readiness ----------------------------------------------------------- */
-
-/* Why /ready answers 503, or NULL when it answers 200: not running yet (or
- * draining), or, with admin.ready_requires_backends, a listener that still
- * accepts but could route a new request nowhere. A static string. */
-static const char *not_ready_reason(const struct process *proc)
-{
-    const struct worker *w = proc->w;
-    if (!worker_ready(w))
-        return worker_state_str(w->state);
-    if (!w->conf->admin.ready_requires_backends)
-        return NULL;
-    for (const struct listener *l = w->listeners; l; l = l->next)
-        if (!l->closed && !balance_has_backend(l))
-            return "no backend in rotation";
-    return NULL;
-}
-
-static void status_backend(struct hbuf *o, struct worker *w, const struct server *s)
-{
-    const struct backend *b = s->hb;
-    ev_tstamp now = ev_now(w->loop);
-    hbuf_append_str(o, "{\"name\":");
-    log_json_str(o, b->name);
-    hbuf_append_str(o, ",\"address\":");
-    log_json_str(o, b->address_text);
-    hbuf_printf(o,
-                ",\"state\":\"%s\",\"weight\":%g,\"weight_configured\":%u,\"in_config\":%s,"
-                "\"active_connections\":%u,"
-                "\"inflight_requests\":%u,\"requests_total\":%llu,\"connect_failures\":%llu,"
-                "\"success_streak\":%u,\"failure_streak\":%u,\"last_result\":",
-                backend_state_str(b->state), (double)balance_weight(s) / 1000.0, b->weight,
-                backend_removed(b) ? "false" : "true", b->connections, s->inflight,
-                (unsigned long long)s->requests_total, (unsigned long long)s->connect_failures,
-                b->success_streak, b->failure_streak);
-    if (b->last_result)
-        log_json_str(o, b->last_result);
-    else
-        hbuf_append_str(o, "null");
-    hbuf_printf(o, ",\"last_status\":%d,\"last_check_age_ms\":", b->last_status);
-    if (b->last_check_at > 0)
-        hbuf_printf(o, "%.0f", (now - b->last_check_at) * 1000.0);
-    else
-        hbuf_append_str(o, "null");
-    hbuf_append_str(o, ",\"slow_start_remaining_ms\":");
-    if (backend_in_rotation(b) && balance_ramp_left_ms(s) > 0)
-        hbuf_printf(o, "%llu", (unsigned long long)balance_ramp_left_ms(s));
-    else
-        hbuf_append_str(o, "null");
-    hbuf_printf(o, ",\"ejections_total\":%llu,\"ejected_remaining_ms\":",
-                (unsigned long long)b->ejections_total);
-    if (b->state == BACKEND_EJECTED && b->ejected_until > 0) {
-        double left = (b->ejected_until - now) * 1000.0;
-        hbuf_printf(o, "%.0f", left > 0 ? left : 0);
-    } else {
-        hbuf_append_str(o, "null");
-    }
-    hbuf_append_str(o, ",\"drain_deadline_ms\":");
-    if (b->state == BACKEND_DRAINING && b->drain_deadline > 0) {
-        double left = (b->drain_deadline - now) * 1000.0;
-        hbuf_printf(o, "%.0f", left > 0 ? left : 0);
-    } else {
-        hbuf_append_str(o, "null");
-    }
-    hbuf_append_str(o, "}");
-}
-
-static void build_status(struct hbuf *o, struct process *proc)
-{
-    struct worker *w = proc->w;
-    ev_tstamp now = ev_now(w->loop);
-    hbuf_printf(o,
-                "{\"state\":\"%s\",\"ready\":%s,\"generation\":%llu,\"pid\":%d,"
-                "\"uptime_s\":%.1f,\"connections\":%u,\"config\":",
-                worker_state_str(w->state), not_ready_reason(proc) ? "false" : "true",
-                (unsigned long long)w->generation, (int)getpid(), now - w->started_at,
-                w->num_clients);
-    log_json_str(o, w->conf->path);
-    if (proc->upgrade.role == UPGRADE_NONE)
-        hbuf_append_str(o, ",\"upgrade\":null");
-    else
-        hbuf_printf(o, ",\"upgrade\":{\"role\":\"%s\",\"peer_pid\":%d}",
-                    upgrade_role_str(proc->upgrade.role), proc->upgrade.peer_pid);
-    if (w->state == WORKER_DRAINING)
-        hbuf_printf(o, ",\"shutdown_remaining_ms\":%.0f", (proc->drain_deadline - now) * 1000.0);
-    hbuf_printf(o, ",\"reloads\":{\"ok\":%llu,\"error\":%llu},\"listeners\":[",
-                (unsigned long long)proc->reloads_ok, (unsigned long long)proc->reloads_error);
-    bool first = true;
-    for (struct listener *l = w->listeners; l; l = l->next) {
-        hbuf_append_str(o, first ? "{\"name\":" : ",{\"name\":");
-        first = false;
-        log_json_str(o, l->name);
-        hbuf_append_str(o, ",\"bind\":");
-        log_json_str(o, l->bind_text);
-        hbuf_printf(o, ",\"protocol\":\"%s\",\"open\":%s,\"connections\":%u,\"pools\":{",
-                    l->protocol == CONF_PROTO_TCP ? "tcp" : "http", l->closed ? "false" : "true",
-                    l->connections);
-        for (size_t i = 0; i < l->num_slots; i++) {
-            if (i)
-                hbuf_append_str(o, ",");
-            log_json_str(o, l->slots[i].pool ? l->slots[i].pool->name : "?");
-            hbuf_printf(o, ":%u", l->slots[i].weight);
-        }
-        hbuf_append_str(o, "}}");
-    }
-    hbuf_append_str(o, "],\"pools\":[");
-    first = true;
-    for (struct pool *p = w->pools; p; p = p->next) {
-        if (!p->conf && p->num_servers == 0)
-            continue; /* removed by a reload and fully drained */
-        hbuf_append_str(o, first ? "{\"name\":" : ",{\"name\":");
-        first = false;
-        log_json_str(o, p->name);
-        if (p->conf)
-            hbuf_printf(o, ",\"balance\":\"%s\",\"deregistration_delay_ms\":%llu",
-                        p->conf->balance == CONF_BALANCE_LEAST_CONN ? "least_conn" : "round_robin",
-                        (unsigned long long)p->conf->deregistration_delay);
-        hbuf_printf(o, ",\"in_config\":%s,", p->conf ? "true" : "false");
-        if (p->conf && p->conf->discover.enabled) {
-            hbuf_append_str(o, "\"discover\":");
-            if (!discover_status_json(proc->discover, p->name, o))
-                hbuf_append_str(o, "null");
-            hbuf_append_str(o, ",");
-        }
-        hbuf_append_str(o, "\"backends\":[");
-        for (size_t i = 0; i < p->num_servers; i++) {
-            if (i)
-                hbuf_append_str(o, ",");
-            status_backend(o, w, p->servers[i]);
-        }
-        hbuf_append_str(o, "]}");
-    }
-    hbuf_append_str(o, "]}\n");
-}
 
 /* ---- Prometheus text ----------------------------------------------------- */
 
@@ -265,7 +151,7 @@ static void build_metrics(struct hbuf *o, struct process *proc)
     metrics_labels(&lb, "version", USHER_VERSION, "commit", USHER_COMMIT, NULL);
     hbuf_printf(o, "usher_build_info{%s} 1\n", labels_end(&lb));
     metrics_family(o, "usher_ready", "gauge", "1 while /ready answers 200.");
-    hbuf_printf(o, "usher_ready %d\n", not_ready_reason(proc) ? 0 : 1);
+    hbuf_printf(o, "usher_ready %d\n", status_not_ready_reason(proc) ? 0 : 1);
     metrics_family(o, "usher_draining", "gauge", "1 while the process drains (after SIGTERM).");
     hbuf_printf(o, "usher_draining %d\n", draining ? 1 : 0);
     metrics_family(o, "usher_drain_connections_left", "gauge",
@@ -346,6 +232,9 @@ static void build_metrics(struct hbuf *o, struct process *proc)
     PER_BACKEND("usher_backend_drain_connections", "gauge",
                 "Connections a draining backend still has (0 when not draining).", "%u",
                 b->state == BACKEND_DRAINING ? b->connections : 0);
+    PER_BACKEND("usher_backend_weight", "gauge",
+                "The backend's weight in force (runtime override, else the config's).", "%u",
+                server_weight(s));
     metrics_family(o, "usher_backend_responses_total", "counter",
                    "Requests by backend and response status class (code=\"aborted\": cut short "
                    "after the head went out).");
@@ -413,34 +302,56 @@ static void build_metrics(struct hbuf *o, struct process *proc)
 
 /* ---- request handling ---------------------------------------------------- */
 
-/* <allow>: the Allow field of a 405 (RFC 9110 15.5.6), else NULL. A HEAD
- * answer carries the head a GET would get, Content-Length included. */
-static void respond(struct admin_conn *ac, int status, const char *type, struct hbuf *body,
-                    bool head_only, const char *allow)
+static void respond(struct admin_conn *ac, int status, const char *type, const char *allow,
+                    struct hbuf *body, bool head_only)
 {
-    hbuf_printf(&ac->out,
-                "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                "Cache-Control: no-store\r\nConnection: close\r\n",
-                status, http1_status_text(status), type, body->len);
+    hbuf_printf(&ac->out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n", status,
+                http1_status_text(status), type, body->len);
     if (allow)
         hbuf_printf(&ac->out, "Allow: %s\r\n", allow);
-    hbuf_append_str(&ac->out, "\r\n");
+    hbuf_append_str(&ac->out, "Cache-Control: no-store\r\nConnection: close\r\n\r\n");
     if (!head_only)
         hbuf_append(&ac->out, body->data, body->len);
 }
 
-/* The read-only endpoints: GET, and HEAD wherever GET works. */
-#define ADMIN_ALLOW_GET "GET, HEAD"
-
-static bool is_get_endpoint(struct http1_slice path)
+static void start_writing(struct admin_conn *ac)
 {
-    return http1_slice_eq(path, "/live") || http1_slice_eq(path, "/ready") ||
-           http1_slice_eq(path, "/status") || http1_slice_eq(path, "/metrics");
+    struct ev_loop *loop = ac->admin->proc->loop;
+    ev_io_stop(loop, &ac->io);
+    ev_io_set(&ac->io, ac->fd, EV_WRITE);
+    ev_io_start(loop, &ac->io);
+    /* a reader that never reads is dropped too */
+    ev_timer_stop(loop, &ac->timer);
+    ev_timer_set(&ac->timer, ADMIN_TIMEOUT_S, 0.);
+    ev_timer_start(loop, &ac->timer);
 }
 
-static void route(struct admin_conn *ac, const struct http1_request *req)
+/* A waited-for API answer (pool drain ?wait) is ready. */
+static void api_later(void *ctx, struct api_reply *r)
 {
-    struct hbuf body = {0};
+    struct admin_conn *ac = ctx;
+    ac->wait = NULL;
+    respond(ac, r->status, "application/json", r->allow, &r->body, false);
+    hbuf_free(&r->body);
+    start_writing(ac);
+}
+
+static const struct http1_header *find_header(const struct http1_request *req, const char *name)
+{
+    size_t nl = strlen(name);
+    for (size_t i = 0; i < req->msg.num_headers; i++) {
+        const struct http1_header *h = &req->msg.headers[i];
+        if (h->name.len == nl && strncasecmp(h->name.ptr, name, nl) == 0)
+            return h;
+    }
+    return NULL;
+}
+
+static void route(struct admin_conn *ac, const struct http1_request *req, const char *body,
+                  size_t body_len)
+{
+    struct process *proc = ac->admin->proc;
+    struct hbuf out = {0};
     int status = 200;
     const char *type = "text/plain; charset=utf-8";
     const char *allow = NULL;
@@ -449,66 +360,147 @@ static void route(struct admin_conn *ac, const struct http1_request *req)
     if (q)
         path.len = (size_t)(q - path.ptr);
 
+    if (api_owns_path(path.ptr, path.len)) {
+        const struct http1_header *authz = find_header(req, "Authorization");
+        struct api_request rq = {
+            .method = req->method_id,
+            .path = path.ptr,
+            .path_len = path.len,
+            .query = q ? q + 1 : NULL,
+            .query_len = q ? req->target.len - path.len - 1 : 0,
+            .body = body,
+            .body_len = body_len,
+            .authz = authz ? authz->value.ptr : NULL,
+            .authz_len = authz ? authz->value.len : 0,
+            .peer = (const struct sockaddr *)&ac->peer,
+            .peer_len = ac->peer_len,
+        };
+        struct api_reply r = {0};
+        enum api_result res = api_handle(proc, &rq, &r, api_later, ac, &ac->wait);
+        if (res == API_LATER) {
+            /* the answer comes from a timer; the head timeout must not cut it */
+            ev_io_stop(proc->loop, &ac->io);
+            ev_timer_stop(proc->loop, &ac->timer);
+            return;
+        }
+        respond(ac, r.status, "application/json", r.allow, &r.body, false);
+        hbuf_free(&r.body);
+        start_writing(ac);
+        return;
+    }
+
     bool get = req->method_id == HTTP1_METHOD_GET || req->method_id == HTTP1_METHOD_HEAD;
-    if (!get && is_get_endpoint(path)) {
+    bool known = http1_slice_eq(path, "/live") || http1_slice_eq(path, "/ready") ||
+                 http1_slice_eq(path, "/status") || http1_slice_eq(path, "/metrics") ||
+                 http1_slice_eq(path, "/");
+    if (known && !get) {
         status = 405;
-        allow = ADMIN_ALLOW_GET;
-        hbuf_append_str(&body, "405 Method Not Allowed\n");
-    } else if (!get) {
-        status = 404;
-        hbuf_append_str(&body, "404 Not Found\n");
+        allow = "GET, HEAD";
+        hbuf_append_str(&out, "405 Method Not Allowed\n");
     } else if (http1_slice_eq(path, "/live")) {
-        hbuf_append_str(&body, "live\n");
+        hbuf_append_str(&out, "live\n");
     } else if (http1_slice_eq(path, "/ready")) {
-        const char *why = not_ready_reason(ac->admin->proc);
+        const char *why = status_not_ready_reason(proc);
         status = why ? 503 : 200;
-        hbuf_printf(&body, "%s\n", why ? why : "ready");
+        hbuf_printf(&out, "%s\n", why ? why : "ready");
     } else if (http1_slice_eq(path, "/status")) {
         type = "application/json";
-        build_status(&body, ac->admin->proc);
+        status_json(&out, proc);
     } else if (http1_slice_eq(path, "/metrics")) {
         type = "text/plain; version=0.0.4; charset=utf-8";
-        build_metrics(&body, ac->admin->proc);
+        build_metrics(&out, proc);
+    } else if (http1_slice_eq(path, "/")) {
+        type = "text/html; charset=utf-8";
+        status_page_html(&out, proc);
     } else {
         status = 404;
-        hbuf_append_str(&body, "404 Not Found\n");
+        hbuf_append_str(&out, "404 Not Found\n");
     }
-    respond(ac, status, type, &body, req->method_id == HTTP1_METHOD_HEAD, allow);
+    respond(ac, status, type, allow, &out, req->method_id == HTTP1_METHOD_HEAD);
+    hbuf_free(&out);
+    start_writing(ac);
+}
+
+static void reply_error(struct admin_conn *ac, int status)
+{
+    struct hbuf body = {0};
+    hbuf_printf(&body, "{\"error\":\"%s\"}\n", http1_status_text(status));
+    respond(ac, status, "application/json", NULL, &body, false);
     hbuf_free(&body);
+    start_writing(ac);
+}
+
+/* Parses what arrived; routes once the head and the body it announced are
+ * in. */
+static void parse_and_route(struct admin_conn *ac)
+{
+    struct http1_header headers[ADMIN_HEADERS_MAX];
+    struct http1_limits lim = {ADMIN_HEAD_MAX, ADMIN_HEADERS_MAX, ADMIN_HEAD_MAX};
+    struct http1_request req;
+    memset(&req, 0, sizeof(req));
+    req.msg.headers = headers;
+    int rc = http1_parse_request(ac->in, ac->in_len, &lim, &req);
+    if (rc == HTTP1_AGAIN) {
+        if (ac->in_len >= ADMIN_HEAD_MAX)
+            reply_error(ac, 431);
+        return;
+    }
+    if (rc != HTTP1_OK) {
+        reply_error(ac, req.msg.error_status ? req.msg.error_status : 400);
+        return;
+    }
+    size_t body_len = 0;
+    if (req.msg.framing == HTTP1_BODY_CHUNKED) {
+        reply_error(ac, 411); /* usher ctl and curl -d send Content-Length */
+        return;
+    }
+    if (req.msg.framing == HTTP1_BODY_LENGTH) {
+        if (req.msg.content_length > API_BODY_MAX) {
+            reply_error(ac, 413);
+            return;
+        }
+        body_len = (size_t)req.msg.content_length;
+    }
+    size_t need = req.msg.head_len + body_len;
+    if (need > ac->in_cap) {
+        char *bigger = realloc(ac->in, need);
+        if (!bigger) {
+            reply_error(ac, 500);
+            return;
+        }
+        ac->in = bigger;
+        ac->in_cap = need;
+        parse_and_route(ac); /* the slices pointed into the old buffer */
+        return;
+    }
+    if (ac->in_len < need)
+        return;
+    route(ac, &req, ac->in + req.msg.head_len, body_len);
+}
+
+static void on_readable(struct admin_conn *ac)
+{
+    if (ac->in_len == ac->in_cap) {
+        reply_error(ac, 431);
+        return;
+    }
+    ssize_t n = read(ac->fd, ac->in + ac->in_len, ac->in_cap - ac->in_len);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        conn_free(ac);
+        return;
+    }
+    ac->in_len += (size_t)n;
+    parse_and_route(ac);
 }
 
 static void conn_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct admin_conn *ac = container_of(io, struct admin_conn, io);
     if (ac->out.len == 0) {
-        ssize_t n = read(ac->fd, ac->in + ac->in_len, sizeof(ac->in) - ac->in_len);
-        if (n < 0 && (errno == EAGAIN || errno == EINTR))
-            return;
-        if (n <= 0) {
-            conn_free(ac);
-            return;
-        }
-        ac->in_len += (size_t)n;
-        struct http1_header headers[ADMIN_HEADERS_MAX];
-        struct http1_limits lim = {ADMIN_HEAD_MAX, ADMIN_HEADERS_MAX, ADMIN_HEAD_MAX};
-        struct http1_request req;
-        memset(&req, 0, sizeof(req));
-        req.msg.headers = headers;
-        int rc = http1_parse_request(ac->in, ac->in_len, &lim, &req);
-        if (rc == HTTP1_AGAIN && ac->in_len < sizeof(ac->in))
-            return;
-        if (rc == HTTP1_OK) {
-            route(ac, &req);
-        } else {
-            struct hbuf body = {0};
-            int status = rc == HTTP1_ERROR ? req.msg.error_status : 431;
-            hbuf_printf(&body, "%d %s\n", status, http1_status_text(status));
-            respond(ac, status, "text/plain", &body, false, NULL);
-            hbuf_free(&body);
-        }
-        ev_io_stop(loop, io);
-        ev_io_set(io, ac->fd, EV_WRITE);
-        ev_io_start(loop, io);
+        on_readable(ac);
+        return;
     }
     while (ac->out.sent < ac->out.len) {
         ssize_t n =
@@ -531,16 +523,30 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct admin *a = container_of(io, struct admin, io);
     for (;;) {
-        int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage peer;
+        socklen_t peer_len = sizeof(peer);
+        int fd = accept4(a->fd, (struct sockaddr *)&peer, &peer_len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0)
             return;
+        if (a->num_conns >= ADMIN_CONNS_MAX) {
+            close(fd);
+            continue;
+        }
         struct admin_conn *ac = calloc(1, sizeof(*ac));
-        if (!ac) {
+        char *in = malloc(ADMIN_HEAD_MAX);
+        if (!ac || !in) {
+            free(ac);
+            free(in);
             close(fd);
             return;
         }
         ac->admin = a;
         ac->fd = fd;
+        ac->peer = peer;
+        ac->peer_len = peer_len;
+        ac->in = in;
+        ac->in_cap = ADMIN_HEAD_MAX;
+        a->num_conns++;
         list_append(&a->conns, &ac->link);
         ev_io_init(&ac->io, conn_io_cb, fd, EV_READ);
         ev_io_start(loop, &ac->io);

@@ -14,6 +14,8 @@
 #include "../core/worker.h"
 #include "admin.h"
 #include "discover.h"
+#include "auth.h"
+#include "overrides.h"
 #include "reload.h"
 #include "sysd.h"
 #include "upgrade.h"
@@ -181,7 +183,7 @@ static void on_reload_signal(struct ev_loop *loop, ev_signal *s, int revents)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     sysd_notify("RELOADING=1\nMONOTONIC_USEC=%llu",
                 (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000);
-    int rc = reload_run(p);
+    int rc = reload_run(p, NULL);
     sysd_notify("READY=1\nSTATUS=%s, generation %llu", rc == 0 ? "reloaded" : "reload failed",
                 (unsigned long long)p->w->generation);
 }
@@ -212,7 +214,11 @@ struct process *process_new(struct ev_loop *loop, struct conf *conf, char *exe, 
     p->upgrade.handed_over_cb = on_handed_over;
     const struct worker_hooks hooks = {.clients_closed = on_clients_closed, .ctx = p};
     p->w = worker_new(loop, conf, &hooks);
-    if (!p->w) {
+    p->ov = overrides_new();
+    if (!p->w || !p->ov) {
+        overrides_free(p->ov);
+        if (p->w)
+            worker_free(p->w);
         free(p);
         return NULL;
     }
@@ -239,9 +245,12 @@ int process_start(struct process *p, struct ssl_ctx_st **tls)
         free(tls);
         return -1;
     }
+    auth_load(p, p->w->conf, true);
+    overrides_load(p);
     int rc = reload_start(p, tls);
     if (rc == 0) {
         upgrade_restore(p);
+        overrides_apply(p, false);
         if (p->w->conf->admin.enabled && admin_start(p) < 0)
             rc = -1;
     }
@@ -283,5 +292,7 @@ void process_free(struct process *p)
     log_info("released", "what=admin_listener");
     conf_free(conf);
     free(p->exe);
+    overrides_free(p->ov);
+    free(p->token);
     free(p);
 }

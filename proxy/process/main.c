@@ -13,6 +13,7 @@
 #include "../base/log.h"
 #include "../core/listener.h"
 #include "../core/worker.h"
+#include "ctl.h"
 #include "lifecycle.h"
 #include "usher_commit.h"
 
@@ -59,6 +60,8 @@ static void version(void)
 
 int main(int argc, char **argv)
 {
+    if (argc >= 2 && strcmp(argv[1], "ctl") == 0)
+        return ctl_main(argc - 1, argv + 1);
     static const struct option long_opts[] = {
         {"config", required_argument, NULL, 'c'},
         {"test", no_argument, NULL, 't'},

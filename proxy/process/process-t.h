@@ -32,6 +32,7 @@ struct upgrade {
     /* old side: the new process took over; the lifecycle drains this one */
     void (*handed_over_cb)(struct process *p);
 };
+struct overrides;
 
 struct process {
     struct ev_loop *loop;
@@ -41,6 +42,8 @@ struct process {
     int admin_fd; /* the admin listening socket, -1 if none (for the upgrade) */
     uint64_t reloads_ok;
     uint64_t reloads_error;
+    struct overrides *ov; /* what the runtime API decided (overrides.h) */
+    char *token;          /* admin.token_file's contents, trimmed; NULL without one */
 
     char *exe;         /* the binary to start again on SIGUSR2 (absolute path) */
     char **argv;       /* the arguments it was started with */

@@ -15,6 +15,8 @@
 #include "../core/worker.h"
 #include "discover.h"
 #include "sysd.h"
+#include "auth.h"
+#include "overrides.h"
 
 /* What prepare built for one new config, so commit cannot fail on I/O and
  * abort knows exactly what to throw away. */
@@ -25,7 +27,9 @@ struct plan {
     bool tls_ready;          /* tls was built by the caller */
     struct listener **fresh; /* per listener of nc: bound by prepare (LISTENER_ADDED) */
     const char *error;       /* static: why prepare or commit failed */
+    char *tls_error;         /* the file:line:col message of a bad certificate, or NULL */
     bool is_reload;          /* log each change (startup applies everything) */
+    struct hbuf *changes;    /* the changes as JSON for POST /reload, NULL if unwanted */
 };
 
 static size_t listener_index(const struct conf *nc, const struct conf_listener *cl)
@@ -46,7 +50,7 @@ static void plan_abort(struct plan *pl)
     conf_diff_free(&pl->diff);
 }
 
-static void log_change(const struct conf_change *ch)
+static void log_change(const struct conf_change *ch, struct hbuf *json)
 {
     const struct conf_pool *p = ch->new_pool ? ch->new_pool : ch->old_pool;
     const struct conf_backend *b = ch->new_backend ? ch->new_backend : ch->old_backend;
@@ -54,6 +58,45 @@ static void log_change(const struct conf_change *ch)
     log_info("reload change", "kind=%s pool=%s backend=%s listener=%s",
              conf_change_kind_str(ch->kind), p ? p->name : "-", b ? b->name : "-",
              l ? l->name : "-");
+    if (!json)
+        return;
+    if (json->len)
+        hbuf_append_str(json, ",");
+    hbuf_printf(json, "{\"kind\":\"%s\",\"pool\":", conf_change_kind_str(ch->kind));
+    const char *names[] = {p ? p->name : NULL, b ? b->name : NULL, l ? l->name : NULL};
+    const char *keys[] = {"", ",\"backend\":", ",\"listener\":"};
+    for (int i = 0; i < 3; i++) {
+        hbuf_append_str(json, keys[i]);
+        if (names[i])
+            log_json_str(json, names[i]);
+        else
+            hbuf_append_str(json, "null");
+    }
+    hbuf_append_str(json, "}");
+}
+
+static void outcome_error(struct reload_outcome *out, const char *msg)
+{
+    if (!out)
+        return;
+    struct conf_errors *e = &out->errors;
+    if (e->count == e->capacity) {
+        size_t cap = e->capacity ? e->capacity * 2 : 4;
+        char **m = realloc(e->messages, cap * sizeof(*m));
+        if (!m)
+            return;
+        e->messages = m;
+        e->capacity = cap;
+    }
+    char *dup = strdup(msg);
+    if (dup)
+        e->messages[e->count++] = dup;
+}
+
+void reload_outcome_free(struct reload_outcome *out)
+{
+    conf_errors_clear(&out->errors);
+    hbuf_free(&out->changes);
 }
 
 /* Everything that can fail for a reason other than memory happens here,
@@ -72,6 +115,7 @@ static int plan_prepare(struct process *p, const struct conf *old, struct plan *
     char msg[512];
     if (!pl->tls_ready && listener_tls_prepare(nc, pl->tls, msg, sizeof(msg)) < 0) {
         log_kv(CONF_LOG_ERROR, "config error", LOG_STR("error", msg));
+        pl->tls_error = strdup(msg);
         pl->error = "invalid config, running config kept";
         return -1;
     }
@@ -105,7 +149,7 @@ static int plan_commit(struct process *p, struct plan *pl)
     for (size_t i = 0; i < pl->diff.count; i++) {
         const struct conf_change *ch = &pl->diff.changes[i];
         if (pl->is_reload)
-            log_change(ch);
+            log_change(ch, pl->changes);
         if (worker_apply_change(w, nc, ch) < 0)
             rc = -1;
         if (ch->kind == CONF_LISTENER_REMOVED) {
@@ -175,17 +219,23 @@ static void reload_failed(struct process *p, const char *why)
               (unsigned long long)p->w->generation);
 }
 
-int reload_run(struct process *p)
+int reload_run(struct process *p, struct reload_outcome *out)
 {
     struct worker *w = p->w;
     struct conf *old = w->conf;
     struct conf_errors errs = {0};
     log_info("reload started", "file=%s generation=%llu", old->path,
              (unsigned long long)w->generation);
-    struct plan pl = {.nc = conf_load(old->path, &errs), .is_reload = true};
+    struct plan pl = {.nc = conf_load(old->path, &errs),
+                      .is_reload = true,
+                      .changes = out ? &out->changes : NULL};
     if (!pl.nc) {
-        for (size_t i = 0; i < errs.count; i++)
+        for (size_t i = 0; i < errs.count; i++) {
             log_kv(CONF_LOG_ERROR, "config error", LOG_STR("error", errs.messages[i]));
+            outcome_error(out, errs.messages[i]);
+        }
+        if (errs.count == 0)
+            outcome_error(out, "cannot load the configuration");
         conf_errors_clear(&errs);
         reload_failed(p, "invalid config, running config kept");
         return -1;
@@ -193,6 +243,8 @@ int reload_run(struct process *p)
     if (plan_prepare(p, old, &pl) < 0) {
         plan_abort(&pl);
         conf_free(pl.nc);
+        outcome_error(out, pl.tls_error ? pl.tls_error : pl.error);
+        free(pl.tls_error);
         reload_failed(p, pl.error);
         return -1;
     }
@@ -206,7 +258,12 @@ int reload_run(struct process *p)
     w->generation++;
     int rc = plan_commit(p, &pl);
     conf_free(old);
+    /* the token file is re-read at every reload; one that became unreadable
+     * keeps the token in force (logged) rather than opening mutations */
+    auth_load(p, w->conf, false);
+    overrides_apply(p, true);
     if (rc < 0) {
+        outcome_error(out, pl.error);
         reload_failed(p, pl.error);
         return -1;
     }

@@ -5,7 +5,15 @@
 #ifndef USHER_PROXY_RELOAD_H
 #define USHER_PROXY_RELOAD_H
 
+#include "../../conf/conf-t.h"
+#include "../base/buf.h"
 #include "process-t.h"
+
+/* What a reload reports to a caller that answers for it (POST /reload). */
+struct reload_outcome {
+    struct conf_errors errors; /* "file:line:col: key: reason" or a static reason */
+    struct hbuf changes;       /* JSON array elements: {"kind","pool","backend","listener"} */
+};
 
 /* Startup: applies the worker's config (loaded and valid) to the empty data
  * plane, with the TLS contexts <tls> the caller built for it
@@ -13,9 +21,13 @@
  * after logging (exit 1). */
 int reload_start(struct process *p, struct ssl_ctx_st **tls);
 
-/* SIGHUP: loads the file named at startup again and applies it in place.
- * Returns 0, or -1 with the running config untouched (logged, counted as
- * result="error"). */
-int reload_run(struct process *p);
+/* SIGHUP, POST /reload: loads the file named at startup again and applies
+ * it in place; runtime overrides are applied again over it. Returns 0, or
+ * -1 with the running config untouched (logged, counted as
+ * result="error"). <out> (NULL: none wanted) receives the errors or the
+ * changes; the caller frees them with reload_outcome_free(). */
+int reload_run(struct process *p, struct reload_outcome *out);
+
+void reload_outcome_free(struct reload_outcome *out);
 
 #endif

@@ -535,6 +535,71 @@ static void test_503_drain_expires(void)
     server_stop(s);
 }
 
+/* The runtime API's drain: held whatever checks say, a deadline and a
+ * record, cleared only by backend_admin_ready (never a 503 or removal
+ * drain), kept across a reconfigure. */
+static void test_admin_drain(void)
+{
+    struct server *s = server_start(SRV_200);
+    struct tconf t;
+    struct tctx c;
+
+    tconf_init(&t, s->port, true, CONF_PROTO_HTTP, 50, 500, 1, 1, 300);
+    struct backend *b = mk(&c, &t);
+    c.release_on_expire = true;
+    RUN_UNTIL(b->state == BACKEND_HEALTHY, 2.0);
+    PROXY(backend_conn_acquire(b));
+    double t0 = now_s();
+    PROXY(backend_admin_drain(b, 250));
+    CHECK(b->state == BACKEND_DRAINING && b->drain_reason == BACKEND_DRAIN_ADMIN,
+          "drained at once: %s", backend_state_str(b->state));
+    CHECK(!backend_in_rotation(b), "not in rotation");
+    CHECK(b->drain_started_at > 0 && b->drain_until > b->drain_started_at, "drain record set");
+    CHECK(streq(backend_drain_reason_name(b->drain_reason), "admin"), "reason name");
+    double until = b->drain_until;
+    PROXY(backend_admin_drain(b, 60000));
+    CHECK(b->drain_until == until, "a second admin drain changes nothing");
+    RUN_UNTIL(c.expired == 1, 2.0);
+    CHECK(c.expired == 1 && now_s() - t0 > 0.2, "deadline expired the connections");
+    uint64_t ok0 = b->checks_ok;
+    RUN_UNTIL(b->checks_ok >= ok0 + 3, 2.0);
+    CHECK(b->state == BACKEND_DRAINING && b->success_streak >= 3,
+          "passing checks do not end an admin drain (streak %u)", b->success_streak);
+    CHECK(reentered == 0, "no hook from inside a proxy call");
+    /* a reload that keeps it does not end it either */
+    PROXY(backend_reconfigure(b, &t.cp, &t.cb));
+    CHECK(b->drain_reason == BACKEND_DRAIN_ADMIN, "reconfigure keeps the admin drain");
+    bool was;
+    PROXY(was = backend_admin_ready(b));
+    CHECK(was && b->state == BACKEND_HEALTHY && b->drain_started_at == 0,
+          "ready: healthy again (last check passed)");
+    PROXY(was = backend_admin_ready(b));
+    CHECK(!was && b->state == BACKEND_HEALTHY, "ready again: nothing to clear");
+    /* a 503 drain is not the API's to end */
+    atomic_store(&s->mode, SRV_503);
+    RUN_UNTIL(b->state == BACKEND_DRAINING, 2.0);
+    PROXY(was = backend_admin_ready(b));
+    CHECK(!was && b->drain_reason == BACKEND_DRAIN_503, "ready leaves a 503 drain");
+    /* an admin drain over a 503 one keeps the record's start */
+    double started = b->drain_started_at;
+    PROXY(backend_admin_drain(b, 1000));
+    CHECK(b->drain_reason == BACKEND_DRAIN_ADMIN && b->drain_started_at == started,
+          "503 -> admin keeps the start");
+    atomic_store(&s->mode, SRV_200);
+    RUN_FOR(0.3);
+    CHECK(b->drain_reason == BACKEND_DRAIN_ADMIN, "healthy checks do not end it");
+    /* removal wins over an admin drain; the API cannot revive it */
+    PROXY(backend_remove(b, 100));
+    CHECK(backend_removed(b), "removed");
+    PROXY(was = backend_admin_ready(b));
+    CHECK(!was && backend_removed(b), "ready leaves a removal drain");
+    PROXY(backend_admin_drain(b, 100));
+    CHECK(backend_removed(b), "an admin drain does not replace a removal");
+    RUN_FOR(0.05);
+    backend_free(b);
+    server_stop(s);
+}
+
 static void test_503_early_completion(void)
 {
     struct server *s = server_start(SRV_200);
@@ -953,6 +1018,7 @@ int main(void)
         {"refused", test_refused},
         {"503_drain_expires", test_503_drain_expires},
         {"503_early_completion", test_503_early_completion},
+        {"admin_drain", test_admin_drain},
         {"503_then_failures", test_503_then_failures},
         {"removed_gone", test_removed_gone},
         {"readded", test_readded},

@@ -1,0 +1,933 @@
+/* usher ctl. Each command is one or two HTTP/1.1 requests to the admin
+ * listener (one per connection, as the listener answers), a human table
+ * by default, the raw JSON with --json. Waits of `switch --wait-drained`
+ * poll /status from here; `drain-pool --wait` lets the server wait. */
+#include "ctl.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../../conf/conf.h"
+#include "../base/buf.h"
+#include "../base/json.h"
+
+enum { CTL_OK = 0, CTL_FAILED = 1, CTL_USAGE = 2 };
+
+/* A wait without T (DESIGN: "A wait without T waits up to 60 s"). */
+#define CTL_WAIT_DEFAULT_MS 60000
+/* How often switch --wait-drained looks at /status. */
+#define CTL_POLL_MS 200
+/* Connect and per-request I/O bound, beyond any server-side wait. */
+#define CTL_IO_TIMEOUT_MS 10000
+/* A reply larger than this is not from usher's admin listener. */
+#define CTL_REPLY_MAX (16 << 20)
+/* Non-terminal progress: one line at most this often (plus on change). */
+#define CTL_PLAIN_PROGRESS_MS 1000
+
+struct ctl {
+    struct conf_address admin;
+    bool have_admin;
+    char *token;
+    bool json;
+};
+
+struct reply {
+    int status;
+    struct hbuf body;
+};
+
+static void usage(FILE *out)
+{
+    fprintf(
+        out,
+        "usage: usher ctl [-c usher.yaml | --admin HOST:PORT] [--token-file F] [--json] COMMAND\n"
+        "  status\n"
+        "  drain POOL/BACKEND [--deadline D] [--wait [T]]\n"
+        "  ready POOL/BACKEND\n"
+        "  weight POOL/BACKEND N | --clear\n"
+        "  split LISTENER POOL=W [POOL=W ...] | --clear\n"
+        "  switch LISTENER POOL [--wait-drained [T]]\n"
+        "  drain-pool POOL [--deadline D] [--wait [T]]\n"
+        "  ready-pool POOL\n"
+        "  reload\n"
+        "exit codes: 0 done, 1 failed or a wait timed out, 2 bad usage, admin API\n"
+        "            unreachable or the caller refused (401/403)\n");
+}
+
+static int die_usage(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("usher ctl: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return CTL_USAGE;
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6;
+}
+
+/* ---- the HTTP/1.1 client ------------------------------------------------- */
+
+static bool wait_fd(int fd, short ev, double deadline)
+{
+    for (;;) {
+        int left = (int)(deadline - now_ms());
+        if (left <= 0)
+            return false;
+        struct pollfd pfd = {.fd = fd, .events = ev};
+        int n = poll(&pfd, 1, left);
+        if (n > 0)
+            return true;
+        if (n < 0 && errno != EINTR)
+            return false;
+    }
+}
+
+/* Percent-encodes a path segment. */
+static void seg(struct hbuf *o, const char *s)
+{
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+            strchr("-._~", c))
+            hbuf_append(o, (const char *)&c, 1);
+        else
+            hbuf_printf(o, "%%%02X", c);
+    }
+}
+
+/* One request; 0 with <r> filled, -1 after printing why (unreachable). */
+static int http(struct ctl *c, const char *method, const char *target, const char *body,
+                double timeout_ms, struct reply *r)
+{
+    double deadline = now_ms() + timeout_ms;
+    struct hbuf req = {0};
+    int fd = socket(c->admin.sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        goto unreachable;
+    if (connect(fd, (struct sockaddr *)&c->admin.sa, c->admin.sa_len) < 0 && errno != EINPROGRESS)
+        goto unreachable;
+    if (!wait_fd(fd, POLLOUT, deadline)) {
+        errno = ETIMEDOUT;
+        goto unreachable;
+    }
+    int soerr = 0;
+    socklen_t sl = sizeof(soerr);
+    getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+    if (soerr) {
+        errno = soerr;
+        goto unreachable;
+    }
+    size_t blen = body ? strlen(body) : 0;
+    hbuf_printf(&req, "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: usher-ctl\r\n", method, target,
+                c->admin.text);
+    if (c->token)
+        hbuf_printf(&req, "Authorization: Bearer %s\r\n", c->token);
+    if (body)
+        hbuf_printf(&req, "Content-Type: application/json\r\n");
+    hbuf_printf(&req, "Content-Length: %zu\r\nConnection: close\r\n\r\n", blen);
+    if (body)
+        hbuf_append(&req, body, blen);
+    for (size_t off = 0; off < req.len;) {
+        if (!wait_fd(fd, POLLOUT, deadline)) {
+            errno = ETIMEDOUT;
+            goto unreachable;
+        }
+        ssize_t n = send(fd, req.data + off, req.len - off, MSG_NOSIGNAL);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            continue;
+        if (n <= 0)
+            goto unreachable;
+        off += (size_t)n;
+    }
+    struct hbuf in = {0};
+    for (;;) {
+        char buf[16384];
+        if (!wait_fd(fd, POLLIN, deadline)) {
+            hbuf_free(&in);
+            errno = ETIMEDOUT;
+            goto unreachable;
+        }
+        ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            continue;
+        if (n < 0) {
+            hbuf_free(&in);
+            goto unreachable;
+        }
+        if (n == 0)
+            break;
+        if (in.len + (size_t)n > CTL_REPLY_MAX) {
+            hbuf_free(&in);
+            errno = EMSGSIZE;
+            goto unreachable;
+        }
+        hbuf_append(&in, buf, (size_t)n);
+    }
+    close(fd);
+    hbuf_free(&req);
+    const char *sep = in.data ? memmem(in.data, in.len, "\r\n\r\n", 4) : NULL;
+    if (!sep || in.len < 12 || memcmp(in.data, "HTTP/1.", 7) != 0) {
+        fprintf(stderr, "usher ctl: %s answered something that is not HTTP\n", c->admin.text);
+        hbuf_free(&in);
+        return -1;
+    }
+    r->status = atoi(in.data + 9);
+    memset(&r->body, 0, sizeof(r->body));
+    size_t hl = (size_t)(sep + 4 - in.data);
+    hbuf_append(&r->body, in.data + hl, in.len - hl);
+    hbuf_append(&r->body, "", 1); /* NUL-terminated for printing */
+    r->body.len--;
+    hbuf_free(&in);
+    return 0;
+unreachable:;
+    int saved = errno;
+    if (fd >= 0)
+        close(fd);
+    hbuf_free(&req);
+    fprintf(stderr, "usher ctl: cannot reach the admin API at %s: %s\n", c->admin.text,
+            strerror(saved));
+    return -1;
+}
+
+/* Exit code for an answer: refused callers and unreachable APIs are 2. */
+static int verdict(const struct reply *r)
+{
+    if (r->status == 401 || r->status == 403)
+        return CTL_USAGE;
+    return r->status == 200 ? CTL_OK : CTL_FAILED;
+}
+
+/* Prints a non-200 answer's error to stderr; returns the exit code. */
+static int report_failure(struct ctl *c, const struct reply *r)
+{
+    const char *err = NULL;
+    struct json_value *v = json_parse(r->body.data ? r->body.data : "", r->body.len, &err);
+    const char *msg = json_get_str(v, "error", NULL);
+    const struct json_value *errs = json_get(v, "errors");
+    if (c->json)
+        printf("%s", r->body.data ? r->body.data : "");
+    fprintf(stderr, "usher ctl: %d: %s\n", r->status,
+            msg ? msg : (errs ? "reload failed" : (r->body.data ? r->body.data : "")));
+    for (size_t i = 0; errs && i < errs->count; i++)
+        if (errs->items[i]->type == JSON_STRING)
+            fprintf(stderr, "  %s\n", errs->items[i]->string);
+    json_free(v);
+    return verdict(r);
+}
+
+/* GETs /status into a tree; NULL after printing why (*<code> set). */
+static struct json_value *get_status(struct ctl *c, int *code)
+{
+    struct reply r;
+    if (http(c, "GET", "/status", NULL, CTL_IO_TIMEOUT_MS, &r) < 0) {
+        *code = CTL_USAGE;
+        return NULL;
+    }
+    if (r.status != 200) {
+        *code = report_failure(c, &r);
+        hbuf_free(&r.body);
+        return NULL;
+    }
+    const char *err = NULL;
+    struct json_value *v = json_parse(r.body.data, r.body.len, &err);
+    hbuf_free(&r.body);
+    if (!v) {
+        fprintf(stderr, "usher ctl: /status is not JSON: %s\n", err);
+        *code = CTL_FAILED;
+    }
+    return v;
+}
+
+/* ---- human output -------------------------------------------------------- */
+
+static void print_backend_row(const char *pool, const struct json_value *b)
+{
+    char name[256];
+    snprintf(name, sizeof(name), "%s/%s", pool, json_get_str(b, "name", "?"));
+    const struct json_value *wo = json_get(b, "weight_override");
+    char weight[64];
+    if (wo && wo->type == JSON_NUMBER)
+        snprintf(weight, sizeof(weight), "%.0f (override; config %.0f)",
+                 json_get_num(b, "weight", 0), json_get_num(b, "weight_configured", 0));
+    else
+        snprintf(weight, sizeof(weight), "%.0f", json_get_num(b, "weight", 0));
+    char drain[128] = "-";
+    const struct json_value *d = json_get(b, "drain");
+    if (d && d->type == JSON_OBJECT) {
+        const struct json_value *complete = json_get(d, "complete");
+        snprintf(drain, sizeof(drain), "%s, %.1fs left, %.0f conns%s",
+                 json_get_str(d, "reason", "?"), json_get_num(d, "remaining_ms", 0) / 1000.0,
+                 json_get_num(d, "connections", 0),
+                 complete && complete->boolean ? ", complete" : "");
+    }
+    printf("%-28s %-10s %-28s %6.0f %8.0f  %s\n", name, json_get_str(b, "state", "?"), weight,
+           json_get_num(b, "active_connections", 0), json_get_num(b, "inflight_requests", 0),
+           drain);
+}
+
+static void print_split(const struct json_value *pools)
+{
+    for (size_t i = 0; pools && i < pools->count; i++)
+        printf("%s%s=%.0f", i ? " " : "", pools->keys[i], pools->items[i]->number);
+}
+
+static void print_status(const struct json_value *st)
+{
+    printf("usher %s  state %s  pid %.0f  generation %.0f  connections %.0f\n\n",
+           json_get_str(st, "version", "?"), json_get_str(st, "state", "?"),
+           json_get_num(st, "pid", 0), json_get_num(st, "generation", 0),
+           json_get_num(st, "connections", 0));
+    printf("%-16s %-22s %s\n", "LISTENER", "BIND", "SPLIT");
+    const struct json_value *ls = json_get(st, "listeners");
+    for (size_t i = 0; ls && i < ls->count; i++) {
+        const struct json_value *l = ls->items[i];
+        printf("%-16s %-22s ", json_get_str(l, "name", "?"), json_get_str(l, "bind", "?"));
+        print_split(json_get(l, "pools"));
+        const struct json_value *o = json_get(l, "split_override");
+        printf("%s\n", o && o->type == JSON_OBJECT ? "  (override)" : "");
+    }
+    printf("\n%-28s %-10s %-28s %6s %8s  %s\n", "BACKEND", "STATE", "WEIGHT", "CONNS", "INFLIGHT",
+           "DRAIN");
+    const struct json_value *ps = json_get(st, "pools");
+    for (size_t i = 0; ps && i < ps->count; i++) {
+        const struct json_value *bs = json_get(ps->items[i], "backends");
+        for (size_t k = 0; bs && k < bs->count; k++)
+            print_backend_row(json_get_str(ps->items[i], "name", "?"), bs->items[k]);
+    }
+}
+
+/* Prints a 200 answer: its JSON with --json, else <human> of the tree. */
+static int print_ok(struct ctl *c, struct reply *r, void (*human)(const struct json_value *))
+{
+    if (c->json || !human) {
+        printf("%s", r->body.data ? r->body.data : "");
+        fflush(stdout);
+        return CTL_OK;
+    }
+    const char *err = NULL;
+    struct json_value *v = json_parse(r->body.data, r->body.len, &err);
+    if (v)
+        human(v);
+    else
+        printf("%s", r->body.data);
+    json_free(v);
+    fflush(stdout); /* a script reading a pipe sees the step done at once */
+    return CTL_OK;
+}
+
+static void human_backend(const struct json_value *b)
+{
+    printf("%-28s %-10s %-28s %6s %8s  %s\n", "BACKEND", "STATE", "WEIGHT", "CONNS", "INFLIGHT",
+           "DRAIN");
+    print_backend_row(json_get_str(b, "pool", "?"), b);
+}
+
+static void human_listener(const struct json_value *l)
+{
+    printf("%s: ", json_get_str(l, "name", "?"));
+    print_split(json_get(l, "pools"));
+    const struct json_value *o = json_get(l, "split_override");
+    printf("%s\n", o && o->type == JSON_OBJECT ? "  (override)" : "  (config)");
+}
+
+static void human_pool(const struct json_value *p)
+{
+    printf("%-28s %-10s %-28s %6s %8s  %s\n", "BACKEND", "STATE", "WEIGHT", "CONNS", "INFLIGHT",
+           "DRAIN");
+    const struct json_value *bs = json_get(p, "backends");
+    for (size_t k = 0; bs && k < bs->count; k++)
+        print_backend_row(json_get_str(p, "name", "?"), bs->items[k]);
+}
+
+static void human_drained(const struct json_value *v)
+{
+    const struct json_value *d = json_get(v, "drained");
+    printf("drained: %s, %.0f connections left\n", d && d->boolean ? "yes" : "no",
+           json_get_num(v, "connections", 0));
+    const struct json_value *p = json_get(v, "pool");
+    if (p)
+        human_pool(p);
+}
+
+static void human_reload(const struct json_value *v)
+{
+    const struct json_value *ch = json_get(v, "changes");
+    printf("reload ok: generation %.0f, %zu changes\n", json_get_num(v, "generation", 0),
+           ch ? ch->count : 0);
+    for (size_t i = 0; ch && i < ch->count; i++) {
+        const struct json_value *x = ch->items[i];
+        printf("  %s pool=%s backend=%s listener=%s\n", json_get_str(x, "kind", "?"),
+               json_get_str(x, "pool", "-"), json_get_str(x, "backend", "-"),
+               json_get_str(x, "listener", "-"));
+    }
+}
+
+/* One request whose 200 answer is printed with <human>. */
+static int simple(struct ctl *c, const char *method, const char *target, const char *body,
+                  double timeout_ms, void (*human)(const struct json_value *))
+{
+    struct reply r;
+    if (http(c, method, target, body, timeout_ms, &r) < 0)
+        return CTL_USAGE;
+    int code = r.status == 200 ? print_ok(c, &r, human) : report_failure(c, &r);
+    hbuf_free(&r.body);
+    return code;
+}
+
+/* ---- arguments ----------------------------------------------------------- */
+
+/* POOL/BACKEND into the two segments of a path. */
+static int pool_backend(const char *arg, struct hbuf *path, const char *verb)
+{
+    const char *slash = strchr(arg, '/');
+    if (!slash || slash == arg || !slash[1] || strchr(slash + 1, '/')) {
+        die_usage("expected POOL/BACKEND, got '%s'", arg);
+        return -1;
+    }
+    char pool[256];
+    snprintf(pool, sizeof(pool), "%.*s", (int)(slash - arg), arg);
+    hbuf_append_str(path, "/backends/");
+    seg(path, pool);
+    hbuf_append_str(path, "/");
+    seg(path, slash + 1);
+    hbuf_printf(path, "/%s", verb);
+    return 0;
+}
+
+static bool is_duration(const char *s)
+{
+    conf_ms ms;
+    const char *why;
+    return s && s[0] != '-' && conf_parse_duration(s, &ms, &why) == 0;
+}
+
+/* --flag [T]: an optional duration after the flag. */
+static int opt_wait(int argc, char **argv, int *i, conf_ms *ms)
+{
+    const char *why;
+    *ms = CTL_WAIT_DEFAULT_MS;
+    if (*i + 1 < argc && is_duration(argv[*i + 1])) {
+        conf_parse_duration(argv[++*i], ms, &why);
+    }
+    return 0;
+}
+
+static void json_str(struct hbuf *o, const char *s)
+{
+    hbuf_append_str(o, "\"");
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            hbuf_printf(o, "\\%c", *s);
+        else if ((unsigned char)*s < 0x20)
+            hbuf_printf(o, "\\u%04x", (unsigned char)*s);
+        else
+            hbuf_append(o, s, 1);
+    }
+    hbuf_append_str(o, "\"");
+}
+
+/* ---- commands ------------------------------------------------------------ */
+
+static int cmd_status(struct ctl *c)
+{
+    return simple(c, "GET", "/status", NULL, CTL_IO_TIMEOUT_MS, print_status);
+}
+
+/* A drain with --wait (one backend): poll its connections. */
+static int wait_backend(struct ctl *c, const char *pool, const char *name, conf_ms wait_ms)
+{
+    double until = now_ms() + (double)wait_ms;
+    bool tty = isatty(STDOUT_FILENO);
+    for (;;) {
+        int code = CTL_FAILED;
+        struct json_value *st = get_status(c, &code);
+        if (!st)
+            return code;
+        double conns = -1;
+        const struct json_value *ps = json_get(st, "pools");
+        for (size_t i = 0; ps && i < ps->count; i++) {
+            if (strcmp(json_get_str(ps->items[i], "name", ""), pool) != 0)
+                continue;
+            const struct json_value *bs = json_get(ps->items[i], "backends");
+            for (size_t k = 0; bs && k < bs->count; k++)
+                if (!strcmp(json_get_str(bs->items[k], "name", ""), name))
+                    conns = json_get_num(bs->items[k], "active_connections", 0);
+        }
+        json_free(st);
+        double left = until - now_ms();
+        if (conns <= 0) {
+            printf("%s%s/%s drained\n", tty ? "\r\033[K" : "", pool, name);
+            return CTL_OK;
+        }
+        if (left <= 0) {
+            printf("%s%s/%s: wait timed out, %.0f connections left\n", tty ? "\r\033[K" : "", pool,
+                   name, conns);
+            return CTL_FAILED;
+        }
+        printf("%swaiting: %s/%s %.0f connections, %.1fs left%s", tty ? "\r\033[K" : "", pool, name,
+               conns, left / 1000.0, tty ? "" : "\n");
+        fflush(stdout);
+        usleep(CTL_POLL_MS * 1000);
+    }
+}
+
+static int cmd_drain(struct ctl *c, int argc, char **argv)
+{
+    if (argc < 1)
+        return die_usage("drain POOL/BACKEND [--deadline D] [--wait [T]]");
+    struct hbuf path = {0};
+    const char *deadline = NULL;
+    bool wait = false;
+    conf_ms wait_ms = CTL_WAIT_DEFAULT_MS;
+    if (pool_backend(argv[0], &path, "drain") < 0)
+        return CTL_USAGE;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--deadline") && i + 1 < argc && is_duration(argv[i + 1]))
+            deadline = argv[++i];
+        else if (!strcmp(argv[i], "--wait")) {
+            wait = true;
+            opt_wait(argc, argv, &i, &wait_ms);
+        } else {
+            hbuf_free(&path);
+            return die_usage("drain: unexpected '%s'", argv[i]);
+        }
+    }
+    if (deadline)
+        hbuf_printf(&path, "?deadline=%s", deadline);
+    int code = simple(c, "POST", path.data, "", CTL_IO_TIMEOUT_MS, human_backend);
+    hbuf_free(&path);
+    if (code != CTL_OK || !wait)
+        return code;
+    const char *slash = strchr(argv[0], '/');
+    char pool[256];
+    snprintf(pool, sizeof(pool), "%.*s", (int)(slash - argv[0]), argv[0]);
+    return wait_backend(c, pool, slash + 1, wait_ms);
+}
+
+static int cmd_ready(struct ctl *c, int argc, char **argv)
+{
+    if (argc != 1)
+        return die_usage("ready POOL/BACKEND");
+    struct hbuf path = {0};
+    if (pool_backend(argv[0], &path, "ready") < 0)
+        return CTL_USAGE;
+    int code = simple(c, "POST", path.data, "", CTL_IO_TIMEOUT_MS, human_backend);
+    hbuf_free(&path);
+    return code;
+}
+
+static int cmd_weight(struct ctl *c, int argc, char **argv)
+{
+    if (argc != 2)
+        return die_usage("weight POOL/BACKEND N | --clear");
+    struct hbuf path = {0}, body = {0};
+    if (pool_backend(argv[0], &path, "weight") < 0)
+        return CTL_USAGE;
+    int code;
+    if (!strcmp(argv[1], "--clear")) {
+        code = simple(c, "DELETE", path.data, NULL, CTL_IO_TIMEOUT_MS, human_backend);
+    } else {
+        char *end;
+        unsigned long w = strtoul(argv[1], &end, 10);
+        if (!*argv[1] || *end || argv[1][0] == '-' || w > UINT32_MAX) {
+            hbuf_free(&path);
+            return die_usage("weight: N must be a non-negative integer, got '%s'", argv[1]);
+        }
+        hbuf_printf(&body, "{\"weight\": %lu}", w);
+        code = simple(c, "POST", path.data, body.data, CTL_IO_TIMEOUT_MS, human_backend);
+    }
+    hbuf_free(&path);
+    hbuf_free(&body);
+    return code;
+}
+
+static int post_split(struct ctl *c, const char *listener, const char *body,
+                      void (*human)(const struct json_value *))
+{
+    struct hbuf path = {0};
+    hbuf_append_str(&path, "/listeners/");
+    seg(&path, listener);
+    hbuf_append_str(&path, "/split");
+    int code = simple(c, body ? "POST" : "DELETE", path.data, body, CTL_IO_TIMEOUT_MS, human);
+    hbuf_free(&path);
+    return code;
+}
+
+static int cmd_split(struct ctl *c, int argc, char **argv)
+{
+    if (argc < 2)
+        return die_usage("split LISTENER POOL=W [POOL=W ...] | --clear");
+    if (argc == 2 && !strcmp(argv[1], "--clear"))
+        return post_split(c, argv[0], NULL, human_listener);
+    struct hbuf body = {0};
+    hbuf_append_str(&body, "{");
+    for (int i = 1; i < argc; i++) {
+        char *eq = strrchr(argv[i], '=');
+        char *end;
+        unsigned long w = eq ? strtoul(eq + 1, &end, 10) : 0;
+        if (!eq || eq == argv[i] || !eq[1] || *end || eq[1] == '-' || w > UINT32_MAX) {
+            hbuf_free(&body);
+            return die_usage("split: expected POOL=WEIGHT, got '%s'", argv[i]);
+        }
+        *eq = '\0';
+        if (i > 1)
+            hbuf_append_str(&body, ",");
+        json_str(&body, argv[i]);
+        hbuf_printf(&body, ":%lu", w);
+        *eq = '=';
+    }
+    hbuf_append_str(&body, "}");
+    int code = post_split(c, argv[0], body.data, human_listener);
+    hbuf_free(&body);
+    return code;
+}
+
+/* Sums, over the backends of <pools> other than <keep>, what a switch
+ * waits for: in-flight requests and busy connections (tunnels, requests),
+ * not idle pooled ones. Fills <line> with per-backend counts. */
+static double busy_left(const struct json_value *st, const struct json_value *split,
+                        const char *keep, struct hbuf *line)
+{
+    double total = 0;
+    const struct json_value *ps = json_get(st, "pools");
+    for (size_t i = 0; ps && i < ps->count; i++) {
+        const char *name = json_get_str(ps->items[i], "name", "");
+        if (!strcmp(name, keep) || !json_get(split, name))
+            continue;
+        const struct json_value *bs = json_get(ps->items[i], "backends");
+        for (size_t k = 0; bs && k < bs->count; k++) {
+            const struct json_value *b = bs->items[k];
+            double busy =
+                json_get_num(b, "active_connections", 0) - json_get_num(b, "idle_connections", 0);
+            double infl = json_get_num(b, "inflight_requests", 0);
+            if (busy < infl)
+                busy = infl;
+            if (busy < 0)
+                busy = 0;
+            total += busy;
+            hbuf_printf(line, "%s%s/%s %.0f", line->len ? ", " : "", name,
+                        json_get_str(b, "name", "?"), busy);
+        }
+    }
+    return total;
+}
+
+static int cmd_switch(struct ctl *c, int argc, char **argv)
+{
+    if (argc < 2)
+        return die_usage("switch LISTENER POOL [--wait-drained [T]]");
+    const char *listener = argv[0], *pool = argv[1];
+    bool wait = false;
+    conf_ms wait_ms = CTL_WAIT_DEFAULT_MS;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--wait-drained")) {
+            wait = true;
+            opt_wait(argc, argv, &i, &wait_ms);
+        } else {
+            return die_usage("switch: unexpected '%s'", argv[i]);
+        }
+    }
+    int code = CTL_FAILED;
+    struct json_value *st = get_status(c, &code);
+    if (!st)
+        return code;
+    const struct json_value *split = NULL;
+    const struct json_value *ls = json_get(st, "listeners");
+    for (size_t i = 0; ls && i < ls->count; i++)
+        if (!strcmp(json_get_str(ls->items[i], "name", ""), listener))
+            split = json_get(ls->items[i], "split_configured");
+    if (!split) {
+        fprintf(stderr, "usher ctl: unknown listener '%s'\n", listener);
+        json_free(st);
+        return CTL_FAILED;
+    }
+    if (!json_get(split, pool)) {
+        fprintf(stderr, "usher ctl: pool '%s' is not in listener '%s'\n", pool, listener);
+        json_free(st);
+        return CTL_FAILED;
+    }
+    struct hbuf body = {0};
+    hbuf_append_str(&body, "{");
+    for (size_t i = 0; i < split->count; i++) {
+        if (i)
+            hbuf_append_str(&body, ",");
+        json_str(&body, split->keys[i]);
+        hbuf_printf(&body, ":%d", strcmp(split->keys[i], pool) ? 0 : 100);
+    }
+    hbuf_append_str(&body, "}");
+    /* the pools' names, kept for the wait after the tree is freed */
+    struct json_value *names = NULL;
+    {
+        const char *err;
+        struct hbuf nb = {0};
+        hbuf_append(&nb, body.data, body.len);
+        hbuf_append(&nb, "", 1);
+        names = json_parse(nb.data, nb.len - 1, &err);
+        hbuf_free(&nb);
+    }
+    json_free(st);
+    bool tty = isatty(STDOUT_FILENO);
+    code = post_split(c, listener, body.data, c->json ? NULL : human_listener);
+    hbuf_free(&body);
+    if (code != CTL_OK || !wait) {
+        json_free(names);
+        return code;
+    }
+    double start = now_ms(), until = start + (double)wait_ms, last_plain = 0;
+    struct hbuf prev = {0};
+    for (;;) {
+        st = get_status(c, &code);
+        if (!st)
+            break;
+        struct hbuf line = {0};
+        double left = busy_left(st, names, pool, &line);
+        json_free(st);
+        double remaining = until - now_ms();
+        if (left <= 0) {
+            printf("%sdrained: %s has no request or tunnel left on the other pools (%.1fs)\n",
+                   tty ? "\r\033[K" : "", listener, (now_ms() - start) / 1000.0);
+            code = CTL_OK;
+            hbuf_free(&line);
+            break;
+        }
+        if (remaining <= 0) {
+            printf("%swait timed out: %.0f connections left (%s)\n", tty ? "\r\033[K" : "", left,
+                   line.data ? line.data : "");
+            code = CTL_FAILED;
+            hbuf_free(&line);
+            break;
+        }
+        bool changed = !prev.data || !line.data || strcmp(prev.data, line.data) != 0;
+        if (tty) {
+            printf("\r\033[Kwaiting: %s · %.1fs left", line.data ? line.data : "",
+                   remaining / 1000.0);
+            fflush(stdout);
+        } else if (changed || now_ms() - last_plain >= CTL_PLAIN_PROGRESS_MS) {
+            printf("waiting: %s · %.1fs left\n", line.data ? line.data : "", remaining / 1000.0);
+            fflush(stdout);
+            last_plain = now_ms();
+        }
+        hbuf_free(&prev);
+        prev = line;
+        usleep(CTL_POLL_MS * 1000);
+    }
+    hbuf_free(&prev);
+    json_free(names);
+    return code;
+}
+
+static int cmd_drain_pool(struct ctl *c, int argc, char **argv)
+{
+    if (argc < 1)
+        return die_usage("drain-pool POOL [--deadline D] [--wait [T]]");
+    struct hbuf path = {0};
+    const char *deadline = NULL;
+    bool wait = false;
+    conf_ms wait_ms = CTL_WAIT_DEFAULT_MS;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--deadline") && i + 1 < argc && is_duration(argv[i + 1]))
+            deadline = argv[++i];
+        else if (!strcmp(argv[i], "--wait")) {
+            wait = true;
+            opt_wait(argc, argv, &i, &wait_ms);
+        } else {
+            return die_usage("drain-pool: unexpected '%s'", argv[i]);
+        }
+    }
+    hbuf_append_str(&path, "/pools/");
+    seg(&path, argv[0]);
+    hbuf_append_str(&path, "/drain");
+    char sep = '?';
+    if (deadline) {
+        hbuf_printf(&path, "%cdeadline=%s", sep, deadline);
+        sep = '&';
+    }
+    if (wait)
+        hbuf_printf(&path, "%cwait=%llums", sep, (unsigned long long)wait_ms);
+    struct reply r;
+    int code;
+    if (http(c, "POST", path.data, "", CTL_IO_TIMEOUT_MS + (double)(wait ? wait_ms : 0), &r) < 0) {
+        hbuf_free(&path);
+        return CTL_USAGE;
+    }
+    hbuf_free(&path);
+    if (r.status != 200) {
+        code = report_failure(c, &r);
+    } else {
+        print_ok(c, &r, human_drained);
+        const char *err;
+        struct json_value *v = json_parse(r.body.data, r.body.len, &err);
+        const struct json_value *d = json_get(v, "drained");
+        code = !wait || (d && d->boolean) ? CTL_OK : CTL_FAILED;
+        json_free(v);
+    }
+    hbuf_free(&r.body);
+    return code;
+}
+
+static int cmd_ready_pool(struct ctl *c, int argc, char **argv)
+{
+    if (argc != 1)
+        return die_usage("ready-pool POOL");
+    struct hbuf path = {0};
+    hbuf_append_str(&path, "/pools/");
+    seg(&path, argv[0]);
+    hbuf_append_str(&path, "/ready");
+    int code = simple(c, "POST", path.data, "", CTL_IO_TIMEOUT_MS, human_pool);
+    hbuf_free(&path);
+    return code;
+}
+
+/* ---- main ---------------------------------------------------------------- */
+
+static char *read_token(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "usher ctl: cannot read token file %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    char buf[4097];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *a = buf;
+    while (*a && strchr(" \t\r\n\f\v", *a))
+        a++;
+    while (n > (size_t)(a - buf) && strchr(" \t\r\n\f\v", buf[n - 1]))
+        buf[--n] = '\0';
+    return strdup(a);
+}
+
+int ctl_main(int argc, char **argv)
+{
+    struct ctl c = {0};
+    const char *config = NULL, *admin = NULL, *token_file = NULL;
+    int i = 1, code;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc)
+            config = argv[++i];
+        else if (!strcmp(argv[i], "--admin") && i + 1 < argc)
+            admin = argv[++i];
+        else if (!strcmp(argv[i], "--token-file") && i + 1 < argc)
+            token_file = argv[++i];
+        else if (!strcmp(argv[i], "--json"))
+            c.json = true;
+        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage(stdout);
+            return CTL_OK;
+        } else {
+            usage(stderr);
+            return die_usage("unknown option '%s'", argv[i]);
+        }
+    }
+    /* the global options may also follow the command */
+    int n = 0;
+    for (int k = i; k < argc; k++) {
+        if (!strcmp(argv[k], "--json"))
+            c.json = true;
+        else if ((!strcmp(argv[k], "-c") || !strcmp(argv[k], "--config")) && k + 1 < argc)
+            config = argv[++k];
+        else if (!strcmp(argv[k], "--admin") && k + 1 < argc)
+            admin = argv[++k];
+        else if (!strcmp(argv[k], "--token-file") && k + 1 < argc)
+            token_file = argv[++k];
+        else
+            argv[i + n++] = argv[k];
+    }
+    argc = i + n;
+    if (i >= argc) {
+        usage(stderr);
+        return die_usage("missing COMMAND");
+    }
+    if (!config && !admin)
+        return die_usage("give -c usher.yaml or --admin HOST:PORT");
+    const char *why = NULL;
+    if (admin) {
+        if (conf_parse_address(admin, &c.admin, &why) < 0)
+            return die_usage("--admin %s: %s", admin, why ? why : "invalid address");
+        c.have_admin = true;
+    }
+    if (config) {
+        struct conf_errors errs = {0};
+        struct conf *conf = conf_load(config, &errs);
+        if (!conf) {
+            for (size_t k = 0; k < errs.count; k++)
+                fprintf(stderr, "%s\n", errs.messages[k]);
+            conf_errors_clear(&errs);
+            code = die_usage("cannot load %s", config);
+            goto out;
+        }
+        if (!c.have_admin) {
+            if (!conf->admin.enabled) {
+                conf_free(conf);
+                code = die_usage("%s has no admin section: give --admin HOST:PORT", config);
+                goto out;
+            }
+            if (conf_parse_address(conf->admin.bind.text, &c.admin, &why) < 0) {
+                conf_free(conf);
+                code = die_usage("admin.bind: %s", why ? why : "invalid");
+                goto out;
+            }
+            c.have_admin = true;
+        }
+        if (!token_file && conf->admin.token_file) {
+            c.token = read_token(conf->admin.token_file);
+            if (!c.token) {
+                conf_free(conf);
+                code = CTL_USAGE;
+                goto out;
+            }
+        }
+        conf_free(conf);
+    }
+    if (token_file && !(c.token = read_token(token_file))) {
+        code = CTL_USAGE;
+        goto out;
+    }
+    const char *cmd = argv[i];
+    int cargc = argc - i - 1;
+    char **cargv = argv + i + 1;
+    if (!strcmp(cmd, "status") && cargc == 0)
+        code = cmd_status(&c);
+    else if (!strcmp(cmd, "drain"))
+        code = cmd_drain(&c, cargc, cargv);
+    else if (!strcmp(cmd, "ready"))
+        code = cmd_ready(&c, cargc, cargv);
+    else if (!strcmp(cmd, "weight"))
+        code = cmd_weight(&c, cargc, cargv);
+    else if (!strcmp(cmd, "split"))
+        code = cmd_split(&c, cargc, cargv);
+    else if (!strcmp(cmd, "switch"))
+        code = cmd_switch(&c, cargc, cargv);
+    else if (!strcmp(cmd, "drain-pool"))
+        code = cmd_drain_pool(&c, cargc, cargv);
+    else if (!strcmp(cmd, "ready-pool"))
+        code = cmd_ready_pool(&c, cargc, cargv);
+    else if (!strcmp(cmd, "reload") && cargc == 0)
+        code = simple(&c, "POST", "/reload", "", CTL_IO_TIMEOUT_MS * 3, human_reload);
+    else {
+        usage(stderr);
+        code = die_usage("unknown command '%s'", cmd);
+    }
+out:
+    if (c.have_admin)
+        conf_address_clear(&c.admin);
+    free(c.token);
+    return code;
+}
