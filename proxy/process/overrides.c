@@ -303,26 +303,30 @@ void overrides_apply(struct process *p, bool log_kept)
 
 /* ---- the state file ------------------------------------------------------ */
 
+void overrides_format(const struct overrides *ov, struct hbuf *o)
+{
+    for (size_t i = 0; i < ov->num_drains; i++)
+        hbuf_printf(o, "drain\t%s\t%s\t%lld\n", ov->drains[i].pool, ov->drains[i].backend,
+                    ov->drains[i].deadline_epoch_ms);
+    for (size_t i = 0; i < ov->num_weights; i++)
+        hbuf_printf(o, "weight\t%s\t%s\t%u\n", ov->weights[i].pool, ov->weights[i].backend,
+                    ov->weights[i].weight);
+    for (size_t i = 0; i < ov->num_splits; i++) {
+        hbuf_printf(o, "split\t%s", ov->splits[i].listener);
+        for (size_t k = 0; k < ov->splits[i].n; k++)
+            hbuf_printf(o, "\t%s\t%u", ov->splits[i].split[k].pool, ov->splits[i].split[k].weight);
+        hbuf_append_str(o, "\n");
+    }
+}
+
 int overrides_save(struct process *p)
 {
     const char *path = p->w->conf->admin.state_file;
     if (!path || !*path)
         return 0;
-    struct overrides *ov = p->ov;
     struct hbuf o = {0};
     hbuf_printf(&o, "%s\n", STATE_MAGIC);
-    for (size_t i = 0; i < ov->num_drains; i++)
-        hbuf_printf(&o, "drain\t%s\t%s\t%lld\n", ov->drains[i].pool, ov->drains[i].backend,
-                    ov->drains[i].deadline_epoch_ms);
-    for (size_t i = 0; i < ov->num_weights; i++)
-        hbuf_printf(&o, "weight\t%s\t%s\t%u\n", ov->weights[i].pool, ov->weights[i].backend,
-                    ov->weights[i].weight);
-    for (size_t i = 0; i < ov->num_splits; i++) {
-        hbuf_printf(&o, "split\t%s", ov->splits[i].listener);
-        for (size_t k = 0; k < ov->splits[i].n; k++)
-            hbuf_printf(&o, "\t%s\t%u", ov->splits[i].split[k].pool, ov->splits[i].split[k].weight);
-        hbuf_append_str(&o, "\n");
-    }
+    overrides_format(p->ov, &o);
     char tmp[4096];
     snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
     const char *why = NULL;
@@ -378,9 +382,7 @@ static int parse_uint(const char *s, unsigned long long max, unsigned long long 
     return 0;
 }
 
-/* One line, tab-split in place into <f>; returns -1 if it is not one of
- * the three kinds. */
-static int load_line(struct overrides *ov, char *line)
+int overrides_parse_line(struct overrides *ov, char *line)
 {
     char *f[STATE_FIELDS_MAX];
     size_t n = 0;
@@ -458,7 +460,7 @@ void overrides_load(struct process *p)
             }
             continue;
         }
-        if (load_line(p->ov, line) < 0) {
+        if (overrides_parse_line(p->ov, line) < 0) {
             why = "malformed line";
             goto corrupt;
         }

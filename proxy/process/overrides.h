@@ -64,6 +64,14 @@ const struct override_weight *overrides_find_weight(const struct overrides *ov, 
  * one kept is logged. Saves the state file if something was dropped. */
 void overrides_apply(struct process *p, bool log_kept);
 
+/* Appends the overrides to <o>, one line each ("drain|weight|split\t..."),
+ * the format of the state file and of an upgrade's hand-over. */
+void overrides_format(const struct overrides *ov, struct hbuf *o);
+
+/* Records the override one such line (tab-split in place) describes.
+ * Returns 0, or -1 if it is not a valid line (or out of memory). */
+int overrides_parse_line(struct overrides *ov, char *line);
+
 /* Writes the overrides to admin.state_file (if set) atomically: temp
  * file, fsync, rename. Returns 0, or -1 after logging. */
 int overrides_save(struct process *p);

@@ -22,6 +22,7 @@
 #include "../../health/backend.h"
 #include "../base/log.h"
 #include "../core/worker.h"
+#include "overrides.h"
 #include "sysd.h"
 
 /* The first descriptor the new process gets its listening sockets at
@@ -36,11 +37,12 @@ static const char env_state[] = "USHER_UPGRADE_STATE";
 
 /* ---- the state file: one line per backend -------------------------------- */
 
-/* "backend <pool> <name> <address> <state> <drain_reason> <ok> <fail> <checked>":
- * names and addresses never hold white space (conf checks names). */
-static int write_state(const struct worker *w, FILE *f)
+/* "backend <pool> <name> <address> <state> <drain_reason> <ok> <fail> <checked>"
+ * (names and addresses never hold white space: conf checks names), then
+ * "override\t<line>" per runtime override, in the state file's format. */
+static int write_state(const struct process *proc, FILE *f)
 {
-    for (const struct pool *p = w->pools; p; p = p->next)
+    for (const struct pool *p = proc->w->pools; p; p = p->next)
         for (size_t i = 0; i < p->num_servers; i++) {
             const struct backend *b = p->servers[i]->hb;
             struct backend_snapshot s;
@@ -50,7 +52,17 @@ static int write_state(const struct worker *w, FILE *f)
                         s.failure_streak, s.checked_once ? 1 : 0) < 0)
                 return -1;
         }
-    return fflush(f) == 0 ? 0 : -1;
+    struct hbuf ov = {0};
+    overrides_format(proc->ov, &ov);
+    int rc = 0;
+    for (char *line = ov.data, *end; rc == 0 && line && *line; line = end + 1) {
+        end = strchr(line, '\n');
+        if (!end)
+            break;
+        rc = fprintf(f, "override\t%.*s\n", (int)(end - line), line) < 0 ? -1 : 0;
+    }
+    hbuf_free(&ov);
+    return rc == 0 && fflush(f) == 0 ? 0 : -1;
 }
 
 static struct server *find_server(struct worker *w, const char *pool, const char *name,
@@ -69,16 +81,22 @@ static struct server *find_server(struct worker *w, const char *pool, const char
     return NULL;
 }
 
-static void read_state(struct worker *w, int fd)
+static void read_state(struct process *p, int fd)
 {
+    struct worker *w = p->w;
     FILE *f = fdopen(fd, "r");
     if (!f) {
         close(fd);
         return;
     }
     char line[1024];
-    unsigned restored = 0, unknown = 0;
+    unsigned restored = 0, unknown = 0, overrides = 0;
     while (fgets(line, sizeof(line), f)) {
+        if (strncmp(line, "override\t", 9) == 0) {
+            line[strcspn(line, "\n")] = '\0';
+            overrides += overrides_parse_line(p->ov, line + 9) == 0;
+            continue;
+        }
         char pool[128], name[128], address[512];
         int state, reason, checked;
         struct backend_snapshot s;
@@ -98,7 +116,7 @@ static void read_state(struct worker *w, int fd)
     }
     fclose(f);
     log_kv(CONF_LOG_INFO, "upgrade state inherited", LOG_UINT("backends", restored),
-           LOG_UINT("not_in_config", unknown));
+           LOG_UINT("not_in_config", unknown), LOG_UINT("overrides", overrides));
 }
 
 /* ---- the new process ----------------------------------------------------- */
@@ -176,7 +194,7 @@ void upgrade_restore(struct process *p)
         return;
     fcntl(u->state_fd, F_SETFD, FD_CLOEXEC);
     lseek(u->state_fd, 0, SEEK_SET);
-    read_state(p->w, u->state_fd);
+    read_state(p, u->state_fd);
     u->state_fd = -1;
 }
 
@@ -329,7 +347,7 @@ void upgrade_start(struct process *p)
     int pair[2] = {-1, -1};
     int state_fd = memfd_create("usher-upgrade-state", MFD_CLOEXEC);
     FILE *f = state_fd >= 0 ? fdopen(dup(state_fd), "w") : NULL;
-    if (!f || write_state(p->w, f) < 0 ||
+    if (!f || write_state(p, f) < 0 ||
         socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0) {
         if (f)
             fclose(f);

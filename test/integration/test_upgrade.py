@@ -228,3 +228,23 @@ def test_socket_activation_by_name(backend_factory, tmp_path, usher_bin):
     finally:
         u.stop()
         log.close()
+
+
+def test_runtime_overrides_are_handed_over(upgradable, backend_factory):
+    """An admin drain and a weight set through the API before SIGUSR2 are in
+    force in the new process too (no state_file: only the hand-over)."""
+    u, b, _, made = upgradable
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", u.admin_port, timeout=5)
+    conn.request("POST", "/backends/blue/blue-1/weight", body='{"weight": 7}',
+                 headers={"Content-Type": "application/json"})
+    r = conn.getresponse()
+    assert r.status == 200, r.read()
+    r.read()
+    conn.close()
+    new = upgrade(u, u.pid)
+    made.append(new)
+    st = u.status_json()
+    be = st["pools"][0]["backends"][0]
+    assert be["weight_override"] == 7 and be["weight"] == 7, be
+    assert "overrides=1" in u.log(), u.log()
