@@ -64,23 +64,6 @@ const char *backend_drain_reason_str(enum backend_drain_reason r)
     switch (r) {
     case BACKEND_DRAIN_NONE:
         return "none";
-    case BACKEND_DRAIN_DNS:
-        return "dns";
-    case BACKEND_DRAIN_503:
-        return "503";
-    case BACKEND_DRAIN_REMOVED:
-        return "removed";
-    case BACKEND_DRAIN_ADMIN:
-        return "admin";
-    }
-    return "unknown";
-}
-
-const char *backend_drain_reason_name(enum backend_drain_reason r)
-{
-    switch (r) {
-    case BACKEND_DRAIN_NONE:
-        return NULL;
     case BACKEND_DRAIN_503:
         return "health_503";
     case BACKEND_DRAIN_REMOVED:
@@ -90,7 +73,7 @@ const char *backend_drain_reason_name(enum backend_drain_reason r)
     case BACKEND_DRAIN_DNS:
         return "dns";
     }
-    return NULL;
+    return "unknown";
 }
 
 bool backend_in_rotation(const struct backend *b)

@@ -87,11 +87,8 @@ void backend_checks_stop(struct backend *b);
 /* "checking", "healthy", "unhealthy", "draining", "ejected". */
 const char *backend_state_str(enum backend_state s);
 
-/* "none", "503", "removed", "admin" (for logs). */
-const char *backend_drain_reason_str(enum backend_drain_reason r);
-
 /* The drain reason as DESIGN's /status names it: "health_503", "removed",
- * "admin"; NULL when not draining. */
-const char *backend_drain_reason_name(enum backend_drain_reason r);
+ * "admin", "dns"; "none" when not draining. */
+const char *backend_drain_reason_str(enum backend_drain_reason r);
 
 #endif

@@ -245,6 +245,10 @@ int process_start(struct process *p, struct ssl_ctx_st **tls)
         free(tls);
         return -1;
     }
+    if (p->w->conf->workers > 1)
+        /* said plainly rather than silently: N event loops are not built yet */
+        log_kv(CONF_LOG_WARN, "workers not applied", LOG_UINT("configured", p->w->conf->workers),
+               LOG_UINT("running", 1), LOG_STR("reason", "this build runs one event loop"));
     auth_load(p, p->w->conf, true);
     overrides_load(p);
     int rc = reload_start(p, tls);

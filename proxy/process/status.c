@@ -34,7 +34,7 @@ static const char *not_in_rotation_reason(const struct server *s)
     case BACKEND_UNHEALTHY:
         return b->last_result ? b->last_result : "unhealthy";
     case BACKEND_DRAINING:
-        return backend_drain_reason_name(b->drain_reason);
+        return backend_drain_reason_str(b->drain_reason);
     case BACKEND_EJECTED:
         return "ejected";
     case BACKEND_HEALTHY:
@@ -55,7 +55,7 @@ static void drain_json(struct hbuf *o, const struct server *s, ev_tstamp now)
     if (complete || left < 0)
         left = 0;
     hbuf_append_str(o, "{\"reason\":");
-    log_json_str(o, backend_drain_reason_name(b->drain_reason));
+    log_json_str(o, backend_drain_reason_str(b->drain_reason));
     hbuf_printf(o,
                 ",\"started_ms\":%.0f,\"deadline_ms\":%.0f,\"remaining_ms\":%.0f,"
                 "\"connections\":%u,\"inflight\":%u,\"oldest_connection_age_ms\":%.0f,"
@@ -324,7 +324,7 @@ static void snapshot_html(struct hbuf *o, const struct process *p)
                 hbuf_printf(o,
                             "%s: <span class=\"countdown\" data-remaining-ms=\"%.0f\">%.1f s"
                             "</span> left, %u connections",
-                            backend_drain_reason_name(b->drain_reason), left, left / 1000.0,
+                            backend_drain_reason_str(b->drain_reason), left, left / 1000.0,
                             b->connections);
             }
             hbuf_append_str(o, "</td></tr>\n");

@@ -555,7 +555,7 @@ static void test_admin_drain(void)
           "drained at once: %s", backend_state_str(b->state));
     CHECK(!backend_in_rotation(b), "not in rotation");
     CHECK(b->drain_started_at > 0 && b->drain_until > b->drain_started_at, "drain record set");
-    CHECK(streq(backend_drain_reason_name(b->drain_reason), "admin"), "reason name");
+    CHECK(streq(backend_drain_reason_str(b->drain_reason), "admin"), "reason name");
     double until = b->drain_until;
     PROXY(backend_admin_drain(b, 60000));
     CHECK(b->drain_until == until, "a second admin drain changes nothing");
@@ -999,7 +999,7 @@ static void test_strings(void)
               streq(backend_state_str(BACKEND_UNHEALTHY), "unhealthy") &&
               streq(backend_state_str(BACKEND_DRAINING), "draining"),
           "state names");
-    CHECK(streq(backend_drain_reason_str(BACKEND_DRAIN_503), "503") &&
+    CHECK(streq(backend_drain_reason_str(BACKEND_DRAIN_503), "health_503") &&
               streq(backend_drain_reason_str(BACKEND_DRAIN_REMOVED), "removed") &&
               streq(backend_drain_reason_str(BACKEND_DRAIN_NONE), "none"),
           "drain reason names");
