@@ -16,6 +16,7 @@
 #include "../core/listener.h"
 #include "../core/upstream.h"
 #include "auth.h"
+#include "fleet.h"
 #include "overrides.h"
 #include "reload.h"
 #include "status.h"
@@ -377,7 +378,8 @@ static void drained_reply(struct process *p, struct pool *pl, struct api_reply *
 static void wait_poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct api_wait *wt = container_of(t, struct api_wait, poll);
-    if (pool_connections(wt->pool) > 0 && ev_now(loop) < wt->until)
+    bool busy = pool_connections(wt->pool) > 0 || fleet_pool_busy(wt->p->fleet, wt->pool->name);
+    if (busy && ev_now(loop) < wt->until)
         return;
     ev_timer_stop(loop, t);
     struct api_reply r = {0};
@@ -423,7 +425,8 @@ static enum api_result pool_route(struct process *p, enum route_id id, const str
         if (!backend_removed(pl->servers[i]->hb))
             admin_drain(p, pl->servers[i], deadline);
     overrides_save(p);
-    if (!waiting || pool_connections(pl) == 0 || !later) {
+    bool busy = pool_connections(pl) > 0 || fleet_pool_busy(p->fleet, pl->name);
+    if (!waiting || !busy || !later) {
         drained_reply(p, pl, r);
         return API_DONE;
     }
@@ -489,6 +492,12 @@ enum api_result api_handle(struct process *p, const struct api_request *rq, stru
     if (deny) {
         log_kv(CONF_LOG_WARN, "admin refused", LOG_INT("status", deny), LOG_STR("reason", why));
         return fail(r, deny, why);
+    }
+    /* a fleet's change must reach etcd, or it would half happen: one
+     * instance switched, the others not */
+    if (p->fleet && id != R_RELOAD && !fleet_writable(p->fleet, &why)) {
+        log_kv(CONF_LOG_WARN, "admin refused", LOG_INT("status", 503), LOG_STR("reason", why));
+        return fail(r, 503, why);
     }
     switch (id) {
     case R_BACKEND_DRAIN:

@@ -12,6 +12,7 @@
 #include "../core/worker.h"
 #include "admin.h"
 #include "auth.h"
+#include "fleet.h"
 #include "overrides.h"
 #include "reload.h"
 
@@ -179,6 +180,8 @@ int process_start(struct process *p, struct ssl_ctx_st **tls)
     if (reload_start(p, tls) < 0)
         return -1;
     overrides_apply(p, false);
+    if (fleet_start(p) < 0)
+        return -1;
     if (p->w->conf->admin.enabled && admin_start(p) < 0)
         return -1;
     signal(SIGPIPE, SIG_IGN);
@@ -206,6 +209,7 @@ void process_free(struct process *p)
     ev_timer_stop(p->loop, &p->drain_timer);
     ev_timer_stop(p->loop, &p->ready_timer);
     struct conf *conf = p->w->conf;
+    fleet_stop(p);
     worker_free(p->w);
     admin_stop(p);
     log_info("released", "what=admin_listener");

@@ -10,6 +10,7 @@
 
 struct admin;
 struct overrides;
+struct fleet;
 
 struct process {
     struct ev_loop *loop;
@@ -18,6 +19,10 @@ struct process {
     uint64_t reloads_ok;
     uint64_t reloads_error;
     struct overrides *ov; /* what the runtime API decided (overrides.h) */
+    /* With a fleet: where overrides_save() writes instead of the state
+     * file (fleet.c sets it; a callback, so overrides.c never calls up). */
+    int (*ov_store)(struct process *p);
+    struct fleet *fleet; /* NULL without `fleet` (fleet.h) */
     char *token;          /* admin.token_file's contents, trimmed; NULL without one */
 
     ev_signal sig_term, sig_int, sig_hup;

@@ -6,6 +6,7 @@
 #include "../base/log.h"
 #include "../core/upstream.h"
 #include "../core/worker.h"
+#include "fleet.h"
 #include "status_page.h"
 
 /* Why <s> takes no new traffic, or NULL when it is in rotation. */
@@ -157,12 +158,14 @@ void status_json(struct hbuf *o, const struct process *p)
     ev_tstamp now = ev_now(w->loop);
     hbuf_printf(o,
                 "{\"state\":\"%s\",\"ready\":%s,\"version\":\"%s\",\"generation\":%llu,\"pid\":%d,"
-                "\"workers\":1,\"upgrade\":null,\"fleet\":null,"
+                "\"workers\":1,\"upgrade\":null,"
                 "\"uptime_s\":%.1f,\"connections\":%u,\"config\":",
                 worker_state_str(w->state), worker_ready(w) ? "true" : "false", USHER_VERSION,
                 (unsigned long long)w->generation, (int)getpid(), now - w->started_at,
                 w->num_clients);
     log_json_str(o, w->conf->path);
+    hbuf_append_str(o, ",\"fleet\":");
+    fleet_status_json(o, p->fleet);
     if (w->state == WORKER_DRAINING)
         hbuf_printf(o, ",\"shutdown_remaining_ms\":%.0f", (p->drain_deadline - now) * 1000.0);
     hbuf_printf(o, ",\"reloads\":{\"ok\":%llu,\"error\":%llu},\"listeners\":[",
