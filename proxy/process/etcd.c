@@ -293,11 +293,13 @@ static int decode_body(struct econn *c)
     size_t off = 0;
     int rc = NET_AGAIN;
     if (c->mode == BODY_EOF) {
-        hbuf_append(&c->body, c->in.data, c->in.len);
+        if (c->in.len)
+            hbuf_append(&c->body, c->in.data, c->in.len);
         off = c->in.len;
     } else if (c->mode == BODY_LENGTH) {
         size_t n = c->in.len < c->left ? c->in.len : c->left;
-        hbuf_append(&c->body, c->in.data, n);
+        if (n)
+            hbuf_append(&c->body, c->in.data, n);
         off = n;
         c->left -= n;
         if (c->left == 0)
@@ -335,8 +337,10 @@ static int decode_body(struct econn *c)
             }
         }
     }
-    memmove(c->in.data, c->in.data + off, c->in.len - off);
-    c->in.len -= off;
+    if (off) {
+        memmove(c->in.data, c->in.data + off, c->in.len - off);
+        c->in.len -= off;
+    }
     if (c->body.len > BODY_MAX)
         return NET_ERROR;
     return rc;
@@ -389,8 +393,10 @@ static int stream_lines(struct econn *c)
         if (e->wreset)
             rc = NET_ERROR;
     }
-    memmove(c->body.data, c->body.data + off, c->body.len - off);
-    c->body.len -= off;
+    if (off) {
+        memmove(c->body.data, c->body.data + off, c->body.len - off);
+        c->body.len -= off;
+    }
     return rc;
 }
 

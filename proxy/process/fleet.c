@@ -47,10 +47,10 @@ struct fleet {
     size_t num_eps;
     char *prefix, *prefix_end, *ov_prefix, *inst_prefix, *id, *self_key;
 
-    bool loaded;    /* the initial range arrived */
-    bool loading;   /* a range is in flight */
-    bool connected; /* the watch is up */
-    long long rev;  /* last revision seen */
+    bool loaded;           /* the initial range arrived */
+    bool loading;          /* a range is in flight */
+    bool connected;        /* the watch is up */
+    long long rev;         /* last revision seen */
     long long applied_rev; /* overrides applied up to this revision */
     long long write_rev;   /* revision of our last write */
     unsigned writes_pending;
@@ -131,9 +131,9 @@ static int ov_to_kvs(const struct fleet *f, const struct overrides *ov, struct k
         for (size_t k = 0; arr && k < s->n; k++)
             json_array_append_new(arr, json_pack("{s:s,s:I}", "pool", s->split[k].pool, "weight",
                                                  (json_int_t)s->split[k].weight));
-        rc |= kvs_add(out, n, key_of(f, "split", s->listener, NULL),
-                      dump(arr ? json_pack("{s:s,s:o}", "listener", s->listener, "split", arr)
-                               : NULL));
+        rc |= kvs_add(
+            out, n, key_of(f, "split", s->listener, NULL),
+            dump(arr ? json_pack("{s:s,s:o}", "listener", s->listener, "split", arr) : NULL));
     }
     return rc;
 }
@@ -483,7 +483,8 @@ static void start_range(struct fleet *f);
 static void watch_result(void *ctx, json_t *res)
 {
     struct fleet *f = ctx;
-    if (etcd_int(res, "compact_revision", 0) > 0 || json_is_true(json_object_get(res, "canceled"))) {
+    if (etcd_int(res, "compact_revision", 0) > 0 ||
+        json_is_true(json_object_get(res, "canceled"))) {
         /* the revisions we missed are compacted away: load it all again */
         log_kv(CONF_LOG_WARN, "fleet resync", LOG_STR("reason", "watch canceled or compacted"),
                LOG_INT("revision", f->rev));
