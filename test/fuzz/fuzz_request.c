@@ -31,7 +31,10 @@ static void check(const char *buf, size_t len, const struct http1_limits *lim)
     if ((m->framing == HTTP1_BODY_LENGTH && !(m->flags & HTTP1_F_HAS_CL)) ||
         (m->framing == HTTP1_BODY_CHUNKED && !(m->flags & HTTP1_F_HAS_TE)))
         abort();
-    if (req.method.len == 0 || req.target.len == 0 || req.target.len > lim->max_uri_bytes)
+    /* an absolute-form target without a path ("http://h") leaves an empty
+     * origin-form target: headers_build_request forwards it as "/" */
+    if (req.method.len == 0 || req.target.len > lim->max_uri_bytes ||
+        (req.target.len == 0 && !(m->flags & HTTP1_F_ABSOLUTE_FORM)))
         abort();
     in_buf(req.method, buf, m->head_len);
     in_buf(req.target, buf, m->head_len);
