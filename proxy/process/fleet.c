@@ -28,6 +28,10 @@
  * backoff once it exists). */
 #define RANGE_RETRY_S 1.0
 
+/* Outcomes remembered, by ticket modulo this: far more than the writes one
+ * admin listener (32 connections) can have in flight. */
+#define TICKETS 64
+
 static const char why_down[] = "etcd is unreachable: the fleet's overrides cannot change now";
 static const char why_loading[] = "the fleet's overrides are not loaded from etcd yet";
 
@@ -38,6 +42,12 @@ struct kv {
 struct instance {
     char *id;
     json_t *report; /* {"state", "rev", "pools": {POOL: busy}} */
+};
+
+struct ticket {
+    struct fleet *f;
+    unsigned long n;
+    int outcome; /* fleet_write_outcome() */
 };
 
 struct fleet {
@@ -55,6 +65,8 @@ struct fleet {
     long long write_rev;   /* revision of our last write */
     unsigned writes_pending;
     bool dirty; /* the mirror changed while a write of ours was pending */
+    unsigned long issued;
+    struct ticket tickets[TICKETS];
 
     struct kv *mirror; /* prefix/overrides/... as etcd has them */
     size_t num_mirror;
@@ -557,17 +569,20 @@ static void start_range(struct fleet *f)
 
 static void txn_reply(void *ctx, json_t *reply, const char *why)
 {
-    struct fleet *f = ctx;
+    struct ticket *t = ctx;
+    struct fleet *f = t->f;
+    t->outcome = reply ? 1 : -1;
     f->writes_pending--;
     if (reply) {
         long long r = etcd_int(json_object_get(reply, "header"), "revision", 0);
         if (r > f->write_rev)
             f->write_rev = r;
     } else {
-        /* the change is not in etcd: take it back here too, so no
-         * instance runs what the fleet does not */
+        /* etcd did not confirm it (it may still apply it, after a
+         * timeout): go back to what the mirror says, and follow the watch
+         * from there, so no instance keeps what etcd does not have */
         log_kv(CONF_LOG_ERROR, "fleet write failed", LOG_STR("reason", why),
-               LOG_STR("action", "the change is taken back"));
+               LOG_STR("action", "following what etcd has"));
         f->dirty = true;
         etcd_watch_reset(f->e, why);
     }
@@ -610,8 +625,13 @@ static int fleet_store(struct process *p)
         return 0;
     }
     size_t nops = json_array_size(ops);
-    if (etcd_call(f->e, "/v3/kv/txn", json_pack("{s:o}", "success", ops), txn_reply, f) < 0)
+    struct ticket *t = &f->tickets[(f->issued + 1) % TICKETS];
+    *t = (struct ticket){.f = f, .n = f->issued + 1, .outcome = 0};
+    if (etcd_call(f->e, "/v3/kv/txn", json_pack("{s:o}", "success", ops), txn_reply, t) < 0) {
+        t->outcome = -1;
         return -1;
+    }
+    f->issued++;
     f->writes_pending++;
     log_kv(CONF_LOG_INFO, "fleet write", LOG_UINT("keys", nops));
     return 0;
@@ -735,6 +755,17 @@ bool fleet_writable(const struct fleet *f, const char **why)
         return false;
     }
     return true;
+}
+
+unsigned long fleet_writes_issued(const struct fleet *f)
+{
+    return f->issued;
+}
+
+int fleet_write_outcome(const struct fleet *f, unsigned long ticket)
+{
+    const struct ticket *t = &f->tickets[ticket % TICKETS];
+    return t->n == ticket ? t->outcome : -1;
 }
 
 bool fleet_pool_busy(const struct fleet *f, const char *pool)

@@ -45,6 +45,14 @@ bool fleet_writable(const struct fleet *f, const char **why);
  * write yet, or one reports connections on it. */
 bool fleet_pool_busy(const struct fleet *f, const char *pool);
 
+/* Writes to etcd issued so far: a caller compares it before and after a
+ * mutation to learn whether it wrote, and which ticket to ask about. */
+unsigned long fleet_writes_issued(const struct fleet *f);
+
+/* The outcome of write <ticket>: 1 in etcd, 0 still in flight, -1 failed
+ * (the change was taken back here too). */
+int fleet_write_outcome(const struct fleet *f, unsigned long ticket);
+
 /* /status "fleet": the object, or null without a fleet. */
 void fleet_status_json(struct hbuf *o, const struct fleet *f);
 

@@ -266,6 +266,39 @@ def test_wait_drained_waits_for_the_slowest_instance(usher_bin, fleet):
     wait_split(fleet["ushers"], {"blue": 100, "green": 0}, 1.0)
 
 
+def test_frozen_etcd_a_write_is_503_and_every_instance_agrees(fleet):
+    """etcd stops answering (SIGSTOP) while its sockets stay open: the API
+    answer waits for etcd's confirmation, gets none within the call
+    timeout and is a 503; once etcd answers again every instance runs
+    exactly what etcd has."""
+    etcd, ushers = fleet["etcd"], fleet["ushers"]
+    wait_split(ushers, {"blue": 100, "green": 0}, 2.0)
+    os.kill(etcd.proc.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        st, body, _ = admin(ushers[1], "POST", "/listeners/web/split", {"blue": 0, "green": 100})
+        took = time.monotonic() - t0
+        assert st == 503 and "etcd" in body["error"], (st, body)
+        assert took < 4.0
+        # the instance that took it went back to what it last saw from etcd
+        assert split_of(ushers[1]) == {"blue": 100, "green": 0}
+    finally:
+        os.kill(etcd.proc.pid, signal.SIGCONT)
+    for u in ushers:
+        util.wait_until(lambda u=u: fleet_of(u)["connected"] is True, 8.0,
+                        what="%s reconnected" % u.name)
+
+    def agreed():
+        rec = json.loads(etcd.keys(PREFIX + "overrides/")[PREFIX + "overrides/split/web"])
+        want = {s["pool"]: s["weight"] for s in rec["split"]}
+        return all(split_of(u) == want for u in ushers) and want
+    want = util.wait_until(agreed, 3.0, what="every instance runs etcd's split")
+    if want != {"blue": 100, "green": 0}:  # etcd applied the write after all: undo it
+        st, body, _ = admin(ushers[0], "POST", "/listeners/web/split", {"blue": 100, "green": 0})
+        assert st == 200, body
+        wait_split(ushers, {"blue": 100, "green": 0}, 1.0)
+
+
 def test_etcd_outage_and_restart_with_its_data(usher_bin, fleet):
     etcd, ushers = fleet["etcd"], fleet["ushers"]
     wait_split(ushers, {"blue": 100, "green": 0}, 2.0)
