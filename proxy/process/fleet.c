@@ -77,6 +77,7 @@ struct fleet {
     bool granting, publishing, keeping;
     char *published; /* last report put */
     ev_tstamp last_keepalive, next_range;
+    uint64_t generation; /* the config generation last compared */
     ev_timer tick;
 };
 
@@ -495,11 +496,16 @@ static void start_range(struct fleet *f);
 static void watch_result(void *ctx, json_t *res)
 {
     struct fleet *f = ctx;
-    if (etcd_int(res, "compact_revision", 0) > 0 ||
-        json_is_true(json_object_get(res, "canceled"))) {
-        /* the revisions we missed are compacted away: load it all again */
-        log_kv(CONF_LOG_WARN, "fleet resync", LOG_STR("reason", "watch canceled or compacted"),
-               LOG_INT("revision", f->rev));
+    const char *resync = NULL;
+    long long hr = etcd_int(json_object_get(res, "header"), "revision", 0);
+    if (etcd_int(res, "compact_revision", 0) > 0 || json_is_true(json_object_get(res, "canceled")))
+        resync = "the revisions missed are compacted away";
+    else if (json_is_true(json_object_get(res, "created")) && hr < f->rev)
+        resync = "etcd is behind the revision last seen (its data was replaced)";
+    if (resync) {
+        /* the watch cannot replay what we missed: load it all again */
+        log_kv(CONF_LOG_WARN, "fleet resync", LOG_STR("reason", resync),
+               LOG_INT("revision", f->rev), LOG_INT("etcd_revision", hr));
         f->connected = false;
         f->loaded = false;
         start_range(f);
@@ -522,7 +528,6 @@ static void watch_result(void *ctx, json_t *res)
         if (ov && r > f->applied_rev)
             f->applied_rev = r;
     }
-    long long hr = etcd_int(json_object_get(res, "header"), "revision", 0);
     if (hr > f->rev)
         f->rev = hr;
     maybe_reconcile(f);
@@ -547,6 +552,8 @@ static void range_reply(void *ctx, json_t *reply, const char *why)
     json_array_foreach(kvs, i, kv) take_kv(f, kv, false);
     f->rev = etcd_int(json_object_get(reply, "header"), "revision", 0);
     f->applied_rev = f->rev;
+    if (f->write_rev > f->rev)
+        f->write_rev = f->rev; /* etcd's history restarted below our last write */
     f->dirty = true;
     f->loaded = true;
     log_kv(CONF_LOG_INFO, "fleet loaded", LOG_INT("revision", f->rev),
@@ -700,10 +707,28 @@ static void put_reply(void *ctx, json_t *reply, const char *why)
     }
 }
 
+/* The link is made at startup: a reload that changes `fleet` says so. */
+static void check_conf(struct fleet *f)
+{
+    const struct worker *w = f->p->w;
+    if (w->generation == f->generation)
+        return;
+    f->generation = w->generation;
+    const struct conf *c = w->conf;
+    bool same = c->fleet.enabled && !strcmp(c->fleet.prefix, f->prefix) &&
+                !strcmp(c->fleet.instance, f->id) && c->fleet.num_etcd == f->num_eps;
+    for (size_t i = 0; same && i < f->num_eps; i++)
+        same = !strcmp(c->fleet.etcd[i].text, f->eps[i].text);
+    if (!same)
+        log_kv(CONF_LOG_WARN, "fleet config changed",
+               LOG_STR("action", "kept the running fleet link: restart usher to apply"));
+}
+
 static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct fleet *f = container_of(t, struct fleet, tick);
     ev_tstamp now = ev_now(loop);
+    check_conf(f);
     if (!f->loaded) {
         if (!f->loading && now >= f->next_range)
             start_range(f);
@@ -888,6 +913,7 @@ int fleet_start(struct process *p)
     if (!f->prefix || !f->prefix_end || !f->ov_prefix || !f->id || !f->self_key || !f->e)
         goto fail;
     p->ov_store = fleet_store;
+    f->generation = p->w->generation;
     log_kv(CONF_LOG_INFO, "fleet starting", LOG_STR("instance", f->id),
            LOG_STR("prefix", f->prefix), LOG_STR("endpoint", etcd_endpoint(f->e)),
            LOG_UINT("endpoints", f->num_eps));
