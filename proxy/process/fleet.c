@@ -646,11 +646,21 @@ static int fleet_store(struct process *p)
 
 /* ---- lease and report ---------------------------------------------------- */
 
+/* What this instance tells the fleet: its state, the overrides revision
+ * it applied, and the requests still running on the pools a wait may be
+ * about — those no listener sends traffic to and those with a backend
+ * draining. The pools in use are left out, so a busy fleet does not put
+ * a new revision every tick. */
 static char *report(const struct fleet *f)
 {
     struct worker *w = f->p->w;
     json_t *pools = json_object();
     for (struct pool *pl = w->pools; pools && pl; pl = pl->next) {
+        bool draining = false;
+        for (size_t i = 0; i < pl->num_servers && !draining; i++)
+            draining = pl->servers[i]->hb->state == BACKEND_DRAINING;
+        if (pool_in_use(w, pl) && !draining)
+            continue;
         unsigned busy = 0;
         for (size_t i = 0; i < pl->num_servers; i++) {
             const struct server *s = pl->servers[i];
