@@ -378,8 +378,11 @@ static unsigned pool_connections(const struct pool *pl)
 static void drained_reply(struct process *p, struct pool *pl, struct api_reply *r)
 {
     unsigned n = pool_connections(pl);
+    bool fleet_busy = fleet_pool_busy(p->fleet, pl->name); /* another instance */
     r->status = 200;
-    hbuf_printf(&r->body, "{\"drained\":%s,\"connections\":%u,\"pool\":", n ? "false" : "true", n);
+    hbuf_printf(&r->body,
+                "{\"drained\":%s,\"connections\":%u,\"pool\":", n || fleet_busy ? "false" : "true",
+                n);
     status_pool_json(&r->body, p, pl);
     hbuf_append_str(&r->body, "}\n");
 }

@@ -604,6 +604,19 @@ static json_t *op(const char *kind, const char *key, const char *val)
     return json_pack("{s:o}", kind, req);
 }
 
+/* A write that could not even be sent: a ticket that failed at once (the
+ * API answers 503), and the data plane back to what etcd has. */
+static int write_not_sent(struct fleet *f)
+{
+    f->issued++;
+    f->tickets[f->issued % TICKETS] = (struct ticket){.f = f, .n = f->issued, .outcome = -1};
+    log_kv(CONF_LOG_ERROR, "fleet write failed", LOG_STR("reason", "out of memory"),
+           LOG_STR("action", "following what etcd has"));
+    f->dirty = true;
+    maybe_reconcile(f);
+    return -1;
+}
+
 /* p->ov_store: the API changed p->ov (and the data plane); writes the
  * difference from etcd's keys as one txn. */
 static int fleet_store(struct process *p)
@@ -613,7 +626,7 @@ static int fleet_store(struct process *p)
     size_t n = 0;
     if (ov_to_kvs(f, p->ov, &now, &n) < 0) {
         kvs_free(now, n);
-        return -1;
+        return write_not_sent(f);
     }
     json_t *ops = json_array();
     for (size_t i = 0; ops && i < n; i++) {
@@ -626,7 +639,7 @@ static int fleet_store(struct process *p)
             json_array_append_new(ops, op("request_delete_range", f->mirror[i].key, NULL));
     kvs_free(now, n);
     if (!ops)
-        return -1;
+        return write_not_sent(f);
     if (json_array_size(ops) == 0) {
         json_decref(ops);
         return 0;
@@ -634,10 +647,8 @@ static int fleet_store(struct process *p)
     size_t nops = json_array_size(ops);
     struct ticket *t = &f->tickets[(f->issued + 1) % TICKETS];
     *t = (struct ticket){.f = f, .n = f->issued + 1, .outcome = 0};
-    if (etcd_call(f->e, "/v3/kv/txn", json_pack("{s:o}", "success", ops), txn_reply, t) < 0) {
-        t->outcome = -1;
-        return -1;
-    }
+    if (etcd_call(f->e, "/v3/kv/txn", json_pack("{s:o}", "success", ops), txn_reply, t) < 0)
+        return write_not_sent(f);
     f->issued++;
     f->writes_pending++;
     log_kv(CONF_LOG_INFO, "fleet write", LOG_UINT("keys", nops));

@@ -251,7 +251,7 @@ def test_wait_drained_waits_for_the_slowest_instance(usher_bin, fleet):
     st, body, _ = admin(u0, "POST", "/pools/green/drain?wait=10s&deadline=30s", timeout=15)
     waited = time.monotonic() - t0
     t.join(10)
-    assert st == 200, body
+    assert st == 200 and body["drained"] is True, body
     assert waited >= 0.8, "the drain wait did not wait for u1 (%.2fs)" % waited
     for u in fleet["ushers"]:
         util.wait_until(lambda u=u: u.backend_status("green", "green-1")["reason"] == "admin",
@@ -332,10 +332,12 @@ def test_etcd_outage_and_restart_with_its_data(usher_bin, fleet):
         keys = etcd.keys(PREFIX + "overrides/")
         assert json.loads(keys[PREFIX + "overrides/split/web"])["split"][0] == {
             "pool": "blue", "weight": 100}
+        assert all(split_of(u) == {"blue": 100, "green": 0} for u in ushers)
+        # every instance has seen the same history up to the same revision
+        util.wait_until(lambda: len({fleet_of(u)["revision"] for u in ushers}) == 1, 3.0,
+                        what="one revision on every instance")
         util.wait_until(lambda: len(etcd.keys(PREFIX + "instances/")) == 3, 5.0,
                         what="three instance keys")
-        revs = {fleet_of(u)["revision"] for u in ushers}
-        assert len({s for s in revs}) >= 1
         # a later switch applies on every instance
         r = ctl(usher_bin, ushers[2], "switch", "web", "green")
         assert r.returncode == 0, r.stdout + r.stderr
