@@ -78,6 +78,10 @@ struct fleet {
     char *published; /* last report put */
     ev_tstamp last_keepalive, next_range;
     uint64_t generation; /* the config generation last compared */
+    bool leaving;
+    void (*left)(void *ctx);
+    void *left_ctx;
+    ev_timer leave_timer;
     ev_timer tick;
 };
 
@@ -870,6 +874,46 @@ void fleet_status_json(struct hbuf *o, const struct fleet *f)
     hbuf_append_str(o, "]}");
 }
 
+/* ---- leaving ---------------------------------------------------------------- */
+
+static void left(struct fleet *f, const char *how)
+{
+    ev_timer_stop(f->p->loop, &f->leave_timer);
+    void (*cb)(void *) = f->left;
+    f->left = NULL;
+    if (!cb)
+        return;
+    log_kv(CONF_LOG_INFO, "fleet left", LOG_STR("instance", f->id), LOG_STR("how", how));
+    cb(f->left_ctx);
+}
+
+static void revoke_reply(void *ctx, json_t *reply, const char *why)
+{
+    struct fleet *f = ctx;
+    left(f, reply ? "lease revoked" : "lease left to expire");
+}
+
+static void leave_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    left(container_of(t, struct fleet, leave_timer), "lease left to expire");
+}
+
+int fleet_leave(struct fleet *f, void (*done)(void *ctx), void *ctx)
+{
+    if (f->leaving || !f->lease || !f->connected)
+        return -1;
+    if (etcd_call(f->e, "/v3/lease/revoke", json_pack("{s:I}", "ID", (json_int_t)f->lease),
+                  revoke_reply, f) < 0)
+        return -1;
+    f->leaving = true;
+    f->left = done;
+    f->left_ctx = ctx;
+    ev_timer_stop(f->p->loop, &f->tick); /* nothing more to publish */
+    ev_timer_init(&f->leave_timer, leave_timer_cb, FLEET_LEAVE_MAX_S, 0.);
+    ev_timer_start(f->p->loop, &f->leave_timer);
+    return 0;
+}
+
 /* ---- start and stop -------------------------------------------------------- */
 
 static char *join(const char *a, const char *b)
@@ -885,6 +929,7 @@ void fleet_stop(struct process *p)
     if (!f)
         return;
     ev_timer_stop(p->loop, &f->tick);
+    ev_timer_stop(p->loop, &f->leave_timer);
     etcd_free(f->e);
     kvs_free(f->mirror, f->num_mirror);
     insts_clear(f);
@@ -939,6 +984,7 @@ int fleet_start(struct process *p)
            LOG_STR("prefix", f->prefix), LOG_STR("endpoint", etcd_endpoint(f->e)),
            LOG_UINT("endpoints", f->num_eps));
     ev_timer_init(&f->tick, tick_cb, FLEET_TICK_S, FLEET_TICK_S);
+    ev_timer_init(&f->leave_timer, leave_timer_cb, FLEET_LEAVE_MAX_S, 0.);
     ev_timer_start(p->loop, &f->tick);
     start_range(f);
     return 0;

@@ -26,12 +26,21 @@
 /* How often an instance looks at its connection counts to republish them
  * (a drain wait on another instance sees a finished request this late). */
 #define FLEET_TICK_S 0.1
+/* How long a clean exit waits for etcd to revoke the lease (a loopback
+ * etcd answers in milliseconds; a dead one must not hold the exit). */
+#define FLEET_LEAVE_MAX_S 0.5
 
 /* With conf->fleet.enabled, connects <p> to its fleet (p->fleet, and
  * p->ov_store so overrides_save writes to etcd). Without etcd the process
  * still starts: it serves and keeps retrying. Returns 0, or -1 on
  * allocation failure. */
 int fleet_start(struct process *p);
+
+/* A clean exit: revokes this instance's lease so it leaves the instance
+ * list now (not a lease later), then calls <done>(<ctx>) from the loop —
+ * at the latest FLEET_LEAVE_MAX_S later. Returns 0, or -1 (nothing to
+ * revoke, or leaving already) and <done> is not called. */
+int fleet_leave(struct fleet *f, void (*done)(void *ctx), void *ctx);
 
 /* Disconnects and frees p->fleet (NULL: nothing). */
 void fleet_stop(struct process *p);

@@ -35,11 +35,20 @@ static const char *signal_name(int signum)
     return "signal";
 }
 
+static void break_loop(void *ctx)
+{
+    struct process *p = ctx;
+    ev_break(p->loop, EVBREAK_ALL);
+}
+
 static void stop_loop(struct process *p, int exit_code)
 {
     p->exit_code = exit_code;
     p->w->state = WORKER_STOPPED;
     ev_timer_stop(p->loop, &p->drain_timer);
+    /* a fleet member leaves the instance list first (bounded) */
+    if (p->fleet && fleet_leave(p->fleet, break_loop, p) == 0)
+        return;
     ev_break(p->loop, EVBREAK_ALL);
 }
 

@@ -10,7 +10,8 @@ temp folder, three usher instances in one fleet.
   - etcd killed mid-run: traffic unaffected, /status fleet.connected false,
     a mutation gets 503 {"error"}, a switch applies once etcd is back
   - etcd restarted with its data: every instance and etcd agree
-  - an instance killed leaves the instance list within its lease
+  - an instance killed leaves the instance list within its lease; one
+    stopped cleanly (SIGTERM) leaves at once (its lease revoked)
 
 Standard library only; every server on 127.0.0.1; every wait bounded;
 every process stopped at teardown."""
@@ -373,3 +374,10 @@ def test_killed_instance_leaves_within_its_lease(fleet):
     assert PREFIX + "instances/u2" not in fleet["etcd"].keys(PREFIX + "instances/")
     assert sorted(i["id"] for i in fleet_of(u1)["instances"]) == ["u0", "u1"]
     print("killed instance left the list after %.1fs (lease %ds)" % (gone, LEASE_S))
+    # a clean stop revokes the lease: the instance leaves at once
+    t0 = time.monotonic()
+    u1.send_signal(signal.SIGTERM)
+    util.wait_until(lambda: ids() == ["u0"], 2.0, what="u1 out of the list at its clean stop")
+    assert u1.wait_exit(5.0) == 0
+    assert "fleet left" in u1.log() and "lease revoked" in u1.log()
+    print("cleanly stopped instance left the list after %.2fs" % (time.monotonic() - t0))
