@@ -381,3 +381,28 @@ def test_killed_instance_leaves_within_its_lease(fleet):
     assert u1.wait_exit(5.0) == 0
     assert "fleet left" in u1.log() and "lease revoked" in u1.log()
     print("cleanly stopped instance left the list after %.2fs" % (time.monotonic() - t0))
+
+
+def test_start_without_etcd_serves_then_joins(usher_factory, backend_factory, tmp_path):
+    """etcd is not there at startup: usher starts and serves, mutations get
+    503, and it joins the fleet once etcd comes (backoff at most 5 s)."""
+    etcd = Etcd(tmp_path)
+    b = backend_factory("blue-1")
+    g = backend_factory("green-1")
+    u = usher_factory(pools={"blue": [b], "green": [g]}, split={"blue": 100, "green": 0},
+                      extra={"fleet": {"etcd": [etcd.endpoint], "prefix": "/solo/",
+                                       "instance": "solo"}})
+    try:
+        assert util.http_get(u.port, "/")[0] == 200
+        assert fleet_of(u)["connected"] is False
+        st, body, _ = admin(u, "POST", "/listeners/web/split", {"blue": 0, "green": 100})
+        assert st == 503 and "error" in body, (st, body)
+        etcd.start()
+        util.wait_until(lambda: fleet_of(u)["connected"] is True, 7.0, what="joined")
+        st, body, _ = admin(u, "POST", "/listeners/web/split", {"blue": 0, "green": 100})
+        assert st == 200, body
+        assert split_of(u) == {"blue": 0, "green": 100}
+        util.wait_until(lambda: [i["id"] for i in fleet_of(u)["instances"]] == ["solo"], 3.0,
+                        what="its own report")
+    finally:
+        etcd.stop()
