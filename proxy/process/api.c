@@ -16,6 +16,7 @@
 #include "../core/listener.h"
 #include "../core/upstream.h"
 #include "auth.h"
+#include "fleet.h"
 #include "overrides.h"
 #include "reload.h"
 #include "status.h"
@@ -38,7 +39,16 @@ struct api_wait {
     ev_tstamp until;
     api_later_cb later;
     void *ctx;
+    bool hold; /* a fleet mutation's reply, held until etcd has the change */
+    unsigned long ticket;
+    struct api_reply held;
 };
+
+/* How long a held reply waits for etcd beyond its own call timeout
+ * (ETCD_CALL_TIMEOUT_S, 2 s): the outcome always comes before. */
+#define HOLD_MAX_S 5.0
+/* A txn on a healthy etcd takes a few milliseconds. */
+#define HOLD_POLL_S 0.002
 
 struct route_args {
     char seg[SEGMENTS_MAX][SEGMENT_MAX];
@@ -368,8 +378,11 @@ static unsigned pool_connections(const struct pool *pl)
 static void drained_reply(struct process *p, struct pool *pl, struct api_reply *r)
 {
     unsigned n = pool_connections(pl);
+    bool fleet_busy = fleet_pool_busy(p->fleet, pl->name); /* another instance */
     r->status = 200;
-    hbuf_printf(&r->body, "{\"drained\":%s,\"connections\":%u,\"pool\":", n ? "false" : "true", n);
+    hbuf_printf(&r->body,
+                "{\"drained\":%s,\"connections\":%u,\"pool\":", n || fleet_busy ? "false" : "true",
+                n);
     status_pool_json(&r->body, p, pl);
     hbuf_append_str(&r->body, "}\n");
 }
@@ -377,7 +390,8 @@ static void drained_reply(struct process *p, struct pool *pl, struct api_reply *
 static void wait_poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct api_wait *wt = container_of(t, struct api_wait, poll);
-    if (pool_connections(wt->pool) > 0 && ev_now(loop) < wt->until)
+    bool busy = pool_connections(wt->pool) > 0 || fleet_pool_busy(wt->p->fleet, wt->pool->name);
+    if (busy && ev_now(loop) < wt->until)
         return;
     ev_timer_stop(loop, t);
     struct api_reply r = {0};
@@ -393,6 +407,8 @@ void api_wait_cancel(struct api_wait *wt)
     if (!wt)
         return;
     ev_timer_stop(wt->p->loop, &wt->poll);
+    if (wt->hold)
+        hbuf_free(&wt->held.body);
     free(wt);
 }
 
@@ -423,7 +439,8 @@ static enum api_result pool_route(struct process *p, enum route_id id, const str
         if (!backend_removed(pl->servers[i]->hb))
             admin_drain(p, pl->servers[i], deadline);
     overrides_save(p);
-    if (!waiting || pool_connections(pl) == 0 || !later) {
+    bool busy = pool_connections(pl) > 0 || fleet_pool_busy(p->fleet, pl->name);
+    if (!waiting || !busy || !later) {
         drained_reply(p, pl, r);
         return API_DONE;
     }
@@ -469,8 +486,68 @@ static enum api_result reload_route(struct process *p, struct api_reply *r)
     return API_DONE;
 }
 
+static void hold_poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct api_wait *wt = container_of(t, struct api_wait, poll);
+    int outcome = fleet_write_outcome(wt->p->fleet, wt->ticket);
+    if (outcome == 0 && ev_now(loop) < wt->until)
+        return;
+    ev_timer_stop(loop, t);
+    struct api_reply r = wt->held;
+    if (outcome != 1) {
+        hbuf_free(&r.body);
+        r = (struct api_reply){0};
+        fail(&r, 503, "etcd did not confirm the change: every instance follows what etcd has");
+    }
+    api_later_cb later = wt->later;
+    void *ctx = wt->ctx;
+    free(wt);
+    later(ctx, &r);
+}
+
+/* A fleet mutation answered 200: the answer waits until etcd has the
+ * change, and becomes a 503 if etcd refused it (a switch never half
+ * happens). */
+static enum api_result hold(struct process *p, struct api_reply *r, unsigned long ticket,
+                            api_later_cb later, void *ctx, struct api_wait **wait)
+{
+    if (fleet_write_outcome(p->fleet, ticket) == 1)
+        return API_DONE;
+    struct api_wait *wt = calloc(1, sizeof(*wt));
+    if (!wt)
+        return API_DONE;
+    wt->p = p;
+    wt->hold = true;
+    wt->ticket = ticket;
+    wt->held = *r;
+    *r = (struct api_reply){0};
+    wt->until = ev_now(p->loop) + HOLD_MAX_S;
+    wt->later = later;
+    wt->ctx = ctx;
+    ev_timer_init(&wt->poll, hold_poll_cb, HOLD_POLL_S, HOLD_POLL_S);
+    ev_timer_start(p->loop, &wt->poll);
+    *wait = wt;
+    return API_LATER;
+}
+
+static enum api_result dispatch(struct process *p, const struct api_request *rq,
+                                struct api_reply *r, api_later_cb later, void *ctx,
+                                struct api_wait **wait);
+
 enum api_result api_handle(struct process *p, const struct api_request *rq, struct api_reply *r,
                            api_later_cb later, void *ctx, struct api_wait **wait)
+{
+    unsigned long t0 = p->fleet ? fleet_writes_issued(p->fleet) : 0;
+    enum api_result res = dispatch(p, rq, r, later, ctx, wait);
+    if (res == API_DONE && p->fleet && later && r->status == 200 &&
+        fleet_writes_issued(p->fleet) != t0)
+        return hold(p, r, fleet_writes_issued(p->fleet), later, ctx, wait);
+    return res;
+}
+
+static enum api_result dispatch(struct process *p, const struct api_request *rq,
+                                struct api_reply *r, api_later_cb later, void *ctx,
+                                struct api_wait **wait)
 {
     struct route_args a;
     const char *allow = NULL, *why = NULL;
@@ -489,6 +566,12 @@ enum api_result api_handle(struct process *p, const struct api_request *rq, stru
     if (deny) {
         log_kv(CONF_LOG_WARN, "admin refused", LOG_INT("status", deny), LOG_STR("reason", why));
         return fail(r, deny, why);
+    }
+    /* a fleet's change must reach etcd, or it would half happen: one
+     * instance switched, the others not */
+    if (p->fleet && id != R_RELOAD && !fleet_writable(p->fleet, &why)) {
+        log_kv(CONF_LOG_WARN, "admin refused", LOG_INT("status", 503), LOG_STR("reason", why));
+        return fail(r, 503, why);
     }
     switch (id) {
     case R_BACKEND_DRAIN:

@@ -624,6 +624,31 @@ static double busy_left(const struct json_value *st, const struct json_value *sp
                         json_get_str(b, "name", "?"), busy);
         }
     }
+    /* a fleet: every other live instance's report (the one asked counts
+     * its own above), once all of them have applied the switch */
+    const struct json_value *fl = json_get(st, "fleet");
+    if (!fl || fl->type != JSON_OBJECT)
+        return total;
+    const struct json_value *synced = json_get(fl, "synced");
+    if (synced && synced->type == JSON_BOOL && !synced->boolean) {
+        total += 1;
+        hbuf_printf(line, "%sfleet: instances catching up", line->len ? ", " : "");
+    }
+    const struct json_value *is = json_get(fl, "instances");
+    for (size_t i = 0; is && i < is->count; i++) {
+        const struct json_value *self = json_get(is->items[i], "self");
+        if (self && self->type == JSON_BOOL && self->boolean)
+            continue;
+        const struct json_value *pools = json_get(is->items[i], "pools");
+        for (size_t k = 0; pools && pools->type == JSON_OBJECT && k < pools->count; k++) {
+            if (!strcmp(pools->keys[k], keep) || !json_get(split, pools->keys[k]))
+                continue;
+            double busy = pools->items[k]->number;
+            total += busy;
+            hbuf_printf(line, "%s%s@%s %.0f", line->len ? ", " : "", pools->keys[k],
+                        json_get_str(is->items[i], "id", "?"), busy);
+        }
+    }
     return total;
 }
 

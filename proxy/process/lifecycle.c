@@ -15,6 +15,7 @@
 #include "admin.h"
 #include "discover.h"
 #include "auth.h"
+#include "fleet.h"
 #include "overrides.h"
 #include "reload.h"
 #include "sysd.h"
@@ -41,11 +42,20 @@ static const char *signal_name(int signum)
     return "signal";
 }
 
+static void break_loop(void *ctx)
+{
+    struct process *p = ctx;
+    ev_break(p->loop, EVBREAK_ALL);
+}
+
 static void stop_loop(struct process *p, int exit_code)
 {
     p->exit_code = exit_code;
     p->w->state = WORKER_STOPPED;
     ev_timer_stop(p->loop, &p->drain_timer);
+    /* a fleet member leaves the instance list first (bounded) */
+    if (p->fleet && fleet_leave(p->fleet, break_loop, p) == 0)
+        return;
     ev_break(p->loop, EVBREAK_ALL);
 }
 
@@ -255,7 +265,9 @@ int process_start(struct process *p, struct ssl_ctx_st **tls)
     if (rc == 0) {
         upgrade_restore(p);
         overrides_apply(p, false);
-        if (p->w->conf->admin.enabled && admin_start(p) < 0)
+        if (fleet_start(p) < 0)
+            rc = -1;
+        else if (p->w->conf->admin.enabled && admin_start(p) < 0)
             rc = -1;
     }
     sysd_release_unclaimed(&p->inherited);
@@ -291,6 +303,7 @@ void process_free(struct process *p)
     struct conf *conf = p->w->conf;
     discover_free(p->discover); /* no answer may reach the worker once it goes */
     p->discover = NULL;
+    fleet_stop(p);
     worker_free(p->w);
     admin_stop(p);
     log_info("released", "what=admin_listener");

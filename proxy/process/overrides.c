@@ -297,7 +297,9 @@ void overrides_apply(struct process *p, bool log_kept)
                    LOG_STR("listener", o->listener));
         i++;
     }
-    if (dropped)
+    /* with a fleet, etcd keeps what this config lacks: another instance's
+     * config may have it */
+    if (dropped && !p->ov_store)
         overrides_save(p);
 }
 
@@ -321,6 +323,8 @@ void overrides_format(const struct overrides *ov, struct hbuf *o)
 
 int overrides_save(struct process *p)
 {
+    if (p->ov_store)
+        return p->ov_store(p);
     const char *path = p->w->conf->admin.state_file;
     if (!path || !*path)
         return 0;
@@ -422,8 +426,8 @@ int overrides_parse_line(struct overrides *ov, char *line)
 void overrides_load(struct process *p)
 {
     const char *path = p->w->conf->admin.state_file;
-    if (!path || !*path)
-        return;
+    if (!path || !*path || p->w->conf->fleet.enabled)
+        return; /* a fleet's overrides are in etcd (fleet.c) */
     FILE *f = fopen(path, "r");
     if (!f) {
         if (errno != ENOENT)

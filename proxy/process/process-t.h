@@ -33,6 +33,7 @@ struct upgrade {
     void (*handed_over_cb)(struct process *p);
 };
 struct overrides;
+struct fleet;
 
 struct process {
     struct ev_loop *loop;
@@ -43,6 +44,10 @@ struct process {
     uint64_t reloads_ok;
     uint64_t reloads_error;
     struct overrides *ov; /* what the runtime API decided (overrides.h) */
+    /* With a fleet: where overrides_save() writes instead of the state
+     * file (fleet.c sets it; a callback, so overrides.c never calls up). */
+    int (*ov_store)(struct process *p);
+    struct fleet *fleet; /* NULL without `fleet` (fleet.h) */
     char *token;          /* admin.token_file's contents, trimmed; NULL without one */
 
     char *exe;         /* the binary to start again on SIGUSR2 (absolute path) */

@@ -8,6 +8,7 @@
 #include "../core/upstream.h"
 #include "../core/worker.h"
 #include "discover.h"
+#include "fleet.h"
 #include "status_page.h"
 #include "upgrade.h"
 
@@ -196,7 +197,7 @@ void status_json(struct hbuf *o, const struct process *p)
     ev_tstamp now = ev_now(w->loop);
     hbuf_printf(o,
                 "{\"state\":\"%s\",\"ready\":%s,\"version\":\"%s\",\"generation\":%llu,\"pid\":%d,"
-                "\"workers\":1,\"fleet\":null,"
+                "\"workers\":1,"
                 "\"uptime_s\":%.1f,\"connections\":%u,\"config\":",
                 worker_state_str(w->state), status_not_ready_reason(p) ? "false" : "true",
                 USHER_VERSION,
@@ -208,6 +209,8 @@ void status_json(struct hbuf *o, const struct process *p)
     else
         hbuf_printf(o, ",\"upgrade\":{\"role\":\"%s\",\"peer_pid\":%d}",
                     upgrade_role_str(p->upgrade.role), p->upgrade.peer_pid);
+    hbuf_append_str(o, ",\"fleet\":");
+    fleet_status_json(o, p->fleet);
     if (w->state == WORKER_DRAINING)
         hbuf_printf(o, ",\"shutdown_remaining_ms\":%.0f", (p->drain_deadline - now) * 1000.0);
     hbuf_printf(o, ",\"reloads\":{\"ok\":%llu,\"error\":%llu},\"listeners\":[",
