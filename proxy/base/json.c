@@ -10,7 +10,7 @@ static size_t skip_ws(const char *s, size_t len, size_t i)
     return i;
 }
 
-static int hexval(char c)
+int hex_digit(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -73,7 +73,7 @@ static int parse_string(const char *s, size_t len, size_t *i, char *dst, size_t 
         case 'u':
             cp = 0;
             for (int h = 1; h <= 4; h++) {
-                int v = k + (size_t)h < len ? hexval(s[k + (size_t)h]) : -1;
+                int v = k + (size_t)h < len ? hex_digit(s[k + (size_t)h]) : -1;
                 if (v < 0) {
                     *err = "bad \\u escape";
                     return -1;

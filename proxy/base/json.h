@@ -62,4 +62,8 @@ const struct json_value *json_get(const struct json_value *v, const char *key);
 /* Convenience: the number / string at <key>, or <dflt>. */
 double json_get_num(const struct json_value *v, const char *key, double dflt);
 const char *json_get_str(const struct json_value *v, const char *key, const char *dflt);
+/* The value of one hexadecimal digit (either case), or -1: JSON's \uXXXX
+ * escapes and a path's %XX escapes. */
+int hex_digit(char c);
+
 #endif

@@ -55,17 +55,6 @@ struct route_args {
     size_t n;
 };
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Splits "/a/b/c" into percent-decoded segments. -1: not a path we serve
  * (too many or too long segments, an empty one, a bad escape, a control
  * byte: names never hold those). */
@@ -84,8 +73,8 @@ static int split_path(const char *path, size_t len, struct route_args *a)
         while (i < len && path[i] != '/') {
             int c = (unsigned char)path[i];
             if (c == '%') {
-                int h = i + 2 < len ? hexval(path[i + 1]) : -1;
-                int l = i + 2 < len ? hexval(path[i + 2]) : -1;
+                int h = i + 2 < len ? hex_digit(path[i + 1]) : -1;
+                int l = i + 2 < len ? hex_digit(path[i + 2]) : -1;
                 if (h < 0 || l < 0)
                     return -1;
                 c = h * 16 + l;

@@ -486,37 +486,53 @@ static int wait_backend(struct ctl *c, const char *pool, const char *name, conf_
     }
 }
 
+/* The options of drain and drain-pool: [--deadline D] [--wait [T]], from
+ * argv[1]. Returns 0, or -1 naming the first word it does not know. */
+struct drain_opts {
+    const char *deadline;
+    bool wait;
+    conf_ms wait_ms;
+};
+
+static int drain_opts_parse(const char *cmd, int argc, char **argv, struct drain_opts *o)
+{
+    o->deadline = NULL;
+    o->wait = false;
+    o->wait_ms = CTL_WAIT_DEFAULT_MS;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--deadline") && i + 1 < argc && is_duration(argv[i + 1])) {
+            o->deadline = argv[++i];
+        } else if (!strcmp(argv[i], "--wait")) {
+            o->wait = true;
+            opt_wait(argc, argv, &i, &o->wait_ms);
+        } else {
+            die_usage("%s: unexpected '%s'", cmd, argv[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int cmd_drain(struct ctl *c, int argc, char **argv)
 {
     if (argc < 1)
         return die_usage("drain POOL/BACKEND [--deadline D] [--wait [T]]");
+    struct drain_opts o;
+    if (drain_opts_parse("drain", argc, argv, &o) < 0)
+        return CTL_USAGE;
     struct hbuf path = {0};
-    const char *deadline = NULL;
-    bool wait = false;
-    conf_ms wait_ms = CTL_WAIT_DEFAULT_MS;
     if (pool_backend(argv[0], &path, "drain") < 0)
         return CTL_USAGE;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--deadline") && i + 1 < argc && is_duration(argv[i + 1]))
-            deadline = argv[++i];
-        else if (!strcmp(argv[i], "--wait")) {
-            wait = true;
-            opt_wait(argc, argv, &i, &wait_ms);
-        } else {
-            hbuf_free(&path);
-            return die_usage("drain: unexpected '%s'", argv[i]);
-        }
-    }
-    if (deadline)
-        hbuf_printf(&path, "?deadline=%s", deadline);
+    if (o.deadline)
+        hbuf_printf(&path, "?deadline=%s", o.deadline);
     int code = simple(c, "POST", path.data, "", CTL_IO_TIMEOUT_MS, human_backend);
     hbuf_free(&path);
-    if (code != CTL_OK || !wait)
+    if (code != CTL_OK || !o.wait)
         return code;
     const char *slash = strchr(argv[0], '/');
     char pool[256];
     snprintf(pool, sizeof(pool), "%.*s", (int)(slash - argv[0]), argv[0]);
-    return wait_backend(c, pool, slash + 1, wait_ms);
+    return wait_backend(c, pool, slash + 1, o.wait_ms);
 }
 
 static int cmd_ready(struct ctl *c, int argc, char **argv)
@@ -760,20 +776,13 @@ static int cmd_drain_pool(struct ctl *c, int argc, char **argv)
 {
     if (argc < 1)
         return die_usage("drain-pool POOL [--deadline D] [--wait [T]]");
+    struct drain_opts o;
+    if (drain_opts_parse("drain-pool", argc, argv, &o) < 0)
+        return CTL_USAGE;
+    const char *deadline = o.deadline;
+    bool wait = o.wait;
+    conf_ms wait_ms = o.wait_ms;
     struct hbuf path = {0};
-    const char *deadline = NULL;
-    bool wait = false;
-    conf_ms wait_ms = CTL_WAIT_DEFAULT_MS;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--deadline") && i + 1 < argc && is_duration(argv[i + 1]))
-            deadline = argv[++i];
-        else if (!strcmp(argv[i], "--wait")) {
-            wait = true;
-            opt_wait(argc, argv, &i, &wait_ms);
-        } else {
-            return die_usage("drain-pool: unexpected '%s'", argv[i]);
-        }
-    }
     hbuf_append_str(&path, "/pools/");
     seg(&path, argv[0]);
     hbuf_append_str(&path, "/drain");

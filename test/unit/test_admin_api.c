@@ -10,18 +10,7 @@
 
 #include "proxy/base/json.h"
 #include "proxy/process/auth.h"
-
-static int failures;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            failures++;                                                                            \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond);               \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-        }                                                                                          \
-    } while (0)
+#include "test/unit/check.h"
 
 static bool v4(const char *ip)
 {
@@ -180,10 +169,5 @@ int main(void)
     test_token_rule();
     test_flat_object();
     test_tree();
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("test_admin_api: ok\n");
-    return 0;
+    return check_report("test_admin_api");
 }

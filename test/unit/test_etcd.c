@@ -4,18 +4,7 @@
  * int64-as-string fields, the reply head, the chunked decoder and the
  * watch's line splitter, fed one byte at a time. */
 #include "proxy/process/etcd.c"
-
-static int failures;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            failures++;                                                                            \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond);               \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-        }                                                                                          \
-    } while (0)
+#include "test/unit/check.h"
 
 static void test_b64(void)
 {
@@ -137,10 +126,5 @@ int main(void)
     test_prefix_and_int();
     test_watch_stream_byte_by_byte();
     test_unary_length();
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("test_etcd: ok\n");
-    return 0;
+    return check_report("test_etcd");
 }

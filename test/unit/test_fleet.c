@@ -4,18 +4,7 @@
  * key/value form and back, keys name what they hold, and a value that is
  * not usher's is refused rather than half read. */
 #include "proxy/process/fleet.c"
-
-static int failures;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            failures++;                                                                            \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond);               \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-        }                                                                                          \
-    } while (0)
+#include "test/unit/check.h"
 
 static void test_round_trip(void)
 {
@@ -79,10 +68,5 @@ int main(void)
     log_configure(CONF_LOG_ERROR, CONF_LOG_TEXT);
     test_round_trip();
     test_refused_values();
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("test_fleet: ok\n");
-    return 0;
+    return check_report("test_fleet");
 }

@@ -7,16 +7,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-
-static int failures;
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stdout, "FAIL line %d: %s\n", __LINE__, #cond);                                \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
+#include "test/unit/check.h"
 
 static const char *escaped(const char *in)
 {
@@ -110,10 +101,5 @@ int main(void)
     test_labels();
     test_bucket_of();
     test_histogram_write();
-    if (failures) {
-        printf("%d failure(s)\n", failures);
-        return 1;
-    }
-    printf("ok\n");
-    return 0;
+    return check_report("test_metrics");
 }

@@ -7,18 +7,7 @@
 #include <string.h>
 
 #include "health/backend.h"
-
-static int failures;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            failures++;                                                                            \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond);               \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-        }                                                                                          \
-    } while (0)
+#include "test/unit/check.h"
 
 static void test_cap(void)
 {
@@ -125,10 +114,5 @@ int main(void)
 {
     test_cap();
     test_streak_and_ejection();
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("passive: ok\n");
-    return 0;
+    return check_report("test_passive");
 }

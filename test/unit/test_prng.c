@@ -5,16 +5,7 @@
 
 #include <stdio.h>
 #include <string.h>
-
-static int failures;
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stdout, "FAIL line %d: %s\n", __LINE__, #cond);                                \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
+#include "test/unit/check.h"
 
 int main(void)
 {
@@ -39,10 +30,5 @@ int main(void)
         CHECK(strcmp(id, prev) != 0);
         memcpy(prev, id, sizeof(id));
     }
-    if (failures) {
-        printf("%d failure(s)\n", failures);
-        return 1;
-    }
-    printf("ok\n");
-    return 0;
+    return check_report("test_prng");
 }

@@ -5,18 +5,7 @@
 #include <string.h>
 
 #include "proxy/core/retry.h"
-
-static int failures;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            failures++;                                                                            \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond);               \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-        }                                                                                          \
-    } while (0)
+#include "test/unit/check.h"
 
 static void fresh(struct retry_budget *rb)
 {
@@ -70,10 +59,5 @@ int main(void)
     CHECK(share >= 0.18, "storm: the budget is used (%.3f)", share);
 
     CHECK(strcmp(retry_reason_str(RETRY_FIRST_BYTE), "first_byte") == 0, "reason name");
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("retry: ok\n");
-    return 0;
+    return check_report("test_retry");
 }

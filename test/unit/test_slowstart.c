@@ -5,18 +5,7 @@
 #include <string.h>
 
 #include "proxy/core/balance.h"
-
-static int failures;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            failures++;                                                                            \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond);               \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-        }                                                                                          \
-    } while (0)
+#include "test/unit/check.h"
 
 int main(void)
 {
@@ -88,10 +77,5 @@ int main(void)
         picks[s == &sv[1]]++;
     }
     CHECK(picks[1] == 100 && picks[0] == 1000, "picks old %u new %u", picks[0], picks[1]);
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("slowstart: ok\n");
-    return 0;
+    return check_report("test_slowstart");
 }

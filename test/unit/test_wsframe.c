@@ -7,18 +7,7 @@
 #include <string.h>
 
 #include "proxy/core/wsframe.h"
-
-static int failures;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            failures++;                                                                            \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond);               \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-        }                                                                                          \
-    } while (0)
+#include "test/unit/check.h"
 
 /* Appends one frame (opcode <op>, <len> payload bytes, masked or not) to
  * <out>; returns its size. */
@@ -154,10 +143,5 @@ int main(void)
     test_boundaries();
     test_bad_lengths();
     test_close_frame();
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("wsframe: ok\n");
-    return 0;
+    return check_report("test_wsframe");
 }
