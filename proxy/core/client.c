@@ -1565,7 +1565,8 @@ void client_shutdown_idle(struct client *c, ev_tstamp close_at)
 {
     if (c->state != CLIENT_IDLE) {
         if (!c->x.response_started) {
-            c->x.keep_alive = false; /* the request in progress is answered with Connection: close */
+            c->x.keep_alive =
+                false; /* the request in progress is answered with Connection: close */
             return;
         }
         /* its response already told the client the connection stays: closing

@@ -302,7 +302,7 @@ void worker_listener_remove(struct worker *w, struct listener *l)
     log_info("listener removed", "name=%s bind=%s connections=%u", l->name, l->bind_text,
              l->connections);
     listener_close(l);
-    l->conf = NULL; /* leaves /status with its last connection (reaper) */
+    l->conf = NULL;                        /* leaves /status with its last connection (reaper) */
     ev_prepare_start(w->loop, &w->reaper); /* ... or now, if it has none */
     struct list *pos, *tmp;
     list_for_each_safe (pos, tmp, &w->clients) {

@@ -79,7 +79,6 @@ static void conn_free(struct admin_conn *ac)
     free(ac);
 }
 
-
 /* ---- Prometheus text ----------------------------------------------------- */
 
 static const char *const status_class[STATUS_CLASSES] = {"none", "1xx", "2xx",    "3xx",
@@ -266,7 +265,7 @@ static void build_metrics(struct hbuf *o, struct process *proc)
     PER_BACKEND("usher_backend_ejected_remaining_seconds", "gauge",
                 "Seconds until an ejected backend may return (0 when not ejected).", "%.3f",
                 b->state == BACKEND_EJECTED && b->ejected_until > now ? b->ejected_until - now
-                                                                       : 0.0);
+                                                                      : 0.0);
     metrics_family(o, "usher_retries_total", "counter",
                    "Requests sent again to another backend, by reason.");
     for (struct pool *p = w->pools; p; p = p->next)

@@ -140,8 +140,8 @@ static void drain_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 static void drain_start(struct process *p, const char *why, conf_ms delay)
 {
     struct worker *w = p->w;
-    log_info("shutdown started", "signal=%s drain_delay_ms=%llu timeout_ms=%llu connections=%u", why,
-             (unsigned long long)delay, (unsigned long long)w->conf->shutdown.timeout,
+    log_info("shutdown started", "signal=%s drain_delay_ms=%llu timeout_ms=%llu connections=%u",
+             why, (unsigned long long)delay, (unsigned long long)w->conf->shutdown.timeout,
              w->num_clients);
     ev_timer_stop(p->loop, &p->ready_timer);
     w->state = WORKER_DRAIN_DELAY;

@@ -200,9 +200,8 @@ void status_json(struct hbuf *o, const struct process *p)
                 "\"workers\":1,"
                 "\"uptime_s\":%.1f,\"connections\":%u,\"config\":",
                 worker_state_str(w->state), status_not_ready_reason(p) ? "false" : "true",
-                USHER_VERSION,
-                (unsigned long long)w->generation, (int)getpid(), now - w->started_at,
-                w->num_clients);
+                USHER_VERSION, (unsigned long long)w->generation, (int)getpid(),
+                now - w->started_at, w->num_clients);
     log_json_str(o, w->conf->path);
     if (p->upgrade.role == UPGRADE_NONE)
         hbuf_append_str(o, ",\"upgrade\":null");

@@ -279,7 +279,8 @@ static char **child_env(size_t nfds, const char *names, int state_fd, int ctl_fd
         return NULL;
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
-        if (strncmp(environ[i], "LISTEN_", 7) != 0 && strncmp(environ[i], "USHER_UPGRADE_", 14) != 0)
+        if (strncmp(environ[i], "LISTEN_", 7) != 0 &&
+            strncmp(environ[i], "USHER_UPGRADE_", 14) != 0)
             env[k++] = environ[i];
     char *fds = malloc(64), *fdnames = malloc(strlen(names) + 16), *st = malloc(64),
          *ctl = malloc(64), *pid = malloc(64);
