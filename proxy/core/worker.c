@@ -98,6 +98,20 @@ static struct server *find_current(struct pool *p, const char *name, bool discov
     return NULL;
 }
 
+struct server *worker_pool_server(struct pool *p, const char *name)
+{
+    for (size_t i = 0; i < p->num_servers; i++)
+        if (!backend_removed(p->servers[i]->hb) && strcmp(p->servers[i]->hb->name, name) == 0)
+            return p->servers[i];
+    return NULL;
+}
+
+struct server *worker_find_server(struct worker *w, const char *pool, const char *name)
+{
+    struct pool *p = pool_find(w->pools, pool);
+    return p && p->conf ? worker_pool_server(p, name) : NULL;
+}
+
 /* A removed server still draining with the same name and address as <cb>:
  * re-added by this reload, it becomes a normal backend again and keeps its
  * connections (DESIGN "Draining details"). */
@@ -310,6 +324,14 @@ void worker_listener_remove(struct worker *w, struct listener *l)
         if (c->listener == l)
             client_shutdown_idle(c, 0);
     }
+}
+
+struct listener *worker_listener_named(struct worker *w, const char *name)
+{
+    for (struct listener *l = w->listeners; l; l = l->next)
+        if (!l->closed && l->conf && strcmp(l->name, name) == 0)
+            return l;
+    return NULL;
 }
 
 struct listener *worker_find_listener(struct worker *w, const struct conf_listener *cl)

@@ -51,6 +51,16 @@ void worker_listener_add(struct worker *w, struct listener *l);
  * busy ones close after their response; it is freed with the last one. */
 void worker_listener_remove(struct worker *w, struct listener *l);
 
+/* The server named <name> of runtime pool <p> (or of the pool named <pool>
+ * of the config in force) that the config still has (not removed); NULL if
+ * none. The admin API, overrides, the fleet and an upgrade find backends
+ * by these. */
+struct server *worker_pool_server(struct pool *p, const char *name);
+struct server *worker_find_server(struct worker *w, const char *pool, const char *name);
+
+/* The open listener of the config in force named <name>, or NULL. */
+struct listener *worker_listener_named(struct worker *w, const char *name);
+
 /* The open listener with <cl>'s name and bind address (the identity a
  * reload keeps a socket by), or NULL. */
 struct listener *worker_find_listener(struct worker *w, const struct conf_listener *cl);

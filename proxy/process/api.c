@@ -15,6 +15,7 @@
 #include "../core/balance.h"
 #include "../core/listener.h"
 #include "../core/upstream.h"
+#include "../core/worker.h"
 #include "auth.h"
 #include "fleet.h"
 #include "overrides.h"
@@ -212,22 +213,6 @@ static struct pool *find_pool(struct process *p, const char *name)
     return pl && pl->conf ? pl : NULL;
 }
 
-static struct server *find_server(struct pool *pl, const char *name)
-{
-    for (size_t i = 0; i < pl->num_servers; i++)
-        if (!backend_removed(pl->servers[i]->hb) && !strcmp(pl->servers[i]->hb->name, name))
-            return pl->servers[i];
-    return NULL;
-}
-
-static struct listener *find_listener(struct process *p, const char *name)
-{
-    for (struct listener *l = p->w->listeners; l; l = l->next)
-        if (!l->closed && l->conf && !strcmp(l->name, name))
-            return l;
-    return NULL;
-}
-
 /* ---- handlers ------------------------------------------------------------ */
 
 static void admin_drain(struct process *p, struct server *s, conf_ms deadline)
@@ -256,7 +241,7 @@ static enum api_result backend_route(struct process *p, enum route_id id,
     struct pool *pl = find_pool(p, a->seg[1]);
     if (!pl)
         return fail_name(r, "pool", a->seg[1]);
-    struct server *s = find_server(pl, a->seg[2]);
+    struct server *s = worker_pool_server(pl, a->seg[2]);
     if (!s)
         return fail_name(r, "backend", a->seg[2]);
     if (id == R_BACKEND_DRAIN) {
@@ -306,7 +291,7 @@ static bool pool_in_use(struct process *p, const struct pool *pl)
 static enum api_result split_route(struct process *p, const struct api_request *rq,
                                    const struct route_args *a, struct api_reply *r)
 {
-    struct listener *l = find_listener(p, a->seg[1]);
+    struct listener *l = worker_listener_named(p->w, a->seg[1]);
     if (!l)
         return fail_name(r, "listener", a->seg[1]);
     if (rq->method == HTTP1_METHOD_DELETE) {

@@ -242,25 +242,6 @@ static void mirror_delete(struct fleet *f, const char *key)
 
 /* ---- applying -------------------------------------------------------------- */
 
-static struct server *find_server(struct worker *w, const char *pool, const char *backend)
-{
-    struct pool *p = pool_find(w->pools, pool);
-    if (!p || !p->conf)
-        return NULL;
-    for (size_t i = 0; i < p->num_servers; i++)
-        if (!backend_removed(p->servers[i]->hb) && !strcmp(p->servers[i]->hb->name, backend))
-            return p->servers[i];
-    return NULL;
-}
-
-static struct listener *find_listener(struct worker *w, const char *name)
-{
-    for (struct listener *l = w->listeners; l; l = l->next)
-        if (!l->closed && l->conf && !strcmp(l->name, name))
-            return l;
-    return NULL;
-}
-
 static bool same_split(const struct override_split *a, const struct override_split *b)
 {
     if (!a || !b || a->n != b->n)
@@ -301,14 +282,14 @@ static void reconcile(struct fleet *f, struct overrides *target)
         for (size_t k = 0; k < target->num_drains && !kept; k++)
             kept = !strcmp(target->drains[k].pool, d->pool) &&
                    !strcmp(target->drains[k].backend, d->backend);
-        struct server *s = kept ? NULL : find_server(w, d->pool, d->backend);
+        struct server *s = kept ? NULL : worker_find_server(w, d->pool, d->backend);
         if (s && backend_admin_ready(s->hb))
             log_kv(CONF_LOG_INFO, "fleet ready", LOG_STR("pool", d->pool),
                    LOG_STR("backend", d->backend));
     }
     for (size_t i = 0; i < target->num_drains; i++) {
         struct override_drain *d = &target->drains[i];
-        struct server *s = find_server(w, d->pool, d->backend);
+        struct server *s = worker_find_server(w, d->pool, d->backend);
         if (!s) {
             not_applied("drain", d->pool, d->backend);
             continue;
@@ -324,7 +305,7 @@ static void reconcile(struct fleet *f, struct overrides *target)
         struct override_weight *o = &cur->weights[i];
         struct server *s = overrides_find_weight(target, o->pool, o->backend)
                                ? NULL
-                               : find_server(w, o->pool, o->backend);
+                               : worker_find_server(w, o->pool, o->backend);
         if (s) {
             server_override_weight(s, false, 0);
             log_kv(CONF_LOG_INFO, "fleet weight cleared", LOG_STR("pool", o->pool),
@@ -334,7 +315,7 @@ static void reconcile(struct fleet *f, struct overrides *target)
     for (size_t i = 0; i < target->num_weights; i++) {
         struct override_weight *o = &target->weights[i];
         const struct override_weight *was = overrides_find_weight(cur, o->pool, o->backend);
-        struct server *s = find_server(w, o->pool, o->backend);
+        struct server *s = worker_find_server(w, o->pool, o->backend);
         if (!s) {
             not_applied("weight", o->pool, o->backend);
             continue;
@@ -348,7 +329,7 @@ static void reconcile(struct fleet *f, struct overrides *target)
     for (size_t i = 0; i < cur->num_splits; i++) {
         struct override_split *o = &cur->splits[i];
         struct listener *l =
-            overrides_find_split(target, o->listener) ? NULL : find_listener(w, o->listener);
+            overrides_find_split(target, o->listener) ? NULL : worker_listener_named(w, o->listener);
         if (l) {
             listener_clear_split(l);
             log_kv(CONF_LOG_INFO, "fleet split cleared", LOG_STR("listener", o->listener));
@@ -358,7 +339,7 @@ static void reconcile(struct fleet *f, struct overrides *target)
         struct override_split *o = &target->splits[i];
         if (same_split(o, overrides_find_split(cur, o->listener)))
             continue;
-        struct listener *l = find_listener(w, o->listener);
+        struct listener *l = worker_listener_named(w, o->listener);
         const char *unknown = NULL;
         if (!l || listener_override_split(l, o->split, o->n, &unknown) < 0) {
             not_applied("split", o->listener, unknown);

@@ -23,6 +23,7 @@
 #include "../core/balance.h"
 #include "../core/listener.h"
 #include "../core/upstream.h"
+#include "../core/worker.h"
 
 #define STATE_MAGIC "usher-state 1"
 /* A state file larger than this is not ours. */
@@ -212,27 +213,6 @@ void overrides_clear_split(struct overrides *ov, const char *listener)
 
 /* The server named pool/backend in the config in force (not one a reload
  * removed and that is only draining out), or NULL. */
-static struct server *find_server(struct worker *w, const char *pool, const char *backend)
-{
-    struct pool *p = pool_find(w->pools, pool);
-    if (!p || !p->conf)
-        return NULL;
-    for (size_t i = 0; i < p->num_servers; i++) {
-        struct server *s = p->servers[i];
-        if (!backend_removed(s->hb) && same(s->hb->name, backend))
-            return s;
-    }
-    return NULL;
-}
-
-static struct listener *find_listener(struct worker *w, const char *name)
-{
-    for (struct listener *l = w->listeners; l; l = l->next)
-        if (!l->closed && l->conf && same(l->name, name))
-            return l;
-    return NULL;
-}
-
 void overrides_apply(struct process *p, bool log_kept)
 {
     struct overrides *ov = p->ov;
@@ -242,7 +222,7 @@ void overrides_apply(struct process *p, bool log_kept)
 
     for (size_t i = 0; i < ov->num_drains;) {
         struct override_drain *d = &ov->drains[i];
-        struct server *s = find_server(w, d->pool, d->backend);
+        struct server *s = worker_find_server(w, d->pool, d->backend);
         if (!s) {
             log_kv(CONF_LOG_WARN, "override dropped", LOG_STR("kind", "drain"),
                    LOG_STR("pool", d->pool), LOG_STR("backend", d->backend),
@@ -260,7 +240,7 @@ void overrides_apply(struct process *p, bool log_kept)
     }
     for (size_t i = 0; i < ov->num_weights;) {
         struct override_weight *o = &ov->weights[i];
-        struct server *s = find_server(w, o->pool, o->backend);
+        struct server *s = worker_find_server(w, o->pool, o->backend);
         if (!s) {
             log_kv(CONF_LOG_WARN, "override dropped", LOG_STR("kind", "weight"),
                    LOG_STR("pool", o->pool), LOG_STR("backend", o->backend),
@@ -278,7 +258,7 @@ void overrides_apply(struct process *p, bool log_kept)
     }
     for (size_t i = 0; i < ov->num_splits;) {
         struct override_split *o = &ov->splits[i];
-        struct listener *l = find_listener(w, o->listener);
+        struct listener *l = worker_listener_named(w, o->listener);
         const char *unknown = NULL;
         if (!l || listener_override_split(l, o->split, o->n, &unknown) < 0) {
             log_kv(CONF_LOG_WARN, "override dropped", LOG_STR("kind", "split"),

@@ -65,22 +65,6 @@ static int write_state(const struct process *proc, FILE *f)
     return rc == 0 && fflush(f) == 0 ? 0 : -1;
 }
 
-static struct server *find_server(struct worker *w, const char *pool, const char *name,
-                                  const char *address)
-{
-    for (struct pool *p = w->pools; p; p = p->next) {
-        if (strcmp(p->name, pool) != 0)
-            continue;
-        for (size_t i = 0; i < p->num_servers; i++) {
-            const struct backend *b = p->servers[i]->hb;
-            if (!backend_removed(b) && strcmp(b->name, name) == 0 &&
-                strcmp(b->address_text, address) == 0)
-                return p->servers[i];
-        }
-    }
-    return NULL;
-}
-
 static void read_state(struct process *p, int fd)
 {
     struct worker *w = p->w;
@@ -103,7 +87,9 @@ static void read_state(struct process *p, int fd)
         if (sscanf(line, "backend %127s %127s %511s %d %d %u %u %d", pool, name, address, &state,
                    &reason, &s.success_streak, &s.failure_streak, &checked) != 8)
             continue;
-        struct server *sv = find_server(w, pool, name, address);
+        struct server *sv = worker_find_server(w, pool, name);
+        if (sv && strcmp(sv->hb->address_text, address) != 0)
+            sv = NULL; /* the same name at another address is another backend */
         if (!sv || state < BACKEND_CHECKING || state > BACKEND_DRAINING) {
             unknown++; /* gone from the new config, or from a newer binary */
             continue;
