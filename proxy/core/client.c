@@ -628,6 +628,14 @@ static void upgrade_protocol(char *dst, size_t cap, struct http1_slice v)
     dst[n] = '\0';
 }
 
+/* A new X-Request-Id for the exchange (random, 128 bits, hex). */
+static const char *new_request_id(void *ctx)
+{
+    struct client *c = ctx;
+    prng_hex128(&c->w->rng, c->x.request_id);
+    return c->x.request_id;
+}
+
 static enum step start_request(struct client *c, struct http1_request *req)
 {
     const struct http1_message *m = &req->msg;
@@ -642,12 +650,6 @@ static enum step start_request(struct client *c, struct http1_request *req)
     if (c->x.upgrading)
         upgrade_protocol(c->x.upgrade, sizeof(c->x.upgrade), m->upgrade);
     c->x.bytes_in = m->head_len;
-    struct http1_slice rid;
-    bool client_rid = headers_request_id(m, &rid) && rid.len <= REQUEST_ID_MAX;
-    if (client_rid)
-        copy_for_log(c->x.request_id, sizeof(c->x.request_id), rid);
-    else
-        prng_hex128(&c->w->rng, c->x.request_id);
     if (c->w->conf->log.access) {
         copy_for_log(c->x.log_method, sizeof(c->x.log_method), req->method);
         copy_for_log(c->x.log_path, sizeof(c->x.log_path), req->target);
@@ -658,7 +660,13 @@ static enum step start_request(struct client *c, struct http1_request *req)
     }
     body_start(&c->x.req_body, m, false);
 
+    struct http1_slice rid = {NULL, 0};
     if (req->method_id == HTTP1_METHOD_CONNECT) {
+        /* no head is rebuilt for an answer of usher's own */
+        if (headers_request_id(m, &rid) && rid.len <= REQUEST_ID_MAX)
+            copy_for_log(c->x.request_id, sizeof(c->x.request_id), rid);
+        else
+            new_request_id(c);
         buf_consume(in, m->head_len);
         return respond_error(c, 501, "CONNECT is not supported", true);
     }
@@ -667,12 +675,17 @@ static enum step start_request(struct client *c, struct http1_request *req)
         .client_addr = c->peer,
         .proto = c->listener->tls ? "https" : "http",
         .upgrade = c->x.upgrading,
-        .request_id = client_rid ? NULL : c->x.request_id,
+        .request_id_max = REQUEST_ID_MAX,
+        .request_id_out = &rid,
+        .new_request_id = new_request_id,
+        .ctx = c,
     };
     if (headers_build_request(&c->x.req_head, req, &fi) < 0) {
         client_close(c);
         return STEP_CLOSED;
     }
+    if (rid.len)
+        copy_for_log(c->x.request_id, sizeof(c->x.request_id), rid);
     /* the head was rebuilt: its bytes in the buffer are no longer needed */
     buf_consume(in, m->head_len);
     c->x.in_fwd = 0;

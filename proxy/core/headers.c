@@ -246,7 +246,7 @@ int headers_build_request(struct hbuf *out, const struct http1_request *req,
         rc |= hbuf_append(out, "\r\n", 2);
     }
 
-    bool has_xff = false, rid_sent = false;
+    bool has_xff = false, rid_seen = false, rid_sent = false;
     struct framing_seen seen = {false, false};
     for (size_t i = 0; i < m->num_headers; i++) {
         const struct http1_header *h = &m->headers[i];
@@ -255,10 +255,16 @@ int headers_build_request(struct hbuf *out, const struct http1_request *req,
         if (k == FIELD_HOST && absolute)
             continue;
         if (k == FIELD_REQUEST_ID) {
-            /* the id the access log names: whatever Connection says */
-            if (!fi->request_id && !rid_sent && h->value.len > 0) {
-                rc |= append_field(out, h);
-                rid_sent = true;
+            /* the id the access log names: the first non-empty one decides,
+             * whatever Connection says */
+            if (!rid_seen && h->value.len > 0) {
+                rid_seen = true;
+                if (!fi->request_id_max || h->value.len <= fi->request_id_max) {
+                    rc |= append_field(out, h);
+                    rid_sent = true;
+                    if (fi->request_id_out)
+                        *fi->request_id_out = h->value;
+                }
             }
             continue;
         }
@@ -283,9 +289,9 @@ int headers_build_request(struct hbuf *out, const struct http1_request *req,
         rc |= hbuf_append(out, req->host.ptr, req->host.len);
         rc |= hbuf_append(out, "\r\n", 2);
     }
-    if (fi->request_id) {
+    if (!rid_sent && fi->new_request_id) {
         rc |= hbuf_append_str(out, "X-Request-Id: ");
-        rc |= hbuf_append_str(out, fi->request_id);
+        rc |= hbuf_append_str(out, fi->new_request_id(fi->ctx));
         rc |= hbuf_append(out, "\r\n", 2);
     }
     if (fi->upgrade) {

@@ -13,12 +13,19 @@ struct forward_info {
     const char *client_addr; /* appended to X-Forwarded-For */
     const char *proto;       /* X-Forwarded-Proto: "http" or "https" */
     bool upgrade;            /* keep Upgrade and send Connection: upgrade */
-    /* X-Request-Id to send: the client sent none usable (NULL: it did, and
-     * its first non-empty one is forwarded, later ones dropped) */
-    const char *request_id;
+    /* X-Request-Id: the client's first non-empty one is forwarded (any
+     * other dropped) if it is at most <request_id_max> bytes (0: any
+     * length), and then put in *<request_id_out> (if not NULL); otherwise
+     * <new_request_id>(<ctx>) (if set) gives the id to send. Found in the
+     * one pass over the fields that rebuilds the head. */
+    size_t request_id_max;
+    struct http1_slice *request_id_out;
+    const char *(*new_request_id)(void *ctx);
+    void *ctx;
 };
 
-/* The first non-empty X-Request-Id of <m> in *<id>. Returns false if none. */
+/* The first non-empty X-Request-Id of <m> in *<id>. Returns false if none.
+ * For an answer usher makes itself, where no head is rebuilt. */
 bool headers_request_id(const struct http1_message *m, struct http1_slice *id);
 
 /* Appends the upstream request head for <req> to <out>. Returns 0 or -1. */
