@@ -1069,6 +1069,23 @@ static void parse_addresses(struct loader *l, const struct key *k, void *base, y
     memcpy((char *)base + k->aux, &count, sizeof(count));
 }
 
+/* Names: what every "invalid name" style error says is allowed. */
+#define STR_(x) #x
+#define STR(x) STR_(x)
+#define RULE_NAME "use 1 to " STR(NAME_MAX_LEN) " letters, digits, '-', '_' or '.'"
+
+/* Copies string <s> of node <n> into <dst> if <valid> says so; else the
+ * error "invalid <what> "<s>": <rule>". */
+static void store_checked(struct loader *l, yaml_node_t *n, const char *s, void *dst,
+                          bool (*valid)(const char *), const char *what, const char *rule)
+{
+    char q[QUOTE_BUF];
+    if (valid(s))
+        *(char **)dst = lstrdup(l, s);
+    else
+        error_node(l, n, "invalid %s %s: %s", what, quote(s, q), rule);
+}
+
 static void parse_value(struct loader *l, const struct key *k, void *base, yaml_node_t *n)
 {
     void *dst = (char *)base + k->offset;
@@ -1122,24 +1139,13 @@ static void parse_value(struct loader *l, const struct key *k, void *base, yaml_
         parse_enum(l, k, dst, n);
         return;
     case T_NAME:
-        if (!(s = want_string(l, n)))
-            return;
-        if (!name_valid(s))
-            error_node(l, n, "invalid name %s: use 1 to %d letters, digits, '-', '_' or '.'",
-                       quote(s, q), NAME_MAX_LEN);
-        else
-            *(char **)dst = lstrdup(l, s);
+        if ((s = want_string(l, n)))
+            store_checked(l, n, s, dst, name_valid, "name", RULE_NAME);
         return;
     case T_HTTP_PATH:
-        if (!(s = want_string(l, n)))
-            return;
-        if (!http_path_valid(s))
-            error_node(l, n,
-                       "invalid path %s: must start with / and contain no spaces or control "
-                       "characters",
-                       quote(s, q));
-        else
-            *(char **)dst = lstrdup(l, s);
+        if ((s = want_string(l, n)))
+            store_checked(l, n, s, dst, http_path_valid, "path",
+                          "must start with / and contain no spaces or control characters");
         return;
     case T_ADDRESS:
         if (!(s = want_string(l, n)))
@@ -1180,37 +1186,20 @@ static void parse_value(struct loader *l, const struct key *k, void *base, yaml_
             *(uint16_t *)dst = (uint16_t)v;
         return;
     case T_HOSTNAME:
-        if (!(s = want_string(l, n)))
-            return;
-        if (!hostname_valid(s))
-            error_node(l, n,
-                       "invalid host name %s: expected dot-separated labels of letters, digits, "
-                       "'-' or '_' (no port, no brackets)",
-                       quote(s, q));
-        else
-            *(char **)dst = lstrdup(l, s);
+        if ((s = want_string(l, n)))
+            store_checked(l, n, s, dst, hostname_valid, "host name",
+                          "expected dot-separated labels of letters, digits, '-' or '_' (no port, "
+                          "no brackets)");
         return;
     case T_KEY_PREFIX:
-        if (!(s = want_string(l, n)))
-            return;
-        if (!key_prefix_valid(s))
-            error_node(l, n,
-                       "invalid prefix %s: must start and end with / and contain no spaces or "
-                       "control characters",
-                       quote(s, q));
-        else
-            *(char **)dst = lstrdup(l, s);
+        if ((s = want_string(l, n)))
+            store_checked(l, n, s, dst, key_prefix_valid, "prefix",
+                          "must start and end with / and contain no spaces or control characters");
         return;
     case T_INSTANCE:
-        if (!(s = want_string(l, n)))
-            return;
-        if (*s == '\0')
-            return; /* "": the host name, filled in by fleet_instance_default() */
-        if (!name_valid(s))
-            error_node(l, n, "invalid instance id %s: use 1 to %d letters, digits, '-', '_' or '.'",
-                       quote(s, q), NAME_MAX_LEN);
-        else
-            *(char **)dst = lstrdup(l, s);
+        /* "": the host name, filled in by fleet_instance_default() */
+        if ((s = want_string(l, n)) && *s)
+            store_checked(l, n, s, dst, name_valid, "instance id", RULE_NAME);
         return;
     case T_STATUS: {
         unsigned min, max;

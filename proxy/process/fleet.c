@@ -328,8 +328,9 @@ static void reconcile(struct fleet *f, struct overrides *target)
     }
     for (size_t i = 0; i < cur->num_splits; i++) {
         struct override_split *o = &cur->splits[i];
-        struct listener *l =
-            overrides_find_split(target, o->listener) ? NULL : worker_listener_named(w, o->listener);
+        struct listener *l = overrides_find_split(target, o->listener)
+                                 ? NULL
+                                 : worker_listener_named(w, o->listener);
         if (l) {
             listener_clear_split(l);
             log_kv(CONF_LOG_INFO, "fleet split cleared", LOG_STR("listener", o->listener));
