@@ -1054,11 +1054,7 @@ class Dnsmasq(Server):
         return self.proc is not None and self.proc.poll() is None
 
     def log(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
+        return wire.read_text(self.log_path)
 
     def stop(self, timeout=JOIN_TIMEOUT):
         if self.proc is None:

@@ -35,19 +35,6 @@ def demo_ports_free():
         pytest.skip("demo ports in use: %s" % taken)
 
 
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is gone for our purposes
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def start_run(tmp_path):
     out = open(tmp_path / "run.out", "wb")
     p = subprocess.Popen([os.path.join(REPO, "scripts", "run")], cwd=REPO, stdin=subprocess.DEVNULL,
@@ -74,7 +61,7 @@ def test_hints_after_ready_and_ctrl_c_stops_everything(demo_ports_free, tmp_path
         usher_pid = int(re.search(r"kill -HUP (\d+)", text).group(1))
         blue1_pid = int(re.search(r"kill -TERM (\d+) +# blue-1", text).group(1))
         assert "scripts/demo-backend blue-1 9001 &" in text  # how to start it again
-        assert alive(usher_pid) and alive(blue1_pid)
+        assert wire.pid_alive(usher_pid) and wire.pid_alive(blue1_pid)
         with open("/proc/%d/cmdline" % usher_pid, "rb") as f:
             assert b"build/usher" in f.read()
 
@@ -84,7 +71,7 @@ def test_hints_after_ready_and_ctrl_c_stops_everything(demo_ports_free, tmp_path
         text = read(tmp_path)
         assert "shutdown started signal=SIGTERM" in text
         assert "shutdown forced" not in text
-        wire.wait_until(lambda: not alive(usher_pid) and not alive(blue1_pid), 10,
+        wire.wait_until(lambda: not wire.pid_alive(usher_pid) and not wire.pid_alive(blue1_pid), 10,
                         what="the demo's processes to stop")
         wire.wait_until(lambda: not any(busy(port) for port in PORTS), 10,
                         what="the demo's ports to close")

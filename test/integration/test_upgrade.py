@@ -19,24 +19,11 @@ import wire
 from load import Load
 
 
-def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is gone for our purposes
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return False
-
-
 def stop_pid(pid, timeout=5.0):
-    if pid and pid_alive(pid):
+    if pid and wire.pid_alive(pid):
         os.kill(pid, signal.SIGTERM)
         try:
-            wire.wait_until(lambda: not pid_alive(pid), timeout, what="pid %d to exit" % pid)
+            wire.wait_until(lambda: not wire.pid_alive(pid), timeout, what="pid %d to exit" % pid)
         except AssertionError:
             os.kill(pid, signal.SIGKILL)
 
@@ -49,7 +36,7 @@ def upgrade(u, old_pid, timeout=8.0):
     """Sends SIGUSR2 to <old_pid> and waits until another pid answers /status
     and <old_pid> has exited. Returns the new pid."""
     os.kill(old_pid, signal.SIGUSR2)
-    wire.wait_until(lambda: not pid_alive(old_pid), timeout,
+    wire.wait_until(lambda: not wire.pid_alive(old_pid), timeout,
                     what="old usher %d to drain and exit" % old_pid)
     new = serving_pid(u)
     assert new != old_pid
@@ -114,7 +101,7 @@ def test_upgrades_under_load_cost_no_client_an_error(upgradable):
             time.sleep(0.05)
             new = upgrade(u, pid)
             if pid != u.pid:
-                made.append(pid) if pid_alive(pid) else None
+                made.append(pid) if wire.pid_alive(pid) else None
             made.append(new)
             pid = new
             t.join(5)

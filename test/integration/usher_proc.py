@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 
+import wire
 from wire import HOST, free_port, wait_until
 
 
@@ -343,11 +344,7 @@ class Usher:
         return None
 
     def log(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
+        return wire.read_text(self.log_path)
 
     def log_lines(self, event=None):
         """Parsed log lines (parse_log_line), optionally only one event."""

@@ -9,6 +9,7 @@ import http.client
 import json
 import re
 import select
+import os
 import socket
 import time
 
@@ -48,6 +49,28 @@ def free_port():
             del _RECENT_PORTS[:-_RECENT_MAX]
             return port
     return port
+
+
+def pid_alive(pid):
+    """True while process <pid> runs (a zombie counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def read_text(path):
+    """The file's text so far ("" if it does not exist yet), for logs."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
 
 
 def wait_until(pred, timeout=5.0, interval=0.02, what="condition"):
