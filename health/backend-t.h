@@ -5,6 +5,7 @@
 #define USHER_HEALTH_BACKEND_T_H
 
 #include <ev.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -47,6 +48,10 @@ struct backend_hooks {
     /* <b> was removed from the config and has no connection left: the proxy
      * unlinks it from its pool and calls backend_free(). */
     void (*gone)(struct backend *b, void *ctx);
+    /* passive_health.consecutive_failures real requests in a row failed
+     * (<why>: the last one's static reason): the proxy checks its pool's
+     * cap and calls backend_eject(). Called on the backend's loop. */
+    void (*eject_wanted)(struct backend *b, const char *why, void *ctx);
 };
 
 /* What one attempt said about the backend. */
@@ -141,9 +146,16 @@ struct backend {
     ev_timer eject_timer;
 
     /* open upstream connections (in use, pooled or tunnels), maintained by
-     * the proxy through backend_conn_acquire/release: a drain completes
-     * when the last one closes */
+     * the proxy through backend_conn_acquire/release from any thread
+     * (atomic): a drain completes when the last one closes */
     unsigned connections;
+
+    /* The proxy's worker threads report to a backend owned by another
+     * thread's loop: <wake> brings what they reported (a last connection
+     * released, an ejection wanted) to <loop>'s thread. */
+    ev_async wake;
+    pthread_t thread;         /* the thread that runs <loop> (created the backend) */
+    const char *eject_why;    /* atomic: an ejection asked from another thread, or NULL */
 
     struct ev_loop *loop;
     const struct backend_hooks *hooks;

@@ -41,6 +41,7 @@ static const char reason_admin_ready[] = "admin ready";
 static void drain_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void eject_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void deferred_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void wake_cb(struct ev_loop *loop, ev_async *w, int revents);
 
 const char *backend_state_str(enum backend_state s)
 {
@@ -307,17 +308,39 @@ static void deferred_cb(struct ev_loop *loop, ev_timer *w, int revents)
         b->hooks->gone(b, b->hooks_ctx);
 }
 
-bool backend_passive_report(struct backend *b, bool failure)
+/* True when the caller runs the backend's own loop: it may change the
+ * state now. A worker thread hands the change to that loop instead. */
+static bool on_own_thread(const struct backend *b)
+{
+    return pthread_equal(pthread_self(), b->thread);
+}
+
+static void eject_wanted(struct backend *b, const char *why)
+{
+    if (b->hooks && b->hooks->eject_wanted)
+        b->hooks->eject_wanted(b, why, b->hooks_ctx);
+}
+
+bool backend_passive_report(struct backend *b, bool failure, const char *why)
 {
     if (!b->ph.enabled)
         return false;
     if (!failure) {
-        b->passive_streak = 0;
+        __atomic_store_n(&b->passive_streak, 0, __ATOMIC_RELAXED);
         return false;
     }
-    b->passive_streak++;
-    return b->state == BACKEND_HEALTHY &&
-           b->passive_streak >= threshold(b->ph.consecutive_failures);
+    unsigned streak = __atomic_add_fetch(&b->passive_streak, 1, __ATOMIC_RELAXED);
+    /* one report of each run of <threshold> asks (the ejection resets the
+     * streak; one refused by the pool's cap is asked again a run later) */
+    if (b->state != BACKEND_HEALTHY || streak % threshold(b->ph.consecutive_failures) != 0)
+        return false;
+    if (on_own_thread(b)) {
+        eject_wanted(b, why);
+    } else {
+        __atomic_store_n(&b->eject_why, why, __ATOMIC_RELEASE);
+        ev_async_send(b->loop, &b->wake);
+    }
+    return true;
 }
 
 unsigned backend_ejection_cap(unsigned pool_size, unsigned max_percent)
@@ -345,7 +368,7 @@ void backend_eject(struct backend *b)
     b->eject_level++;
     b->eject_ms = b->ph.ejection_time * factor;
     b->ejections_total++;
-    b->passive_streak = 0;
+    __atomic_store_n(&b->passive_streak, 0, __ATOMIC_RELAXED);
     b->ejected_until = now + (ev_tstamp)b->eject_ms / 1000.0;
     ev_timer_stop(b->loop, &b->eject_timer);
     ev_timer_set(&b->eject_timer, (ev_tstamp)b->eject_ms / 1000.0, 0.);
@@ -364,7 +387,7 @@ static void eject_cb(struct ev_loop *loop, ev_timer *w, int revents)
         return;
     b->returned_at = ev_now(loop);
     b->ejected_until = 0;
-    b->passive_streak = 0;
+    __atomic_store_n(&b->passive_streak, 0, __ATOMIC_RELAXED);
     /* its active checks must still pass: the last one failing sends it to
      * unhealthy, to come back after healthy_threshold successes */
     if (b->hc.enabled && b->failure_streak > 0)
@@ -410,6 +433,10 @@ struct backend *backend_new(struct ev_loop *loop, const struct conf_pool *cp,
     ev_init(&b->drain_timer, drain_cb);
     ev_init(&b->eject_timer, eject_cb);
     ev_init(&b->gone_timer, deferred_cb);
+    b->thread = pthread_self();
+    ev_async_init(&b->wake, wake_cb);
+    ev_async_start(loop, &b->wake);
+    ev_unref(loop); /* a backend alone does not keep the loop running */
 
     b->pool_name = dup_or_null(cp->name);
     b->name = dup_or_null(cb->name);
@@ -565,20 +592,43 @@ bool backend_admin_ready(struct backend *b)
 
 void backend_conn_acquire(struct backend *b)
 {
-    b->connections++;
+    __atomic_add_fetch(&b->connections, 1, __ATOMIC_RELAXED);
+}
+
+/* The last connection ended: the drain completed early. */
+static void last_released(struct backend *b)
+{
+    drain_end(b);
+    if (backend_removed(b))
+        defer(b);
 }
 
 void backend_conn_release(struct backend *b)
 {
-    if (b->connections == 0)
-        return; /* unbalanced release: never wrap around */
-    b->connections--;
-    if (b->connections > 0)
+    unsigned n = __atomic_load_n(&b->connections, __ATOMIC_RELAXED);
+    do {
+        if (n == 0)
+            return; /* unbalanced release: never wrap around */
+    } while (!__atomic_compare_exchange_n(&b->connections, &n, n - 1, false, __ATOMIC_ACQ_REL,
+                                          __ATOMIC_RELAXED));
+    if (n > 1)
         return;
-    /* The last connection ended: the drain completed early. */
-    drain_end(b);
-    if (backend_removed(b))
-        defer(b);
+    if (on_own_thread(b))
+        last_released(b);
+    else
+        ev_async_send(b->loop, &b->wake);
+}
+
+/* On the backend's loop: what worker threads reported. The count is read
+ * again: a connection opened since the report means the drain goes on. */
+static void wake_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+    struct backend *b = container_of(w, struct backend, wake);
+    const char *why = __atomic_exchange_n(&b->eject_why, NULL, __ATOMIC_ACQUIRE);
+    if (__atomic_load_n(&b->connections, __ATOMIC_ACQUIRE) == 0)
+        last_released(b);
+    if (why && b->state == BACKEND_HEALTHY)
+        eject_wanted(b, why);
 }
 
 void backend_checks_stop(struct backend *b)
@@ -594,6 +644,8 @@ void backend_free(struct backend *b)
     ev_timer_stop(b->loop, &b->drain_timer);
     ev_timer_stop(b->loop, &b->eject_timer);
     ev_timer_stop(b->loop, &b->gone_timer);
+    ev_ref(b->loop);
+    ev_async_stop(b->loop, &b->wake);
     free(b->hc.path);
     b->hc.path = NULL;
     free(b->pool_name);

@@ -58,17 +58,22 @@ bool backend_in_rotation(const struct backend *b);
 /* True if a reload (or DNS) removed <b> and it is draining toward "gone". */
 bool backend_removed(const struct backend *b);
 
-/* The proxy opened / closed an upstream connection to <b>. Releasing the
- * last connection of a draining backend completes its drain early. */
+/* The proxy opened / closed an upstream connection to <b>, from any
+ * thread. Releasing the last connection of a draining backend completes
+ * its drain early: at once on the backend's loop thread, at that loop's
+ * next iteration from another thread. */
 void backend_conn_acquire(struct backend *b);
 void backend_conn_release(struct backend *b);
 
 /* Passive health: the proxy reports the outcome of one real request to
- * <b> (<failure>: connect failure, reset, timeout, 502/503/504). Returns
- * true when passive_health.consecutive_failures failures in a row call
- * for an ejection (the proxy checks the pool's cap, then calls
- * backend_eject); false otherwise, and always without passive_health. */
-bool backend_passive_report(struct backend *b, bool failure);
+ * <b> (<failure>: connect failure, reset, timeout, 502/503/504; <why> its
+ * static reason), from any thread. When passive_health.consecutive_failures
+ * failures in a row call for an ejection it returns true and the
+ * eject_wanted hook runs on the backend's loop — at once from that loop's
+ * thread, at its next iteration from another (the proxy checks the pool's
+ * cap, then calls backend_eject); false otherwise, and always without
+ * passive_health. */
+bool backend_passive_report(struct backend *b, bool failure, const char *why);
 
 /* Ejects <b> (state BACKEND_EJECTED) for passive_health.ejection_time,
  * doubled for each ejection in a row (at most 10x); the failure count

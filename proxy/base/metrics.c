@@ -150,3 +150,10 @@ int metrics_histogram_write(struct hbuf *out, const char *name, const char *labe
     }
     return rc ? -1 : 0;
 }
+
+void metrics_histogram_add(struct metrics_histogram *dst, const struct metrics_histogram *src)
+{
+    for (size_t i = 0; i < METRICS_BUCKETS + 1; i++)
+        dst->counts[i] += src->counts[i];
+    dst->sum += src->sum;
+}

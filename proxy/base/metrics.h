@@ -17,6 +17,9 @@ unsigned metrics_bucket_of(double seconds);
  * increment, cheap enough for every request. */
 void metrics_histogram_observe(struct metrics_histogram *h, double seconds);
 
+/* Adds the observations of <src> to <dst> (a sum over workers). */
+void metrics_histogram_add(struct metrics_histogram *dst, const struct metrics_histogram *src);
+
 /* Appends <s> (NUL-terminated, NULL as empty) to <out> escaped as the
  * inside of a label value: '\' as \\, '"' as \", newline as \n, invalid
  * UTF-8 as U+FFFD (the format is UTF-8). Returns 0 or -1. */

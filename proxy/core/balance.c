@@ -74,8 +74,11 @@ static struct server *pick_round_robin(struct pool *p, struct server *const *tri
 {
     struct server *best = NULL;
     int64_t total = 0;
-    for (size_t i = 0; i < p->num_servers; i++) {
-        struct server *b = p->servers[i];
+    size_t count = p->num_servers;
+    for (size_t k = 0; k < count; k++) {
+        /* ties go to the first in scan order, which starts at a different
+         * backend in each worker: N workers do not all begin on the same */
+        struct server *b = p->servers[(k + p->stagger) % count];
         if (!is_candidate(b, tried, n))
             continue;
         int64_t wt = (int64_t)balance_weight(b);
@@ -99,8 +102,8 @@ static struct server *pick_least_conn(struct pool *p, struct server *const *trie
         struct server *b = p->servers[(p->lc_next + k) % count];
         if (!is_candidate(b, tried, n))
             continue;
-        if (!best || (uint64_t)b->inflight * balance_weight(best) <
-                         (uint64_t)best->inflight * balance_weight(b))
+        if (!best || (uint64_t)server_inflight(b) * balance_weight(best) <
+                         (uint64_t)server_inflight(best) * balance_weight(b))
             best = b;
     }
     if (count)

@@ -25,6 +25,7 @@
 #include "../../parser/http1.h"
 #include "../base/log.h"
 #include "../base/metrics.h"
+#include "fds.h"
 #include "balance.h"
 #include "headers.h"
 #include "tls.h"
@@ -292,7 +293,7 @@ static void bind_upstream(struct client *c, struct upstream *u, struct pool *p, 
         c->x.budget_counted = true;
     }
     side_attach(&c->up, u->fd, &transport_plain);
-    u->server->inflight++;
+    server_inflight_add(u->server, 1);
     u->requests++;
     c->x.upstream_at = now_of(c);
 }
@@ -305,7 +306,7 @@ static void unbind_upstream(struct client *c, bool reusable)
         return;
     c->upstream = NULL;
     c->up.fd = -1;
-    u->server->inflight--;
+    server_inflight_add(u->server, -1);
     if (reusable)
         upstream_release(u, true);
     else
@@ -405,6 +406,7 @@ void client_close(struct client *c)
     c->state = CLIENT_CLOSED;
     /* the worker frees it and looks at the counts at its next safe point */
     w->num_clients--;
+    worker_fds_add(w, -1);
     c->listener->connections--;
     list_remove(&c->link);
     list_append(&w->closed, &c->link);
@@ -1533,6 +1535,7 @@ struct client *client_accept(struct worker *w, struct listener *l, int fd,
     ev_timer_init(&c->timer, client_timeout_cb, 0., 0.);
     list_append(&w->clients, &c->link);
     w->num_clients++;
+    worker_fds_add(w, 1);
     l->connections++;
     c->head_started_at = now_of(c);
 

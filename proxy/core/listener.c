@@ -13,6 +13,7 @@
 #include "../../health/loop/net.h"
 #include "balance.h"
 #include "../base/log.h"
+#include "../base/metrics.h"
 #include "tls.h"
 
 /* Connections taken per readiness event: enough to drain a burst in one
@@ -127,6 +128,17 @@ int listener_configure(struct listener *l, const struct conf_listener *cl, struc
     return 0;
 }
 
+static void override_one(struct listener *l, const struct conf_split *split, size_t n)
+{
+    for (size_t i = 0; i < l->num_slots; i++) {
+        l->slots[i].weight = 0;
+        for (size_t k = 0; k < n; k++)
+            if (l->slots[i].pool && !strcmp(l->slots[i].pool->name, split[k].pool))
+                l->slots[i].weight = split[k].weight;
+    }
+    l->split_overridden = true;
+}
+
 int listener_override_split(struct listener *l, const struct conf_split *split, size_t n,
                             const char **unknown)
 {
@@ -140,23 +152,34 @@ int listener_override_split(struct listener *l, const struct conf_split *split, 
             return -1;
         }
     }
-    for (size_t i = 0; i < l->num_slots; i++) {
-        l->slots[i].weight = 0;
-        for (size_t k = 0; k < n; k++)
-            if (l->slots[i].pool && !strcmp(l->slots[i].pool->name, split[k].pool))
-                l->slots[i].weight = split[k].weight;
-    }
-    l->split_overridden = true;
+    for (; l; l = l->next_replica)
+        override_one(l, split, n);
     return 0;
 }
 
 void listener_clear_split(struct listener *l)
 {
-    l->split_overridden = false;
-    if (!l->conf)
-        return;
-    for (size_t i = 0; i < l->num_slots && i < l->conf->num_splits; i++)
-        l->slots[i].weight = l->conf->splits[i].weight;
+    for (; l; l = l->next_replica) {
+        l->split_overridden = false;
+        if (!l->conf)
+            continue;
+        for (size_t i = 0; i < l->num_slots && i < l->conf->num_splits; i++)
+            l->slots[i].weight = l->conf->splits[i].weight;
+    }
+}
+
+void listener_totals(const struct listener *l, struct listener_totals *t)
+{
+    memset(t, 0, sizeof(*t));
+    for (; l; l = l->next_replica) {
+        t->connections += l->connections;
+        t->accepted += l->accepted_total;
+        for (int i = 0; i < STATUS_CLASSES; i++)
+            t->responses[i] += l->responses[i];
+        t->bytes_in += l->bytes_in;
+        t->bytes_out += l->bytes_out;
+        metrics_histogram_add(&t->duration, &l->duration);
+    }
 }
 
 void listener_resume(struct listener *l)

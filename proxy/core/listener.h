@@ -30,6 +30,17 @@ int listener_override_split(struct listener *l, const struct conf_split *split, 
 /* Back to the config's split. */
 void listener_clear_split(struct listener *l);
 
+/* What primary listener <l> and its replicas served, summed over the
+ * workers. */
+struct listener_totals {
+    unsigned connections;
+    uint64_t accepted;
+    uint64_t responses[STATUS_CLASSES];
+    uint64_t bytes_in, bytes_out;
+    struct metrics_histogram duration;
+};
+void listener_totals(const struct listener *l, struct listener_totals *t);
+
 /* Starts / stops the accept watcher. */
 void listener_resume(struct listener *l);
 void listener_pause(struct listener *l);

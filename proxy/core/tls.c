@@ -77,6 +77,13 @@ void tls_context_free(SSL_CTX *ctx)
     SSL_CTX_free(ctx);
 }
 
+SSL_CTX *tls_context_ref(SSL_CTX *ctx)
+{
+    if (ctx)
+        SSL_CTX_up_ref(ctx);
+    return ctx;
+}
+
 SSL *tls_accept_new(SSL_CTX *ctx, int fd)
 {
     SSL *ssl = SSL_new(ctx);

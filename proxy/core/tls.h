@@ -14,6 +14,10 @@ SSL_CTX *tls_context_new(const char *cert, const char *key, int http, char *err,
 /* Drops a reference to <ctx> (connections hold their own). NULL is fine. */
 void tls_context_free(SSL_CTX *ctx);
 
+/* Another holder of <ctx> (a worker's listener on the same socket): it
+ * stays until every holder freed it. Returns <ctx>. */
+SSL_CTX *tls_context_ref(SSL_CTX *ctx);
+
 /* Creates the TLS state of an accepted socket <fd>. NULL on failure. */
 SSL *tls_accept_new(SSL_CTX *ctx, int fd);
 

@@ -10,6 +10,8 @@
 #include "../../health/loop/io.h"
 #include "../../health/loop/net.h"
 #include "../base/log.h"
+#include "../base/metrics.h"
+#include "fds.h"
 
 /* A request with a body cannot be replayed if the pooled connection it was
  * written to turns out closed; it only takes a connection that idled less
@@ -40,14 +42,13 @@ const char *upstream_keep_rule(const struct keep_facts *f)
     return NULL;
 }
 
-/* Rule 1: idle pooled connections to a draining backend close at once. */
-static void on_state_changed(struct backend *b, enum backend_state from, const char *reason,
-                             void *ctx)
+/* Rule 1: idle pooled connections to a draining backend close at once.
+ * Health owns one backend for every worker: <ctx> is the primary server,
+ * and what the rule does is done for each worker's replica (the control
+ * thread calls this while every worker is parked). */
+static void state_changed_one(struct server *s, enum backend_state from)
 {
-    struct server *s = ctx;
-    log_info("backend state", "pool=%s backend=%s from=%s to=%s reason=\"%s\" connections=%u",
-             b->pool_name, b->name, backend_state_str(from), backend_state_str(b->state),
-             reason ? reason : "", b->connections);
+    struct backend *b = s->hb;
     if (server_in_rotation(s)) {
         /* slow start: entering rotation after startup ramps up (a backend
          * of the first config is not new to anyone) */
@@ -69,29 +70,35 @@ static void on_state_changed(struct backend *b, enum backend_state from, const c
     }
 }
 
+static void on_state_changed(struct backend *b, enum backend_state from, const char *reason,
+                             void *ctx)
+{
+    log_info("backend state", "pool=%s backend=%s from=%s to=%s reason=\"%s\" connections=%u",
+             b->pool_name, b->name, backend_state_str(from), backend_state_str(b->state),
+             reason ? reason : "", b->connections);
+    for (struct server *s = ctx; s; s = s->next_replica)
+        state_changed_one(s, from);
+}
+
 /* Rule 3: tunnels and in-flight requests run until the deadline; then
  * every owner lets go of its connection. */
 static void on_drain_expired(struct backend *b, void *ctx)
 {
-    struct server *s = ctx;
-    unsigned n = 0;
-    struct list *pos, *tmp;
-    list_for_each_safe (pos, tmp, &s->active)
-        n++;
-    log_info("backend drain expired", "pool=%s backend=%s closing=%u", b->pool_name, b->name, n);
-    list_for_each_safe (pos, tmp, &s->active) {
-        struct upstream *u = container_of(pos, struct upstream, pool_link);
-        u->cb(u->owner, UPSTREAM_DRAIN_EXPIRED, 0);
+    log_info("backend drain expired", "pool=%s backend=%s closing=%u", b->pool_name, b->name,
+             b->connections);
+    for (struct server *s = ctx; s; s = s->next_replica) {
+        struct list *pos, *tmp;
+        list_for_each_safe (pos, tmp, &s->active) {
+            struct upstream *u = container_of(pos, struct upstream, pool_link);
+            u->cb(u->owner, UPSTREAM_DRAIN_EXPIRED, 0);
+        }
+        upstream_close_idle(s);
     }
-    upstream_close_idle(s);
 }
 
-static void on_gone(struct backend *b, void *ctx)
+static void unlink_server(struct server *s)
 {
-    struct server *s = ctx;
     struct pool *p = s->pool;
-    log_info("backend gone", "pool=%s backend=%s address=%s", b->pool_name, b->name,
-             b->address_text);
     for (size_t i = 0; i < p->num_servers; i++) {
         if (p->servers[i] != s)
             continue;
@@ -100,14 +107,23 @@ static void on_gone(struct backend *b, void *ctx)
         p->num_servers--;
         break;
     }
-    server_free(s);
 }
 
-static const struct backend_hooks hooks = {
-    .state_changed = on_state_changed,
-    .drain_expired = on_drain_expired,
-    .gone = on_gone,
-};
+static void on_gone(struct backend *b, void *ctx)
+{
+    struct server *primary = ctx;
+    log_info("backend gone", "pool=%s backend=%s address=%s", b->pool_name, b->name,
+             b->address_text);
+    /* the replicas first: the primary owns the backend they point at */
+    while (primary->next_replica) {
+        struct server *r = primary->next_replica;
+        primary->next_replica = r->next_replica;
+        unlink_server(r);
+        server_free(r);
+    }
+    unlink_server(primary);
+    server_free(primary);
+}
 
 /* Backends of <p> ejected now. */
 static unsigned pool_ejected(const struct pool *p)
@@ -118,11 +134,9 @@ static unsigned pool_ejected(const struct pool *p)
     return n;
 }
 
-void server_passive_report(struct server *s, bool failure, const char *why)
+static void on_eject_wanted(struct backend *b, const char *why, void *ctx)
 {
-    struct backend *b = s->hb;
-    if (!backend_passive_report(b, failure))
-        return;
+    struct server *s = ctx;
     const struct conf_pool *cp = s->pool->conf;
     unsigned cap = cp ? backend_ejection_cap((unsigned)s->pool->num_servers,
                                              cp->passive_health.max_ejected_percent)
@@ -140,8 +154,20 @@ void server_passive_report(struct server *s, bool failure, const char *why)
            LOG_UINT("ejection_ms", b->eject_ms), LOG_UINT("ejections", b->ejections_total));
 }
 
+static const struct backend_hooks hooks = {
+    .state_changed = on_state_changed,
+    .drain_expired = on_drain_expired,
+    .gone = on_gone,
+    .eject_wanted = on_eject_wanted,
+};
+
+void server_passive_report(struct server *s, bool failure, const char *why)
+{
+    backend_passive_report(s->hb, failure, why);
+}
+
 struct server *server_new(struct worker *w, struct pool *p, const struct conf_pool *cp,
-                          const struct conf_backend *cb)
+                          const struct conf_backend *cb, struct server *primary)
 {
     struct server *s = calloc(1, sizeof(*s));
     if (!s)
@@ -150,7 +176,14 @@ struct server *server_new(struct worker *w, struct pool *p, const struct conf_po
     s->pool = p;
     list_init(&s->idle);
     list_init(&s->active);
-    s->hb = backend_new(w->loop, cp, cb, &hooks, s);
+    if (primary) {
+        s->hb = primary->hb;
+        s->primary = primary;
+        s->next_replica = primary->next_replica;
+        primary->next_replica = s;
+    } else {
+        s->hb = backend_new(w->health_loop, cp, cb, &hooks, s);
+    }
     if (!s->hb) {
         free(s);
         return NULL;
@@ -166,7 +199,8 @@ void server_free(struct server *s)
     if (!s)
         return;
     upstream_close_idle(s);
-    backend_free(s->hb);
+    if (!s->primary)
+        backend_free(s->hb);
     free(s);
 }
 
@@ -182,28 +216,48 @@ bool server_in_rotation(const struct server *s)
 
 void server_override_weight(struct server *s, bool set, unsigned weight)
 {
-    s->weight_overridden = set;
-    s->weight_override = set ? weight : 0;
-    if (!server_in_rotation(s))
-        upstream_close_idle(s);
+    for (; s; s = s->next_replica) {
+        s->weight_overridden = set;
+        s->weight_override = set ? weight : 0;
+        if (!server_in_rotation(s))
+            upstream_close_idle(s);
+    }
 }
 
-unsigned server_idle_count(const struct server *s)
+unsigned server_inflight(const struct server *s)
 {
-    return s->idle_count;
+    const struct server *shared = s->primary ? s->primary : s;
+    return __atomic_load_n(&shared->inflight, __ATOMIC_RELAXED);
 }
 
-double server_oldest_connection_age(const struct server *s)
+void server_inflight_add(struct server *s, int delta)
 {
+    struct server *shared = s->primary ? s->primary : s;
+    __atomic_add_fetch(&shared->inflight, (unsigned)delta, __ATOMIC_RELAXED);
+}
+
+void server_totals(const struct server *s, struct server_totals *t)
+{
+    memset(t, 0, sizeof(*t));
     ev_tstamp now = ev_now(s->w->loop), oldest = now;
-    const struct list *heads[] = {&s->active, &s->idle};
-    for (size_t k = 0; k < 2; k++)
-        for (const struct list *pos = heads[k]->next; pos != heads[k]; pos = pos->next) {
-            const struct upstream *u = container_of(pos, struct upstream, pool_link);
-            if (u->opened_at < oldest)
-                oldest = u->opened_at;
-        }
-    return now - oldest;
+    for (; s; s = s->next_replica) {
+        t->requests += s->requests_total;
+        for (int i = 0; i < STATUS_CLASSES; i++)
+            t->responses[i] += s->responses[i];
+        t->connect_failures += s->connect_failures;
+        t->bytes_in += s->bytes_in;
+        t->bytes_out += s->bytes_out;
+        t->idle += s->idle_count;
+        metrics_histogram_add(&t->duration, &s->duration);
+        const struct list *heads[] = {&s->active, &s->idle};
+        for (size_t k = 0; k < 2; k++)
+            for (const struct list *pos = heads[k]->next; pos != heads[k]; pos = pos->next) {
+                const struct upstream *u = container_of(pos, struct upstream, pool_link);
+                if (u->opened_at < oldest)
+                    oldest = u->opened_at;
+            }
+    }
+    t->oldest_connection_age = now - oldest;
 }
 
 /* ---- connections --------------------------------------------------------- */
@@ -273,6 +327,7 @@ struct upstream *upstream_connect(struct server *s, upstream_cb cb, void *owner,
     ev_timer_init(&u->idle_timer, idle_timeout_cb, 0., 0.);
     list_append(&s->active, &u->pool_link);
     w->num_upstreams++;
+    worker_fds_add(w, 1);
     backend_conn_acquire(b);
     /* a loopback connect usually completes at once; EV_WRITE reports it
      * either way */
@@ -336,7 +391,7 @@ static bool pool_switched_away(const struct worker *w, const struct pool *p)
 
 static bool fd_pressure(const struct worker *w)
 {
-    return (double)(w->num_clients + w->num_upstreams) >= (double)w->max_fds * FD_PRESSURE_SHARE;
+    return (double)worker_fds_used(w) >= (double)w->max_fds * FD_PRESSURE_SHARE;
 }
 
 void upstream_release(struct upstream *u, bool reusable)
@@ -378,6 +433,7 @@ void upstream_close(struct upstream *u)
     ev_timer_stop(u->w->loop, &u->idle_timer);
     close(u->fd);
     u->w->num_upstreams--;
+    worker_fds_add(u->w, -1);
     free(u);
     backend_conn_release(s->hb);
 }
@@ -388,6 +444,12 @@ void upstream_close_idle(struct server *s)
     list_for_each_safe (pos, tmp, &s->idle) {
         upstream_close(container_of(pos, struct upstream, pool_link));
     }
+}
+
+void server_close_idle(struct server *s)
+{
+    for (; s; s = s->next_replica)
+        upstream_close_idle(s);
 }
 
 unsigned upstream_reclaim_idle(struct worker *w, unsigned n)

@@ -7,13 +7,16 @@
 #include "worker-t.h"
 
 /* Creates the server for backend <cb> of pool <cp> in runtime pool <p>:
- * the health record (checks start) and the proxy's per-backend state.
- * Returns NULL on allocation failure. */
+ * the health record (checks start on w->health_loop) and the proxy's
+ * per-backend state. With <primary> (the same backend's server in the
+ * first worker), a replica for worker <w> that shares its health record
+ * instead. Returns NULL on allocation failure. */
 struct server *server_new(struct worker *w, struct pool *p, const struct conf_pool *cp,
-                          const struct conf_backend *cb);
+                          const struct conf_backend *cb, struct server *primary);
 
-/* Closes the server's idle connections, stops its checks and frees it. Its
- * active connections must be gone. */
+/* Closes the server's idle connections, stops its checks and frees it (a
+ * primary frees the health record: its replicas must be gone). Its active
+ * connections must be gone. */
 void server_free(struct server *s);
 
 /* Passive health: the outcome of one real request to <s> (<failure>:
@@ -29,15 +32,27 @@ unsigned server_weight(const struct server *s);
  * weight in force is above 0. */
 bool server_in_rotation(const struct server *s);
 
-/* Sets (<set> true) or clears the runtime weight override of <s>; the next
- * pick uses it. A weight of 0 takes it out of rotation (idle pooled
- * connections close). */
+/* Sets (<set> true) or clears the runtime weight override of primary <s>
+ * and its replicas; the next pick uses it. A weight of 0 takes it out of
+ * rotation (idle pooled connections close). */
 void server_override_weight(struct server *s, bool set, unsigned weight);
 
-/* Pooled idle upstreams of <s> and the age in seconds of its oldest open
- * upstream connection (0 when none), for drain records. */
-unsigned server_idle_count(const struct server *s);
-double server_oldest_connection_age(const struct server *s);
+/* Requests in flight to the backend of <s> across every worker (one
+ * atomic count, kept by the primary: least_conn compares these). */
+unsigned server_inflight(const struct server *s);
+void server_inflight_add(struct server *s, int delta);
+
+/* What primary <s> and its replicas served, summed over the workers. */
+struct server_totals {
+    uint64_t requests;
+    uint64_t responses[STATUS_CLASSES];
+    uint64_t connect_failures;
+    uint64_t bytes_in, bytes_out;
+    unsigned idle;                /* pooled idle upstreams */
+    double oldest_connection_age; /* seconds, of its oldest open upstream (0 when none) */
+    struct metrics_histogram duration;
+};
+void server_totals(const struct server *s, struct server_totals *t);
 
 /* Starts a non-blocking connect to <s> for <owner>, whose <cb> then hears
  * of the outcome (UPSTREAM_CONNECTED or UPSTREAM_CONNECT_FAILED) and every
@@ -61,6 +76,9 @@ void upstream_close(struct upstream *u);
 
 /* Closes every idle pooled connection of <s>. */
 void upstream_close_idle(struct server *s);
+
+/* ... of primary <s> and of its replicas: every worker's. */
+void server_close_idle(struct server *s);
 
 /* Closes up to <n> idle pooled connections of the worker, least recently
  * used servers' first; returns how many. Descriptor pressure: a client

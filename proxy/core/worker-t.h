@@ -38,6 +38,7 @@ struct pool {
     size_t num_servers;
     size_t servers_cap;
     size_t lc_next; /* least_conn tie-breaker rotation */
+    size_t stagger; /* round robin: where this worker's scan starts (its id) */
     struct retry_budget retry_budget;
     uint64_t retries[RETRY_REASONS]; /* requests sent again to another backend, by reason */
     uint64_t retry_budget_refused;   /* retries the budget did not allow */
@@ -48,15 +49,20 @@ struct pool {
  * state, address, weight) plus what only the data plane tracks — its
  * connections, its traffic counters and its balancing state. */
 struct server {
-    struct backend *hb;
+    struct backend *hb; /* shared by the replicas: health runs once per backend */
     struct pool *pool;
     struct worker *w;
+    /* With several workers each has its own server per backend (its own
+     * connections, counters and balancing state); the first worker's is
+     * the primary, which health reports to and which lists the others. */
+    struct server *primary;      /* NULL in the primary itself */
+    struct server *next_replica; /* the primary's list of replicas */
     bool discovered; /* made by DNS discovery: a reload's diff, which knows only the
                         config's backends, never touches it; it drains with reason dns */
     struct list idle; /* pooled idle upstreams (struct upstream.pool_link) */
     unsigned idle_count;
     struct list active; /* upstreams bound to a client (struct upstream.pool_link) */
-    unsigned inflight;  /* requests in flight */
+    unsigned inflight;  /* primary: requests in flight in every worker (atomic) */
     uint64_t requests_total;
     uint64_t responses[STATUS_CLASSES];
     uint64_t connect_failures;
@@ -114,6 +120,9 @@ struct listener {
     size_t num_slots;
     bool split_overridden; /* slots carry the runtime API's weights, not the config's */
     struct listener *next;
+    /* The first worker's listener lists the other workers' ones on the same
+     * socket (each accepts from its own descriptor of it). */
+    struct listener *next_replica;
 };
 
 enum client_state {
@@ -271,6 +280,11 @@ struct worker_hooks {
 
 struct worker {
     struct ev_loop *loop;
+    struct ev_loop *health_loop; /* the control thread's: health checks run there, once */
+    struct worker *primary;      /* the first worker; NULL in the first itself */
+    unsigned id;                 /* 0 for the first */
+    unsigned replicas;           /* the first: how many replicas were made */
+    struct worker *next_replica; /* the first lists the others, in id order */
     struct conf *conf; /* current generation, immutable */
     uint64_t generation;
     enum worker_state state;      /* written by the process lifecycle only */
@@ -286,6 +300,11 @@ struct worker {
     struct list clients; /* every open client connection */
     unsigned num_clients;
     unsigned num_upstreams; /* open upstream connections, pooled ones included */
+    /* the first worker: descriptors of client and upstream connections of
+     * every worker (atomic; descriptors are the process's, so is pressure) */
+    unsigned fds_used;
+    unsigned reclaim_wanted; /* atomic: idle upstreams another worker asks this one to close */
+    ev_async reclaim;        /* ... woken by it */
     unsigned num_lingering; /* clients done and only discarding input: no drain waits for them */
     struct list closed;     /* clients closed, freed at a safe point */
     ev_prepare reaper;      /* frees closed clients before the loop blocks */

@@ -5,6 +5,7 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <float.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +16,9 @@
 #include "../base/log.h"
 #include "balance.h"
 #include "client.h"
+#include "fds.h"
 #include "listener.h"
+#include "tls.h"
 #include "upstream.h"
 
 /* Request-side buffers: 16 KiB holds a typical head many times over
@@ -63,6 +66,8 @@ static struct pool *pool_new(struct worker *w, const char *name)
         free(p);
         return NULL;
     }
+    p->stagger = w->id;
+    p->lc_next = w->id;
     struct pool **tail = &w->pools;
     while (*tail)
         tail = &(*tail)->next;
@@ -127,12 +132,41 @@ static struct server *find_draining(struct pool *p, const struct conf_backend *c
     return NULL;
 }
 
+/* A replica worker follows its primary, which applied the change first:
+ * it gets its own server for the primary's (new or revived) one. Health
+ * settings, removals and weights are the shared backend's: the primary's
+ * change covers them. */
+static int add_replica(struct worker *w, struct pool *p, const struct conf_pool *cp,
+                       const struct conf_backend *cb, bool discovered)
+{
+    struct pool *pp = pool_find(w->primary->pools, cp->name);
+    struct server *ps = pp ? find_current(pp, cb->name, discovered) : NULL;
+    if (!ps)
+        return -1;
+    for (struct server *r = ps->next_replica; r; r = r->next_replica)
+        if (r->w == w) {
+            r->discovered = discovered; /* revived with the primary */
+            return 0;
+        }
+    struct server *s = server_new(w, p, cp, cb, ps);
+    if (!s || pool_add_server(p, s) < 0) {
+        server_free(s);
+        return -1;
+    }
+    s->discovered = discovered;
+    s->from_startup = ps->from_startup;
+    s->ramp_started = ps->ramp_started;
+    return 0;
+}
+
 static int add_backend(struct worker *w, const struct conf_pool *cp, const struct conf_backend *cb,
                        bool discovered)
 {
     struct pool *p = pool_find(w->pools, cp->name);
     if (!p)
         return -1;
+    if (w->primary)
+        return add_replica(w, p, cp, cb, discovered);
     if (discovered && find_current(p, cb->name, true))
         return 0; /* already there */
     struct server *s = find_draining(p, cb);
@@ -140,7 +174,7 @@ static int add_backend(struct worker *w, const struct conf_pool *cp, const struc
         s->discovered = discovered; /* whoever brings it back owns it */
         return backend_reconfigure(s->hb, cp, cb);
     }
-    s = server_new(w, p, cp, cb);
+    s = server_new(w, p, cp, cb, NULL);
     if (!s || pool_add_server(p, s) < 0) {
         server_free(s);
         return -1;
@@ -154,6 +188,8 @@ static int add_backend(struct worker *w, const struct conf_pool *cp, const struc
 static void remove_backend(struct worker *w, const char *pool, const char *name, conf_ms delay,
                            bool discovered)
 {
+    if (w->primary)
+        return; /* the shared backend drains; the replicas follow its hooks */
     struct pool *p = pool_find(w->pools, pool);
     struct server *s = p ? find_current(p, name, discovered) : NULL;
     if (!s)
@@ -171,6 +207,8 @@ static void remove_backend(struct worker *w, const char *pool, const char *name,
  * the identity and weight the discovery gave them. */
 static int reconfigure_pool(struct worker *w, const struct conf_pool *cp)
 {
+    if (w->primary)
+        return 0; /* health settings are the shared backend's */
     struct pool *p = pool_find(w->pools, cp->name);
     if (!p)
         return -1;
@@ -198,7 +236,7 @@ static conf_ms removal_delay(const struct conf *nc, const struct conf_pool *old_
     return np ? np->deregistration_delay : old_pool->deregistration_delay;
 }
 
-int worker_apply_change(struct worker *w, const struct conf *nc, const struct conf_change *ch)
+static int apply_change_one(struct worker *w, const struct conf *nc, const struct conf_change *ch)
 {
     switch (ch->kind) {
     case CONF_POOL_ADDED:
@@ -219,6 +257,8 @@ int worker_apply_change(struct worker *w, const struct conf *nc, const struct co
                        removal_delay(nc, ch->old_pool), false);
         return 0;
     case CONF_BACKEND_WEIGHT: {
+        if (w->primary)
+            return 0;
         struct pool *p = pool_find(w->pools, ch->new_pool->name);
         struct server *s = p ? find_current(p, ch->new_backend->name, false) : NULL;
         return s ? backend_reconfigure(s->hb, ch->new_pool, ch->new_backend) : -1;
@@ -227,7 +267,7 @@ int worker_apply_change(struct worker *w, const struct conf *nc, const struct co
     return 0;
 }
 
-int worker_apply_discovered(struct worker *w, const struct conf_change *ch)
+static int apply_discovered_one(struct worker *w, const struct conf_change *ch)
 {
     switch (ch->kind) {
     case CONF_BACKEND_ADDED:
@@ -237,6 +277,8 @@ int worker_apply_discovered(struct worker *w, const struct conf_change *ch)
                        ch->old_pool->deregistration_delay, true);
         return 0;
     case CONF_BACKEND_WEIGHT: {
+        if (w->primary)
+            return 0;
         struct pool *p = pool_find(w->pools, ch->new_pool->name);
         struct server *s = p ? find_current(p, ch->new_backend->name, true) : NULL;
         return s ? backend_reconfigure(s->hb, ch->new_pool, ch->new_backend) : 0;
@@ -246,36 +288,130 @@ int worker_apply_discovered(struct worker *w, const struct conf_change *ch)
     }
 }
 
+/* The primary applies a change first, then each replica (which finds the
+ * primary's server to share its backend). */
+int worker_apply_change(struct worker *w, const struct conf *nc, const struct conf_change *ch)
+{
+    int rc = 0;
+    for (; w; w = w->next_replica)
+        rc |= apply_change_one(w, nc, ch);
+    return rc;
+}
+
+int worker_apply_discovered(struct worker *w, const struct conf_change *ch)
+{
+    int rc = 0;
+    for (; w; w = w->next_replica)
+        rc |= apply_discovered_one(w, ch);
+    return rc;
+}
+
 void worker_commit_conf(struct worker *w, struct conf *nc)
 {
-    for (struct pool *p = w->pools; p; p = p->next)
-        p->conf = conf_find_pool(nc, p->name);
-    w->conf = nc;
-    worker_apply_limits(w, nc);
+    for (; w; w = w->next_replica) {
+        for (struct pool *p = w->pools; p; p = p->next)
+            p->conf = conf_find_pool(nc, p->name);
+        w->conf = nc;
+        worker_apply_limits(w, nc);
+    }
+}
+
+void worker_set_state(struct worker *w, enum worker_state state)
+{
+    for (; w; w = w->next_replica)
+        w->state = state;
+}
+
+unsigned worker_clients(const struct worker *w)
+{
+    unsigned n = 0;
+    for (; w; w = w->next_replica)
+        n += w->num_clients;
+    return n;
+}
+
+void worker_pool_totals(const struct worker *w, const char *pool, struct pool_totals *t)
+{
+    memset(t, 0, sizeof(*t));
+    for (; w; w = w->next_replica) {
+        const struct pool *p = pool_find(w->pools, pool);
+        if (!p)
+            continue;
+        for (int r = 0; r < RETRY_REASONS; r++)
+            t->retries[r] += p->retries[r];
+        t->budget_refused += p->retry_budget_refused;
+    }
+}
+
+uint64_t worker_accept_paused(const struct worker *w)
+{
+    uint64_t n = 0;
+    for (; w; w = w->next_replica)
+        n += w->accept_paused;
+    return n;
 }
 
 /* ---- listeners ----------------------------------------------------------- */
+
+static void accept_pause_one(struct worker *w)
+{
+    for (struct listener *l = w->listeners; l; l = l->next)
+        listener_pause(l);
+}
+
+static void accept_resume_one(struct worker *w)
+{
+    if (w->state >= WORKER_DRAINING)
+        return;
+    for (struct listener *l = w->listeners; l; l = l->next)
+        listener_resume(l);
+}
 
 static void accept_retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct worker *w = container_of(t, struct worker, accept_retry);
     if (!w->accept_limited)
-        worker_accept_resume(w);
+        accept_resume_one(w);
+}
+
+/* Another worker is short of descriptors: this one's idle pooled
+ * connections go (they are the process's descriptors too). */
+static void reclaim_cb(struct ev_loop *loop, ev_async *a, int revents)
+{
+    struct worker *w = container_of(a, struct worker, reclaim);
+    unsigned n = __atomic_exchange_n(&w->reclaim_wanted, 0, __ATOMIC_RELAXED);
+    if (n)
+        upstream_reclaim_idle(w, n);
+}
+
+/* Descriptors are short: idle pooled connections go before a client could
+ * be refused for want of one — this worker's now, the others' at their
+ * next event (before this client's request can need its upstream). */
+static void reclaim_for_client(struct worker *w)
+{
+    unsigned closed = upstream_reclaim_idle(w, FDS_PER_CLIENT);
+    if (closed >= FDS_PER_CLIENT)
+        return;
+    struct worker *first = w->primary ? w->primary : w;
+    for (struct worker *o = first; o; o = o->next_replica) {
+        if (o == w)
+            continue;
+        __atomic_add_fetch(&o->reclaim_wanted, FDS_PER_CLIENT - closed, __ATOMIC_RELAXED);
+        ev_async_send(o->loop, &o->reclaim);
+    }
 }
 
 static void on_accepted(struct listener *l, int fd, const struct sockaddr_storage *sa)
 {
     struct worker *w = l->owner;
-    /* descriptors are short: idle pooled connections go before a client
-     * could be refused for want of one */
-    if (w->num_clients + w->num_upstreams + FDS_PER_CLIENT > w->max_fds)
-        upstream_reclaim_idle(w, FDS_PER_CLIENT);
+    if (worker_fds_used(w) + FDS_PER_CLIENT > w->max_fds)
+        reclaim_for_client(w);
     client_accept(w, l, fd, sa);
     if (w->num_clients >= w->max_clients && !w->accept_limited) {
         w->accept_limited = true;
         w->accept_paused++;
         log_warn("accept paused", "reason=max_connections connections=%u", w->num_clients);
-        worker_accept_pause(w);
+        accept_pause_one(w);
     }
 }
 
@@ -285,7 +421,7 @@ static void on_accept_failed(struct listener *l, int err)
     w->accept_paused++;
     log_warn("accept paused", "reason=\"%s\" retry_ms=%d", strerror(err),
              (int)(ACCEPT_RETRY_S * 1000));
-    worker_accept_pause(w);
+    accept_pause_one(w);
     ev_timer_stop(w->loop, &w->accept_retry);
     ev_timer_set(&w->accept_retry, ACCEPT_RETRY_S, 0.);
     ev_timer_start(w->loop, &w->accept_retry);
@@ -302,7 +438,25 @@ struct listener *worker_listener_open(struct worker *w, const struct conf_listen
     return listener_open(w->loop, cl, fd, tls_ctx, &listener_ops, w, err);
 }
 
-void worker_listener_add(struct worker *w, struct listener *l)
+struct listener *worker_listener_replicate(struct worker *w, struct listener *pl, const char **err)
+{
+    int fd = fcntl(pl->fd, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) {
+        *err = "cannot duplicate the listening socket";
+        return NULL;
+    }
+    struct listener *l = listener_open(w->loop, pl->conf, fd, tls_context_ref(pl->tls_ctx),
+                                       &listener_ops, w, err);
+    if (!l) {
+        tls_context_free(pl->tls_ctx);
+        return NULL;
+    }
+    l->next_replica = pl->next_replica;
+    pl->next_replica = l;
+    return l;
+}
+
+static void listener_append(struct worker *w, struct listener *l)
 {
     struct listener **tail = &w->listeners;
     while (*tail)
@@ -311,10 +465,46 @@ void worker_listener_add(struct worker *w, struct listener *l)
     l->next = NULL;
 }
 
-void worker_listener_remove(struct worker *w, struct listener *l)
+int worker_listener_add(struct worker *w, struct listener *l)
 {
-    log_info("listener removed", "name=%s bind=%s connections=%u", l->name, l->bind_text,
-             l->connections);
+    listener_append(w, l);
+    for (struct worker *r = w->next_replica; r; r = r->next_replica) {
+        const char *err = NULL;
+        struct listener *rl = worker_listener_replicate(r, l, &err);
+        if (!rl) {
+            log_error("listener failed", "name=%s bind=%s worker=%u reason=\"%s: %s\"", l->name,
+                      l->bind_text, r->id, err, strerror(errno));
+            return -1;
+        }
+        listener_append(r, rl);
+        if (listener_configure(rl, l->conf, r->pools, rl->tls_ctx) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+int worker_listener_configure(struct worker *w, struct listener *l, const struct conf_listener *cl,
+                              struct ssl_ctx_st *tls_ctx)
+{
+    int rc = 0;
+    for (struct listener *r = l->next_replica; r; r = r->next_replica) {
+        struct ssl_ctx_st *ref = tls_ctx == r->tls_ctx ? tls_ctx : tls_context_ref(tls_ctx);
+        if (listener_configure(r, cl, ((struct worker *)r->owner)->pools, ref) < 0) {
+            if (ref != r->tls_ctx)
+                tls_context_free(ref);
+            rc = -1;
+        }
+    }
+    if (listener_configure(l, cl, w->pools, tls_ctx) < 0) {
+        if (tls_ctx != l->tls_ctx)
+            tls_context_free(tls_ctx);
+        return -1;
+    }
+    return rc;
+}
+
+static void listener_remove_one(struct worker *w, struct listener *l)
+{
     listener_close(l);
     l->conf = NULL;                        /* leaves /status with its last connection (reaper) */
     ev_prepare_start(w->loop, &w->reaper); /* ... or now, if it has none */
@@ -324,6 +514,19 @@ void worker_listener_remove(struct worker *w, struct listener *l)
         if (c->listener == l)
             client_shutdown_idle(c, 0);
     }
+}
+
+void worker_listener_remove(struct worker *w, struct listener *l)
+{
+    struct listener_totals t;
+    listener_totals(l, &t);
+    log_info("listener removed", "name=%s bind=%s connections=%u", l->name, l->bind_text,
+             t.connections);
+    /* every worker takes what its descriptor can still accept; the socket
+     * (and its queue) goes with the last descriptor, the primary's */
+    for (struct listener *r = l->next_replica; r; r = r->next_replica)
+        listener_remove_one(r->owner, r);
+    listener_remove_one(w, l);
 }
 
 struct listener *worker_listener_named(struct worker *w, const char *name)
@@ -345,30 +548,41 @@ struct listener *worker_find_listener(struct worker *w, const struct conf_listen
 
 void worker_accept_pause(struct worker *w)
 {
-    for (struct listener *l = w->listeners; l; l = l->next)
-        listener_pause(l);
+    for (; w; w = w->next_replica)
+        accept_pause_one(w);
 }
 
 void worker_accept_resume(struct worker *w)
 {
-    if (w->state >= WORKER_DRAINING)
-        return;
-    for (struct listener *l = w->listeners; l; l = l->next)
-        listener_resume(l);
+    for (; w; w = w->next_replica)
+        if (!w->accept_limited)
+            accept_resume_one(w);
 }
 
 void worker_release_listeners(struct worker *w)
 {
+    for (; w; w = w->next_replica) {
+        for (struct listener *l = w->listeners; l; l = l->next)
+            listener_release(l);
+        ev_timer_stop(w->loop, &w->accept_retry);
+    }
+}
+
+/* The replicas first: each accepts what is queued, and the primary, whose
+ * descriptor is the last, takes what arrived meanwhile before the close. */
+static void close_listeners_one(struct worker *w)
+{
+    if (!w)
+        return;
+    close_listeners_one(w->next_replica);
     for (struct listener *l = w->listeners; l; l = l->next)
-        listener_release(l);
+        listener_close(l);
     ev_timer_stop(w->loop, &w->accept_retry);
 }
 
 void worker_close_listeners(struct worker *w)
 {
-    for (struct listener *l = w->listeners; l; l = l->next)
-        listener_close(l);
-    ev_timer_stop(w->loop, &w->accept_retry);
+    close_listeners_one(w);
 }
 
 /* An idle keep-alive connection between two requests: what close
@@ -379,7 +593,7 @@ static bool spread_candidate(const struct client *c)
     return c->state == CLIENT_IDLE && c->requests > 0;
 }
 
-void worker_shutdown_idle(struct worker *w, conf_ms spread_ms, bool after_request)
+static void shutdown_idle_one(struct worker *w, conf_ms spread_ms, bool after_request)
 {
     ev_tstamp now = ev_now(w->loop);
     unsigned n = 0, i = 0;
@@ -402,16 +616,26 @@ void worker_shutdown_idle(struct worker *w, conf_ms spread_ms, bool after_reques
     }
 }
 
+/* Each worker spreads its own idle connections over the whole window: the
+ * sum is as even as each. */
+void worker_shutdown_idle(struct worker *w, conf_ms spread_ms, bool after_request)
+{
+    for (; w; w = w->next_replica)
+        shutdown_idle_one(w, spread_ms, after_request);
+}
+
 void worker_tunnels_deadline(struct worker *w, ev_tstamp deadline)
 {
-    w->drain_deadline = deadline; /* for tunnels that start from now on */
-    struct list *pos, *tmp;
-    list_for_each_safe (pos, tmp, &w->clients) {
-        client_tunnel_deadline(container_of(pos, struct client, link), deadline);
+    for (; w; w = w->next_replica) {
+        w->drain_deadline = deadline; /* for tunnels that start from now on */
+        struct list *pos, *tmp;
+        list_for_each_safe (pos, tmp, &w->clients) {
+            client_tunnel_deadline(container_of(pos, struct client, link), deadline);
+        }
     }
 }
 
-unsigned worker_close_clients(struct worker *w)
+static unsigned close_clients_one(struct worker *w)
 {
     unsigned cut = 0;
     struct list *pos, *tmp;
@@ -424,9 +648,20 @@ unsigned worker_close_clients(struct worker *w)
     return cut;
 }
 
+unsigned worker_close_clients(struct worker *w)
+{
+    unsigned cut = 0;
+    for (; w; w = w->next_replica)
+        cut += close_clients_one(w);
+    return cut;
+}
+
 unsigned worker_busy_clients(const struct worker *w)
 {
-    return w->num_clients - w->num_lingering;
+    unsigned n = 0;
+    for (; w; w = w->next_replica)
+        n += w->num_clients - w->num_lingering;
+    return n;
 }
 
 /* ---- the safe point ------------------------------------------------------ */
@@ -462,7 +697,7 @@ static void reaper_cb(struct ev_loop *loop, ev_prepare *prep, int revents)
     if (w->accept_limited && w->num_clients < w->max_clients) {
         w->accept_limited = false;
         log_info("accept resumed", "connections=%u", w->num_clients);
-        worker_accept_resume(w);
+        accept_resume_one(w);
     }
     if (w->hooks.clients_closed)
         w->hooks.clients_closed(w, w->hooks.ctx);
@@ -499,27 +734,31 @@ bool worker_ready(const struct worker *w)
 static void fd_limits(struct worker *w, const struct conf *conf)
 {
     struct rlimit rl;
-    unsigned want = conf->limits.max_connections;
     unsigned before = w->max_clients;
-    w->max_clients = want;
+    uint64_t total = conf->limits.max_connections;
     w->max_fds = UINT32_MAX;
-    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
-        return;
-    size_t reserve = FD_RESERVE + conf->num_listeners;
-    for (size_t i = 0; i < conf->num_pools; i++)
-        reserve += conf->pools[i].num_backends;
-    rlim_t usable = rl.rlim_cur > reserve ? rl.rlim_cur - reserve : FDS_PER_CLIENT;
-    w->max_fds = usable > UINT32_MAX ? UINT32_MAX : (unsigned)usable;
-    if (usable / FDS_PER_CLIENT >= want)
-        return;
-    usable /= FDS_PER_CLIENT;
-    w->max_clients = usable ? (unsigned)usable : 1;
-    if (w->max_clients == before)
-        return; /* said already */
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+        size_t reserve = FD_RESERVE + conf->num_listeners;
+        for (size_t i = 0; i < conf->num_pools; i++)
+            reserve += conf->pools[i].num_backends;
+        rlim_t usable = rl.rlim_cur > reserve ? rl.rlim_cur - reserve : FDS_PER_CLIENT;
+        w->max_fds = usable > UINT32_MAX ? UINT32_MAX : (unsigned)usable;
+        if (usable / FDS_PER_CLIENT < total)
+            total = usable / FDS_PER_CLIENT ? usable / FDS_PER_CLIENT : 1;
+    }
+    /* the limit is the process's: worker i of n takes its share, the first
+     * ones one more while there is a remainder (a paused worker leaves its
+     * connections to the others, so the sum is the limit) */
+    unsigned shares = (w->primary ? w->primary->replicas : w->replicas) + 1;
+    uint64_t mine = total / shares + (w->id < total % shares);
+    w->max_clients = mine ? (unsigned)mine : 1;
+    if (total >= conf->limits.max_connections || w->max_clients == before || w->primary)
+        return; /* nothing to say, or said already (once, by the first worker) */
     log_warn("max_connections lowered",
              "configured=%u effective=%llu nofile=%llu "
              "reason=\"each client needs 2 file descriptors\"",
-             want, (unsigned long long)usable, (unsigned long long)rl.rlim_cur);
+             conf->limits.max_connections, (unsigned long long)total,
+             (unsigned long long)rl.rlim_cur);
 }
 
 void worker_raise_fd_limit(void)
@@ -554,12 +793,17 @@ void worker_apply_limits(struct worker *w, const struct conf *conf)
 
 /* ---- creation and teardown ----------------------------------------------- */
 
-struct worker *worker_new(struct ev_loop *loop, struct conf *conf, const struct worker_hooks *hooks)
+struct worker *worker_new(struct ev_loop *loop, struct ev_loop *health_loop,
+                          struct worker *primary, struct conf *conf,
+                          const struct worker_hooks *hooks)
 {
     struct worker *w = calloc(1, sizeof(*w));
     if (!w)
         return NULL;
     w->loop = loop;
+    w->health_loop = health_loop;
+    w->primary = primary;
+    w->id = primary ? ++primary->replicas : 0;
     w->conf = conf;
     w->generation = 1;
     w->state = WORKER_STARTING;
@@ -574,12 +818,23 @@ struct worker *worker_new(struct ev_loop *loop, struct conf *conf, const struct 
         return NULL;
     }
     ev_prepare_init(&w->reaper, reaper_cb);
+    ev_async_init(&w->reclaim, reclaim_cb);
+    ev_async_start(loop, &w->reclaim);
+    ev_unref(loop); /* it alone does not keep the loop running */
     ev_timer_init(&w->accept_retry, accept_retry_cb, 0., 0.);
     w->started_at = ev_now(loop);
     if (prng_seed(&w->rng) < 0)
         log_warn("getrandom failed", "fallback=clock");
+    if (primary) {
+        struct worker **tail = &primary->next_replica;
+        while (*tail)
+            tail = &(*tail)->next_replica;
+        *tail = w;
+    }
     return w;
 }
+
+static void free_one(struct worker *w);
 
 void worker_free(struct worker *w)
 {
@@ -587,19 +842,30 @@ void worker_free(struct worker *w)
         return;
     worker_close_listeners(w);
     log_info("released", "what=listeners");
-
     worker_close_clients(w);
+    log_info("released", "what=client_connections");
+    /* the replicas first: their servers point at the primary's backends */
+    while (w->next_replica) {
+        struct worker *r = w->next_replica;
+        w->next_replica = r->next_replica;
+        free_one(r);
+    }
+    free_one(w);
+}
+
+static void free_one(struct worker *w)
+{
     struct list *pos, *tmp;
     list_for_each_safe (pos, tmp, &w->closed) {
         list_remove(pos);
         client_free(container_of(pos, struct client, link));
     }
-    log_info("released", "what=client_connections");
 
-    for (struct pool *p = w->pools; p; p = p->next)
+    for (struct pool *p = w->pools; !w->primary && p; p = p->next)
         for (size_t i = 0; i < p->num_servers; i++)
             backend_checks_stop(p->servers[i]->hb);
-    log_info("released", "what=health_checks");
+    if (!w->primary)
+        log_info("released", "what=health_checks");
 
     while (w->pools) {
         struct pool *p = w->pools;
@@ -610,7 +876,8 @@ void worker_free(struct worker *w)
         free(p->name);
         free(p);
     }
-    log_info("released", "what=backend_pools");
+    if (!w->primary)
+        log_info("released", "what=backend_pools");
 
     while (w->listeners) {
         struct listener *l = w->listeners;
@@ -619,6 +886,8 @@ void worker_free(struct worker *w)
     }
     ev_timer_stop(w->loop, &w->accept_retry);
     ev_prepare_stop(w->loop, &w->reaper);
+    ev_ref(w->loop);
+    ev_async_stop(w->loop, &w->reclaim);
     buf_pool_destroy(&w->bufs_in);
     buf_pool_destroy(&w->bufs_out);
     free(w->headers);

@@ -6,15 +6,24 @@
 
 struct conf_change;
 
+/* With several workers the first one (the primary) lists the others, its
+ * replicas; the process layer calls every function below on the primary
+ * and it acts on all of them (counts are sums), from the control thread
+ * while every worker is parked. */
+
 /* Creates a worker on <loop> serving <conf> (the caller keeps owning every
- * config generation). Nothing is bound and no pool exists yet: the caller
- * applies the config's changes. <hooks> is copied. NULL on allocation
- * failure. */
-struct worker *worker_new(struct ev_loop *loop, struct conf *conf,
+ * config generation); its backends' health runs on <health_loop> (the
+ * same loop with one worker). Nothing is bound and no pool exists yet: the
+ * caller applies the config's changes — to <primary> (the first worker)
+ * first when this one is a replica of it. <hooks> is copied. NULL on
+ * allocation failure. */
+struct worker *worker_new(struct ev_loop *loop, struct ev_loop *health_loop,
+                          struct worker *primary, struct conf *conf,
                           const struct worker_hooks *hooks);
 
 /* Releases listeners, client connections, health checks and pools, in that
- * order (DESIGN "The process drain" step 6). */
+ * order (DESIGN "The process drain" step 6). Replicas go before their
+ * primary. */
 void worker_free(struct worker *w);
 
 /* Applies one pool or backend change of conf_diff(running, <nc>): pools are
@@ -44,8 +53,21 @@ void worker_commit_conf(struct worker *w, struct conf *nc);
 struct listener *worker_listener_open(struct worker *w, const struct conf_listener *cl, int fd,
                                       struct ssl_ctx_st *tls_ctx, const char **err);
 
-/* Appends an opened listener to the worker's list. */
-void worker_listener_add(struct worker *w, struct listener *l);
+/* A replica's listener on the socket of the primary's listener <pl> (a
+ * descriptor of its own, the same TLS context), listed by <pl>. NULL with
+ * *<err>. */
+struct listener *worker_listener_replicate(struct worker *w, struct listener *pl, const char **err);
+
+/* Appends an opened (and configured) listener to the worker's list, and
+ * a replica of it to each replica worker's. 0, or -1 if a replica could
+ * not be made (logged). */
+int worker_listener_add(struct worker *w, struct listener *l);
+
+/* A kept listener <l> follows generation <cl> in every worker: its split
+ * over each worker's pools and <tls_ctx> (taken; each replica holds a
+ * reference). 0 or -1 (out of memory). */
+int worker_listener_configure(struct worker *w, struct listener *l, const struct conf_listener *cl,
+                              struct ssl_ctx_st *tls_ctx);
 
 /* A reload removed <l>: it stops accepting, its idle connections close and
  * busy ones close after their response; it is freed with the last one. */
@@ -107,6 +129,20 @@ void worker_raise_fd_limit(void);
 /* Limits derived from a config: parse limits, buffer size, and the
  * effective max_connections (capped by the file descriptor limit). */
 void worker_apply_limits(struct worker *w, const struct conf *conf);
+
+/* Sets the state of every worker (the process lifecycle only). */
+void worker_set_state(struct worker *w, enum worker_state state);
+
+/* Open client connections and accept pauses, summed over the workers. */
+unsigned worker_clients(const struct worker *w);
+uint64_t worker_accept_paused(const struct worker *w);
+
+/* The retries of the pool named <pool>, summed over the workers. */
+struct pool_totals {
+    uint64_t retries[RETRY_REASONS];
+    uint64_t budget_refused;
+};
+void worker_pool_totals(const struct worker *w, const char *pool, struct pool_totals *t);
 
 const char *worker_state_str(enum worker_state s);
 

@@ -19,6 +19,7 @@
 #include "../base/log.h"
 #include "../base/metrics.h"
 #include "../core/balance.h"
+#include "../core/listener.h"
 #include "../core/upstream.h"
 #include "../core/worker.h"
 #include "api.h"
@@ -124,6 +125,8 @@ static double drain_remaining(const struct backend *b, ev_tstamp now)
             for (size_t i = 0; i < p->num_servers; i++) {                                          \
                 const struct server *s = p->servers[i];                                            \
                 const struct backend *b = s->hb;                                                   \
+                struct server_totals t;                                                            \
+                server_totals(s, &t);                                                              \
                 (void)b;                                                                           \
                 hbuf_printf(o, metric "{%s} " fmt "\n", backend_labels(&lb, p, s), expr);          \
             }                                                                                      \
@@ -132,14 +135,18 @@ static double drain_remaining(const struct backend *b, ev_tstamp now)
 #define PER_LISTENER(metric, type, help, fmt, expr)                                                \
     do {                                                                                           \
         metrics_family(o, metric, type, help);                                                     \
-        for (struct listener *li = w->listeners; li; li = li->next)                                \
+        for (struct listener *li = w->listeners; li; li = li->next) {                              \
+            struct listener_totals lt;                                                             \
+            listener_totals(li, &lt);                                                              \
+            (void)lt;                                                                              \
             hbuf_printf(o, metric "{%s} " fmt "\n", listener_labels(&lb, li), expr);               \
+        }                                                                                          \
     } while (0)
 
 static void build_metrics(struct hbuf *o, struct process *proc)
 {
     struct worker *w = proc->w;
-    ev_tstamp now = ev_now(w->loop);
+    ev_tstamp now = ev_now(proc->loop);
     bool draining = w->state >= WORKER_DRAIN_DELAY;
     struct hbuf lb = {0};
 
@@ -155,7 +162,7 @@ static void build_metrics(struct hbuf *o, struct process *proc)
     hbuf_printf(o, "usher_draining %d\n", draining ? 1 : 0);
     metrics_family(o, "usher_drain_connections_left", "gauge",
                    "Client connections still open while the process drains (0 otherwise).");
-    hbuf_printf(o, "usher_drain_connections_left %u\n", draining ? w->num_clients : 0);
+    hbuf_printf(o, "usher_drain_connections_left %u\n", draining ? worker_clients(w) : 0);
     /* the shutdown timeout runs from the end of shutdown.drain_delay */
     bool cutting = w->state == WORKER_DRAINING && proc->drain_deadline > now;
     metrics_family(o, "usher_drain_remaining_seconds", "gauge",
@@ -174,35 +181,40 @@ static void build_metrics(struct hbuf *o, struct process *proc)
     metrics_family(o, "usher_accept_paused_total", "counter",
                    "Times accepting paused (limits.max_connections reached, or out of "
                    "descriptors).");
-    hbuf_printf(o, "usher_accept_paused_total %llu\n", (unsigned long long)w->accept_paused);
+    hbuf_printf(o, "usher_accept_paused_total %llu\n", (unsigned long long)worker_accept_paused(w));
 
     PER_LISTENER("usher_client_connections", "gauge", "Open client connections by listener.", "%u",
-                 li->connections);
+                 lt.connections);
     PER_LISTENER("usher_client_connections_accepted_total", "counter",
                  "Client connections accepted by listener.", "%llu",
-                 (unsigned long long)li->accepted_total);
+                 (unsigned long long)lt.accepted);
     metrics_family(o, "usher_requests_total", "counter",
                    "Requests by listener and response status class; code=\"aborted\": the "
                    "response was cut short after its head went out.");
     for (struct listener *li = w->listeners; li; li = li->next) {
+        struct listener_totals lt;
+        listener_totals(li, &lt);
         const char *ll = listener_labels(&lb, li);
         for (int k = 1; k < STATUS_CLASSES; k++)
             hbuf_printf(o, "usher_requests_total{%s,code=\"%s\"} %llu\n", ll, status_class[k],
-                        (unsigned long long)li->responses[k]);
+                        (unsigned long long)lt.responses[k]);
     }
     metrics_family(o, "usher_request_duration_seconds", "histogram",
                    "Request head complete to response complete, by listener (tunnels and "
                    "TCP sessions not included).");
-    for (struct listener *li = w->listeners; li; li = li->next)
+    for (struct listener *li = w->listeners; li; li = li->next) {
+        struct listener_totals lt;
+        listener_totals(li, &lt);
         metrics_histogram_write(o, "usher_request_duration_seconds", listener_labels(&lb, li),
-                                &li->duration);
+                                &lt.duration);
+    }
     PER_LISTENER("usher_request_bytes_total", "counter",
                  "Bytes received from clients (request heads, bodies, tunnelled bytes), counted "
                  "when the request ends.",
-                 "%llu", (unsigned long long)li->bytes_in);
+                 "%llu", (unsigned long long)lt.bytes_in);
     PER_LISTENER("usher_response_bytes_total", "counter",
                  "Bytes sent to clients, counted when the request ends.", "%llu",
-                 (unsigned long long)li->bytes_out);
+                 (unsigned long long)lt.bytes_out);
 
     static const enum backend_state states[] = {
         BACKEND_CHECKING, BACKEND_HEALTHY, BACKEND_UNHEALTHY, BACKEND_DRAINING, BACKEND_EJECTED};
@@ -218,12 +230,12 @@ static void build_metrics(struct hbuf *o, struct process *proc)
     PER_BACKEND("usher_backend_active_connections", "gauge",
                 "Open connections to the backend (in use and pooled).", "%u", b->connections);
     PER_BACKEND("usher_backend_inflight_requests", "gauge", "Requests in flight to the backend.",
-                "%u", s->inflight);
+                "%u", server_inflight(s));
     PER_BACKEND("usher_backend_requests_total", "counter", "Requests the backend was given.",
-                "%llu", (unsigned long long)s->requests_total);
+                "%llu", (unsigned long long)t.requests);
     PER_BACKEND("usher_backend_connect_failures_total", "counter",
                 "Connects to the backend that failed or timed out.", "%llu",
-                (unsigned long long)s->connect_failures);
+                (unsigned long long)t.connect_failures);
     PER_BACKEND("usher_backend_drain_remaining_seconds", "gauge",
                 "Seconds until a draining backend's deadline closes what is left (0 when not "
                 "draining).",
@@ -239,26 +251,30 @@ static void build_metrics(struct hbuf *o, struct process *proc)
                    "after the head went out).");
     for (struct pool *p = w->pools; p; p = p->next)
         for (size_t i = 0; i < p->num_servers; i++) {
+            struct server_totals t;
+            server_totals(p->servers[i], &t);
             const char *bl = backend_labels(&lb, p, p->servers[i]);
             for (int k = 1; k < STATUS_CLASSES; k++)
                 hbuf_printf(o, "usher_backend_responses_total{%s,code=\"%s\"} %llu\n", bl,
-                            status_class[k], (unsigned long long)p->servers[i]->responses[k]);
+                            status_class[k], (unsigned long long)t.responses[k]);
         }
     metrics_family(o, "usher_backend_response_duration_seconds", "histogram",
                    "Backend chosen (connect or pooled connection) to response complete.");
     for (struct pool *p = w->pools; p; p = p->next)
-        for (size_t i = 0; i < p->num_servers; i++)
+        for (size_t i = 0; i < p->num_servers; i++) {
+            struct server_totals t;
+            server_totals(p->servers[i], &t);
             metrics_histogram_write(o, "usher_backend_response_duration_seconds",
-                                    backend_labels(&lb, p, p->servers[i]),
-                                    &p->servers[i]->duration);
+                                    backend_labels(&lb, p, p->servers[i]), &t.duration);
+        }
     PER_BACKEND("usher_backend_request_bytes_total", "counter",
                 "Bytes received from clients for requests the backend served, counted when the "
                 "request ends.",
-                "%llu", (unsigned long long)s->bytes_in);
+                "%llu", (unsigned long long)t.bytes_in);
     PER_BACKEND("usher_backend_response_bytes_total", "counter",
                 "Bytes sent to clients for the backend's responses, counted when the request "
                 "ends.",
-                "%llu", (unsigned long long)s->bytes_out);
+                "%llu", (unsigned long long)t.bytes_out);
     PER_BACKEND("usher_backend_ejections_total", "counter",
                 "Times passive health ejected the backend.", "%llu",
                 (unsigned long long)b->ejections_total);
@@ -268,21 +284,26 @@ static void build_metrics(struct hbuf *o, struct process *proc)
                                                                       : 0.0);
     metrics_family(o, "usher_retries_total", "counter",
                    "Requests sent again to another backend, by reason.");
-    for (struct pool *p = w->pools; p; p = p->next)
+    for (struct pool *p = w->pools; p; p = p->next) {
+        struct pool_totals pt;
+        worker_pool_totals(w, p->name, &pt);
         for (int r = 0; r < RETRY_REASONS; r++) {
             lb.len = 0;
             metrics_labels(&lb, "pool", p->name, "reason", retry_reason_str((enum retry_reason)r),
                            NULL);
             hbuf_printf(o, "usher_retries_total{%s} %llu\n", labels_end(&lb),
-                        (unsigned long long)p->retries[r]);
+                        (unsigned long long)pt.retries[r]);
         }
+    }
     metrics_family(o, "usher_retry_budget_refused_total", "counter",
                    "Retries the pool's retry budget refused.");
     for (struct pool *p = w->pools; p; p = p->next) {
+        struct pool_totals pt;
+        worker_pool_totals(w, p->name, &pt);
         lb.len = 0;
         metrics_labels(&lb, "pool", p->name, NULL);
         hbuf_printf(o, "usher_retry_budget_refused_total{%s} %llu\n", labels_end(&lb),
-                    (unsigned long long)p->retry_budget_refused);
+                    (unsigned long long)pt.budget_refused);
     }
     metrics_family(o, "usher_health_checks_total", "counter", "Health checks by result.");
     for (struct pool *p = w->pools; p; p = p->next)
@@ -579,7 +600,7 @@ int admin_start(struct process *proc)
         return -1;
     }
     ev_io_init(&a->io, accept_cb, a->fd, EV_READ);
-    ev_io_start(w->loop, &a->io);
+    ev_io_start(proc->loop, &a->io);
     proc->admin = a;
     proc->admin_fd = a->fd;
     log_info("admin started", "bind=%s", addr->text);

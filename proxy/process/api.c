@@ -331,7 +331,7 @@ static enum api_result split_route(struct process *p, const struct api_request *
             if (!pl || l->slots[i].weight > 0 || pool_in_use(p, pl))
                 continue;
             for (size_t k = 0; k < pl->num_servers; k++)
-                upstream_close_idle(pl->servers[k]);
+                server_close_idle(pl->servers[k]);
         }
     }
     overrides_save(p);

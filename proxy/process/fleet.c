@@ -359,7 +359,7 @@ static void reconcile(struct fleet *f, struct overrides *target)
             if (!pl || l->slots[k].weight > 0 || pool_in_use(w, pl))
                 continue;
             for (size_t j = 0; j < pl->num_servers; j++)
-                upstream_close_idle(pl->servers[j]);
+                server_close_idle(pl->servers[j]);
         }
     }
     p->ov = target;
@@ -661,9 +661,11 @@ static char *report(const struct fleet *f)
         unsigned busy = 0;
         for (size_t i = 0; i < pl->num_servers; i++) {
             const struct server *s = pl->servers[i];
-            unsigned idle = server_idle_count(s);
-            unsigned b = s->hb->connections > idle ? s->hb->connections - idle : 0;
-            busy += b > s->inflight ? b : s->inflight;
+            struct server_totals t;
+            server_totals(s, &t);
+            unsigned b = s->hb->connections > t.idle ? s->hb->connections - t.idle : 0;
+            unsigned inflight = server_inflight(s);
+            busy += b > inflight ? b : inflight;
         }
         if (busy)
             json_object_set_new(pools, pl->name, json_integer(busy));

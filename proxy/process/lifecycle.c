@@ -20,6 +20,7 @@
 #include "reload.h"
 #include "sysd.h"
 #include "upgrade.h"
+#include "workers.h"
 
 /* Drain progress is logged this often. */
 #define DRAIN_TICK_S 1.0
@@ -51,7 +52,7 @@ static void break_loop(void *ctx)
 static void stop_loop(struct process *p, int exit_code)
 {
     p->exit_code = exit_code;
-    p->w->state = WORKER_STOPPED;
+    worker_set_state(p->w, WORKER_STOPPED);
     ev_timer_stop(p->loop, &p->drain_timer);
     /* a fleet member leaves the instance list first (bounded) */
     if (p->fleet && fleet_leave(p->fleet, break_loop, p) == 0)
@@ -59,14 +60,27 @@ static void stop_loop(struct process *p, int exit_code)
     ev_break(p->loop, EVBREAK_ALL);
 }
 
-/* The worker's hook, at its safe point: step 4, exit at the last connection. */
-static void on_clients_closed(struct worker *w, void *ctx)
+/* Step 4: exit at the last connection of every worker. */
+static void drain_check(struct process *p)
 {
-    struct process *p = ctx;
-    if (w->state != WORKER_DRAINING || worker_busy_clients(w) > 0)
+    if (p->w->state != WORKER_DRAINING || worker_busy_clients(p->w) > 0)
         return;
     log_info("shutdown drained", "connections=0 exit_code=0");
     stop_loop(p, 0);
+}
+
+static void drain_check_cb(struct ev_loop *loop, ev_async *a, int revents)
+{
+    drain_check(container_of(a, struct process, drain_check));
+}
+
+/* The worker's hook, at its safe point, on its own thread: the control
+ * thread counts what is left. */
+static void on_clients_closed(struct worker *w, void *ctx)
+{
+    struct process *p = ctx;
+    if (w->state == WORKER_DRAINING)
+        ev_async_send(p->loop, &p->drain_check);
 }
 
 /* Step 3: no new connections; idle keep-alive connections go now, the ones
@@ -75,9 +89,9 @@ static void close_listeners(struct process *p)
 {
     struct worker *w = p->w;
     worker_close_listeners(w);
-    w->state = WORKER_DRAINING;
+    worker_set_state(w, WORKER_DRAINING);
     p->drain_deadline = ev_now(p->loop) + (double)w->conf->shutdown.timeout / 1000.0;
-    log_info("shutdown listeners closed", "connections=%u timeout_ms=%llu", w->num_clients,
+    log_info("shutdown listeners closed", "connections=%u timeout_ms=%llu", worker_clients(w),
              (unsigned long long)w->conf->shutdown.timeout);
 
     const struct conf *conf = w->conf;
@@ -97,7 +111,7 @@ static void close_listeners(struct process *p)
     ev_timer_stop(p->loop, &p->drain_timer);
     ev_timer_set(&p->drain_timer, DRAIN_TICK_S, DRAIN_TICK_S);
     ev_timer_start(p->loop, &p->drain_timer);
-    on_clients_closed(w, p);
+    drain_check(p);
 }
 
 static void drain_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -112,7 +126,7 @@ static void drain_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         return;
     if (ev_now(loop) + 0.0005 >= p->drain_deadline) {
         unsigned left = worker_busy_clients(w);
-        w->state = WORKER_STOPPED; /* these closes must not read as a clean drain */
+        worker_set_state(w, WORKER_STOPPED); /* these closes must not read as a clean drain */
         /* idle keep-alive connections (after_request) cut nothing: exit 1
          * means an exchange in progress or a tunnel was cut */
         unsigned cut = worker_close_clients(w);
@@ -142,9 +156,9 @@ static void drain_start(struct process *p, const char *why, conf_ms delay)
     struct worker *w = p->w;
     log_info("shutdown started", "signal=%s drain_delay_ms=%llu timeout_ms=%llu connections=%u",
              why, (unsigned long long)delay, (unsigned long long)w->conf->shutdown.timeout,
-             w->num_clients);
+             worker_clients(w));
     ev_timer_stop(p->loop, &p->ready_timer);
-    w->state = WORKER_DRAIN_DELAY;
+    worker_set_state(w, WORKER_DRAIN_DELAY);
     if (delay == 0) {
         close_listeners(p);
         return;
@@ -159,7 +173,7 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *s, int revents)
     struct worker *w = p->w;
     if (w->state >= WORKER_DRAIN_DELAY) {
         log_warn("shutdown forced", "signal=%s connections=%u exit_code=1", signal_name(s->signum),
-                 w->num_clients);
+                 worker_clients(w));
         stop_loop(p, 1);
         return;
     }
@@ -206,7 +220,7 @@ static void ready_poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
         !discover_first_round_done(p->discover))
         return;
     ev_timer_stop(loop, t);
-    w->state = WORKER_RUNNING;
+    worker_set_state(w, WORKER_RUNNING);
     log_info("ready", "generation=%llu", (unsigned long long)w->generation);
     sysd_notify("READY=1\nSTATUS=serving, generation %llu", (unsigned long long)w->generation);
     upgrade_ready(p);
@@ -223,21 +237,18 @@ struct process *process_new(struct ev_loop *loop, struct conf *conf, char *exe, 
     p->upgrade.ctl_fd = p->upgrade.state_fd = p->admin_fd = -1;
     p->upgrade.handed_over_cb = on_handed_over;
     const struct worker_hooks hooks = {.clients_closed = on_clients_closed, .ctx = p};
-    p->w = worker_new(loop, conf, &hooks);
+    int rc = workers_create(p, workers_wanted(conf), conf, &hooks);
     p->ov = overrides_new();
-    if (!p->w || !p->ov) {
-        overrides_free(p->ov);
-        if (p->w)
-            worker_free(p->w);
-        free(p);
-        return NULL;
-    }
-    p->discover = discover_new(loop, p->w);
+    if (rc == 0 && p->ov)
+        p->discover = discover_new(loop, p->w);
     if (!p->discover) {
-        worker_free(p->w);
+        overrides_free(p->ov);
+        workers_free(p);
         free(p);
         return NULL;
     }
+    ev_async_init(&p->drain_check, drain_check_cb);
+    ev_async_start(loop, &p->drain_check);
     ev_timer_init(&p->drain_timer, drain_timer_cb, 0., 0.);
     ev_timer_init(&p->ready_timer, ready_poll_cb, 0., READY_POLL_S);
     ev_signal_init(&p->sig_term, on_stop_signal, SIGTERM);
@@ -255,10 +266,6 @@ int process_start(struct process *p, struct ssl_ctx_st **tls)
         free(tls);
         return -1;
     }
-    if (p->w->conf->workers > 1)
-        /* said plainly rather than silently: N event loops are not built yet */
-        log_kv(CONF_LOG_WARN, "workers not applied", LOG_UINT("configured", p->w->conf->workers),
-               LOG_UINT("running", 1), LOG_STR("reason", "this build runs one event loop"));
     auth_load(p, p->w->conf, true);
     overrides_load(p);
     int rc = reload_start(p, tls);
@@ -280,12 +287,13 @@ int process_start(struct process *p, struct ssl_ctx_st **tls)
     ev_signal_start(p->loop, &p->sig_usr2);
     ev_timer_start(p->loop, &p->ready_timer);
     ready_poll_cb(p->loop, &p->ready_timer, 0);
-    return 0;
+    return workers_start(p);
 }
 
 int process_run(struct process *p)
 {
     ev_run(p->loop, 0);
+    workers_stop(p);
     return p->exit_code;
 }
 
@@ -304,7 +312,9 @@ void process_free(struct process *p)
     discover_free(p->discover); /* no answer may reach the worker once it goes */
     p->discover = NULL;
     fleet_stop(p);
-    worker_free(p->w);
+    workers_stop(p); /* when process_run was never reached */
+    workers_free(p);
+    ev_async_stop(p->loop, &p->drain_check);
     admin_stop(p);
     log_info("released", "what=admin_listener");
     conf_free(conf);

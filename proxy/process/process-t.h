@@ -34,10 +34,16 @@ struct upgrade {
 };
 struct overrides;
 struct fleet;
+struct worker_thread;
 
 struct process {
-    struct ev_loop *loop;
-    struct worker *w; /* the data plane */
+    struct ev_loop *loop; /* the control thread's */
+    /* The data plane: the first worker, which lists the others (the
+     * process layer calls it and it acts on every worker). */
+    struct worker *w;
+    unsigned num_workers;
+    struct worker_thread *threads; /* one per worker; NULL with one (it runs on <loop>) */
+    ev_async drain_check;          /* a draining worker closed connections */
     struct admin *admin;
     struct discover *discover; /* DNS discovery of the pools with `discover` */
     int admin_fd; /* the admin listening socket, -1 if none (for the upgrade) */

@@ -171,24 +171,22 @@ static int plan_commit(struct process *p, struct plan *pl)
             continue;
         const struct conf_listener *cl = conf_find_listener(nc, l->name);
         size_t k = listener_index(nc, cl);
-        if (listener_configure(l, cl, w->pools, pl->tls[k]) < 0)
+        if (worker_listener_configure(w, l, cl, pl->tls[k]) < 0)
             rc = -1;
-        else
-            pl->tls[k] = NULL;
+        pl->tls[k] = NULL;
     }
     for (size_t k = 0; k < nc->num_listeners; k++) {
         struct listener *l = pl->fresh[k];
         if (!l)
             continue;
         pl->fresh[k] = NULL;
-        if (listener_configure(l, &nc->listeners[k], w->pools, l->tls_ctx) < 0)
+        if (listener_configure(l, &nc->listeners[k], w->pools, l->tls_ctx) < 0 ||
+            worker_listener_add(w, l) < 0)
             rc = -1;
-        worker_listener_add(w, l);
         log_info("listener started", "name=%s bind=%s protocol=%s", l->name, l->bind_text,
                  conf_protocol_str(l->protocol));
     }
-    if (!w->accept_limited)
-        worker_accept_resume(w);
+    worker_accept_resume(w);
     listener_tls_release(pl->tls, nc->num_listeners);
     free(pl->tls);
     free(pl->fresh);

@@ -5,6 +5,7 @@
 #include "../../health/backend.h"
 #include "../base/log.h"
 #include "../core/balance.h"
+#include "../core/listener.h"
 #include "../core/upstream.h"
 #include "../core/worker.h"
 #include "discover.h"
@@ -57,12 +58,14 @@ static void drain_json(struct hbuf *o, const struct server *s, ev_tstamp now)
         left = 0;
     hbuf_append_str(o, "{\"reason\":");
     log_json_str(o, backend_drain_reason_str(b->drain_reason));
+    struct server_totals t;
+    server_totals(s, &t);
     hbuf_printf(o,
                 ",\"started_ms\":%.0f,\"deadline_ms\":%.0f,\"remaining_ms\":%.0f,"
                 "\"connections\":%u,\"inflight\":%u,\"oldest_connection_age_ms\":%.0f,"
                 "\"complete\":%s}",
                 b->drain_started_at * 1000.0, b->drain_until * 1000.0, left, b->connections,
-                s->inflight, b->connections ? server_oldest_connection_age(s) * 1000.0 : 0.0,
+                server_inflight(s), b->connections ? t.oldest_connection_age * 1000.0 : 0.0,
                 complete ? "true" : "false");
 }
 
@@ -89,13 +92,15 @@ void status_backend_json(struct hbuf *o, const struct process *p, const struct s
         hbuf_printf(o, "%u", s->weight_override);
     else
         hbuf_append_str(o, "null");
+    struct server_totals t;
+    server_totals(s, &t);
     hbuf_printf(o,
                 ",\"in_config\":%s,\"active_connections\":%u,\"idle_connections\":%u,"
                 "\"inflight_requests\":%u,\"requests_total\":%llu,\"connect_failures\":%llu,"
                 "\"success_streak\":%u,\"failure_streak\":%u,\"last_result\":",
-                backend_removed(b) ? "false" : "true", b->connections, server_idle_count(s),
-                s->inflight, (unsigned long long)s->requests_total,
-                (unsigned long long)s->connect_failures, b->success_streak, b->failure_streak);
+                backend_removed(b) ? "false" : "true", b->connections, t.idle, server_inflight(s),
+                (unsigned long long)t.requests, (unsigned long long)t.connect_failures,
+                b->success_streak, b->failure_streak);
     if (b->last_result)
         log_json_str(o, b->last_result);
     else
@@ -148,9 +153,11 @@ void status_listener_json(struct hbuf *o, const struct process *p, const struct 
     log_json_str(o, l->name);
     hbuf_append_str(o, ",\"bind\":");
     log_json_str(o, l->bind_text);
+    struct listener_totals lt;
+    listener_totals(l, &lt);
     hbuf_printf(o, ",\"protocol\":\"%s\",\"open\":%s,\"connections\":%u,\"pools\":",
                 l->protocol == CONF_PROTO_TCP ? "tcp" : "http", l->closed ? "false" : "true",
-                l->connections);
+                lt.connections);
     split_map(o, l);
     hbuf_append_str(o, ",\"split_override\":");
     if (l->split_overridden)
@@ -194,14 +201,14 @@ void status_pool_json(struct hbuf *o, const struct process *p, const struct pool
 void status_json(struct hbuf *o, const struct process *p)
 {
     const struct worker *w = p->w;
-    ev_tstamp now = ev_now(w->loop);
+    ev_tstamp now = ev_now(p->loop);
     hbuf_printf(o,
                 "{\"state\":\"%s\",\"ready\":%s,\"version\":\"%s\",\"generation\":%llu,\"pid\":%d,"
-                "\"workers\":1,"
+                "\"workers\":%u,"
                 "\"uptime_s\":%.1f,\"connections\":%u,\"config\":",
                 worker_state_str(w->state), status_not_ready_reason(p) ? "false" : "true",
-                USHER_VERSION, (unsigned long long)w->generation, (int)getpid(),
-                now - w->started_at, w->num_clients);
+                USHER_VERSION, (unsigned long long)w->generation, (int)getpid(), p->num_workers,
+                now - w->started_at, worker_clients(w));
     log_json_str(o, w->conf->path);
     if (p->upgrade.role == UPGRADE_NONE)
         hbuf_append_str(o, ",\"upgrade\":null");
@@ -266,12 +273,12 @@ static void html_str(struct hbuf *o, const char *s)
 static void snapshot_html(struct hbuf *o, const struct process *p)
 {
     const struct worker *w = p->w;
-    ev_tstamp now = ev_now(w->loop);
+    ev_tstamp now = ev_now(p->loop);
     hbuf_printf(o,
                 "<p class=\"proc\">state <b id=\"proc-state\">%s</b> · generation %llu · pid %d"
                 " · connections %u</p>\n",
                 worker_state_str(w->state), (unsigned long long)w->generation, (int)getpid(),
-                w->num_clients);
+                worker_clients(w));
     hbuf_append_str(o, "<h2>Listeners</h2>\n<table id=\"listeners\"><tr><th>listener</th>"
                        "<th>bind</th><th>split</th><th>connections</th></tr>\n");
     for (const struct listener *l = w->listeners; l; l = l->next) {
@@ -290,7 +297,9 @@ static void snapshot_html(struct hbuf *o, const struct process *p)
         }
         if (l->split_overridden)
             hbuf_append_str(o, " <span class=\"override\">override</span>");
-        hbuf_printf(o, "</td><td>%u</td></tr>\n", l->connections);
+        struct listener_totals lt;
+        listener_totals(l, &lt);
+        hbuf_printf(o, "</td><td>%u</td></tr>\n", lt.connections);
     }
     hbuf_append_str(o, "</table>\n<h2>Pools</h2>\n");
     for (const struct pool *pl = w->pools; pl; pl = pl->next) {
@@ -318,7 +327,7 @@ static void snapshot_html(struct hbuf *o, const struct process *p)
                         "<td class=\"conns\">%u</td><td class=\"inflight\">%u</td>"
                         "<td class=\"drain\">",
                         st, server_weight(s), s->weight_overridden ? " (override)" : "",
-                        b->connections, s->inflight);
+                        b->connections, server_inflight(s));
             if (b->state == BACKEND_DRAINING && b->drain_started_at > 0) {
                 double left = (b->drain_until - now) * 1000.0;
                 if (b->connections == 0 || left < 0)

@@ -347,7 +347,7 @@ static void on_gone(struct backend *b, void *ctx)
     }
 }
 
-static const struct backend_hooks hooks = {on_state, on_expired, on_gone};
+static const struct backend_hooks hooks = {on_state, on_expired, on_gone, NULL};
 
 /* Proxy-side calls, fenced so a synchronous hook is caught. */
 #define PROXY(call)                                                                                \

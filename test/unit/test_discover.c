@@ -131,7 +131,7 @@ static void test_answers(void)
 {
     struct conf *c1 = load(DOC_HEAD DISCOVER STATIC);
     const struct worker_hooks hooks = {0};
-    struct worker *w = worker_new(loop, c1, &hooks);
+    struct worker *w = worker_new(loop, loop, NULL, c1, &hooks);
     struct discover *d = discover_new(loop, w);
 
     apply(w, d, NULL, c1);

@@ -59,17 +59,17 @@ static void test_streak_and_ejection(void)
     struct backend *b = backend_new(loop, &cp, &cb, &hooks, NULL);
     CHECK(b && b->state == BACKEND_HEALTHY, "no health check: healthy");
 
-    CHECK(!backend_passive_report(b, true), "1 failure");
-    CHECK(!backend_passive_report(b, true), "2 failures");
-    CHECK(!backend_passive_report(b, false), "a success resets the streak");
-    CHECK(!backend_passive_report(b, true) && !backend_passive_report(b, true), "2 again");
-    CHECK(backend_passive_report(b, true), "the 3rd in a row calls for an ejection");
+    CHECK(!backend_passive_report(b, true, "reset"), "1 failure");
+    CHECK(!backend_passive_report(b, true, "reset"), "2 failures");
+    CHECK(!backend_passive_report(b, false, NULL), "a success resets the streak");
+    CHECK(!backend_passive_report(b, true, "reset") && !backend_passive_report(b, true, "reset"), "2 again");
+    CHECK(backend_passive_report(b, true, "reset"), "the 3rd in a row calls for an ejection");
 
     backend_eject(b);
     CHECK(b->state == BACKEND_EJECTED && !backend_in_rotation(b), "ejected, out of rotation");
     CHECK(b->eject_ms == 40 && b->ejections_total == 1, "first ejection: %llu ms",
           (unsigned long long)b->eject_ms);
-    CHECK(!backend_passive_report(b, true), "no second ejection while ejected");
+    CHECK(!backend_passive_report(b, true, "reset"), "no second ejection while ejected");
     wait_s(loop, 0.02);
     CHECK(b->state == BACKEND_EJECTED, "still ejected halfway");
     wait_s(loop, 0.04);
@@ -106,7 +106,7 @@ static void test_streak_and_ejection(void)
     cp.passive_health.enabled = false;
     b = backend_new(loop, &cp, &cb, &hooks, NULL);
     for (int i = 0; i < 10; i++)
-        CHECK(!backend_passive_report(b, true), "passive health off");
+        CHECK(!backend_passive_report(b, true, "reset"), "passive health off");
     backend_free(b);
 }
 
