@@ -353,7 +353,10 @@ struct upstream *upstream_take_idle(struct server *s, bool replayable, upstream_
         /* the most recently used one: least likely to have been closed by a
          * backend's own keep-alive timeout */
         struct upstream *u = container_of(s->idle.prev, struct upstream, pool_link);
-        if (!still_open(u)) {
+        /* a replayable request that finds it closed goes again on a new
+         * connection (RFC 9112 9.3.1): the peek, one syscall per request,
+         * is for the ones that cannot */
+        if (!replayable && !still_open(u)) {
             upstream_close(u);
             continue;
         }

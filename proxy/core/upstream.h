@@ -60,10 +60,11 @@ void server_totals(const struct server *s, struct server_totals *t);
  * connect failed at once (*<err> is the errno; <cb> is never called). */
 struct upstream *upstream_connect(struct server *s, upstream_cb cb, void *owner, int *err);
 
-/* Takes a pooled idle connection to <s> that is still open (a backend that
- * closed it left an EOF behind: it is dropped). A request that cannot be
- * replayed (<replayable> false) only takes one that idled briefly. NULL if
- * none. */
+/* Takes a pooled idle connection to <s>, the most recently used. For a
+ * request that cannot be replayed (<replayable> false) it must still be
+ * open (a backend that closed it left an EOF behind: it is dropped) and
+ * have idled briefly; a replayable one that finds it closed is sent again
+ * on a new connection by the caller. NULL if none. */
 struct upstream *upstream_take_idle(struct server *s, bool replayable, upstream_cb cb, void *owner);
 
 /* The exchange on <u> ended: it goes back to the pool if upstream_keep_rule
