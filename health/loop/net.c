@@ -51,6 +51,8 @@ int net_listen(const struct sockaddr *addr, socklen_t len, const char **why)
     }
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    /* Linux copies it to every accepted socket: no setsockopt per connection */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (bind(fd, addr, len) < 0) {
         *why = "bind failed";
         goto fail;
@@ -80,5 +82,7 @@ int net_adopt_listener(int fd, const char **why)
         *why = "inherited socket cannot be made non-blocking";
         return -1;
     }
+    int one = 1; /* as net_listen: accepted sockets inherit it */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     return 0;
 }

@@ -26,14 +26,15 @@ int net_connect_start(const struct sockaddr *addr, socklen_t len, int *in_progre
  * still in progress, or NET_ERROR with *<err> = the socket's error. */
 int net_connect_result(int fd, int *err);
 
-/* Binds a non-blocking listening socket (SO_REUSEADDR) on <addr>. Returns
+/* Binds a non-blocking listening socket (SO_REUSEADDR, TCP_NODELAY: the
+ * sockets it accepts inherit it) on <addr>. Returns
  * it, or -1 with *<why> a static reason ("socket failed", "bind failed",
  * "listen failed") and errno kept. */
 int net_listen(const struct sockaddr *addr, socklen_t len, const char **why);
 
 /* Takes over a listening socket another process bound (systemd socket
- * activation, the old process of an upgrade): makes it non-blocking and
- * checks that it listens. Returns 0, or -1 with *<why> a static reason. */
+ * activation, the old process of an upgrade): makes it non-blocking, sets
+ * TCP_NODELAY (inherited by accepted sockets) and checks that it listens. Returns 0, or -1 with *<why> a static reason. */
 int net_adopt_listener(int fd, const char **why);
 
 #endif

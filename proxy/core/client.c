@@ -647,6 +647,7 @@ static enum step start_request(struct client *c, struct http1_request *req)
     c->x.method = req->method_id;
     c->x.req_minor = m->minor_version;
     c->x.keep_alive = (m->flags & HTTP1_F_KEEP_ALIVE) && !conn_closing(c);
+    c->x.close_asked = !(m->flags & HTTP1_F_KEEP_ALIVE);
     c->x.upgrading = m->minor_version == 1 && (m->flags & HTTP1_F_HAS_UPGRADE) &&
                      (m->flags & HTTP1_F_CONN_UPGRADE);
     if (c->x.upgrading)
@@ -849,6 +850,26 @@ static enum step upstream_failed(struct client *c, const char *why, enum retry_r
     return STEP_CLOSED;
 }
 
+/* Bytes waiting in the client's receive buffer (0 if none or unknown). */
+static int bytes_waiting(const struct client *c)
+{
+    int n = 0;
+    if (ioctl(c->down.fd, FIONREAD, &n) < 0)
+        return 0;
+    return n;
+}
+
+/* A client that said it sends nothing more, whose request was read whole
+ * with nothing after it, gets a plain close (as nginx does): no RST can
+ * come of it, and the lingering close's shutdown, wake-up and reads are
+ * saved. TLS keeps its close_notify; a drain or a removed listener keeps
+ * the lingering close (usher, not the client, decided). */
+static bool quiet_close(const struct client *c)
+{
+    return c->down.tp == &transport_plain && !conn_closing(c) &&
+           (!c->down.buf || buf_len(c->down.buf) == 0) && bytes_waiting(c) == 0;
+}
+
 /* The response is complete; the request may or may not be. */
 static enum step finish_exchange(struct client *c)
 {
@@ -857,6 +878,10 @@ static enum step finish_exchange(struct client *c)
                     (!c->up.buf || buf_len(c->up.buf) == 0);
     end_request(c);
     unbind_upstream(c, reusable);
+    if (req_done && c->x.close_asked && quiet_close(c)) {
+        client_close(c);
+        return STEP_CLOSED;
+    }
     if (!req_done || !c->x.keep_alive)
         return finish_connection(c);
     exchange_reset(c);
@@ -1561,15 +1586,6 @@ struct client *client_accept(struct worker *w, struct listener *l, int fd,
     set_state(c, CLIENT_IDLE);
     drive(c);
     return c;
-}
-
-/* Bytes waiting in the client's receive buffer (0 if none or unknown). */
-static int bytes_waiting(const struct client *c)
-{
-    int n = 0;
-    if (ioctl(c->down.fd, FIONREAD, &n) < 0)
-        return 0;
-    return n;
 }
 
 bool client_is_idle(const struct client *c)

@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <limits.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,8 +43,7 @@ static void accept_batch(struct listener *l, unsigned max, bool drain)
             }
             return; /* EAGAIN: the queue is empty */
         }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        /* TCP_NODELAY comes from the listening socket (net_listen) */
         l->accepted_total++;
         l->ops->accepted(l, fd, &sa);
     }

@@ -167,6 +167,7 @@ struct exchange {
     enum http1_method method;
     int req_minor;
     bool keep_alive;       /* the client connection may persist after this request */
+    bool close_asked;      /* the client said it sends nothing more (Connection: close, 1.0) */
     bool upgrading;        /* the request asked for a WebSocket upgrade */
     bool res_reusable;     /* the backend allows reusing the connection */
     bool response_started; /* a response head was queued for the client */
