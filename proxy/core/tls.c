@@ -47,6 +47,8 @@ SSL_CTX *tls_context_new(const char *cert, const char *key, int http, char *err,
     /* partial writes, and retries from a buffer that moved (compaction) */
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                               SSL_MODE_RELEASE_BUFFERS);
+    /* a record's header and body in one read(2), not two */
+    SSL_CTX_set_read_ahead(ctx, 1);
     if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
         openssl_reason(err, cap, "cannot load the certificate");
         goto fail;

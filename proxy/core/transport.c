@@ -109,11 +109,42 @@ static ssize_t tls_side_recv(struct side *s)
     return n;
 }
 
-/* TLS has no writev: one record per piece. */
+/* One TLS record's worth of plaintext (RFC 8446 5.1: 2^14 bytes). */
+#define TLS_RECORD_MAX 16384
+
+/* TLS has no writev. A head with a body behind it goes out as one record
+ * with the body's first bytes (copied together): a small response is one
+ * record and one write(2), not two. A write that must be retried is
+ * rebuilt the same, from the same bytes (still unsent), or longer. */
+static ssize_t tls_send_head_with_body(struct side *s, struct hbuf *head, struct buf *b,
+                                       size_t *fwd)
+{
+    char one[TLS_RECORD_MAX];
+    size_t h = head->len - head->sent;
+    size_t k = *fwd < TLS_RECORD_MAX - h ? *fwd : TLS_RECORD_MAX - h;
+    unsigned want;
+    memcpy(one, head->data + head->sent, h);
+    memcpy(one + h, buf_head(b), k);
+    ssize_t n = tls_send(s->ssl, one, h + k, &want);
+    if (n <= 0)
+        return n < 0 ? NET_ERROR : 0;
+    size_t from_head = (size_t)n < h ? (size_t)n : h;
+    head->sent += from_head;
+    buf_consume(b, (size_t)n - from_head);
+    *fwd -= (size_t)n - from_head;
+    return n;
+}
+
 static ssize_t tls_side_send(struct side *s, struct hbuf *head, struct buf *b, size_t *fwd)
 {
     ssize_t total = 0;
     unsigned want;
+    if (head && head->sent < head->len && head->len - head->sent < TLS_RECORD_MAX && b &&
+        *fwd > 0) {
+        total = tls_send_head_with_body(s, head, b, fwd);
+        if (total <= 0 || head->sent < head->len)
+            return total;
+    }
     while (head && head->sent < head->len) {
         ssize_t n = tls_send(s->ssl, head->data + head->sent, head->len - head->sent, &want);
         if (n <= 0)
