@@ -103,9 +103,15 @@ static ssize_t tls_side_recv(struct side *s)
     struct buf *b = s->buf;
     if (buf_space(b) == 0)
         buf_compact(b);
-    ssize_t n = tls_recv(s->ssl, b->data + b->end, buf_space(b), &s->tls_want);
-    if (n > 0)
+    size_t want = buf_space(b);
+    ssize_t n = tls_recv(s->ssl, b->data + b->end, want, &s->tls_want);
+    if (n > 0) {
         b->end += (size_t)n;
+        /* as plain_recv: a short read with nothing decrypted or buffered
+         * left means the socket is empty, so no read to learn EAGAIN */
+        if ((size_t)n < want && !SSL_has_pending(s->ssl))
+            s->readable = false;
+    }
     return n;
 }
 
