@@ -43,7 +43,9 @@ def test_status_has_every_design_field(bg):
     for k in ("state", "version", "pid", "generation", "workers", "upgrade", "fleet",
               "listeners", "pools"):
         assert k in st, k
-    assert st["workers"] == 1 and st["upgrade"] is None and st["fleet"] is None
+    # a number of event loops; which one (config, auto, USHER_TEST_WORKERS) is test_workers.py's
+    assert isinstance(st["workers"], int) and st["workers"] >= 1, st["workers"]
+    assert st["upgrade"] is None and st["fleet"] is None
     assert st["pid"] == bg.pid
     l = listener_of(st, "web")
     assert l["pools"] == {"blue": 100, "green": 0} and l["split_override"] is None
