@@ -2,6 +2,9 @@
 backends and clients).
 
   usher_bin        path of the binary: $USHER_BIN or <repo>/build/usher
+                   (USHER_BIN=build-tsan/usher runs the same tests against the
+                   ThreadSanitizer build; USHER_TEST_WORKERS=N gives every
+                   config `workers: N` unless the test set it: usher_proc)
   servers          a Servers registry: everything a test starts (servers,
                    clients, load loops) is added to it and stopped or closed
                    at teardown, last added first
@@ -10,7 +13,8 @@ backends and clients).
   usher_factory    start_usher(cfg=None, wait_ready=True, timeout=5.0, name=None,
                    args=None, **make_config kwargs) -> usher_proc.Usher; waits for
                    /live and /ready 200; at teardown SIGTERM, 5 s, SIGKILL, and the
-                   test fails if usher printed a sanitizer report
+                   test fails if usher printed a sanitizer report (ASan, UBSan,
+                   a ThreadSanitizer data race)
   proxy            one backend "blue-1" in pool "blue" behind listener "web":
                    a namespace with .usher, .backend, .port, .conn() (wire.RawConn)
 
@@ -59,9 +63,19 @@ class Servers:
                 pass
 
 
+def binary_path():
+    return os.environ.get("USHER_BIN") or os.path.join(REPO, "build", "usher")
+
+
+def pytest_report_header(config):
+    w = usher_proc.env_workers()
+    return "usher: %s, workers: %s" % (binary_path(), "as each test says" if w is None else
+                                       "%s (USHER_TEST_WORKERS)" % w)
+
+
 @pytest.fixture(scope="session")
 def usher_bin():
-    path = os.environ.get("USHER_BIN") or os.path.join(REPO, "build", "usher")
+    path = binary_path()
     if not os.access(path, os.X_OK):
         pytest.fail("usher binary not found at %s (build it with scripts/build or set USHER_BIN)"
                     % path)
@@ -95,7 +109,7 @@ def usher_factory(usher_bin, tmp_path):
     yield start_usher
     problems = []
     for u in started:
-        u.stop(timeout=5.0)
+        u.stop(timeout=5.0, check=False)  # every usher is stopped before the test fails
         rep = u.sanitizer_report()
         if rep:
             problems.append("%s printed a sanitizer report:\n%s" % (u.name, rep))

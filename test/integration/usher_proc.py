@@ -3,6 +3,18 @@
 process (start, admin API, logs, signals, reloads), a Prometheus text parser,
 log parsing and the /status views tests poll (backend states, fields).
 
+USHER_TEST_WORKERS=N (or "auto"): every config dict the helpers build
+(make_config, config_for) or write (Usher.write_config, hence Usher(),
+usher_factory and Usher.reload) gets `workers: N` unless the test set
+`workers` itself; unset, configs say what the test wrote (the default is
+`auto`). Text configs are written byte for byte: the tests that pass YAML
+text (test_cli, test_config_check, test_discover_dns' kubernetes example,
+test_package, test_run_script's conf/demo.yaml, the broken reloads of
+test_reload_changes and test_log_format) check config errors or `-t` and
+never run a data plane on them; the broken texts of test_reload_changes,
+test_log_format and test_tls come from to_yaml(make_config(...)), so they
+carry the variable's `workers` too.
+
 Standard library only (run with /usr/bin/python3)."""
 
 import http.client
@@ -162,6 +174,36 @@ def parse_log_line(line):
     return {"time": m.group(1), "level": m.group(2), "event": event, "kv": kv}
 
 
+# --- the worker count of a test run ------------------------------------------------------
+
+# DESIGN.md "Config": workers is auto or 1..256.
+WORKERS_MAX = 256
+
+
+def env_workers():
+    """USHER_TEST_WORKERS as a config value: None when unset or empty,
+    "auto", or an int in 1..WORKERS_MAX (ValueError otherwise)."""
+    v = os.environ.get("USHER_TEST_WORKERS", "").strip()
+    if not v:
+        return None
+    if v == "auto":
+        return v
+    n = int(v)
+    if not 1 <= n <= WORKERS_MAX:
+        raise ValueError("USHER_TEST_WORKERS=%s: must be auto or 1..%d" % (v, WORKERS_MAX))
+    return n
+
+
+def apply_env_workers(cfg):
+    """Adds `workers: $USHER_TEST_WORKERS` to the config dict <cfg> (in place)
+    unless the variable is unset or <cfg> names workers already; text is
+    left alone. Returns <cfg>."""
+    w = env_workers()
+    if w is not None and isinstance(cfg, dict) and "workers" not in cfg:
+        cfg["workers"] = w
+    return cfg
+
+
 # --- usher configs and processes --------------------------------------------------------
 
 def _backend_entry(item):
@@ -187,7 +229,8 @@ def make_config(pools, split=None, listeners=None, timeouts=None, limits=None, l
     timeouts, limits, log, shutdown: merged over the test defaults
                (shutdown: drain_delay 0s, timeout 3s; log: level info)
     admin:     True (free port), False (no admin section) or a bind string
-    extra:     top-level keys merged last (e.g. to inject an unknown key)."""
+    extra:     top-level keys merged last (e.g. to inject an unknown key,
+               or `workers`); then USHER_TEST_WORKERS applies (apply_env_workers)."""
     cfg = {}
     if admin:
         cfg["admin"] = {"bind": admin if isinstance(admin, str) else "%s:%d" % (HOST, free_port())}
@@ -214,15 +257,19 @@ def make_config(pools, split=None, listeners=None, timeouts=None, limits=None, l
         p["backends"] = [_backend_entry(i) for i in items]
         cfg["pools"].append(p)
     cfg.update(extra or {})
-    return cfg
+    return apply_env_workers(cfg)
 
 
 def _port_of(bind):
     return int(bind.rsplit(":", 1)[1])
 
 
+# What a sanitizer prints on stderr when it finds something; with
+# TSAN_OPTIONS=halt_on_error=1 a data race is "WARNING: ThreadSanitizer: data
+# race" and then an abort.
 SANITIZER_MARKERS = ("runtime error:", "AddressSanitizer", "LeakSanitizer",
-                     "UndefinedBehaviorSanitizer", "ThreadSanitizer")
+                     "UndefinedBehaviorSanitizer", "WARNING: ThreadSanitizer",
+                     "ThreadSanitizer:")
 
 
 class Usher:
@@ -232,7 +279,8 @@ class Usher:
     admin_get(path) -> (status, body str, headers dict); status_json();
     metrics() -> Metrics; log() -> stderr text so far; log_lines(event=None);
     wait_log(regex, timeout); wait_admin(path, status, timeout); send_signal(sig); reload(cfg) (rewrite + SIGHUP);
-    wait_exit(timeout) -> returncode; stop() -> returncode; rss_kb();
+    wait_exit(timeout) -> returncode; stop() -> returncode (AssertionError if
+    usher printed a sanitizer report); rss_kb(); threads() -> thread ids;
     sanitizer_report() -> the offending text or None."""
 
     def __init__(self, binary, cfg, workdir, name="usher"):
@@ -245,8 +293,9 @@ class Usher:
         self.write_config(cfg)
 
     def write_config(self, cfg):
-        """Writes <cfg> (a dict, or YAML text) to the config file."""
-        self.cfg = cfg
+        """Writes <cfg> (a dict, or YAML text) to the config file; a dict gets
+        USHER_TEST_WORKERS (apply_env_workers)."""
+        self.cfg = apply_env_workers(cfg)
         text = cfg if isinstance(cfg, str) else to_yaml(cfg)
         with open(self.cfg_path, "w") as f:
             f.write(text)
@@ -379,8 +428,14 @@ class Usher:
                     return int(line.split()[1])
         return 0
 
-    def stop(self, timeout=5.0):
-        """SIGTERM, wait <timeout>, then SIGKILL. Returns the exit code."""
+    def threads(self):
+        """The ids of usher's threads now (/proc/PID/task)."""
+        return sorted(int(t) for t in os.listdir("/proc/%d/task" % self.proc.pid))
+
+    def stop(self, timeout=5.0, check=True):
+        """SIGTERM, wait <timeout>, then SIGKILL. Returns the exit code; with
+        <check>, raises AssertionError if usher printed a sanitizer report
+        (a ThreadSanitizer data race, say) at any point of its life."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
@@ -394,7 +449,16 @@ class Usher:
             self._log_file.close()
         except Exception:  # pylint: disable=broad-except
             pass
+        if check:
+            self.check_sanitizer()
         return self.proc.returncode
+
+    def check_sanitizer(self):
+        """AssertionError naming the report if usher's stderr has one."""
+        rep = self.sanitizer_report()
+        if rep:
+            raise AssertionError("%s (pid %d) printed a sanitizer report:\n%s"
+                                 % (self.name, self.proc.pid, rep))
 
     def sanitizer_report(self):
         text = self.log()

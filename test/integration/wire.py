@@ -226,9 +226,10 @@ class RawConn:
     """One client TCP connection with a receive buffer, so pipelined responses
     and responses that arrive byte by byte are read correctly."""
 
-    def __init__(self, port, host=HOST, timeout=5.0):
+    def __init__(self, port, host=HOST, timeout=5.0, sock=None):
+        """Connects to <host>:<port>, or takes over the connected socket <sock>."""
         self.timeout = timeout
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock = sock or socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
         self.eof = False
