@@ -35,9 +35,6 @@
  * readable socket that cannot be accepted. */
 #define ACCEPT_RETRY_S 0.1
 
-/* Descriptors a new client may need: its own and its upstream's. */
-#define FDS_PER_CLIENT 2
-
 const char *worker_state_str(enum worker_state s)
 {
     switch (s) {
@@ -263,18 +260,37 @@ static void accept_retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
         worker_accept_resume(w);
 }
 
+/* No room for one more client: max_connections reached, or the descriptors
+ * left would not give it its pair. A splice pipe spends what a client
+ * would, so pipes in use count like clients; idle ones are closed first. */
+static bool at_capacity(struct worker *w)
+{
+    if (w->num_clients >= w->max_clients)
+        return true;
+    uint64_t used = (uint64_t)w->num_clients * FDS_PER_CLIENT;
+    if (used + (uint64_t)w->pipes.open * FDS_PER_PIPE + FDS_PER_CLIENT <= w->max_fds)
+        return false;
+    kpipe_pool_trim(&w->pipes);
+    return used + (uint64_t)w->pipes.open * FDS_PER_PIPE + FDS_PER_CLIENT > w->max_fds;
+}
+
 static void on_accepted(struct listener *l, int fd, const struct sockaddr_storage *sa)
 {
     struct worker *w = l->owner;
-    /* descriptors are short: idle pooled connections go before a client
-     * could be refused for want of one */
-    if (w->num_clients + w->num_upstreams + FDS_PER_CLIENT > w->max_fds)
+    /* descriptors are short: idle pipes and pooled connections go before a
+     * client could be refused for want of one */
+    if (w->num_clients + w->num_upstreams + FDS_PER_PIPE * w->pipes.open + FDS_PER_CLIENT >
+        w->max_fds) {
+        kpipe_pool_trim(&w->pipes);
         upstream_reclaim_idle(w, FDS_PER_CLIENT);
+    }
     client_accept(w, l, fd, sa);
-    if (w->num_clients >= w->max_clients && !w->accept_limited) {
+    if (!w->accept_limited && at_capacity(w)) {
         w->accept_limited = true;
         w->accept_paused++;
-        log_warn("accept paused", "reason=max_connections connections=%u", w->num_clients);
+        log_warn("accept paused", "reason=%s connections=%u",
+                 w->num_clients >= w->max_clients ? "max_connections" : "descriptors",
+                 w->num_clients);
         worker_accept_pause(w);
     }
 }
@@ -459,7 +475,7 @@ static void reaper_cb(struct ev_loop *loop, ev_prepare *prep, int revents)
         client_free(container_of(pos, struct client, link));
     }
     reap_listeners(w);
-    if (w->accept_limited && w->num_clients < w->max_clients) {
+    if (w->accept_limited && !at_capacity(w)) {
         w->accept_limited = false;
         log_info("accept resumed", "connections=%u", w->num_clients);
         worker_accept_resume(w);
@@ -621,6 +637,7 @@ void worker_free(struct worker *w)
     ev_prepare_stop(w->loop, &w->reaper);
     buf_pool_destroy(&w->bufs_in);
     buf_pool_destroy(&w->bufs_out);
+    kpipe_pool_trim(&w->pipes);
     free(w->headers);
     free(w);
 }
