@@ -39,6 +39,14 @@ static int dechunk(struct body_state *bs, struct buf *b, size_t *fwd)
     return 0;
 }
 
+void body_took(struct body_state *bs, size_t n)
+{
+    if (bs->framing != HTTP1_BODY_LENGTH)
+        return;
+    bs->left -= n;
+    bs->done = bs->left == 0;
+}
+
 int body_frame(struct body_state *bs, struct buf *b, size_t *fwd)
 {
     if (bs->done || !b)

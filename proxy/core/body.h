@@ -29,4 +29,9 @@ void body_start(struct body_state *bs, const struct http1_message *m, bool dechu
  * bs->chunked.error_reason). <b> may be NULL. */
 int body_frame(struct body_state *bs, struct buf *b, size_t *fwd);
 
+/* <n> body bytes went past the buffer (spliced, kernel to kernel): counts
+ * them as framed. Only for a Content-Length or until-close body that is not
+ * de-chunked; <n> never exceeds bs->left. */
+void body_took(struct body_state *bs, size_t n);
+
 #endif

@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +58,11 @@
  * the response had that much time to arrive. Apache's lingering close reads
  * for 2 s per 512 bytes; nginx bounds time only. */
 #define LINGER_MAX_BYTES (256u * 1024u)
+
+/* A Content-Length body with less than this left goes through the buffer:
+ * one pipe's worth, below which the two splices per pipe cost about what
+ * the copies they save do (the buffered path reads 64 KiB at a time). */
+#define SPLICE_MIN_BODY (64u * 1024u)
 
 /* Result of one step of drive(). */
 enum step {
@@ -254,6 +260,31 @@ static ssize_t side_send(struct side *s, struct hbuf *head, struct buf *b, size_
     return s->tp->send(s, head, b, fwd);
 }
 
+/* ---- splice pipes -------------------------------------------------------- */
+
+/* A new pipe must leave the descriptors of one more client (its own and
+ * its upstream's): pipes count in the process's descriptors (fds.h) like
+ * connections, so a client is never accepted without the descriptor for
+ * its backend. */
+static bool pipe_affordable(const struct worker *w)
+{
+    if (w->pipes.idle_count > 0)
+        return true;
+    if (w->pipes.open >= PIPES_MAX)
+        return false;
+    return worker_fds_used(w) + FDS_PER_PIPE + FDS_PER_CLIENT <= w->max_fds;
+}
+
+/* Gives the pipe back (to the pool, or closed). */
+static void pipe_release(struct client *c)
+{
+    if (c->pipe.rd < 0)
+        return;
+    unsigned open = c->w->pipes.open;
+    kpipe_put(&c->w->pipes, &c->pipe);
+    worker_fds_pipes(c->w, open);
+}
+
 /* ---- the exchange -------------------------------------------------------- */
 
 /* The one place an exchange is reset: its heads are freed and every field
@@ -400,6 +431,7 @@ void client_close(struct client *c)
     buf_put(&w->bufs_in, c->down.buf);
     buf_put(&w->bufs_out, c->up.buf);
     c->down.buf = c->up.buf = NULL;
+    pipe_release(c);
     exchange_reset(c);
     if (c->state == CLIENT_LINGERING)
         w->num_lingering--;
@@ -878,6 +910,7 @@ static enum step finish_exchange(struct client *c)
                     (!c->up.buf || buf_len(c->up.buf) == 0);
     end_request(c);
     unbind_upstream(c, reusable);
+    pipe_release(c); /* drained: the response is complete */
     if (req_done && c->x.close_asked && quiet_close(c)) {
         client_close(c);
         return STEP_CLOSED;
@@ -1015,6 +1048,79 @@ static enum step on_response_head(struct client *c)
     return STEP_PROGRESS;
 }
 
+/* ---- splicing a response body (kernel to kernel) -------------------------- */
+
+/* The rest of the response body may go through a pipe: one test per
+ * reason it may not. */
+static bool splice_fits(const struct client *c)
+{
+    const struct exchange *x = &c->x;
+    const struct body_state *bs = &x->res_body;
+    if (!x->response_started || bs->done)
+        return false; /* no body under way */
+    if (!c->up.tp->splice_in || !c->down.tp->splice_out)
+        return false; /* TLS on a side: its bytes pass through user space */
+    if (bs->framing != HTTP1_BODY_LENGTH && bs->framing != HTTP1_BODY_UNTIL_CLOSE)
+        return false; /* chunked: trailers are filtered (or the framing stripped) */
+    if (bs->framing == HTTP1_BODY_LENGTH && bs->left < SPLICE_MIN_BODY)
+        return false; /* too little left to pay for the pipe */
+    if (head_pending(&x->res_head) || x->out_fwd > 0 || (c->up.buf && buf_len(c->up.buf) > 0))
+        return false; /* bytes already read go first, through the buffer */
+    if (!pipe_affordable(c->w))
+        return false; /* descriptors are for clients first */
+    return true;
+}
+
+/* Takes a pipe for the rest of the body; without one the body stays on
+ * the buffered path. The emptied response buffer goes back. */
+static void splice_begin(struct client *c)
+{
+    unsigned open = c->w->pipes.open;
+    int rc = kpipe_get(&c->w->pipes, &c->pipe);
+    worker_fds_pipes(c->w, open);
+    if (rc < 0)
+        return;
+    buf_put(&c->w->bufs_out, c->up.buf);
+    c->up.buf = NULL;
+}
+
+/* Moves body bytes from the backend into the pipe, no more than it has
+ * room for (backpressure) and never past the body's end. */
+static enum step splice_body_in(struct client *c)
+{
+    struct side *u = &c->up;
+    struct body_state *bs = &c->x.res_body;
+    if (!u->readable || u->eof || bs->done || c->pipe.full)
+        return STEP_BLOCKED;
+    size_t max = SIZE_MAX;
+    if (bs->framing == HTTP1_BODY_LENGTH && bs->left < max)
+        max = (size_t)bs->left;
+    ssize_t n = u->tp->splice_in(u, &c->pipe, max);
+    if (n == NET_AGAIN)
+        return STEP_BLOCKED;
+    if (n < 0)
+        return upstream_failed(c, "backend connection reset", RETRY_RESET);
+    if (n == 0) {
+        u->eof = true;
+        if (bs->framing != HTTP1_BODY_UNTIL_CLOSE)
+            return upstream_failed(c, "backend closed mid-body", RETRY_RESET);
+        bs->done = true;
+        return STEP_PROGRESS;
+    }
+    body_took(bs, (size_t)n);
+    c->last_activity = now_of(c);
+    return STEP_PROGRESS;
+}
+
+/* The bound upstream's side has room to read into: its buffer, or the pipe
+ * while a body is spliced. */
+static bool up_can_read(const struct client *c)
+{
+    if (c->pipe.rd >= 0)
+        return !c->pipe.full && c->pipe.len < c->pipe.cap;
+    return can_read(&c->up);
+}
+
 static enum step on_forward(struct client *c)
 {
     enum step progress = STEP_BLOCKED;
@@ -1063,8 +1169,16 @@ static enum step on_forward(struct client *c)
         }
     }
 
-    /* response bytes from the backend */
-    if (u->readable && !u->eof && !x->res_body.done) {
+    /* response bytes from the backend: kernel to kernel once they can be */
+    if (c->pipe.rd < 0 && splice_fits(c))
+        splice_begin(c);
+    if (c->pipe.rd >= 0) {
+        enum step s = splice_body_in(c);
+        if (s == STEP_CLOSED)
+            return s;
+        if (s == STEP_PROGRESS)
+            progress = s;
+    } else if (u->readable && !u->eof && !x->res_body.done) {
         if (!ensure_buf(c, u)) {
             client_close(c);
             return STEP_CLOSED;
@@ -1109,8 +1223,21 @@ static enum step on_forward(struct client *c)
             progress = STEP_PROGRESS;
         }
     }
+    if (c->pipe.len > 0) {
+        ssize_t n = d->tp->splice_out(d, &c->pipe);
+        if (n < 0) {
+            client_close(c); /* the client went away mid-response */
+            return STEP_CLOSED;
+        }
+        if (n > 0) {
+            x->bytes_out += (uint64_t)n;
+            c->last_activity = now_of(c);
+            progress = STEP_PROGRESS;
+        }
+    }
 
-    if (x->response_started && x->res_body.done && !head_pending(&x->res_head) && x->out_fwd == 0)
+    if (x->response_started && x->res_body.done && !head_pending(&x->res_head) && x->out_fwd == 0 &&
+        c->pipe.len == 0)
         return finish_exchange(c);
     return progress;
 }
@@ -1363,6 +1490,12 @@ static void update_watchers(struct client *c)
     case CLIENT_READING_HEAD:
         if (can_read(&c->down))
             ce |= EV_READ;
+        /* drive() hit MAX_DRIVE_ROUNDS right as an exchange ended, with the
+         * next (pipelined) request already buffered: no read event will
+         * come for it, so a write event (the socket takes writes) brings
+         * the connection back next iteration, after the others */
+        if (c->state == CLIENT_IDLE && c->down.buf && buf_len(c->down.buf) > 0)
+            ce |= EV_WRITE;
         break;
     case CLIENT_CONNECTING:
         ue |= EV_WRITE;
@@ -1371,10 +1504,9 @@ static void update_watchers(struct client *c)
     case CLIENT_TUNNEL:
         if (!c->down.eof && can_read(&c->down))
             ce |= EV_READ;
-        if (head_pending(&c->x.res_head) || c->x.out_fwd > 0)
+        if (head_pending(&c->x.res_head) || c->x.out_fwd > 0 || c->pipe.len > 0)
             ce |= EV_WRITE;
-        if (!c->up.eof && can_read(&c->up) &&
-            !(c->state == CLIENT_FORWARDING && c->x.res_body.done))
+        if (!c->up.eof && up_can_read(c) && !(c->state == CLIENT_FORWARDING && c->x.res_body.done))
             ue |= EV_READ;
         if (head_pending(&c->x.req_head) || c->x.in_fwd > 0)
             ue |= EV_WRITE;
@@ -1554,6 +1686,7 @@ struct client *client_accept(struct worker *w, struct listener *l, int fd,
     c->listener = l;
     side_attach(&c->down, fd, &transport_plain);
     side_attach(&c->up, -1, &transport_plain);
+    c->pipe.rd = c->pipe.wr = -1;
     exchange_reset(c);
     format_peer(c->peer, sizeof(c->peer), sa);
     ev_io_init(&c->io, client_io_cb, fd, 0);

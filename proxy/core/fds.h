@@ -20,4 +20,11 @@ static inline unsigned worker_fds_used(const struct worker *w)
     return __atomic_load_n(&first->fds_used, __ATOMIC_RELAXED);
 }
 
+/* The pipe pool of <w> went from <open_before> pipes to what it holds now
+ * (2 descriptors each). */
+static inline void worker_fds_pipes(struct worker *w, unsigned open_before)
+{
+    worker_fds_add(w, FDS_PER_PIPE * ((int)w->pipes.open - (int)open_before));
+}
+
 #endif

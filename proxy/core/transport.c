@@ -1,6 +1,7 @@
 #include "transport.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <openssl/ssl.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -91,11 +92,63 @@ static void plain_release(struct side *s)
 {
 }
 
+static ssize_t plain_splice_in(struct side *s, struct kpipe *p, size_t max)
+{
+    size_t room = p->cap - p->len;
+    size_t want = max < room ? max : room;
+    if (want == 0)
+        return NET_AGAIN;
+    for (;;) {
+        ssize_t n = splice(s->fd, NULL, p->wr, NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n > 0) {
+            p->len += (size_t)n;
+            if ((size_t)n < want)
+                s->readable = false;
+            return n;
+        }
+        if (n == 0)
+            return 0;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            /* the socket is empty, or the pipe ran out of slots */
+            if (p->len > 0)
+                p->full = true;
+            else
+                s->readable = false;
+            return NET_AGAIN;
+        }
+        return NET_ERROR;
+    }
+}
+
+static ssize_t plain_splice_out(struct side *s, struct kpipe *p)
+{
+    ssize_t total = 0;
+    while (p->len > 0) {
+        ssize_t n = splice(p->rd, NULL, s->fd, NULL, p->len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n > 0) {
+            p->len -= (size_t)n;
+            p->full = false;
+            total += n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        return NET_ERROR; /* 0 cannot happen with bytes in the pipe */
+    }
+    return total;
+}
+
 const struct transport transport_plain = {
     .recv = plain_recv,
     .send = plain_send,
     .shutdown_write = plain_shutdown_write,
     .release = plain_release,
+    .splice_in = plain_splice_in,
+    .splice_out = plain_splice_out,
 };
 
 static ssize_t tls_side_recv(struct side *s)
@@ -187,6 +240,73 @@ const struct transport transport_tls = {
     .shutdown_write = tls_side_shutdown_write,
     .release = tls_side_release,
 };
+
+/* ---- pipes for splice(2) ------------------------------------------------- */
+
+/* The kernel buffer asked for each pipe: the size of the buffered path's
+ * response buffer (BUF_OUT_SIZE_MIN in worker.c), so a spliced body holds
+ * no more in flight than a buffered one; also Linux's default pipe size. */
+#define KPIPE_SIZE (64 * 1024)
+
+static void kpipe_close(struct kpipe *p)
+{
+    close(p->rd);
+    close(p->wr);
+    p->rd = p->wr = -1;
+    p->len = p->cap = 0;
+    p->full = false;
+}
+
+int kpipe_get(struct kpipe_pool *pool, struct kpipe *p)
+{
+    if (pool->idle_count > 0) {
+        *p = pool->idle[--pool->idle_count];
+        return 0;
+    }
+    int fds[2];
+    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0)
+        return -1;
+    int cap = fcntl(fds[1], F_SETPIPE_SZ, KPIPE_SIZE);
+    if (cap < 0)
+        cap = fcntl(fds[1], F_GETPIPE_SZ);
+    if (cap <= 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return -1;
+    }
+    p->rd = fds[0];
+    p->wr = fds[1];
+    p->len = 0;
+    p->cap = (size_t)cap;
+    p->full = false;
+    pool->open++;
+    return 0;
+}
+
+void kpipe_put(struct kpipe_pool *pool, struct kpipe *p)
+{
+    if (p->rd < 0)
+        return;
+    if (p->len == 0 && pool->idle_count < KPIPE_IDLE_MAX) {
+        p->full = false;
+        pool->idle[pool->idle_count++] = *p;
+    } else {
+        /* bytes left in it belong to a body nobody will finish */
+        kpipe_close(p);
+        pool->open--;
+    }
+    p->rd = p->wr = -1;
+    p->len = p->cap = 0;
+    p->full = false;
+}
+
+void kpipe_pool_trim(struct kpipe_pool *pool)
+{
+    while (pool->idle_count > 0) {
+        kpipe_close(&pool->idle[--pool->idle_count]);
+        pool->open--;
+    }
+}
 
 /* Reads and drops what the socket holds: below the transport on purpose,
  * since after our close_notify nothing the peer sends matters. */

@@ -12,6 +12,25 @@
 struct side;
 struct ssl_st;
 
+/* A kernel pipe that carries a body from one socket to the other without
+ * passing through user space (splice(2)). Bounded: what it holds is at most
+ * cap bytes, so a slow reader stops the reads from the fast side. */
+struct kpipe {
+    int rd, wr; /* -1 when none is held */
+    size_t len; /* bytes in the pipe, not yet sent on */
+    size_t cap; /* what it takes at most (its kernel buffer size) */
+    bool full;  /* the last splice in found no room (the kernel counts pipe slots, not
+                   bytes): no more until some bytes went out */
+};
+
+/* Idle pipes kept per worker for reuse, and the count of every pipe open. */
+#define KPIPE_IDLE_MAX 8
+struct kpipe_pool {
+    struct kpipe idle[KPIPE_IDLE_MAX];
+    unsigned idle_count;
+    unsigned open; /* held by clients, plus idle[]: each costs 2 descriptors */
+};
+
 struct transport {
     /* Reads into s->buf. Returns bytes read (> 0), 0 on EOF, NET_AGAIN when
      * nothing is there, or NET_ERROR. A short read clears s->readable so the
@@ -25,6 +44,15 @@ struct transport {
     void (*shutdown_write)(struct side *s);
     /* Releases the transport state (not the socket). */
     void (*release)(struct side *s);
+    /* Moves up to <max> bytes from the socket into <p> (kernel to kernel).
+     * Returns bytes moved (> 0), 0 on EOF, NET_AGAIN when the socket had
+     * nothing or <p> had no room (a short move clears s->readable as recv
+     * does), or NET_ERROR. NULL: the transport cannot (TLS bytes must be
+     * decrypted in user space). */
+    ssize_t (*splice_in)(struct side *s, struct kpipe *p, size_t max);
+    /* Moves what <p> holds to the socket. Returns bytes moved (>= 0; short:
+     * the socket is full) or NET_ERROR. NULL when splice_in is. */
+    ssize_t (*splice_out)(struct side *s, struct kpipe *p);
 };
 
 extern const struct transport transport_plain;
@@ -48,5 +76,16 @@ void side_attach(struct side *s, int fd, const struct transport *tp);
  * what it read to *<count>. Returns 0 while the peer may send more, 1 once
  * it closed or failed or *<count> reached <max>. */
 int side_discard(struct side *s, size_t max, size_t *count);
+
+/* Takes an idle pipe of <pool> into <p>, or opens one. Returns 0, or -1
+ * if none could be had (descriptors, memory): <p> stays empty. */
+int kpipe_get(struct kpipe_pool *pool, struct kpipe *p);
+
+/* Gives <p> back to <pool> (closed if it still holds bytes, or the pool
+ * has enough idle ones) and empties it. An empty <p> is fine. */
+void kpipe_put(struct kpipe_pool *pool, struct kpipe *p);
+
+/* Closes every idle pipe of <pool> (descriptors are short, or teardown). */
+void kpipe_pool_trim(struct kpipe_pool *pool);
 
 #endif

@@ -137,6 +137,18 @@ enum client_state {
     CLIENT_CLOSED,            /* closed, waiting to be freed at a safe point */
 };
 
+/* Descriptors a new client may need: its own and its upstream's. */
+#define FDS_PER_CLIENT 2
+
+/* Descriptors of one splice pipe (its two ends). */
+#define FDS_PER_PIPE 2
+
+/* Pipes a worker holds at most: 256 x 64 KiB bounds the kernel memory
+ * spliced bodies can pin at 16 MiB per worker; past it, bodies go through
+ * the buffers (HAProxy's maxpipes defaults to maxconn/4 for the same
+ * reason). */
+#define PIPES_MAX 256
+
 /* Retries: each backend at most once; a small bound keeps a blackholed
  * fleet from holding a client for many connect timeouts. */
 #define MAX_ATTEMPTS 8
@@ -225,6 +237,7 @@ struct client {
     unsigned requests;         /* served on this connection */
 
     struct upstream *upstream; /* bound upstream, NULL if none */
+    struct kpipe pipe;         /* splices the response body (rd -1 when none is held) */
     struct exchange x;
 };
 
@@ -291,6 +304,7 @@ struct worker {
     enum worker_state state;      /* written by the process lifecycle only */
     struct buf_pool bufs_in;      /* client -> backend: request heads and bodies */
     struct buf_pool bufs_out;     /* backend -> client: larger, responses are the bulk */
+    struct kpipe_pool pipes;      /* splice pipes: idle ones, and the count of all */
     struct http1_header *headers; /* parse scratch: limits.max_headers entries */
     size_t headers_cap;
     struct http1_limits limits;

@@ -38,9 +38,6 @@
  * readable socket that cannot be accepted. */
 #define ACCEPT_RETRY_S 0.1
 
-/* Descriptors a new client may need: its own and its upstream's. */
-#define FDS_PER_CLIENT 2
-
 const char *worker_state_str(enum worker_state s)
 {
     switch (s) {
@@ -401,30 +398,64 @@ static void reclaim_for_client(struct worker *w)
     }
 }
 
+/* Closes this worker's idle splice pipes: their descriptors are the
+ * process's too. */
+static void trim_pipes(struct worker *w)
+{
+    unsigned open = w->pipes.open;
+    kpipe_pool_trim(&w->pipes);
+    worker_fds_pipes(w, open);
+}
+
+/* The process's descriptors would not give one more client its own and its
+ * upstream's (a splice pipe spends two): this worker's idle pipes go first. */
+static bool short_of_fds(struct worker *w)
+{
+    if (worker_fds_used(w) + FDS_PER_CLIENT <= w->max_fds)
+        return false;
+    trim_pipes(w);
+    return worker_fds_used(w) + FDS_PER_CLIENT > w->max_fds;
+}
+
+/* Stops accepting for ACCEPT_RETRY_S: the descriptors are short (another
+ * worker may be the one to give some back, so a timer looks again). */
+static void accept_pause_retry(struct worker *w)
+{
+    w->accept_paused++;
+    accept_pause_one(w);
+    ev_timer_stop(w->loop, &w->accept_retry);
+    ev_timer_set(&w->accept_retry, ACCEPT_RETRY_S, 0.);
+    ev_timer_start(w->loop, &w->accept_retry);
+}
+
 static void on_accepted(struct listener *l, int fd, const struct sockaddr_storage *sa)
 {
     struct worker *w = l->owner;
-    if (worker_fds_used(w) + FDS_PER_CLIENT > w->max_fds)
+    if (worker_fds_used(w) + FDS_PER_CLIENT > w->max_fds) {
+        trim_pipes(w);
         reclaim_for_client(w);
+    }
     client_accept(w, l, fd, sa);
-    if (w->num_clients >= w->max_clients && !w->accept_limited) {
+    if (w->accept_limited)
+        return;
+    if (w->num_clients >= w->max_clients) {
         w->accept_limited = true;
         w->accept_paused++;
         log_warn("accept paused", "reason=max_connections connections=%u", w->num_clients);
         accept_pause_one(w);
+    } else if (short_of_fds(w)) {
+        log_warn("accept paused", "reason=descriptors connections=%u retry_ms=%d", w->num_clients,
+                 (int)(ACCEPT_RETRY_S * 1000));
+        accept_pause_retry(w);
     }
 }
 
 static void on_accept_failed(struct listener *l, int err)
 {
     struct worker *w = l->owner;
-    w->accept_paused++;
     log_warn("accept paused", "reason=\"%s\" retry_ms=%d", strerror(err),
              (int)(ACCEPT_RETRY_S * 1000));
-    accept_pause_one(w);
-    ev_timer_stop(w->loop, &w->accept_retry);
-    ev_timer_set(&w->accept_retry, ACCEPT_RETRY_S, 0.);
-    ev_timer_start(w->loop, &w->accept_retry);
+    accept_pause_retry(w);
 }
 
 static const struct listener_ops listener_ops = {
@@ -890,6 +921,7 @@ static void free_one(struct worker *w)
     ev_async_stop(w->loop, &w->reclaim);
     buf_pool_destroy(&w->bufs_in);
     buf_pool_destroy(&w->bufs_out);
+    trim_pipes(w);
     free(w->headers);
     free(w);
 }
