@@ -114,7 +114,9 @@ static ev_tstamp now_of(const struct client *c)
  * reload: answer what is asked, with Connection: close. */
 static bool conn_closing(const struct client *c)
 {
-    return c->w->state >= WORKER_DRAIN_DELAY || c->listener->closed;
+    const struct worker *first = c->w->primary ? c->w->primary : c->w;
+    return c->w->state >= WORKER_DRAIN_DELAY || c->listener->closed ||
+           __atomic_load_n(&first->stop_signalled, __ATOMIC_RELAXED);
 }
 
 /* ---- timeouts: one timer, its deadline derived from the state ------------ */

@@ -331,6 +331,10 @@ struct worker {
     ev_tstamp started_at;
     struct prng rng; /* request ids: per worker, seeded from getrandom() */
     ev_tstamp drain_deadline; /* the process drain's deadline (0: not draining) */
+    /* the first worker: a stop signal arrived (atomic, set by the signal
+     * handler): every worker answers Connection: close from then on, also
+     * before the control thread got to begin the drain */
+    int stop_signalled;
 };
 
 #endif

@@ -259,6 +259,30 @@ struct process *process_new(struct ev_loop *loop, struct conf *conf, char *exe, 
     return p;
 }
 
+/* Where the stop signal handler leaves its mark (the first worker's flag):
+ * a signal handler has no argument, so this one pointer is static. */
+static int *stop_flag;
+
+/* In front of libev's handler (ev_feed_signal wakes the control loop from
+ * any thread): with several workers, one may serve a request that was
+ * already here when the signal came before the control thread begins the
+ * drain; the flag makes it answer Connection: close. */
+static void stop_signal_handler(int signum)
+{
+    if (stop_flag)
+        __atomic_store_n(stop_flag, 1, __ATOMIC_RELAXED);
+    ev_feed_signal(signum);
+}
+
+static void mark_stop_signals(struct process *p)
+{
+    stop_flag = &p->w->stop_signalled;
+    struct sigaction sa = {.sa_handler = stop_signal_handler, .sa_flags = SA_RESTART};
+    sigfillset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+}
+
 int process_start(struct process *p, struct ssl_ctx_st **tls)
 {
     if (sysd_inherit(&p->inherited) < 0 || upgrade_inherit(p) < 0) {
@@ -285,6 +309,7 @@ int process_start(struct process *p, struct ssl_ctx_st **tls)
     ev_signal_start(p->loop, &p->sig_int);
     ev_signal_start(p->loop, &p->sig_hup);
     ev_signal_start(p->loop, &p->sig_usr2);
+    mark_stop_signals(p);
     ev_timer_start(p->loop, &p->ready_timer);
     ready_poll_cb(p->loop, &p->ready_timer, 0);
     return workers_start(p);
@@ -301,6 +326,7 @@ void process_free(struct process *p)
 {
     if (!p)
         return;
+    stop_flag = NULL;
     ev_signal_stop(p->loop, &p->sig_term);
     ev_signal_stop(p->loop, &p->sig_int);
     ev_signal_stop(p->loop, &p->sig_hup);

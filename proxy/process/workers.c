@@ -155,9 +155,13 @@ int workers_start(struct process *p)
 {
     if (!p->threads)
         return 0;
-    /* signals are the control thread's: the workers block them all */
+    /* signals are the control thread's, so the workers block them — all but
+     * the stop signals: whichever thread runs first takes one, so its mark
+     * (lifecycle.c) is set before any worker serves another request */
     sigset_t all, old;
     sigfillset(&all);
+    sigdelset(&all, SIGTERM);
+    sigdelset(&all, SIGINT);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int rc = 0;
     for (unsigned i = 0; i < p->num_workers && rc == 0; i++) {
