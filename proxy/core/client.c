@@ -295,6 +295,7 @@ static void exchange_reset(struct client *c)
 {
     hbuf_free(&c->x.req_head);
     hbuf_free(&c->x.res_head);
+    free(c->x.log);
     memset(&c->x, 0, sizeof(c->x));
     c->x.method = HTTP1_METHOD_OTHER;
 }
@@ -364,7 +365,7 @@ static const char *protocol_of(const struct client *c)
 {
     if (is_tcp_mode(c))
         return "tcp";
-    if (!c->x.log_method[0])
+    if (!c->x.log || !c->x.log->method[0])
         return "-"; /* no request line was understood */
     return c->x.req_minor == 0 ? "HTTP/1.0" : "HTTP/1.1";
 }
@@ -373,16 +374,18 @@ static void log_access(struct client *c, struct server *s, double seconds)
 {
     if (!c->w->conf->log.access)
         return;
+    static const struct exchange_log no_request; /* nothing was understood */
+    const struct exchange_log *xl = c->x.log ? c->x.log : &no_request;
     bool routed = s && c->x.pool;
     log_kv(CONF_LOG_INFO, "access", LOG_STR("client", c->peer),
-           LOG_STR("listener", c->listener->name), LOG_STR("method", or_dash(c->x.log_method)),
-           LOG_STR("path", or_dash(c->x.log_path)), LOG_STR("protocol", protocol_of(c)),
-           LOG_STR("host", or_dash(c->x.log_host)), LOG_INT("status", c->x.status),
+           LOG_STR("listener", c->listener->name), LOG_STR("method", or_dash(xl->method)),
+           LOG_STR("path", or_dash(xl->path)), LOG_STR("protocol", protocol_of(c)),
+           LOG_STR("host", or_dash(xl->host)), LOG_INT("status", c->x.status),
            LOG_UINT("bytes", c->x.bytes_out), LOG_UINT("bytes_in", c->x.bytes_in),
            LOG_FLOAT("ms", seconds * 1000.0, 1), LOG_STR("pool", routed ? c->x.pool->name : "-"),
            LOG_STR("backend", routed ? s->hb->name : "-"),
-           LOG_STR("user_agent", or_dash(c->x.log_user_agent)),
-           LOG_STR("request_id", or_dash(c->x.request_id)));
+           LOG_STR("user_agent", or_dash(xl->user_agent)),
+           LOG_STR("request_id", or_dash(xl->request_id)));
 }
 
 /* Tunnels (a 101, TCP mode) last as long as their users want: their
@@ -668,8 +671,9 @@ static void upgrade_protocol(char *dst, size_t cap, struct http1_slice v)
 static const char *new_request_id(void *ctx)
 {
     struct client *c = ctx;
-    prng_hex128(&c->w->rng, c->x.request_id);
-    return c->x.request_id;
+    char *id = c->x.log ? c->x.log->request_id : c->w->request_id;
+    prng_hex128(&c->w->rng, id);
+    return id;
 }
 
 static enum step start_request(struct client *c, struct http1_request *req)
@@ -687,23 +691,26 @@ static enum step start_request(struct client *c, struct http1_request *req)
     if (c->x.upgrading)
         upgrade_protocol(c->x.upgrade, sizeof(c->x.upgrade), m->upgrade);
     c->x.bytes_in = m->head_len;
-    if (c->w->conf->log.access) {
-        copy_for_log(c->x.log_method, sizeof(c->x.log_method), req->method);
-        copy_for_log(c->x.log_path, sizeof(c->x.log_path), req->target);
-        copy_for_log(c->x.log_host, sizeof(c->x.log_host), req->host);
+    if (c->w->conf->log.access && (c->x.log = calloc(1, sizeof(*c->x.log)))) {
+        struct exchange_log *xl = c->x.log;
+        copy_for_log(xl->method, sizeof(xl->method), req->method);
+        copy_for_log(xl->path, sizeof(xl->path), req->target);
+        copy_for_log(xl->host, sizeof(xl->host), req->host);
         const struct http1_header *ua = header_named(m, "user-agent");
         if (ua)
-            copy_for_log(c->x.log_user_agent, sizeof(c->x.log_user_agent), ua->value);
+            copy_for_log(xl->user_agent, sizeof(xl->user_agent), ua->value);
     }
     body_start(&c->x.req_body, m, false);
 
     struct http1_slice rid = {NULL, 0};
     if (req->method_id == HTTP1_METHOD_CONNECT) {
         /* no head is rebuilt for an answer of usher's own */
-        if (headers_request_id(m, &rid) && rid.len <= REQUEST_ID_MAX)
-            copy_for_log(c->x.request_id, sizeof(c->x.request_id), rid);
-        else
-            new_request_id(c);
+        if (c->x.log) { /* the id is for the access log only */
+            if (headers_request_id(m, &rid) && rid.len <= REQUEST_ID_MAX)
+                copy_for_log(c->x.log->request_id, sizeof(c->x.log->request_id), rid);
+            else
+                new_request_id(c);
+        }
         buf_consume(in, m->head_len);
         return respond_error(c, 501, "CONNECT is not supported", true);
     }
@@ -721,8 +728,8 @@ static enum step start_request(struct client *c, struct http1_request *req)
         client_close(c);
         return STEP_CLOSED;
     }
-    if (rid.len)
-        copy_for_log(c->x.request_id, sizeof(c->x.request_id), rid);
+    if (rid.len && c->x.log && rid.ptr != c->x.log->request_id)
+        copy_for_log(c->x.log->request_id, sizeof(c->x.log->request_id), rid);
     /* the head was rebuilt: its bytes in the buffer are no longer needed */
     buf_consume(in, m->head_len);
     c->x.in_fwd = 0;

@@ -173,6 +173,16 @@ struct ws_tunnel {
     struct ws_dir to_client;  /* the bytes from the backend (up.buf) */
 };
 
+/* What the access log says of an exchange, copied at its start. Allocated
+ * only with log.access, so that a connection costs less than 1 KB. */
+struct exchange_log {
+    char request_id[REQUEST_ID_MAX + 1]; /* the client's X-Request-Id, or the one generated */
+    char method[16];
+    char path[128];
+    char host[128];
+    char user_agent[128];
+};
+
 /* One request and its response on a client connection. It is zeroed when
  * the exchange begins, so nothing of the previous one can leak into it. */
 struct exchange {
@@ -198,12 +208,8 @@ struct exchange {
     uint64_t bytes_in;     /* bytes received from the client for it: head, body, tunnel */
     ev_tstamp started_at;  /* request head complete (0: no request in progress) */
     ev_tstamp upstream_at; /* a backend was chosen for it (0: none yet) */
-    char request_id[REQUEST_ID_MAX + 1]; /* the client's X-Request-Id, or the one generated */
-    char log_method[16];
-    char log_path[128];
-    char log_host[128];
-    char log_user_agent[128];
-    struct pool *pool; /* pool of the chosen backend */
+    struct exchange_log *log; /* with log.access only (NULL otherwise) */
+    struct pool *pool;        /* pool of the chosen backend */
     struct server *tried[MAX_ATTEMPTS];
     unsigned attempts;
     bool budget_counted;   /* this request was counted in its pool's retry budget */
@@ -330,6 +336,7 @@ struct worker {
     uint64_t accept_paused; /* times accepting paused (limit or EMFILE) */
     ev_tstamp started_at;
     struct prng rng; /* request ids: per worker, seeded from getrandom() */
+    char request_id[REQUEST_ID_MAX + 1]; /* a new id while a head is rebuilt (no access log) */
     ev_tstamp drain_deadline; /* the process drain's deadline (0: not draining) */
     /* the first worker: a stop signal arrived (atomic, set by the signal
      * handler): every worker answers Connection: close from then on, also
