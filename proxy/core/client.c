@@ -114,9 +114,8 @@ static ev_tstamp now_of(const struct client *c)
  * reload: answer what is asked, with Connection: close. */
 static bool conn_closing(const struct client *c)
 {
-    const struct worker *first = c->w->primary ? c->w->primary : c->w;
     return c->w->state >= WORKER_DRAIN_DELAY || c->listener->closed ||
-           __atomic_load_n(&first->stop_signalled, __ATOMIC_RELAXED);
+           __atomic_load_n(&worker_first(c->w)->stop_signalled, __ATOMIC_RELAXED);
 }
 
 /* ---- timeouts: one timer, its deadline derived from the state ------------ */
@@ -167,8 +166,8 @@ static ev_tstamp deadline_of(const struct client *c)
                             c->last_activity + ms_to_s(conf->timeouts.backend));
         return c->last_activity + ms_to_s(conf->timeouts.backend);
     case CLIENT_TUNNEL:
-        if (c->x.ws.on && !c->x.ws.closing && c->x.ws.close_at > 0)
-            return earliest(c->x.ws.close_at, c->last_activity + ms_to_s(conf->timeouts.tunnel));
+        if (c->x.ws && !c->x.ws->closing && c->x.ws->close_at > 0)
+            return earliest(c->x.ws->close_at, c->last_activity + ms_to_s(conf->timeouts.tunnel));
         return c->last_activity + ms_to_s(conf->timeouts.tunnel);
     case CLIENT_RESPONDING:
         return c->last_activity + ms_to_s(conf->timeouts.client_idle);
@@ -296,6 +295,7 @@ static void exchange_reset(struct client *c)
     hbuf_free(&c->x.req_head);
     hbuf_free(&c->x.res_head);
     free(c->x.log);
+    free(c->x.ws);
     memset(&c->x, 0, sizeof(c->x));
     c->x.method = HTTP1_METHOD_OTHER;
 }
@@ -965,12 +965,15 @@ static void ws_tunnel_start(struct client *c)
 {
     if (strcasecmp(c->x.upgrade, "websocket") != 0)
         return;
-    c->x.ws.on = true;
-    c->x.ws.to_backend.boundary_known = c->x.ws.to_client.boundary_known = true;
+    struct ws_tunnel *ws = calloc(1, sizeof(*ws));
+    if (!ws)
+        return; /* out of memory: a plain tunnel, without close frames at a drain */
+    c->x.ws = ws;
+    ws->to_backend.boundary_known = ws->to_client.boundary_known = true;
     if (c->down.buf && buf_len(c->down.buf) > 0)
-        ws_follow(&c->x.ws.to_backend, c->down.buf, buf_len(c->down.buf));
+        ws_follow(&ws->to_backend, c->down.buf, buf_len(c->down.buf));
     if (c->up.buf && buf_len(c->up.buf) > 0)
-        ws_follow(&c->x.ws.to_client, c->up.buf, buf_len(c->up.buf));
+        ws_follow(&ws->to_client, c->up.buf, buf_len(c->up.buf));
 }
 
 /* Parses the response head in c->up.buf. */
@@ -1308,9 +1311,9 @@ static bool ws_insert_close(struct ws_dir *wd, struct side *from, struct hbuf *h
 
 static void ws_begin_close(struct client *c, const char *why)
 {
-    if (!c->x.ws.on || c->x.ws.closing)
+    if (!c->x.ws || c->x.ws->closing)
         return;
-    c->x.ws.closing = true;
+    c->x.ws->closing = true;
     log_debug("websocket closing", "client=%s reason=%s", c->peer, why);
     arm_timer(c);
 }
@@ -1321,12 +1324,12 @@ static void ws_begin_close(struct client *c, const char *why)
 static void tunnel_deadline(struct client *c, ev_tstamp deadline)
 {
     conf_ms grace = c->w->conf->shutdown.tunnel_close_grace;
-    if (c->state != CLIENT_TUNNEL || !c->x.ws.on || c->x.ws.closing || grace == 0)
+    if (c->state != CLIENT_TUNNEL || !c->x.ws || c->x.ws->closing || grace == 0)
         return; /* a grace of 0 turns close frames off: the tunnel runs to the deadline */
     ev_tstamp at = deadline - ms_to_s(grace);
-    if (c->x.ws.close_at > 0 && c->x.ws.close_at <= at)
+    if (c->x.ws->close_at > 0 && c->x.ws->close_at <= at)
         return;
-    c->x.ws.close_at = at;
+    c->x.ws->close_at = at;
     if (at > now_of(c))
         arm_timer(c);
     else
@@ -1335,9 +1338,9 @@ static void tunnel_deadline(struct client *c, ev_tstamp deadline)
 
 void client_tunnel_deadline(struct client *c, ev_tstamp deadline)
 {
-    bool was_closing = c->x.ws.closing;
+    bool was_closing = c->x.ws && c->x.ws->closing;
     tunnel_deadline(c, deadline);
-    if (!was_closing && c->x.ws.closing)
+    if (!was_closing && c->x.ws && c->x.ws->closing)
         drive(c);
 }
 
@@ -1375,12 +1378,12 @@ static enum step pump(struct client *c, struct side *from, struct side *to, stru
             }
         }
     }
-    if (wd && c->x.ws.closing)
+    if (wd && c->x.ws->closing)
         ws_insert_close(wd, from, head, to == &c->up);
     if (wd && wd->close_sent && from->buf)
         buf_consume(from->buf, buf_len(from->buf));
     *fwd = from->buf ? buf_len(from->buf) : 0;
-    if (wd && c->x.ws.closing && !wd->close_sent)
+    if (wd && c->x.ws->closing && !wd->close_sent)
         *fwd = wd->boundary_known && wd->boundary < *fwd ? wd->boundary : *fwd;
     if (head_pending(head) || *fwd) {
         size_t before = from->buf ? buf_len(from->buf) : 0;
@@ -1396,7 +1399,7 @@ static enum step pump(struct client *c, struct side *from, struct side *to, stru
                 c->x.bytes_out += (uint64_t)n;
             progress = STEP_PROGRESS;
         }
-        if (wd && c->x.ws.closing && !wd->close_sent &&
+        if (wd && c->x.ws->closing && !wd->close_sent &&
             ws_insert_close(wd, from, head, to == &c->up))
             progress = STEP_PROGRESS; /* the close frame goes out next round */
     }
@@ -1411,21 +1414,21 @@ static enum step pump(struct client *c, struct side *from, struct side *to, stru
  * handshake is over, and the server closes TCP first (RFC 6455 7.1.1). */
 static bool ws_close_done(const struct client *c)
 {
-    const struct ws_tunnel *ws = &c->x.ws;
-    return ws->on && ws->closing && ws->to_client.close_sent && ws->to_backend.close_sent &&
+    const struct ws_tunnel *ws = c->x.ws;
+    return ws && ws->closing && ws->to_client.close_sent && ws->to_backend.close_sent &&
            ws->to_backend.t.close_seen && !head_pending(&c->x.res_head) &&
            !head_pending(&c->x.req_head);
 }
 
 static enum step on_tunnel(struct client *c)
 {
-    struct ws_tunnel *ws = &c->x.ws;
+    struct ws_tunnel *ws = c->x.ws;
     enum step s1 =
-        pump(c, &c->down, &c->up, &c->x.req_head, &c->x.in_fwd, ws->on ? &ws->to_backend : NULL);
+        pump(c, &c->down, &c->up, &c->x.req_head, &c->x.in_fwd, ws ? &ws->to_backend : NULL);
     if (s1 == STEP_CLOSED)
         return s1;
     enum step s2 =
-        pump(c, &c->up, &c->down, &c->x.res_head, &c->x.out_fwd, ws->on ? &ws->to_client : NULL);
+        pump(c, &c->up, &c->down, &c->x.res_head, &c->x.out_fwd, ws ? &ws->to_client : NULL);
     if (s2 == STEP_CLOSED)
         return s2;
     if ((c->up.shut && c->down.shut) || ws_close_done(c)) {
@@ -1625,10 +1628,10 @@ static void client_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
     enum step s = STEP_PROGRESS;
     switch (c->state) {
     case CLIENT_TUNNEL:
-        if (c->x.ws.on && !c->x.ws.closing && c->x.ws.close_at > 0) {
+        if (c->x.ws && !c->x.ws->closing && c->x.ws->close_at > 0) {
             if (!tunnel_deadline_stands(c)) {
                 /* its backend came back (healthy again, re-added): no goodbye */
-                c->x.ws.close_at = 0;
+                c->x.ws->close_at = 0;
                 arm_timer(c);
                 return;
             }

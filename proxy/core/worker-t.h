@@ -164,9 +164,9 @@ struct ws_dir {
     bool close_sent;     /* a close frame went this way: what follows is dropped */
 };
 
-/* A tunnel after a 101 to Upgrade: websocket. */
+/* A tunnel after a 101 to Upgrade: websocket, whose frames are followed
+ * (allocated when it starts: most connections never carry one). */
 struct ws_tunnel {
-    bool on;                  /* its frames are followed */
     bool closing;             /* usher closes it: a close frame each way at the next boundary */
     ev_tstamp close_at;       /* when to start closing (0: no deadline known) */
     struct ws_dir to_backend; /* the bytes from the client (down.buf) */
@@ -218,7 +218,7 @@ struct exchange {
     int fail_status;       /* retried: the answer the failure called for (502, 504) */
     const char *fail_why;  /* retried: its reason (static) */
     ev_tstamp req_sent_at; /* the whole request went to the backend (0: not yet) */
-    struct ws_tunnel ws;
+    struct ws_tunnel *ws; /* NULL unless a WebSocket tunnel is followed */
 };
 
 struct client {

@@ -389,8 +389,7 @@ static void reclaim_for_client(struct worker *w)
     unsigned closed = upstream_reclaim_idle(w, FDS_PER_CLIENT);
     if (closed >= FDS_PER_CLIENT)
         return;
-    struct worker *first = w->primary ? w->primary : w;
-    for (struct worker *o = first; o; o = o->next_replica) {
+    for (struct worker *o = worker_first(w); o; o = o->next_replica) {
         if (o == w)
             continue;
         __atomic_add_fetch(&o->reclaim_wanted, FDS_PER_CLIENT - closed, __ATOMIC_RELAXED);
@@ -780,7 +779,7 @@ static void fd_limits(struct worker *w, const struct conf *conf)
     /* the limit is the process's: worker i of n takes its share, the first
      * ones one more while there is a remainder (a paused worker leaves its
      * connections to the others, so the sum is the limit) */
-    unsigned shares = (w->primary ? w->primary->replicas : w->replicas) + 1;
+    unsigned shares = worker_first(w)->replicas + 1;
     uint64_t mine = total / shares + (w->id < total % shares);
     w->max_clients = mine ? (unsigned)mine : 1;
     if (total >= conf->limits.max_connections || w->max_clients == before || w->primary)
