@@ -636,6 +636,38 @@ static void test_503_early_completion(void)
     server_stop(s);
 }
 
+/* A worker thread's release of the last connection: the drain completes
+ * on the backend's loop at its next iteration, not on the releasing thread. */
+static void *release_from_thread(void *arg)
+{
+    backend_conn_release(arg);
+    return NULL;
+}
+
+static void test_release_from_another_thread(void)
+{
+    struct server *s = server_start(SRV_200);
+    struct tconf t;
+    struct tctx c;
+
+    tconf_init(&t, s->port, true, CONF_PROTO_HTTP, 50, 500, 2, 3, 10000);
+    struct backend *b = mk(&c, &t);
+    RUN_UNTIL(b->state == BACKEND_HEALTHY, 2.0);
+    PROXY(backend_conn_acquire(b));
+    atomic_store(&s->mode, SRV_503);
+    RUN_UNTIL(b->state == BACKEND_DRAINING, 2.0);
+    CHECK(ev_is_active(&b->drain_timer), "draining with a connection");
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, release_from_thread, b) == 0, "thread started");
+    pthread_join(th, NULL);
+    CHECK(b->connections == 0 && ev_is_active(&b->drain_timer),
+          "released, the drain ends on the loop's thread, not the releasing one");
+    RUN_UNTIL(!ev_is_active(&b->drain_timer), 1.0);
+    CHECK(b->drain_deadline == 0 && c.expired == 0, "completed early at the next iteration");
+    backend_free(b);
+    server_stop(s);
+}
+
 static void test_503_then_failures(void)
 {
     struct server *s = server_start(SRV_200);
@@ -1018,6 +1050,7 @@ int main(void)
         {"refused", test_refused},
         {"503_drain_expires", test_503_drain_expires},
         {"503_early_completion", test_503_early_completion},
+        {"release_from_another_thread", test_release_from_another_thread},
         {"admin_drain", test_admin_drain},
         {"503_then_failures", test_503_then_failures},
         {"removed_gone", test_removed_gone},

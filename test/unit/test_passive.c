@@ -3,6 +3,7 @@
  * failure streak, the ejection and its doubling (at most 10x), the return
  * after the ejection time, and the pool's ejection cap. */
 #include <ev.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -110,9 +111,53 @@ static void test_streak_and_ejection(void)
     backend_free(b);
 }
 
+/* Failures reported from worker threads: the ejection is asked once per run
+ * of consecutive_failures, on the backend's own loop. */
+static int wanted;
+static const char *wanted_why;
+static pthread_t wanted_on;
+static void on_eject_wanted(struct backend *b, const char *why, void *ctx)
+{
+    wanted++;
+    wanted_why = why;
+    wanted_on = pthread_self();
+}
+static const struct backend_hooks thread_hooks = {.state_changed = on_change,
+                                                  .eject_wanted = on_eject_wanted};
+
+static void *fail_twice(void *arg)
+{
+    backend_passive_report(arg, true, "reset");
+    backend_passive_report(arg, true, "timeout");
+    return NULL;
+}
+
+static void test_reports_from_threads(void)
+{
+    struct ev_loop *loop = ev_default_loop(0);
+    struct conf_backend cb = {.name = "b2", .weight = 1};
+    struct conf_pool cp = {.name = "p"};
+    cp.passive_health.enabled = true;
+    cp.passive_health.consecutive_failures = 4;
+    cp.passive_health.ejection_time = 1000;
+    struct backend *b = backend_new(loop, &cp, &cb, &thread_hooks, NULL);
+    pthread_t t1, t2;
+    pthread_create(&t1, NULL, fail_twice, b);
+    pthread_create(&t2, NULL, fail_twice, b);
+    pthread_join(t1, NULL);
+    pthread_join(t2, NULL);
+    CHECK(wanted == 0, "4 failures from other threads: nothing on their threads");
+    wait_s(loop, 0.02);
+    CHECK(wanted == 1 && wanted_why && pthread_equal(wanted_on, pthread_self()),
+          "asked once, on the loop's thread (%d)", wanted);
+    CHECK(!backend_passive_report(b, true, "reset"), "a 5th failure does not ask again");
+    backend_free(b);
+}
+
 int main(void)
 {
     test_cap();
     test_streak_and_ejection();
+    test_reports_from_threads();
     return check_report("test_passive");
 }
