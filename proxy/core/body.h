@@ -13,10 +13,10 @@
 /* Where a message's body stands. */
 struct body_state {
     enum http1_framing framing;
-    uint64_t left;                /* HTTP1_BODY_LENGTH: bytes still to come */
-    struct http1_chunked chunked; /* HTTP1_BODY_CHUNKED scanner */
     bool done;                    /* every body byte has been framed (maybe not yet sent) */
     bool dechunk;                 /* strip the chunked framing (for an HTTP/1.0 client) */
+    uint64_t left;                /* HTTP1_BODY_LENGTH: bytes still to come */
+    struct http1_chunked chunked; /* HTTP1_BODY_CHUNKED scanner */
 };
 
 /* Starts the body of message <m> (its head just parsed). <dechunk> strips

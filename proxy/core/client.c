@@ -296,6 +296,7 @@ static void exchange_reset(struct client *c)
     hbuf_free(&c->x.res_head);
     free(c->x.log);
     free(c->x.ws);
+    free(c->x.upgrade);
     memset(&c->x, 0, sizeof(c->x));
     c->x.method = HTTP1_METHOD_OTHER;
 }
@@ -689,7 +690,8 @@ static enum step start_request(struct client *c, struct http1_request *req)
     c->x.upgrading = m->minor_version == 1 && (m->flags & HTTP1_F_HAS_UPGRADE) &&
                      (m->flags & HTTP1_F_CONN_UPGRADE);
     if (c->x.upgrading)
-        upgrade_protocol(c->x.upgrade, sizeof(c->x.upgrade), m->upgrade);
+        if ((c->x.upgrade = malloc(UPGRADE_MAX)))
+            upgrade_protocol(c->x.upgrade, UPGRADE_MAX, m->upgrade);
     c->x.bytes_in = m->head_len;
     if (c->w->conf->log.access && (c->x.log = calloc(1, sizeof(*c->x.log)))) {
         struct exchange_log *xl = c->x.log;
@@ -952,9 +954,9 @@ static enum response_conn response_conn_for(struct client *c)
  * invalid response. */
 static bool upgrade_matches(const struct client *c, const struct http1_response *res)
 {
-    if (!(res->msg.flags & HTTP1_F_HAS_UPGRADE) || res->msg.upgrade.len == 0)
+    if (!(res->msg.flags & HTTP1_F_HAS_UPGRADE) || res->msg.upgrade.len == 0 || !c->x.upgrade)
         return false;
-    char got[sizeof(c->x.upgrade)];
+    char got[UPGRADE_MAX];
     upgrade_protocol(got, sizeof(got), res->msg.upgrade);
     return strcasecmp(got, c->x.upgrade) == 0;
 }
@@ -963,7 +965,7 @@ static bool upgrade_matches(const struct client *c, const struct http1_response 
  * the first byte after the heads. */
 static void ws_tunnel_start(struct client *c)
 {
-    if (strcasecmp(c->x.upgrade, "websocket") != 0)
+    if (!c->x.upgrade || strcasecmp(c->x.upgrade, "websocket") != 0)
         return;
     struct ws_tunnel *ws = calloc(1, sizeof(*ws));
     if (!ws)

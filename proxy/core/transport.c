@@ -101,7 +101,7 @@ static ssize_t plain_splice_in(struct side *s, struct kpipe *p, size_t max)
     for (;;) {
         ssize_t n = splice(s->fd, NULL, p->wr, NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n > 0) {
-            p->len += (size_t)n;
+            p->len += (unsigned)n;
             if ((size_t)n < want)
                 s->readable = false;
             return n;
@@ -128,7 +128,7 @@ static ssize_t plain_splice_out(struct side *s, struct kpipe *p)
     while (p->len > 0) {
         ssize_t n = splice(p->rd, NULL, s->fd, NULL, p->len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n > 0) {
-            p->len -= (size_t)n;
+            p->len -= (unsigned)n;
             p->full = false;
             total += n;
             continue;
@@ -277,7 +277,7 @@ int kpipe_get(struct kpipe_pool *pool, struct kpipe *p)
     p->rd = fds[0];
     p->wr = fds[1];
     p->len = 0;
-    p->cap = (size_t)cap;
+    p->cap = (unsigned)cap;
     p->full = false;
     pool->open++;
     return 0;

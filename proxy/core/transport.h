@@ -17,8 +17,8 @@ struct ssl_st;
  * cap bytes, so a slow reader stops the reads from the fast side. */
 struct kpipe {
     int rd, wr; /* -1 when none is held */
-    size_t len; /* bytes in the pipe, not yet sent on */
-    size_t cap; /* what it takes at most (its kernel buffer size) */
+    unsigned len; /* bytes in the pipe, not yet sent on */
+    unsigned cap; /* what it takes at most (its kernel buffer size, at most 1 MiB) */
     bool full;  /* the last splice in found no room (the kernel counts pipe slots, not
                    bytes): no more until some bytes went out */
 };
@@ -59,10 +59,10 @@ extern const struct transport transport_plain;
 extern const struct transport transport_tls;
 
 struct side {
-    int fd; /* -1 when nothing is bound */
+    int fd;             /* -1 when nothing is bound */
+    unsigned tls_want;  /* events a TLS read waits for (EV_WRITE during a key update) */
     const struct transport *tp;
     struct ssl_st *ssl; /* TLS state (transport_tls) */
-    unsigned tls_want;  /* events a TLS read waits for (EV_WRITE during a key update) */
     struct buf *buf;    /* bytes read from this side, not yet passed on */
     bool readable;      /* the socket may have bytes (cleared on EAGAIN or a short read) */
     bool eof;           /* the peer half-closed */

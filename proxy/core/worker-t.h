@@ -183,6 +183,10 @@ struct exchange_log {
     char user_agent[128];
 };
 
+/* Longest Upgrade protocol token kept (with its NUL); allocated only for a
+ * request that asks to upgrade. */
+#define UPGRADE_MAX 32
+
 /* One request and its response on a client connection. It is zeroed when
  * the exchange begins, so nothing of the previous one can leak into it. */
 struct exchange {
@@ -195,15 +199,15 @@ struct exchange {
     bool response_started; /* a response head was queued for the client */
     bool from_pool;        /* the upstream was reused from the pool */
     unsigned interim;      /* 1xx responses relayed so far */
+    int status;            /* response status sent, 0 if none */
     size_t interim_len;    /* their bytes at the front of res_head: whole messages */
-    char upgrade[32];      /* the protocol the request asked to upgrade to */
+    char *upgrade;         /* the protocol the request asked to upgrade to (UPGRADE_MAX) */
     struct body_state req_body;
     struct body_state res_body;
     size_t in_fwd;  /* bytes at the front of the client side's buffer ready to go upstream */
     size_t out_fwd; /* bytes at the front of the upstream side's buffer ready for the client */
     struct hbuf req_head;  /* rebuilt request head for the upstream */
     struct hbuf res_head;  /* rebuilt response head (or usher's own response) */
-    int status;            /* response status sent, 0 if none */
     uint64_t bytes_out;    /* bytes sent to the client for this request */
     uint64_t bytes_in;     /* bytes received from the client for it: head, body, tunnel */
     ev_tstamp started_at;  /* request head complete (0: no request in progress) */
