@@ -1135,6 +1135,22 @@ static bool up_can_read(const struct client *c)
     return can_read(&c->up);
 }
 
+/* Counts <n> response bytes that went to the client, buffered or spliced;
+ * false when the client went away mid-response (the connection is closed). */
+static bool response_sent(struct client *c, ssize_t n, enum step *progress)
+{
+    if (n < 0) {
+        client_close(c);
+        return false;
+    }
+    if (n > 0) {
+        c->x.bytes_out += (uint64_t)n;
+        c->last_activity = now_of(c);
+        *progress = STEP_PROGRESS;
+    }
+    return true;
+}
+
 static enum step on_forward(struct client *c)
 {
     enum step progress = STEP_BLOCKED;
@@ -1225,30 +1241,11 @@ static enum step on_forward(struct client *c)
     }
 
     /* response bytes toward the client */
-    if (head_pending(&x->res_head) || x->out_fwd > 0) {
-        ssize_t n = side_send(d, &x->res_head, u->buf, &x->out_fwd);
-        if (n < 0) {
-            client_close(c); /* the client went away mid-response */
-            return STEP_CLOSED;
-        }
-        if (n > 0) {
-            x->bytes_out += (uint64_t)n;
-            c->last_activity = now_of(c);
-            progress = STEP_PROGRESS;
-        }
-    }
-    if (c->pipe.len > 0) {
-        ssize_t n = d->tp->splice_out(d, &c->pipe);
-        if (n < 0) {
-            client_close(c); /* the client went away mid-response */
-            return STEP_CLOSED;
-        }
-        if (n > 0) {
-            x->bytes_out += (uint64_t)n;
-            c->last_activity = now_of(c);
-            progress = STEP_PROGRESS;
-        }
-    }
+    if ((head_pending(&x->res_head) || x->out_fwd > 0) &&
+        !response_sent(c, side_send(d, &x->res_head, u->buf, &x->out_fwd), &progress))
+        return STEP_CLOSED;
+    if (c->pipe.len > 0 && !response_sent(c, d->tp->splice_out(d, &c->pipe), &progress))
+        return STEP_CLOSED;
 
     if (x->response_started && x->res_body.done && !head_pending(&x->res_head) && x->out_fwd == 0 &&
         c->pipe.len == 0)
