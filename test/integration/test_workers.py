@@ -316,8 +316,13 @@ def test_reload_keeps_the_running_worker_count(backend_factory, usher_factory):
 
 def test_removed_listener_serves_its_accept_queue(backend_factory, usher_factory):
     """100 clients connect to listener "old" in a burst while a reload
-    removes it: every connect the kernel completed is accepted and its
-    request answered 200 (none reset); connects after the close are refused."""
+    removes it: every connect completed before the reload was asked for is
+    accepted and answered 200, whichever worker's queue turn it was; the
+    ones made while the reload runs are answered or refused. A connect the
+    kernel completes in the instant between the last accept() and close()
+    is reset by any proxy (only net.ipv4.tcp_migrate_req could move it):
+    that window is allowed one connection, a drain that loses its queue
+    would reset many."""
     b = backend_factory("blue-1")
     listeners = [{"name": "web", "pools": {"blue": 100}},
                  {"name": "old", "pools": {"blue": 100}}]
@@ -327,16 +332,25 @@ def test_removed_listener_serves_its_accept_queue(backend_factory, usher_factory
     conns = []
     refused = []
     started = threading.Event()
+    reload_at = [float("inf")]
+    connect_raced, connect_failed = [], []
 
     def burst(k):
         for j in range(25):
+            before = time.monotonic() < reload_at[0]
             try:
                 s = socket.create_connection((HOST, port), timeout=REQ_TIMEOUT)
             except ConnectionRefusedError:
                 refused.append((k, j))
                 continue
-            s.sendall(build_request("GET", "/"))
-            conns.append(s)
+            except OSError as e:  # reset while connecting
+                (connect_raced if not before else connect_failed).append(repr(e))
+                continue
+            try:
+                s.sendall(build_request("GET", "/"))
+            except OSError:
+                pass  # reset in the close window: counted when read below
+            conns.append((s, before))
             if len(conns) >= 20:
                 started.set()
 
@@ -347,28 +361,33 @@ def test_removed_listener_serves_its_accept_queue(backend_factory, usher_factory
         assert started.wait(REQ_TIMEOUT), "20 connects did not complete"
         u.write_config(config_for(u, {"blue": [b]}, listeners=listeners[:1],
                                   limits={"max_connections": 1000}, extra={"workers": WORKERS}))
+        reload_at[0] = time.monotonic()
         st, body, _ = admin(u, "POST", "/reload")
         assert st == 200 and body["result"] == "ok", body
         for t in ts:
             t.join(REQ_TIMEOUT * 25)
         assert not any(t.is_alive() for t in ts)
-        assert len(conns) + len(refused) == 100
+        assert not connect_failed, connect_failed
+        assert len(conns) + len(refused) + len(connect_raced) == 100
         assert len(conns) >= 20
-        bad = []
-        for s in conns:
+        bad, raced = [], []
+        for s, before in conns:
             c = RawConn(port, timeout=REQ_TIMEOUT, sock=s)
             try:
                 r = c.read_response(timeout=REQ_TIMEOUT)
                 if r.status != 200 or not r.complete or c.reset:
                     bad.append(repr(r))
             except Exception as e:  # pylint: disable=broad-except
-                bad.append("%s: %s (reset=%s)" % (type(e).__name__, e, c.reset))
+                why = "%s: %s (reset=%s)" % (type(e).__name__, e, c.reset)
+                (raced if c.reset and not before else bad).append(why)
         assert not bad, "%d of %d connected clients not answered 200: %r" % (
             len(bad), len(conns), bad[:10])
+        raced += connect_raced
+        assert len(raced) <= 1, "%d connects during the reload reset: %r" % (len(raced), raced)
         assert wire.connect_refused(port), "the removed listener still accepts"
         assert bodies(fan_out(u.port, 20)) == {"blue-1": 20}
     finally:
-        for s in conns:
+        for s, _ in conns:
             wire.close_quietly(s)
 
 
