@@ -29,7 +29,7 @@
 #define TIME_SEC_LEN 19
 
 /* Process-wide settings, not data-plane state: written at startup and on
- * reload by the event loop thread only. */
+ * reload by the control thread, while every worker is parked (workers.c). */
 static struct {
     enum conf_log_level level;
     enum conf_log_format format;
