@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "../../health/backend.h"
+#include "fds.h"
 #include "upstream.h"
 
 /* Slow start never starts below this share (DESIGN.md: max(10%, ...)):

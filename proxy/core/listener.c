@@ -166,6 +166,13 @@ void listener_clear_split(struct listener *l)
     }
 }
 
+void listener_split_text(const struct listener *l, struct hbuf *out)
+{
+    for (size_t i = 0; i < l->num_slots; i++)
+        hbuf_printf(out, "%s%s=%u", i ? "," : "",
+                    l->slots[i].pool ? l->slots[i].pool->name : "?", l->slots[i].weight);
+}
+
 void listener_totals(const struct listener *l, struct listener_totals *t)
 {
     memset(t, 0, sizeof(*t));

@@ -30,6 +30,9 @@ int listener_override_split(struct listener *l, const struct conf_split *split, 
 /* Back to the config's split. */
 void listener_clear_split(struct listener *l);
 
+/* Appends the split in force, "blue=0,green=100", to <out> (for the log). */
+void listener_split_text(const struct listener *l, struct hbuf *out);
+
 /* What primary listener <l> and its replicas served, summed over the
  * workers. */
 struct listener_totals {

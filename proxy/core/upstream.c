@@ -224,22 +224,9 @@ void server_override_weight(struct server *s, bool set, unsigned weight)
     }
 }
 
-unsigned server_inflight(const struct server *s)
-{
-    const struct server *shared = s->primary ? s->primary : s;
-    return __atomic_load_n(&shared->inflight, __ATOMIC_RELAXED);
-}
-
-void server_inflight_add(struct server *s, int delta)
-{
-    struct server *shared = s->primary ? s->primary : s;
-    __atomic_add_fetch(&shared->inflight, (unsigned)delta, __ATOMIC_RELAXED);
-}
-
 void server_totals(const struct server *s, struct server_totals *t)
 {
     memset(t, 0, sizeof(*t));
-    ev_tstamp now = ev_now(s->w->loop), oldest = now;
     for (; s; s = s->next_replica) {
         t->requests += s->requests_total;
         for (int i = 0; i < STATUS_CLASSES; i++)
@@ -249,6 +236,13 @@ void server_totals(const struct server *s, struct server_totals *t)
         t->bytes_out += s->bytes_out;
         t->idle += s->idle_count;
         metrics_histogram_add(&t->duration, &s->duration);
+    }
+}
+
+double server_oldest_connection_age(const struct server *s)
+{
+    ev_tstamp now = ev_now(s->w->loop), oldest = now;
+    for (; s; s = s->next_replica) {
         const struct list *heads[] = {&s->active, &s->idle};
         for (size_t k = 0; k < 2; k++)
             for (const struct list *pos = heads[k]->next; pos != heads[k]; pos = pos->next) {
@@ -257,7 +251,7 @@ void server_totals(const struct server *s, struct server_totals *t)
                     oldest = u->opened_at;
             }
     }
-    t->oldest_connection_age = now - oldest;
+    return now - oldest;
 }
 
 /* ---- connections --------------------------------------------------------- */

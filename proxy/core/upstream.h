@@ -37,22 +37,21 @@ bool server_in_rotation(const struct server *s);
  * rotation (idle pooled connections close). */
 void server_override_weight(struct server *s, bool set, unsigned weight);
 
-/* Requests in flight to the backend of <s> across every worker (one
- * atomic count, kept by the primary: least_conn compares these). */
-unsigned server_inflight(const struct server *s);
-void server_inflight_add(struct server *s, int delta);
-
 /* What primary <s> and its replicas served, summed over the workers. */
 struct server_totals {
     uint64_t requests;
     uint64_t responses[STATUS_CLASSES];
     uint64_t connect_failures;
     uint64_t bytes_in, bytes_out;
-    unsigned idle;                /* pooled idle upstreams */
-    double oldest_connection_age; /* seconds, of its oldest open upstream (0 when none) */
+    unsigned idle; /* pooled idle upstreams */
     struct metrics_histogram duration;
 };
 void server_totals(const struct server *s, struct server_totals *t);
+
+/* Age in seconds of the oldest open upstream connection of primary <s> and
+ * its replicas (0 when none): the drain record's. It walks every
+ * connection, so only a draining backend's record asks. */
+double server_oldest_connection_age(const struct server *s);
 
 /* Starts a non-blocking connect to <s> for <owner>, whose <cb> then hears
  * of the outcome (UPSTREAM_CONNECTED or UPSTREAM_CONNECT_FAILED) and every

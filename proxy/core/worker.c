@@ -559,6 +559,26 @@ void worker_listener_remove(struct worker *w, struct listener *l)
     listener_remove_one(w, l);
 }
 
+bool worker_pool_in_use(const struct worker *w, const struct pool *p)
+{
+    for (const struct listener *l = w->listeners; l; l = l->next)
+        for (size_t i = 0; !l->closed && i < l->num_slots; i++)
+            if (l->slots[i].pool == p && l->slots[i].weight > 0)
+                return true;
+    return false;
+}
+
+void worker_split_overridden(struct worker *w, const struct listener *l)
+{
+    for (size_t i = 0; i < l->num_slots; i++) {
+        struct pool *p = l->slots[i].pool;
+        if (!p || l->slots[i].weight > 0 || worker_pool_in_use(w, p))
+            continue;
+        for (size_t k = 0; k < p->num_servers; k++)
+            server_close_idle(p->servers[k]);
+    }
+}
+
 struct listener *worker_listener_named(struct worker *w, const char *name)
 {
     for (struct listener *l = w->listeners; l; l = l->next)

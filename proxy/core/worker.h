@@ -80,6 +80,15 @@ void worker_listener_remove(struct worker *w, struct listener *l);
 struct server *worker_pool_server(struct pool *p, const char *name);
 struct server *worker_find_server(struct worker *w, const char *pool, const char *name);
 
+/* True if an open listener sends new traffic to pool <p>. */
+bool worker_pool_in_use(const struct worker *w, const struct pool *p);
+
+/* The runtime API or the fleet overrode the split of <l>: pools it left at
+ * 0 that no open listener sends to keep their backends in rotation (for a
+ * rollback), but nothing will reuse their idle pooled connections: those
+ * close, in every worker. */
+void worker_split_overridden(struct worker *w, const struct listener *l);
+
 /* The open listener of the config in force named <name>, or NULL. */
 struct listener *worker_listener_named(struct worker *w, const char *name);
 

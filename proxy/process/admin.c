@@ -20,6 +20,7 @@
 #include "../base/metrics.h"
 #include "../core/balance.h"
 #include "../core/listener.h"
+#include "../core/fds.h"
 #include "../core/upstream.h"
 #include "../core/worker.h"
 #include "api.h"

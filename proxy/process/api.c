@@ -278,16 +278,6 @@ static enum api_result backend_route(struct process *p, enum route_id id,
     return API_DONE;
 }
 
-/* True if some open listener sends new traffic to <pl>. */
-static bool pool_in_use(struct process *p, const struct pool *pl)
-{
-    for (struct listener *l = p->w->listeners; l; l = l->next)
-        for (size_t i = 0; !l->closed && i < l->num_slots; i++)
-            if (l->slots[i].pool == pl && l->slots[i].weight > 0)
-                return true;
-    return false;
-}
-
 static enum api_result split_route(struct process *p, const struct api_request *rq,
                                    const struct route_args *a, struct api_reply *r)
 {
@@ -317,22 +307,11 @@ static enum api_result split_route(struct process *p, const struct api_request *
         if (overrides_set_split(p->ov, l->name, sp, n) < 0)
             return fail(r, 500, "out of memory");
         struct hbuf lf = {0};
-        for (size_t i = 0; i < l->num_slots; i++)
-            hbuf_printf(&lf, "%s%s=%u", i ? "," : "",
-                        l->slots[i].pool ? l->slots[i].pool->name : "?", l->slots[i].weight);
+        listener_split_text(l, &lf);
         log_kv(CONF_LOG_INFO, "admin split", LOG_STR("listener", l->name),
                LOG_STR("split", lf.data ? lf.data : ""));
         hbuf_free(&lf);
-        /* a switch: the pools left at 0 keep their backends in rotation
-         * for a rollback, but their idle pooled connections will not be
-         * used again */
-        for (size_t i = 0; i < l->num_slots; i++) {
-            struct pool *pl = l->slots[i].pool;
-            if (!pl || l->slots[i].weight > 0 || pool_in_use(p, pl))
-                continue;
-            for (size_t k = 0; k < pl->num_servers; k++)
-                server_close_idle(pl->servers[k]);
-        }
+        worker_split_overridden(p->w, l);
     }
     overrides_save(p);
     r->status = 200;

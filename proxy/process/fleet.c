@@ -19,6 +19,7 @@
 #include "../base/log.h"
 #include "../core/balance.h"
 #include "../core/listener.h"
+#include "../core/fds.h"
 #include "../core/upstream.h"
 #include "../core/worker.h"
 #include "etcd.h"
@@ -252,14 +253,6 @@ static bool same_split(const struct override_split *a, const struct override_spl
     return true;
 }
 
-static bool pool_in_use(struct worker *w, const struct pool *pl)
-{
-    for (struct listener *l = w->listeners; l; l = l->next)
-        for (size_t i = 0; !l->closed && i < l->num_slots; i++)
-            if (l->slots[i].pool == pl && l->slots[i].weight > 0)
-                return true;
-    return false;
-}
 
 static void not_applied(const char *kind, const char *a, const char *b)
 {
@@ -347,20 +340,11 @@ static void reconcile(struct fleet *f, struct overrides *target)
             continue;
         }
         struct hbuf lf = {0};
-        for (size_t k = 0; k < l->num_slots; k++)
-            hbuf_printf(&lf, "%s%s=%u", k ? "," : "",
-                        l->slots[k].pool ? l->slots[k].pool->name : "?", l->slots[k].weight);
+        listener_split_text(l, &lf);
         log_kv(CONF_LOG_INFO, "fleet split", LOG_STR("listener", o->listener),
                LOG_STR("split", lf.data ? lf.data : ""), LOG_INT("revision", f->applied_rev));
         hbuf_free(&lf);
-        /* as the API does: a pool switched away pools no idle connection */
-        for (size_t k = 0; k < l->num_slots; k++) {
-            struct pool *pl = l->slots[k].pool;
-            if (!pl || l->slots[k].weight > 0 || pool_in_use(w, pl))
-                continue;
-            for (size_t j = 0; j < pl->num_servers; j++)
-                server_close_idle(pl->servers[j]);
-        }
+        worker_split_overridden(w, l);
     }
     p->ov = target;
     overrides_free(cur);
@@ -656,7 +640,7 @@ static char *report(const struct fleet *f)
         bool draining = false;
         for (size_t i = 0; i < pl->num_servers && !draining; i++)
             draining = pl->servers[i]->hb->state == BACKEND_DRAINING;
-        if (pool_in_use(w, pl) && !draining)
+        if (worker_pool_in_use(w, pl) && !draining)
             continue;
         unsigned busy = 0;
         for (size_t i = 0; i < pl->num_servers; i++) {

@@ -6,6 +6,7 @@
 #include "../base/log.h"
 #include "../core/balance.h"
 #include "../core/listener.h"
+#include "../core/fds.h"
 #include "../core/upstream.h"
 #include "../core/worker.h"
 #include "discover.h"
@@ -58,14 +59,12 @@ static void drain_json(struct hbuf *o, const struct server *s, ev_tstamp now)
         left = 0;
     hbuf_append_str(o, "{\"reason\":");
     log_json_str(o, backend_drain_reason_str(b->drain_reason));
-    struct server_totals t;
-    server_totals(s, &t);
     hbuf_printf(o,
                 ",\"started_ms\":%.0f,\"deadline_ms\":%.0f,\"remaining_ms\":%.0f,"
                 "\"connections\":%u,\"inflight\":%u,\"oldest_connection_age_ms\":%.0f,"
                 "\"complete\":%s}",
                 b->drain_started_at * 1000.0, b->drain_until * 1000.0, left, b->connections,
-                server_inflight(s), b->connections ? t.oldest_connection_age * 1000.0 : 0.0,
+                server_inflight(s), b->connections ? server_oldest_connection_age(s) * 1000.0 : 0.0,
                 complete ? "true" : "false");
 }
 
