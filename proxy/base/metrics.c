@@ -4,6 +4,8 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "utf8.h"
+
 static const double bounds[METRICS_BUCKETS] = METRICS_BUCKET_BOUNDS;
 
 /* The bounds as the "le" label spells them: Go's strconv 'g' form, which
@@ -34,39 +36,6 @@ void metrics_histogram_observe(struct metrics_histogram *h, double seconds)
     h->counts[metrics_bucket_of(seconds)]++;
     if (seconds > 0)
         h->sum += seconds;
-}
-
-/* Length of the valid UTF-8 sequence at <p> (RFC 3629: no overlongs, no
- * surrogates, nothing above U+10FFFF), 0 if it is not one. */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-    unsigned char c = p[0];
-    size_t len;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF)
-        len = 2;
-    else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        if (c == 0xE0)
-            lo = 0xA0;
-        if (c == 0xED)
-            hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        if (c == 0xF0)
-            lo = 0x90;
-        if (c == 0xF4)
-            hi = 0x8F;
-    } else
-        return 0;
-    if (n < len || p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 2; i < len; i++)
-        if (p[i] < 0x80 || p[i] > 0xBF)
-            return 0;
-    return len;
 }
 
 int metrics_label_escape(struct hbuf *out, const char *s)
