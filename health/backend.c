@@ -24,7 +24,7 @@
 #include "backend.h"
 #include "check.h"
 
-#include "loop/list.h"
+#include "../proxy/net/list.h"
 
 static const char reason_removed[] = "removed";
 static const char reason_dns[] = "dns";

@@ -20,9 +20,9 @@
 #include "../parser/http1.h"
 #include "backend.h"
 #include "check.h"
-#include "loop/io.h"
-#include "loop/list.h"
-#include "loop/net.h"
+#include "../proxy/net/io.h"
+#include "../proxy/net/list.h"
+#include "../proxy/net/net.h"
 
 /* Response-head buffer of an HTTP check. A health endpoint answers with a
  * short head; 4 KiB holds any sane one and bounds memory per backend. */

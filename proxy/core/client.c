@@ -21,8 +21,8 @@
 #include <openssl/rand.h>
 
 #include "../../health/backend.h"
-#include "../../health/loop/io.h"
-#include "../../health/loop/net.h"
+#include "../net/io.h"
+#include "../net/net.h"
 #include "../../parser/http1.h"
 #include "../base/log.h"
 #include "../base/metrics.h"

@@ -9,7 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "../../health/loop/net.h"
+#include "../net/net.h"
 #include "balance.h"
 #include "../base/log.h"
 #include "../base/metrics.h"

@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../../health/loop/net.h"
+#include "../net/net.h"
 
 /* ALPN wire format: length-prefixed protocol names. */
 static const unsigned char alpn_http11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};

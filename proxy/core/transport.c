@@ -8,7 +8,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "../../health/loop/net.h"
+#include "../net/net.h"
 #include "tls.h"
 
 void side_attach(struct side *s, int fd, const struct transport *tp)

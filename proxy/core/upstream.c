@@ -7,8 +7,8 @@
 #include <unistd.h>
 
 #include "../../health/backend.h"
-#include "../../health/loop/io.h"
-#include "../../health/loop/net.h"
+#include "../net/io.h"
+#include "../net/net.h"
 #include "../base/log.h"
 #include "../base/metrics.h"
 #include "fds.h"

@@ -9,7 +9,7 @@
 
 #include "../../conf/conf-t.h"
 #include "../../health/backend-t.h"
-#include "../../health/loop/list.h"
+#include "../net/list.h"
 #include "../../parser/http1-t.h"
 #include "../base/buf.h"
 #include "../base/metrics-t.h"

@@ -12,11 +12,11 @@
 #include "../base/log.h"
 #include "../core/listener.h"
 #include "../core/worker.h"
-#include "admin.h"
-#include "discover.h"
-#include "auth.h"
-#include "fleet.h"
-#include "overrides.h"
+#include "../admin/admin.h"
+#include "../sources/discover.h"
+#include "../admin/auth.h"
+#include "../sources/fleet.h"
+#include "../control/overrides.h"
 #include "reload.h"
 #include "sysd.h"
 #include "upgrade.h"
@@ -256,6 +256,8 @@ struct process *process_new(struct ev_loop *loop, struct conf *conf, char *exe, 
     ev_signal_init(&p->sig_hup, on_reload_signal, SIGHUP);
     ev_signal_init(&p->sig_usr2, on_upgrade_signal, SIGUSR2);
     p->sig_term.data = p->sig_int.data = p->sig_hup.data = p->sig_usr2.data = p;
+    p->reload = reload_run;
+    p->reload_outcome_free = reload_outcome_free;
     return p;
 }
 
@@ -298,7 +300,7 @@ int process_start(struct process *p, struct ssl_ctx_st **tls)
         overrides_apply(p, false);
         if (fleet_start(p) < 0)
             rc = -1;
-        else if (p->w->conf->admin.enabled && admin_start(p) < 0)
+        else if (p->w->conf->admin.enabled && admin_start(p, sysd_claim(&p->inherited, "admin")) < 0)
             rc = -1;
     }
     sysd_release_unclaimed(&p->inherited);

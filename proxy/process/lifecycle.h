@@ -3,7 +3,7 @@
 #ifndef USHER_PROXY_LIFECYCLE_H
 #define USHER_PROXY_LIFECYCLE_H
 
-#include "process-t.h"
+#include "../control/process-t.h"
 
 /* Creates the process for <conf> (loaded and valid; ownership passes) on
  * <loop>; <exe> (absolute, ownership passes) and <argv> are what SIGUSR2

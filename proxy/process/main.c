@@ -13,7 +13,7 @@
 #include "../base/log.h"
 #include "../core/listener.h"
 #include "../core/worker.h"
-#include "ctl.h"
+#include "../ctl/ctl.h"
 #include "lifecycle.h"
 #include "usher_commit.h"
 

@@ -13,10 +13,10 @@
 #include "../base/log.h"
 #include "../core/listener.h"
 #include "../core/worker.h"
-#include "discover.h"
+#include "../sources/discover.h"
 #include "sysd.h"
-#include "auth.h"
-#include "overrides.h"
+#include "../admin/auth.h"
+#include "../control/overrides.h"
 
 /* What prepare built for one new config, so commit cannot fail on I/O and
  * abort knows exactly what to throw away. */

@@ -7,13 +7,7 @@
 
 #include "../../conf/conf-t.h"
 #include "../base/buf.h"
-#include "process-t.h"
-
-/* What a reload reports to a caller that answers for it (POST /reload). */
-struct reload_outcome {
-    struct conf_errors errors; /* "file:line:col: key: reason" or a static reason */
-    struct hbuf changes;       /* JSON array elements: {"kind","pool","backend","listener"} */
-};
+#include "../control/process-t.h"
 
 /* Startup: applies the worker's config (loaded and valid) to the empty data
  * plane, with the TLS contexts <tls> the caller built for it

@@ -7,21 +7,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "../control/process-t.h"
+
 /* Sends one notification ("READY=1", "STATUS=...") to $NOTIFY_SOCKET; a
  * no-op without it. */
 void sysd_notify(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-/* A listening socket this process was given. */
-struct inherited_fd {
-    int fd;
-    char *name; /* FileDescriptorName: a listener's name, or "admin" */
-    bool claimed;
-};
-
-struct inherited_fds {
-    struct inherited_fd *fds;
-    size_t count;
-};
 
 /* Takes the sockets passed in LISTEN_FDS (names from LISTEN_FDNAMES) and
  * clears those variables so no child inherits them. Returns 0 or -1. */

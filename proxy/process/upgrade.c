@@ -22,7 +22,7 @@
 #include "../../health/backend.h"
 #include "../base/log.h"
 #include "../core/worker.h"
-#include "overrides.h"
+#include "../control/overrides.h"
 #include "sysd.h"
 
 /* The first descriptor the new process gets its listening sockets at
@@ -412,17 +412,4 @@ void upgrade_stop(struct process *p)
         close(u->state_fd);
         u->state_fd = -1;
     }
-}
-
-const char *upgrade_role_str(enum upgrade_role r)
-{
-    switch (r) {
-    case UPGRADE_NONE:
-        return "none";
-    case UPGRADE_OLD:
-        return "old";
-    case UPGRADE_NEW:
-        return "new";
-    }
-    return "none";
 }

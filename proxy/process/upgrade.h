@@ -4,7 +4,7 @@
 #ifndef USHER_PROXY_UPGRADE_H
 #define USHER_PROXY_UPGRADE_H
 
-#include "process-t.h"
+#include "../control/process-t.h"
 
 /* Old side, on SIGUSR2: starts the new process. Once it says ready,
  * p->upgrade.handed_over_cb
@@ -28,6 +28,5 @@ void upgrade_ready(struct process *p);
 void upgrade_stop(struct process *p);
 
 /* "none", "old", "new". */
-const char *upgrade_role_str(enum upgrade_role r);
 
 #endif

@@ -2,7 +2,7 @@
 #ifndef USHER_PROXY_WORKERS_H
 #define USHER_PROXY_WORKERS_H
 
-#include "process-t.h"
+#include "../control/process-t.h"
 
 /* The number of workers <conf> asks for: `workers`, or with auto (0) the
  * CPUs this process may run on. */

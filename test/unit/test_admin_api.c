@@ -1,4 +1,4 @@
-// links: usher_proxy_process
+// links: usher_proxy_admin
 /* The runtime API's pure parts: who is loopback (auth_peer_is_loopback),
  * the token rule (auth_check), the strict JSON body parser and the tree
  * parser usher ctl reads /status with. */
@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "proxy/base/json.h"
-#include "proxy/process/auth.h"
+#include "proxy/admin/auth.h"
 #include "test/unit/check.h"
 
 static bool v4(const char *ip)

@@ -1,13 +1,13 @@
-// links: usher_proxy_process
+// links: usher_proxy_sources
 /* DNS discovery's answers and what they do to a real worker's pool
- * (proxy/process/discover.c, included for its static functions): names
+ * (proxy/sources/discover.c, included for its static functions): names
  * ADDRESS:PORT and [ADDRESS]:PORT, a new address added, a vanished one
  * draining with reason dns, failures changing nothing, an empty answer
  * believed only after hold, and a reload
  * that keeps, reconfigures or drops the discovered backends. Answers are
  * handed to query_result() directly; the one real query (to a closed port)
  * only sets the first failure. */
-#include "proxy/process/discover.c"
+#include "proxy/sources/discover.c"
 
 #include <time.h>
 #include <unistd.h>

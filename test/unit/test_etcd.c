@@ -1,9 +1,9 @@
-// links: usher_proxy_process
-/* The etcd gateway client's pure parts (proxy/process/etcd.c, included
+// links: usher_proxy_sources
+/* The etcd gateway client's pure parts (proxy/sources/etcd.c, included
  * for its static functions): base64 both ways, the prefix's range_end,
  * int64-as-string fields, the reply head, the chunked decoder and the
  * watch's line splitter, fed one byte at a time. */
-#include "proxy/process/etcd.c"
+#include "proxy/sources/etcd.c"
 #include "test/unit/check.h"
 
 static void test_b64(void)

@@ -1,9 +1,9 @@
-// links: usher_proxy_process
-/* The fleet's keys and values (proxy/process/fleet.c, included for its
+// links: usher_proxy_sources
+/* The fleet's keys and values (proxy/sources/fleet.c, included for its
  * static functions): every override kind survives the trip to etcd's
  * key/value form and back, keys name what they hold, and a value that is
  * not usher's is refused rather than half read. */
-#include "proxy/process/fleet.c"
+#include "proxy/sources/fleet.c"
 #include "test/unit/check.h"
 
 static void test_round_trip(void)

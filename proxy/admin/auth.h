@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
-#include "process-t.h"
+#include "../control/process-t.h"
 
 /* True if <sa> is a loopback peer: 127.0.0.0/8, ::1, or IPv4-mapped
  * ::ffff:127.0.0.0/104. Anything else (other families included) is not. */

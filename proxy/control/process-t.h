@@ -7,7 +7,26 @@
 #include <stdint.h>
 
 #include "../core/worker-t.h"
-#include "sysd.h"
+#include "../../conf/conf-t.h"
+#include "../base/buf.h"
+
+/* A listening socket this process was given. */
+struct inherited_fd {
+    int fd;
+    char *name; /* FileDescriptorName: a listener's name, or "admin" */
+    bool claimed;
+};
+
+struct inherited_fds {
+    struct inherited_fd *fds;
+    size_t count;
+};
+
+/* What a reload reports to a caller that answers for it (POST /reload). */
+struct reload_outcome {
+    struct conf_errors errors; /* "file:line:col: key: reason" or a static reason */
+    struct hbuf changes;       /* JSON array elements: {"kind","pool","backend","listener"} */
+};
 
 struct admin;
 struct discover;
@@ -54,6 +73,10 @@ struct process {
      * file (fleet.c sets it; a callback, so overrides.c never calls up). */
     int (*ov_store)(struct process *p);
     struct fleet *fleet; /* NULL without `fleet` (fleet.h) */
+    /* POST /reload: the process layer's reload (reload_run), handed down
+     * so the admin floor never calls up */
+    int (*reload)(struct process *p, struct reload_outcome *out);
+    void (*reload_outcome_free)(struct reload_outcome *out);
     char *token;          /* admin.token_file's contents, trimmed; NULL without one */
 
     char *exe;         /* the binary to start again on SIGUSR2 (absolute path) */

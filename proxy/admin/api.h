@@ -10,7 +10,7 @@
 
 #include "../base/buf.h"
 #include "../../parser/http1-t.h"
-#include "process-t.h"
+#include "../control/process-t.h"
 
 /* Bodies larger than this get 413 (a split of many pools fits easily). */
 #define API_BODY_MAX (64 * 1024)

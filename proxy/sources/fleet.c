@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "../../health/backend.h"
-#include "../../health/loop/list.h"
+#include "../net/list.h"
 #include "../base/log.h"
 #include "../core/balance.h"
 #include "../core/listener.h"
@@ -23,7 +23,7 @@
 #include "../core/upstream.h"
 #include "../core/worker.h"
 #include "etcd.h"
-#include "overrides.h"
+#include "../control/overrides.h"
 
 /* A failed initial load is retried this often (the watch has its own
  * backoff once it exists). */

@@ -2,10 +2,12 @@
 #ifndef USHER_PROXY_ADMIN_H
 #define USHER_PROXY_ADMIN_H
 
-#include "process-t.h"
+#include "../control/process-t.h"
 
-/* Binds admin.bind and starts answering. Returns 0, or -1 after logging. */
-int admin_start(struct process *p);
+/* Binds admin.bind (or adopts <inherited>, a listening socket handed over
+ * by systemd or an upgrade, when >= 0) and starts answering. Returns 0, or
+ * -1 after logging. */
+int admin_start(struct process *p, int inherited);
 
 /* Upgrade hand-over: stops accepting admin connections and closes this
  * process's descriptor; the socket lives on in the new process. */

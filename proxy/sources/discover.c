@@ -32,7 +32,7 @@
 #include <string.h>
 
 #include "../../conf/conf.h"
-#include "../../health/loop/list.h"
+#include "../net/list.h"
 #include "../base/buf.h"
 #include "../base/log.h"
 #include "../core/worker.h"

@@ -17,9 +17,8 @@
 #include "../core/upstream.h"
 #include "../core/worker.h"
 #include "auth.h"
-#include "fleet.h"
-#include "overrides.h"
-#include "reload.h"
+#include "../sources/fleet.h"
+#include "../control/overrides.h"
 #include "status.h"
 
 #define SEGMENTS_MAX 4
@@ -416,7 +415,7 @@ static enum api_result reload_route(struct process *p, struct api_reply *r)
     struct reload_outcome out = {0};
     if (p->w->state >= WORKER_DRAIN_DELAY)
         return fail(r, 409, "usher is draining: reload ignored");
-    int rc = reload_run(p, &out);
+    int rc = p->reload(p, &out);
     if (rc == 0) {
         r->status = 200;
         hbuf_printf(&r->body, "{\"result\":\"ok\",\"generation\":%llu,\"changes\":[",
@@ -435,7 +434,7 @@ static enum api_result reload_route(struct process *p, struct api_reply *r)
         }
         hbuf_append_str(&r->body, "]}\n");
     }
-    reload_outcome_free(&out);
+    p->reload_outcome_free(&out);
     return API_DONE;
 }
 

@@ -9,10 +9,9 @@
 #include "../core/fds.h"
 #include "../core/upstream.h"
 #include "../core/worker.h"
-#include "discover.h"
-#include "fleet.h"
+#include "../sources/discover.h"
+#include "../sources/fleet.h"
 #include "status_page.h"
-#include "upgrade.h"
 
 const char *status_not_ready_reason(const struct process *p)
 {
@@ -25,6 +24,20 @@ const char *status_not_ready_reason(const struct process *p)
         if (!l->closed && !balance_has_backend(l))
             return "no backend in rotation";
     return NULL;
+}
+
+/* /status names the side of an upgrade under way. */
+static const char *upgrade_role_str(enum upgrade_role r)
+{
+    switch (r) {
+    case UPGRADE_NONE:
+        return "none";
+    case UPGRADE_OLD:
+        return "old";
+    case UPGRADE_NEW:
+        return "new";
+    }
+    return "none";
 }
 
 /* Why <s> takes no new traffic, or NULL when it is in rotation. */

@@ -14,8 +14,8 @@
 #include "../../health/backend.h"
 #include "../../parser/http1.h"
 #include "../base/buf.h"
-#include "../../health/loop/list.h"
-#include "../../health/loop/net.h"
+#include "../net/list.h"
+#include "../net/net.h"
 #include "../base/log.h"
 #include "../base/metrics.h"
 #include "../core/balance.h"
@@ -24,11 +24,9 @@
 #include "../core/upstream.h"
 #include "../core/worker.h"
 #include "api.h"
-#include "discover.h"
-#include "process-t.h"
+#include "../sources/discover.h"
+#include "../control/process-t.h"
 #include "status.h"
-#include "sysd.h"
-#include "upgrade.h"
 #include "usher_commit.h"
 
 /* An admin request head must fit here; anything larger is not ours. */
@@ -576,7 +574,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
     }
 }
 
-int admin_start(struct process *proc)
+int admin_start(struct process *proc, int inherited)
 {
     struct worker *w = proc->w;
     const struct conf_address *addr = &w->conf->admin.bind;
@@ -587,7 +585,6 @@ int admin_start(struct process *proc)
     a->w = w;
     list_init(&a->conns);
     const char *why = NULL;
-    int inherited = sysd_claim(&proc->inherited, "admin");
     if (inherited >= 0)
         a->fd = net_adopt_listener(inherited, &why) == 0 ? inherited : -1;
     else

@@ -16,7 +16,7 @@
 #include <stdbool.h>
 
 #include "../base/buf.h"
-#include "process-t.h"
+#include "../control/process-t.h"
 
 /* The DESIGN's lease: an instance that dies leaves the list this long
  * after its last keepalive. */

@@ -5,7 +5,7 @@
 #define USHER_PROXY_STATUS_H
 
 #include "../base/buf.h"
-#include "process-t.h"
+#include "../control/process-t.h"
 
 /* One backend, listener or pool object, as it appears in /status. */
 void status_backend_json(struct hbuf *o, const struct process *p, const struct server *s);

@@ -14,8 +14,8 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "../../health/loop/list.h"
-#include "../../health/loop/net.h"
+#include "../net/list.h"
+#include "../net/net.h"
 #include "../base/buf.h"
 #include "../base/log.h"
 
