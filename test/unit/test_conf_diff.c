@@ -87,8 +87,10 @@ static const char *change_listener(const struct conf_change *ch)
 static bool sides_ok(const struct conf_change *ch)
 {
     bool op = ch->old_pool, np = ch->new_pool, ob = ch->old_backend, nb = ch->new_backend;
-    bool ol = ch->old_listener, nl = ch->new_listener;
+    bool ol = ch->old_listener, nl = ch->new_listener, orr = ch->old_route, nr = ch->new_route;
 
+    if (ch->kind < CONF_ROUTE_ADDED && (orr || nr))
+        return false;
     switch (ch->kind) {
     case CONF_BACKEND_ADDED:
         return !op && np && !ob && nb && !ol && !nl;
@@ -108,6 +110,12 @@ static bool sides_ok(const struct conf_change *ch)
         return !op && !np && !ob && !nb && ol && !nl;
     case CONF_LISTENER_SPLIT:
         return !op && !np && !ob && !nb && ol && nl;
+    case CONF_ROUTE_ADDED:
+        return !op && !np && !ob && !nb && !ol && nl && !orr && nr;
+    case CONF_ROUTE_REMOVED:
+        return !op && !np && !ob && !nb && ol && !nl && orr && !nr;
+    case CONF_ROUTE_CHANGED:
+        return !op && !np && !ob && !nb && ol && nl && orr && nr;
     }
     return false;
 }
@@ -354,7 +362,11 @@ static void test_pool_new_settings(struct conf *old)
     } cases[] = {
         {"    slow_start: 30s\n", true},
         {"    slow_start: 0s\n", false}, /* the default, written out */
-        {"    passive_health: {}\n", true},
+        /* passive health is on by default: {} and true are the default written out */
+        {"    passive_health: {}\n", false},
+        {"    passive_health: true\n", false},
+        {"    passive_health: false\n", true},
+        {"    passive_health: {consecutive_failures: 3}\n", true},
         {"    discover: {dns: green.internal, port: 8080}\n", true},
         {"    discover: {dns: green.internal, srv: true}\n", true},
     };
@@ -372,7 +384,9 @@ static void test_pool_new_settings(struct conf *old)
         {"{consecutive_failures: 5}", "{ejection_time: 1m}", true},
         {"{consecutive_failures: 5}", "{max_ejected_percent: 10}", true},
         {"{consecutive_failures: 5}", "{ejection_time: 30s}", false}, /* all defaults still */
-        {"    passive_health: {consecutive_failures: 5}\n", "", true},
+        /* left out: on with the defaults, which {consecutive_failures: 5} is */
+        {"    passive_health: {consecutive_failures: 5}\n", "", false},
+        {"{consecutive_failures: 5}", "false", true},
         {"green.internal, port: 8080", "green2.internal, port: 8080", true},
         {"port: 8080", "port: 8081", true},
         {"port: 8080", "port: 8080, interval: 10s", true},
