@@ -1432,15 +1432,16 @@ static void parse_headers(struct loader *l, const struct key *k, void *base, yam
             if (j == used) {
                 used++;
             } else {
-                /* the first of the two: the pair whose key lowercases alike */
-                unsigned line = 0;
-                for (size_t m = 0; m < i && !line; m++) {
+                /* the first of the two: the pair whose key lowercases alike
+                 * (a scan, but only for a mistake) */
+                yaml_node_t *fk = kn;
+                for (size_t m = 0; m < i && fk == kn; m++) {
                     yaml_node_t *mk = node_get(l, n->data.mapping.pairs.start[m].key);
                     if (mk->type == YAML_SCALAR_NODE && strcasecmp(scalar_text(mk), lower) == 0)
-                        line = (unsigned)mk->start_mark.line + 1;
+                        fk = mk;
                 }
-                error_node(l, kn, "duplicate header name %s (first at line %u)",
-                           quote(lower, q), line);
+                error_node(l, kn, "duplicate header name %s (first at line %u, column %u)",
+                           quote(lower, q), node_line(fk), (unsigned)fk->start_mark.column + 1);
             }
         }
         path_pop(l, old);
