@@ -30,8 +30,8 @@ struct conf_address {
     char *text; /* "127.0.0.1:9001", "[::1]:80", "backend.local:80" */
     char *host; /* "127.0.0.1", "::1", "backend.local" (no brackets) */
     uint16_t port;
-    bool named; /* host is a DNS name, not an IP literal: what it resolves to may change */
-    struct conf_pos pos;        /* where conf_load() read it (0, 0 for a default) */
+    bool named;          /* host is a DNS name, not an IP literal: what it resolves to may change */
+    struct conf_pos pos; /* where conf_load() read it (0, 0 for a default) */
     struct sockaddr_storage sa; /* port set; ss_family AF_UNSPEC while unresolved */
     socklen_t sa_len;           /* 0 while unresolved */
 };
@@ -102,10 +102,10 @@ struct conf_passive_health {
 
 /* pools[].discover: backends from DNS. */
 struct conf_discover {
-    bool enabled; /* false when the key is absent */
-    char *dns;    /* the name to resolve */
-    uint16_t port; /* required unless srv */
-    bool srv;      /* SRV records (port from the record); default false */
+    bool enabled;     /* false when the key is absent */
+    char *dns;        /* the name to resolve */
+    uint16_t port;    /* required unless srv */
+    bool srv;         /* SRV records (port from the record); default false */
     conf_ms interval; /* default 5s */
 };
 
@@ -124,9 +124,9 @@ struct conf_pool {
     enum conf_pool_protocol protocol; /* default http1; h2 needs tls */
     struct conf_pool_tls tls;
     enum conf_proxy_protocol send_proxy; /* default off; v1 | v2 (never any) */
-    enum conf_balance balance;    /* default round_robin */
-    conf_ms deregistration_delay; /* default 30s */
-    conf_ms slow_start;           /* default 0s (off) */
+    enum conf_balance balance;           /* default round_robin */
+    conf_ms deregistration_delay;        /* default 30s */
+    conf_ms slow_start;                  /* default 0s (off) */
     struct conf_passive_health passive_health;
     struct conf_discover discover;
     struct conf_health_check health_check;
@@ -151,8 +151,8 @@ struct conf_certificate {
 
 struct conf_tls {
     bool enabled;
-    char *cert; /* PEM files; conf_load() resolves a relative path */
-    char *key;  /* against the config file's directory */
+    char *cert;                            /* PEM files; conf_load() resolves a relative path */
+    char *key;                             /* against the config file's directory */
     struct conf_certificate *certificates; /* more, picked by the SNI name; may be none */
     size_t num_certificates;
     bool strict_sni; /* default false: an SNI name no certificate covers gets `cert` */
@@ -182,14 +182,14 @@ struct conf_route_header {
 /* listeners[].routes[] (http listeners only). Matched by (listener name,
  * route name) across reloads. */
 struct conf_route {
-    char *name; /* unique within the listener */
-    char **hosts; /* lowercased, no trailing dot; "*.example.com" for a wildcard; */
+    char *name;       /* unique within the listener */
+    char **hosts;     /* lowercased, no trailing dot; "*.example.com" for a wildcard; */
     size_t num_hosts; /* none: any host */
     struct conf_route_path *paths; /* none: any path */
     size_t num_paths;
     struct conf_route_header *headers; /* none: any request */
     size_t num_headers;
-    bool strip_prefix; /* default false: the matched prefix is removed from the path sent */
+    bool strip_prefix;         /* default false: the matched prefix is removed from the path sent */
     struct conf_split *splits; /* its pools map: at least one weight > 0 */
     size_t num_splits;
     struct conf_pos pos;      /* the route's mapping */
@@ -205,9 +205,9 @@ struct conf_listener {
     struct conf_address bind;
     enum conf_protocol protocol; /* default http */
     struct conf_tls tls;
-    enum conf_http2 http2;                 /* default auto (http listeners) */
+    enum conf_http2 http2;                   /* default auto (http listeners) */
     enum conf_proxy_protocol proxy_protocol; /* default off */
-    struct conf_cidr *proxy_protocol_from; /* at least one unless proxy_protocol is off */
+    struct conf_cidr *proxy_protocol_from;   /* at least one unless proxy_protocol is off */
     size_t num_proxy_protocol_from;
     struct conf_route *routes; /* may be none */
     size_t num_routes;
@@ -236,11 +236,11 @@ struct conf {
     } upgrade;
 
     struct {
-        conf_ms drain_delay;        /* default 0s */
-        conf_ms timeout;            /* default 30s */
-        conf_ms close_spread;       /* default 0s */
+        conf_ms drain_delay;             /* default 0s */
+        conf_ms timeout;                 /* default 30s */
+        conf_ms close_spread;            /* default 0s */
         enum conf_idle_close idle_close; /* default now */
-        conf_ms tunnel_close_grace; /* default 2s */
+        conf_ms tunnel_close_grace;      /* default 2s */
     } shutdown;
 
     struct {
@@ -270,15 +270,15 @@ struct conf {
     } log;
 
     struct {
-        bool enabled;                    /* false when the key is absent */
+        bool enabled;                     /* false when the key is absent */
         struct conf_address *nameservers; /* empty: /etc/resolv.conf */
         size_t num_nameservers;
         conf_ms hold; /* default 30s */
     } resolver;
 
     struct {
-        bool enabled;                /* false when the key is absent */
-        struct conf_address *etcd;   /* endpoints, default [127.0.0.1:2379] */
+        bool enabled;              /* false when the key is absent */
+        struct conf_address *etcd; /* endpoints, default [127.0.0.1:2379] */
         size_t num_etcd;
         char *prefix;   /* default "/usher/" */
         char *instance; /* default (absent or ""): the host name; NULL only when that is

@@ -99,10 +99,10 @@ enum key_type {
     T_CIDRS,       /* a list of IPv4/IPv6 networks: struct conf_cidr *, count at aux */
 };
 
-#define K_REQUIRED 0x1u   /* missing key is an error */
-#define K_NONEMPTY 0x2u   /* a list that must have at least one entry */
-#define K_RESTART 0x4u    /* a reload cannot apply a change: see conf_restart_needed() */
-#define K_OFF_BOOL 0x8u   /* T_SECTION: may be written `false` (off) or `true` (on, defaults) */
+#define K_REQUIRED 0x1u    /* missing key is an error */
+#define K_NONEMPTY 0x2u    /* a list that must have at least one entry */
+#define K_RESTART 0x4u     /* a reload cannot apply a change: see conf_restart_needed() */
+#define K_OFF_BOOL 0x8u    /* T_SECTION: may be written `false` (off) or `true` (on, defaults) */
 #define K_DEFAULT_ON 0x10u /* T_SECTION: on (its bool at aux true) when the key is absent */
 
 #define NO_OFFSET ((size_t)-1)
@@ -272,14 +272,13 @@ static const struct section backend_section = {.keys = backend_keys,
                                                .pos_offset = offsetof(struct conf_backend, pos)};
 
 #define PO(n, ty, field, ...) KEY(struct conf_pool, n, ty, field, __VA_ARGS__)
-static const struct key pool_tls_keys[] = {
-    PO("ca", T_FILE, tls.ca),
-    PO("verify", T_BOOL, tls.verify, .def = true),
-    PO("sni", T_HOSTNAME, tls.sni),
-    /* both or neither: see check_pool_tls() */
-    PO("cert", T_FILE, tls.cert),
-    PO("key", T_FILE, tls.key),
-    {.name = NULL}};
+static const struct key pool_tls_keys[] = {PO("ca", T_FILE, tls.ca),
+                                           PO("verify", T_BOOL, tls.verify, .def = true),
+                                           PO("sni", T_HOSTNAME, tls.sni),
+                                           /* both or neither: see check_pool_tls() */
+                                           PO("cert", T_FILE, tls.cert),
+                                           PO("key", T_FILE, tls.key),
+                                           {.name = NULL}};
 static const struct section pool_tls_section = {.keys = pool_tls_keys, .check = check_pool_tls};
 
 static const struct key pool_keys[] = {
@@ -296,7 +295,8 @@ static const struct key pool_keys[] = {
     /* on unless written `false`: a backend that fails every request should
      * leave rotation even where nobody thought of configuring it */
     PO("passive_health", T_SECTION, passive_health, .sub = &passive_section,
-       .flags = K_OFF_BOOL | K_DEFAULT_ON, .aux = offsetof(struct conf_pool, passive_health.enabled)),
+       .flags = K_OFF_BOOL | K_DEFAULT_ON,
+       .aux = offsetof(struct conf_pool, passive_health.enabled)),
     PO("discover", T_SECTION, discover, .sub = &discover_section,
        .aux = offsetof(struct conf_pool, discover.enabled)),
     PO("health_check", T_SECTION, health_check, .sub = &health_section,
@@ -315,10 +315,10 @@ static const struct section pool_section = {.keys = pool_keys,
 static const struct key certificate_keys[] = {CE("cert", T_FILE, cert, .flags = K_REQUIRED),
                                               CE("key", T_FILE, key, .flags = K_REQUIRED),
                                               {.name = NULL}};
-static const struct section certificate_section = {
-    .keys = certificate_keys,
-    .elem_size = sizeof(struct conf_certificate),
-    .pos_offset = offsetof(struct conf_certificate, pos)};
+static const struct section certificate_section = {.keys = certificate_keys,
+                                                   .elem_size = sizeof(struct conf_certificate),
+                                                   .pos_offset =
+                                                       offsetof(struct conf_certificate, pos)};
 
 #define LI(n, ty, field, ...) KEY(struct conf_listener, n, ty, field, __VA_ARGS__)
 static const struct key tls_keys[] = {
@@ -812,8 +812,8 @@ static int address_load(struct loader *l, yaml_node_t *n, const char *text,
     dst->text = lstrdup(l, tmp.text);
     dst->host = lstrdup(l, tmp.host);
     if (n)
-        dst->pos = (struct conf_pos){(unsigned)n->start_mark.line + 1,
-                                     (unsigned)n->start_mark.column + 1};
+        dst->pos =
+            (struct conf_pos){(unsigned)n->start_mark.line + 1, (unsigned)n->start_mark.column + 1};
     conf_address_clear(&tmp);
     if (!conf_address_resolved(dst))
         unresolved_push(l, dst);
@@ -1416,7 +1416,8 @@ static void parse_headers(struct loader *l, const struct key *k, void *base, yam
         name = scalar_text(kn);
         size_t old = path_push_key(l, name);
         if (!field_name_valid(name)) {
-            error_node(l, kn, "invalid header name %s: expected letters, digits or !#$%%&'*+-.^_`|~",
+            error_node(l, kn,
+                       "invalid header name %s: expected letters, digits or !#$%%&'*+-.^_`|~",
                        quote(name, q));
         } else if ((value = want_string(l, vn)) && !field_value_valid(value)) {
             error_node(l, vn,
@@ -1491,8 +1492,9 @@ static void parse_value(struct loader *l, const struct key *k, void *base, yaml_
             return;
         }
         if (n->type != YAML_MAPPING_NODE) {
-            error_node(l, n, (k->flags & K_OFF_BOOL) ? "expected a mapping, true or false"
-                                                      : "expected a mapping");
+            error_node(l, n,
+                       (k->flags & K_OFF_BOOL) ? "expected a mapping, true or false"
+                                               : "expected a mapping");
             return;
         }
         if (k->aux != NO_OFFSET)
@@ -2544,8 +2546,8 @@ struct conf *conf_load_string(const char *name, const char *yaml, size_t len,
     return load(name, NULL, yaml, len, 0, errs);
 }
 
-struct conf *conf_load_string_flags(const char *name, const char *yaml, size_t len,
-                                    unsigned flags, struct conf_errors *errs)
+struct conf *conf_load_string_flags(const char *name, const char *yaml, size_t len, unsigned flags,
+                                    struct conf_errors *errs)
 {
     return load(name, NULL, yaml, len, flags, errs);
 }
@@ -2664,8 +2666,7 @@ const struct conf_route *conf_find_route(const struct conf_listener *l, const ch
 
 /* ---- deferred resolution -------------------------------------------------- */
 
-static void unresolved_report(struct loader *l, const struct conf_unresolved *u,
-                              const char *reason)
+static void unresolved_report(struct loader *l, const struct conf_unresolved *u, const char *reason)
 {
     char q[QUOTE_BUF];
     size_t old = path_push_key(l, u->key);

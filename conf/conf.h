@@ -24,8 +24,8 @@ struct conf *conf_load_string(const char *name, const char *yaml, size_t len,
 
 /* conf_load() and conf_load_string() with <flags> (CONF_LOAD_*). */
 struct conf *conf_load_flags(const char *path, unsigned flags, struct conf_errors *errs);
-struct conf *conf_load_string_flags(const char *name, const char *yaml, size_t len,
-                                    unsigned flags, struct conf_errors *errs);
+struct conf *conf_load_string_flags(const char *name, const char *yaml, size_t len, unsigned flags,
+                                    struct conf_errors *errs);
 
 /* Frees <c> and everything it owns. NULL is fine. */
 void conf_free(struct conf *c);

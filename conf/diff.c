@@ -72,8 +72,8 @@ static bool health_equal(const struct conf_health_check *a, const struct conf_he
     if (!a->enabled)
         return true; /* the other settings of a disabled check do nothing */
     return a->protocol == b->protocol && str_equal(a->service, b->service) &&
-           str_equal(a->path, b->path) && a->interval == b->interval &&
-           a->timeout == b->timeout && a->healthy_threshold == b->healthy_threshold &&
+           str_equal(a->path, b->path) && a->interval == b->interval && a->timeout == b->timeout &&
+           a->healthy_threshold == b->healthy_threshold &&
            a->unhealthy_threshold == b->unhealthy_threshold && a->expect_min == b->expect_min &&
            a->expect_max == b->expect_max;
 }
@@ -204,7 +204,8 @@ static bool route_equal(struct builder *bd, const struct conf_route *a, const st
         if (!str_equal(a->hosts[i], b->hosts[i]))
             return false;
     for (size_t i = 0; i < a->num_paths; i++)
-        if (a->paths[i].exact != b->paths[i].exact || !str_equal(a->paths[i].path, b->paths[i].path))
+        if (a->paths[i].exact != b->paths[i].exact ||
+            !str_equal(a->paths[i].path, b->paths[i].path))
             return false;
     for (size_t i = 0; i < a->num_headers; i++)
         if (!str_equal(a->headers[i].name, b->headers[i].name) ||

@@ -448,7 +448,8 @@ bool conf_cidr_match(const struct conf_cidr *net, const struct sockaddr *sa)
         if (net->family == AF_INET6)
             return prefix_match(net->addr, a, net->prefix);
         /* a dual-stack socket sees an IPv4 peer as ::ffff:a.b.c.d */
-        return IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr) && prefix_match(net->addr, a + 12, net->prefix);
+        return IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr) &&
+               prefix_match(net->addr, a + 12, net->prefix);
     }
     return false;
 }

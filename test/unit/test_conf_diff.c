@@ -735,13 +735,12 @@ static void test_routes(void)
                    {CONF_ROUTE_REMOVED, "-", "-", "web", "static"},
                    {CONF_LISTENER_REMOVED, "-", "-", "web"}, {CONF_LISTENER_ADDED, "-", "-", "api"},
                    {CONF_ROUTE_ADDED, "-", "-", "api", "x"});
-        CHECK_DIFF(NULL, two, {CONF_POOL_ADDED, "blue", "-", "-"},
-                   {CONF_POOL_ADDED, "green", "-", "-"}, {CONF_LISTENER_ADDED, "-", "-", "edge"},
-                   {CONF_ROUTE_ADDED, "-", "-", "edge", "a"},
-                   {CONF_ROUTE_ADDED, "-", "-", "edge", "b"},
-                   {CONF_LISTENER_ADDED, "-", "-", "web"},
-                   {CONF_ROUTE_ADDED, "-", "-", "web", "static"},
-                   {CONF_ROUTE_ADDED, "-", "-", "web", "api"});
+        CHECK_DIFF(
+            NULL, two, {CONF_POOL_ADDED, "blue", "-", "-"}, {CONF_POOL_ADDED, "green", "-", "-"},
+            {CONF_LISTENER_ADDED, "-", "-", "edge"}, {CONF_ROUTE_ADDED, "-", "-", "edge", "a"},
+            {CONF_ROUTE_ADDED, "-", "-", "edge", "b"}, {CONF_LISTENER_ADDED, "-", "-", "web"},
+            {CONF_ROUTE_ADDED, "-", "-", "web", "static"},
+            {CONF_ROUTE_ADDED, "-", "-", "web", "api"});
     }
     conf_free(two);
     conf_free(other);

@@ -79,8 +79,7 @@ static void expect_errors(int line, const char *yaml, unsigned flags, const char
 #define EXPECT_ERRORS(yaml, ...)                                                                   \
     expect_errors(__LINE__, yaml, 0, (const char *const[]){__VA_ARGS__, NULL})
 #define EXPECT_ERRORS_DEFERRED(yaml, ...)                                                          \
-    expect_errors(__LINE__, yaml, CONF_LOAD_DEFER_RESOLVE,                                         \
-                  (const char *const[]){__VA_ARGS__, NULL})
+    expect_errors(__LINE__, yaml, CONF_LOAD_DEFER_RESOLVE, (const char *const[]){__VA_ARGS__, NULL})
 
 static char tmpdir[] = "/tmp/usher-test-routes-XXXXXX";
 
@@ -138,29 +137,30 @@ static void test_listener_keys(void)
 {
     char *cert = temp_file("server.pem"), *key = temp_file("server.key");
     char *api = temp_file("api.pem"), *apikey = temp_file("api.key");
-    char *y = format("listeners:\n"
-                     "  - name: web\n"
-                     "    bind: 127.0.0.1:8443\n"
-                     "    tls:\n"
-                     "      cert: %s\n"
-                     "      key: %s\n"
-                     "      certificates:\n"
-                     "        - {cert: %s, key: %s}\n"
-                     "        - {cert: %s, key: %s}\n"
-                     "      strict_sni: true\n"
-                     "    http2: false\n"
-                     "    proxy_protocol: v2\n"
-                     "    proxy_protocol_from: [10.0.0.0/8, \"::1\", \"2001:db8::/32\", "
-                     "192.168.1.7, 0.0.0.0/0]\n"
-                     "    pools: {blue: 1}\n"
-                     "  - {name: a, bind: 127.0.0.1:8081, pools: {blue: 1}, http2: FALSE,\n"
-                     "     proxy_protocol: v1, proxy_protocol_from: [127.0.0.1]}\n"
-                     "  - {name: b, bind: 127.0.0.1:8082, pools: {blue: 1}, http2: auto,\n"
-                     "     proxy_protocol: any, proxy_protocol_from: [\"::/0\"]}\n"
-                     "  - {name: c, bind: 127.0.0.1:8083, pools: {blue: 1}, proxy_protocol: false,\n"
-                     "     proxy_protocol_from: [10.1.0.0/16]}\n"
-                     "limits: {h2_max_streams: 10000}\n" POOLS,
-                     cert, key, api, apikey, cert, key);
+    char *y =
+        format("listeners:\n"
+               "  - name: web\n"
+               "    bind: 127.0.0.1:8443\n"
+               "    tls:\n"
+               "      cert: %s\n"
+               "      key: %s\n"
+               "      certificates:\n"
+               "        - {cert: %s, key: %s}\n"
+               "        - {cert: %s, key: %s}\n"
+               "      strict_sni: true\n"
+               "    http2: false\n"
+               "    proxy_protocol: v2\n"
+               "    proxy_protocol_from: [10.0.0.0/8, \"::1\", \"2001:db8::/32\", "
+               "192.168.1.7, 0.0.0.0/0]\n"
+               "    pools: {blue: 1}\n"
+               "  - {name: a, bind: 127.0.0.1:8081, pools: {blue: 1}, http2: FALSE,\n"
+               "     proxy_protocol: v1, proxy_protocol_from: [127.0.0.1]}\n"
+               "  - {name: b, bind: 127.0.0.1:8082, pools: {blue: 1}, http2: auto,\n"
+               "     proxy_protocol: any, proxy_protocol_from: [\"::/0\"]}\n"
+               "  - {name: c, bind: 127.0.0.1:8083, pools: {blue: 1}, proxy_protocol: false,\n"
+               "     proxy_protocol_from: [10.1.0.0/16]}\n"
+               "limits: {h2_max_streams: 10000}\n" POOLS,
+               cert, key, api, apikey, cert, key);
     struct conf *c = LOAD_OK(y);
 
     if (c) {
@@ -249,8 +249,8 @@ static void test_listener_keys(void)
     char *nope = format("t.yaml:9:%zu: listeners[0].tls.certificates[1].key: cannot read "
                         "\"%s/nope.key\": No such file or directory",
                         A + 25, tmpdir);
-    char *notlist = format("t.yaml:15:%zu: listeners[1].tls.certificates: expected a list",
-                           C + K + 40);
+    char *notlist =
+        format("t.yaml:15:%zu: listeners[1].tls.certificates: expected a list", C + K + 40);
     char *typo = format("t.yaml:15:%zu: listeners[1].tls.strict_snl: unknown key, did you mean "
                         "strict_sni?",
                         C + K + 48);
@@ -473,15 +473,16 @@ static void test_pool_keys(void)
     conf_free(c);
     free(y);
 
-    y = format("listeners: [{name: web, bind: 127.0.0.1:8080, pools: {blue: 1}}]\n"
-               "pools:\n"
-               "  - name: blue\n"
-               "    protocol: http2\n"
-               "    send_proxy: any\n"
-               "    tls: {ca: %s/nope.pem, verify: no, sni: \"a b\", cert: %s, key: %s, ciphers: x}\n"
-               "    passive_health: on\n"
-               "    backends: []\n",
-               tmpdir, cert, key);
+    y = format(
+        "listeners: [{name: web, bind: 127.0.0.1:8080, pools: {blue: 1}}]\n"
+        "pools:\n"
+        "  - name: blue\n"
+        "    protocol: http2\n"
+        "    send_proxy: any\n"
+        "    tls: {ca: %s/nope.pem, verify: no, sni: \"a b\", cert: %s, key: %s, ciphers: x}\n"
+        "    passive_health: on\n"
+        "    backends: []\n",
+        tmpdir, cert, key);
     /* columns after the paths: "    tls: {ca: " is 14 characters... */
     size_t T = strlen(tmpdir), C = strlen(cert), K = strlen(key);
     char *nope = format("t.yaml:6:15: pools[0].tls.ca: cannot read \"%s/nope.pem\": No such file "
@@ -653,23 +654,24 @@ static void test_routes(void)
     conf_free(c);
 
     /* not the same match: a value, exact against prefix, a host, a header more */
-    c = LOAD_OK("listeners:\n"
-                "  - name: web\n"
-                "    bind: 127.0.0.1:8080\n"
-                "    routes:\n"
-                "      - {name: a, hosts: [a.com], paths: [/x], headers: {h: \"1\"}, pools: {blue: 1}}\n"
-                "      - {name: b, hosts: [a.com], paths: [/x], headers: {h: \"2\"}, pools: {blue: 1}}\n"
-                "      - {name: c, hosts: [a.com], paths: [=/x], headers: {h: \"1\"}, pools: {blue: 1}}\n"
-                "      - {name: d, hosts: [b.com], paths: [/x], headers: {h: \"1\"}, pools: {blue: 1}}\n"
-                "      - {name: e, hosts: [a.com], paths: [/x], headers: {h: \"1\", i: \"1\"},\n"
-                "         pools: {blue: 1}}\n"
-                "      - {name: f, hosts: [\"*.a.com\"], paths: [/x], headers: {h: \"1\"},\n"
-                "         pools: {blue: 1}}\n"
-                "      - {name: g, hosts: [a.com], paths: [/x/y], headers: {h: \"1\"}, pools: {blue: 1}}\n"
-                "      - {name: h, hosts: [a.com], paths: [/x], pools: {blue: 1}}\n"
-                "      - {name: i, hosts: [a.com], pools: {blue: 1}}\n"
-                "      - {name: j, pools: {blue: 1}}\n"
-                "    pools: {blue: 1}\n" POOLS);
+    c = LOAD_OK(
+        "listeners:\n"
+        "  - name: web\n"
+        "    bind: 127.0.0.1:8080\n"
+        "    routes:\n"
+        "      - {name: a, hosts: [a.com], paths: [/x], headers: {h: \"1\"}, pools: {blue: 1}}\n"
+        "      - {name: b, hosts: [a.com], paths: [/x], headers: {h: \"2\"}, pools: {blue: 1}}\n"
+        "      - {name: c, hosts: [a.com], paths: [=/x], headers: {h: \"1\"}, pools: {blue: 1}}\n"
+        "      - {name: d, hosts: [b.com], paths: [/x], headers: {h: \"1\"}, pools: {blue: 1}}\n"
+        "      - {name: e, hosts: [a.com], paths: [/x], headers: {h: \"1\", i: \"1\"},\n"
+        "         pools: {blue: 1}}\n"
+        "      - {name: f, hosts: [\"*.a.com\"], paths: [/x], headers: {h: \"1\"},\n"
+        "         pools: {blue: 1}}\n"
+        "      - {name: g, hosts: [a.com], paths: [/x/y], headers: {h: \"1\"}, pools: {blue: 1}}\n"
+        "      - {name: h, hosts: [a.com], paths: [/x], pools: {blue: 1}}\n"
+        "      - {name: i, hosts: [a.com], pools: {blue: 1}}\n"
+        "      - {name: j, pools: {blue: 1}}\n"
+        "    pools: {blue: 1}\n" POOLS);
     conf_free(c);
 }
 
@@ -742,55 +744,56 @@ static void test_route_errors(void)
                   "(leave the key out to match any host)");
 
     /* paths and headers */
-    EXPECT_ERRORS("listeners:\n"
-                  "  - name: web\n"
-                  "    bind: 127.0.0.1:8080\n"
-                  "    routes:\n"
-                  "      - name: api\n"
-                  "        paths: [v1/, \"=v1\", \"/a b\", \"/a?x=1\", \"/a#b\", \"=\", \"\", /ok]\n"
-                  "        headers:\n"
-                  "          X-Canary: \"1\"\n"
-                  "          \"x canary\": \"1\"\n"
-                  "          \":authority\": a.com\n"
-                  "          x-canary: \"2\"\n"
-                  "          x-null: ~\n"
-                  "          x-space: \"a \"\n"
-                  "          x-ctl: \"a\\rb\"\n"
-                  "          x-list: [a]\n"
-                  "        pools: {blue: 1}\n"
-                  "      - {name: b, paths: [], headers: [a], pools: {blue: 1}}\n" POOLS,
-                  "t.yaml:6:17: listeners[0].routes[0].paths[0]: invalid path \"v1/\": must start "
-                  "with / (=/ for an exact path) and contain no spaces, control characters, ? or #",
-                  "t.yaml:6:22: listeners[0].routes[0].paths[1]: invalid path \"=v1\": must start "
-                  "with / (=/ for an exact path) and contain no spaces, control characters, ? or #",
-                  "t.yaml:6:29: listeners[0].routes[0].paths[2]: invalid path \"/a b\": must "
-                  "start with / (=/ for an exact path) and contain no spaces, control characters, "
-                  "? or #",
-                  "t.yaml:6:37: listeners[0].routes[0].paths[3]: invalid path \"/a?x=1\": must "
-                  "start with / (=/ for an exact path) and contain no spaces, control characters, "
-                  "? or #",
-                  "t.yaml:6:47: listeners[0].routes[0].paths[4]: invalid path \"/a#b\": must "
-                  "start with / (=/ for an exact path) and contain no spaces, control characters, "
-                  "? or #",
-                  "t.yaml:6:55: listeners[0].routes[0].paths[5]: invalid path \"=\": must start "
-                  "with / (=/ for an exact path) and contain no spaces, control characters, ? or #",
-                  "t.yaml:6:60: listeners[0].routes[0].paths[6]: invalid path \"\": must start "
-                  "with / (=/ for an exact path) and contain no spaces, control characters, ? or #",
-                  "t.yaml:9:11: listeners[0].routes[0].headers.x canary: invalid header name "
-                  "\"x canary\": expected letters, digits or !#$%&'*+-.^_`|~",
-                  "t.yaml:10:11: listeners[0].routes[0].headers.:authority: invalid header name "
-                  "\":authority\": expected letters, digits or !#$%&'*+-.^_`|~",
-                  "t.yaml:11:11: listeners[0].routes[0].headers.x-canary: duplicate header name "
-                  "\"x-canary\" (first at line 8, column 11)",
-                  "t.yaml:12:19: listeners[0].routes[0].headers.x-null: expected a string",
-                  "t.yaml:13:20: listeners[0].routes[0].headers.x-space: invalid header value "
-                  "\"a \": no control characters, no space at either end",
-                  "t.yaml:14:18: listeners[0].routes[0].headers.x-ctl: invalid header value "
-                  "\"a?b\": no control characters, no space at either end",
-                  "t.yaml:15:19: listeners[0].routes[0].headers.x-list: expected a string",
-                  "t.yaml:17:26: listeners[0].routes[1].paths: must have at least one entry "
-                  "(leave the key out to match any path)",
-                  "t.yaml:17:39: listeners[0].routes[1].headers: expected a mapping");
+    EXPECT_ERRORS(
+        "listeners:\n"
+        "  - name: web\n"
+        "    bind: 127.0.0.1:8080\n"
+        "    routes:\n"
+        "      - name: api\n"
+        "        paths: [v1/, \"=v1\", \"/a b\", \"/a?x=1\", \"/a#b\", \"=\", \"\", /ok]\n"
+        "        headers:\n"
+        "          X-Canary: \"1\"\n"
+        "          \"x canary\": \"1\"\n"
+        "          \":authority\": a.com\n"
+        "          x-canary: \"2\"\n"
+        "          x-null: ~\n"
+        "          x-space: \"a \"\n"
+        "          x-ctl: \"a\\rb\"\n"
+        "          x-list: [a]\n"
+        "        pools: {blue: 1}\n"
+        "      - {name: b, paths: [], headers: [a], pools: {blue: 1}}\n" POOLS,
+        "t.yaml:6:17: listeners[0].routes[0].paths[0]: invalid path \"v1/\": must start "
+        "with / (=/ for an exact path) and contain no spaces, control characters, ? or #",
+        "t.yaml:6:22: listeners[0].routes[0].paths[1]: invalid path \"=v1\": must start "
+        "with / (=/ for an exact path) and contain no spaces, control characters, ? or #",
+        "t.yaml:6:29: listeners[0].routes[0].paths[2]: invalid path \"/a b\": must "
+        "start with / (=/ for an exact path) and contain no spaces, control characters, "
+        "? or #",
+        "t.yaml:6:37: listeners[0].routes[0].paths[3]: invalid path \"/a?x=1\": must "
+        "start with / (=/ for an exact path) and contain no spaces, control characters, "
+        "? or #",
+        "t.yaml:6:47: listeners[0].routes[0].paths[4]: invalid path \"/a#b\": must "
+        "start with / (=/ for an exact path) and contain no spaces, control characters, "
+        "? or #",
+        "t.yaml:6:55: listeners[0].routes[0].paths[5]: invalid path \"=\": must start "
+        "with / (=/ for an exact path) and contain no spaces, control characters, ? or #",
+        "t.yaml:6:60: listeners[0].routes[0].paths[6]: invalid path \"\": must start "
+        "with / (=/ for an exact path) and contain no spaces, control characters, ? or #",
+        "t.yaml:9:11: listeners[0].routes[0].headers.x canary: invalid header name "
+        "\"x canary\": expected letters, digits or !#$%&'*+-.^_`|~",
+        "t.yaml:10:11: listeners[0].routes[0].headers.:authority: invalid header name "
+        "\":authority\": expected letters, digits or !#$%&'*+-.^_`|~",
+        "t.yaml:11:11: listeners[0].routes[0].headers.x-canary: duplicate header name "
+        "\"x-canary\" (first at line 8, column 11)",
+        "t.yaml:12:19: listeners[0].routes[0].headers.x-null: expected a string",
+        "t.yaml:13:20: listeners[0].routes[0].headers.x-space: invalid header value "
+        "\"a \": no control characters, no space at either end",
+        "t.yaml:14:18: listeners[0].routes[0].headers.x-ctl: invalid header value "
+        "\"a?b\": no control characters, no space at either end",
+        "t.yaml:15:19: listeners[0].routes[0].headers.x-list: expected a string",
+        "t.yaml:17:26: listeners[0].routes[1].paths: must have at least one entry "
+        "(leave the key out to match any path)",
+        "t.yaml:17:39: listeners[0].routes[1].headers: expected a mapping");
 
     /* pools of a route: required, existing, one weight above 0 */
     EXPECT_ERRORS("listeners:\n"
@@ -999,10 +1002,11 @@ static void test_deferred(void)
                   "t.yaml:2:52: pools[0].backends[0].address: invalid address \"nope.invalid:80\": "
                   "cannot resolve host");
     /* deferred, what cannot be a name still fails at load */
-    EXPECT_ERRORS_DEFERRED("listeners: [{name: web, bind: 127.0.0.1:8080, pools: {blue: 1}}]\n"
-                           "pools: [{name: blue, backends: [{name: b, address: \"bad host:80\"}]}]\n",
-                           "t.yaml:2:52: pools[0].backends[0].address: invalid address \"bad "
-                           "host:80\": bad host name");
+    EXPECT_ERRORS_DEFERRED(
+        "listeners: [{name: web, bind: 127.0.0.1:8080, pools: {blue: 1}}]\n"
+        "pools: [{name: blue, backends: [{name: b, address: \"bad host:80\"}]}]\n",
+        "t.yaml:2:52: pools[0].backends[0].address: invalid address \"bad "
+        "host:80\": bad host name");
 }
 
 /* Binds that collide once resolved: found at load between the same
@@ -1017,12 +1021,13 @@ static void test_deferred_binds(void)
                            "t.yaml:3:23: listeners[1].bind: address \"PROXY.internal:8080\" is "
                            "already used by listener \"web\"");
 
-    struct conf *c = LOAD_DEFERRED("admin: {}\n"
-                                   "listeners:\n"
-                                   "  - {name: web, bind: a.internal:8080, pools: {blue: 1}}\n"
-                                   "  - {name: api, bind: 127.0.0.1:8080, pools: {blue: 1}}\n"
-                                   "  - {name: all, bind: b.internal:9901, pools: {blue: 1}}\n"
-                                   "  - {name: ok, bind: c.internal:8080, pools: {blue: 1}}\n" POOLS);
+    struct conf *c =
+        LOAD_DEFERRED("admin: {}\n"
+                      "listeners:\n"
+                      "  - {name: web, bind: a.internal:8080, pools: {blue: 1}}\n"
+                      "  - {name: api, bind: 127.0.0.1:8080, pools: {blue: 1}}\n"
+                      "  - {name: all, bind: b.internal:9901, pools: {blue: 1}}\n"
+                      "  - {name: ok, bind: c.internal:8080, pools: {blue: 1}}\n" POOLS);
     if (!c)
         return;
     CHECK_EQ(c->num_unresolved, 3);
