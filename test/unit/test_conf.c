@@ -1231,6 +1231,7 @@ static void test_admin_files(void)
     conf_errors_clear(&e);
 
     /* a token file that does not exist, a blank one, a directory, one too big */
+    unlink(cfg); /* else the directory stays behind */
     free(cfg);
     cfg = write_temp(dir, "bad.yaml",
                      "admin: {token_file: nope}\n"
