@@ -25,15 +25,32 @@
 #define LOAD_DEN 2
 #define TABLE_MIN 16
 
+/* Keys up to this long live in their entry: a lookup then reads one cache
+ * line per probe. Host names are mostly shorter; longer ones are
+ * allocated apart. */
+#define KEY_INLINE 40
+/* The size of a cache line on the machines usher runs on (x86-64, arm64). */
+#define CACHE_LINE 64
+
+/* One slot of the table, one cache line. */
 struct entry {
-    char *key; /* lowercased; a wildcard's without its "*."; NULL: a free slot */
-    void *value;
     uint32_t hash;
     uint16_t len;
     uint8_t wild;
+    uint8_t pad_;
+    char key[KEY_INLINE]; /* lowercased; a wildcard's without its "*." */
+    char *long_key;       /* the key when longer than KEY_INLINE */
+    void *value;
 };
+_Static_assert(sizeof(struct entry) == CACHE_LINE, "a slot is one cache line");
 
 struct hostidx {
+    /* One byte per slot, beside the slots: 0 for a free one, else TAG of
+     * its hash. A probe reads these (2 KB for a thousand keys: they stay
+     * in L1) and a slot's own line only when its tag matches, so a miss,
+     * as for the exact name of a host only a wildcard covers, reads no
+     * slot at all. */
+    uint8_t *tags;
     struct entry *tab;
     size_t cap; /* a power of two */
     size_t count;
@@ -76,6 +93,11 @@ static size_t slot_of(uint32_t h, size_t cap)
     return h & (cap - 1);
 }
 
+static const char *entry_key(const struct entry *e)
+{
+    return e->len > KEY_INLINE ? e->long_key : e->key;
+}
+
 /* True if the stored (lowercase) <key> equals <s> up to case. */
 static bool key_eq(const char *key, const char *s, size_t len)
 {
@@ -85,16 +107,41 @@ static bool key_eq(const char *key, const char *s, size_t len)
     return true;
 }
 
+/* The tag of hash <h>: 7 of its bits that slot_of does not use first
+ * (the top ones), and the top bit set so that 0 means free. */
+static uint8_t tag_of(uint32_t h)
+{
+    return (uint8_t)(0x80 | h >> 25);
+}
+
+/* Zeroed tags and slots for <cap> keys, each slot on its own cache line. */
+static int table_new(size_t cap, uint8_t **tags, struct entry **tab)
+{
+    *tags = calloc(cap, 1);
+    *tab = aligned_alloc(CACHE_LINE, cap * sizeof(**tab));
+    if (!*tags || !*tab) {
+        free(*tags);
+        free(*tab);
+        *tags = NULL;
+        *tab = NULL;
+        return -ENOMEM;
+    }
+    memset(*tab, 0, cap * sizeof(**tab));
+    return 0;
+}
+
 static const struct entry *find(const struct hostidx *idx, const char *s, size_t len, uint32_t h,
                                 bool wild)
 {
     if (!idx->count)
         return NULL;
     for (size_t i = slot_of(h, idx->cap);; i = (i + 1) & (idx->cap - 1)) {
-        const struct entry *e = &idx->tab[i];
-        if (!e->key)
+        if (!idx->tags[i])
             return NULL;
-        if (e->hash == h && e->len == len && e->wild == wild && key_eq(e->key, s, len))
+        if (idx->tags[i] != tag_of(h))
+            continue;
+        const struct entry *e = &idx->tab[i];
+        if (e->hash == h && e->len == len && e->wild == wild && key_eq(entry_key(e), s, len))
             return e;
     }
 }
@@ -125,8 +172,7 @@ struct hostidx *hostidx_new(enum hostidx_wildcard mode)
     struct hostidx *idx = calloc(1, sizeof(*idx));
     if (!idx)
         return NULL;
-    idx->tab = calloc(TABLE_MIN, sizeof(*idx->tab));
-    if (!idx->tab) {
+    if (table_new(TABLE_MIN, &idx->tags, &idx->tab) < 0) {
         free(idx);
         return NULL;
     }
@@ -140,29 +186,34 @@ void hostidx_free(struct hostidx *idx)
     if (!idx)
         return;
     for (size_t i = 0; i < idx->cap; i++)
-        free(idx->tab[i].key);
+        free(idx->tab[i].long_key);
+    free(idx->tags);
     free(idx->tab);
     free(idx);
 }
 
-static void place(struct entry *tab, size_t cap, const struct entry *e)
+static void place(uint8_t *tags, struct entry *tab, size_t cap, const struct entry *e)
 {
     size_t i = slot_of(e->hash, cap);
-    while (tab[i].key)
+    while (tags[i])
         i = (i + 1) & (cap - 1);
+    tags[i] = tag_of(e->hash);
     tab[i] = *e;
 }
 
 static int grow(struct hostidx *idx)
 {
     size_t cap = idx->cap * 2;
-    struct entry *tab = calloc(cap, sizeof(*tab));
-    if (!tab)
+    uint8_t *tags;
+    struct entry *tab;
+    if (table_new(cap, &tags, &tab) < 0)
         return -ENOMEM;
     for (size_t i = 0; i < idx->cap; i++)
-        if (idx->tab[i].key)
-            place(tab, cap, &idx->tab[i]);
+        if (idx->tags[i])
+            place(tags, tab, cap, &idx->tab[i]);
+    free(idx->tags);
     free(idx->tab);
+    idx->tags = tags;
     idx->tab = tab;
     idx->cap = cap;
     return 0;
@@ -183,13 +234,15 @@ int hostidx_add(struct hostidx *idx, const char *key, size_t len, void *value)
         return -ENOMEM;
 
     struct entry e = {.value = value, .hash = h, .len = (uint16_t)n, .wild = wild};
-    e.key = malloc(n + 1);
-    if (!e.key)
-        return -ENOMEM;
+    char *k = e.key;
+    if (n > KEY_INLINE) {
+        e.long_key = k = malloc(n);
+        if (!k)
+            return -ENOMEM;
+    }
     for (size_t i = 0; i < n; i++)
-        e.key[i] = (char)lower((unsigned char)s[i]);
-    e.key[n] = '\0';
-    place(idx->tab, idx->cap, &e);
+        k[i] = (char)lower((unsigned char)s[i]);
+    place(idx->tags, idx->tab, idx->cap, &e);
     idx->count++;
     if (wild)
         idx->wild_len[n / 64] |= 1ull << (n % 64);

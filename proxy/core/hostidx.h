@@ -42,9 +42,9 @@ struct hostidx_iter {
     const struct hostidx *idx;
     const char *name;
     size_t len;
-    uint32_t hash;      /* of the whole name */
-    int exact_done;     /* the exact probe was made */
-    unsigned n;         /* wildcard suffixes left to probe, the longest last */
+    uint32_t hash;                      /* of the whole name */
+    int exact_done;                     /* the exact probe was made */
+    unsigned n;                         /* wildcard suffixes left to probe, the longest last */
     uint8_t pos[HOSTIDX_LABELS_MAX];    /* where each suffix starts in <name> */
     uint32_t shash[HOSTIDX_LABELS_MAX]; /* its hash */
 };

@@ -27,7 +27,7 @@ static const char *look(const struct hostidx *idx, const char *name)
         const char *got_ = look(idx, name), *want_ = (want);                                       \
         if (want_ ? !got_ || strcmp(got_, want_) : got_ != NULL)                                   \
             check_fail(__FILE__, __LINE__, NULL, "lookup(%s) == %s, expected %s", name,            \
-                       got_ ? got_ : "none", want_ ? want_ : "none");                             \
+                       got_ ? got_ : "none", want_ ? want_ : "none");                              \
     } while (0)
 
 static void test_any_depth(void)
@@ -40,19 +40,19 @@ static void test_any_depth(void)
     add(idx, "*.org");
     CHECK_EQ(hostidx_count(idx), 5);
 
-    EXPECT(idx, "example.com", "example.com");             /* exact */
-    EXPECT(idx, "a.example.com", "*.example.com");         /* one label */
-    EXPECT(idx, "a.c.example.com", "*.example.com");       /* two labels */
-    EXPECT(idx, "b.example.com", "*.example.com");         /* the apex of *.b is not *.b */
-    EXPECT(idx, "a.b.example.com", "*.b.example.com");     /* the longer wildcard */
+    EXPECT(idx, "example.com", "example.com");         /* exact */
+    EXPECT(idx, "a.example.com", "*.example.com");     /* one label */
+    EXPECT(idx, "a.c.example.com", "*.example.com");   /* two labels */
+    EXPECT(idx, "b.example.com", "*.example.com");     /* the apex of *.b is not *.b */
+    EXPECT(idx, "a.b.example.com", "*.b.example.com"); /* the longer wildcard */
     EXPECT(idx, "z.a.b.example.com", "*.b.example.com");
-    EXPECT(idx, "x.b.example.com", "x.b.example.com");     /* exact beats both */
+    EXPECT(idx, "x.b.example.com", "x.b.example.com"); /* exact beats both */
     EXPECT(idx, "y.x.b.example.com", "*.b.example.com");
     EXPECT(idx, "example.org", "*.org");
-    EXPECT(idx, "org", NULL);                              /* *.org does not cover org */
+    EXPECT(idx, "org", NULL); /* *.org does not cover org */
     EXPECT(idx, "com", NULL);
     EXPECT(idx, "example.net", NULL);
-    EXPECT(idx, "notexample.com", NULL);                   /* a suffix, not on a label */
+    EXPECT(idx, "notexample.com", NULL); /* a suffix, not on a label */
     EXPECT(idx, "aexample.com", NULL);
 
     /* case: either side */
@@ -60,11 +60,11 @@ static void test_any_depth(void)
     EXPECT(idx, "A.B.Example.Com", "*.b.example.com");
     CHECK_INT(hostidx_add(idx, "*.EXAMPLE.com", 13, "dup"), -EEXIST);
     CHECK_INT(hostidx_add(idx, "Example.COM", 11, "dup"), -EEXIST);
-    EXPECT(idx, "example.com", "example.com");             /* the first one stays */
+    EXPECT(idx, "example.com", "example.com"); /* the first one stays */
 
     /* names that are not host names match nothing */
     EXPECT(idx, "", NULL);
-    EXPECT(idx, "example.com.", NULL);                     /* callers strip the dot */
+    EXPECT(idx, "example.com.", NULL); /* callers strip the dot */
     EXPECT(idx, ".example.com", NULL);
     EXPECT(idx, "a..example.com", NULL);
     EXPECT(idx, "a.example..com", NULL);
@@ -73,8 +73,9 @@ static void test_any_depth(void)
     memset(long_name, 'a', sizeof(long_name));
     memcpy(long_name + sizeof(long_name) - 12, ".example.com", 12);
     CHECK(hostidx_lookup(idx, long_name, sizeof(long_name)) == NULL);
-    CHECK(hostidx_lookup(idx, long_name + sizeof(long_name) - HOSTIDX_NAME_MAX,
-                         HOSTIDX_NAME_MAX) != NULL);               /* 253: still a name */
+    /* 253 bytes: still a name */
+    const char *longest = long_name + sizeof(long_name) - HOSTIDX_NAME_MAX;
+    CHECK(hostidx_lookup(idx, longest, HOSTIDX_NAME_MAX) != NULL);
     CHECK(hostidx_lookup(idx, long_name + sizeof(long_name) - 254, 254) == NULL);
 
     /* get: the key itself */
@@ -82,7 +83,7 @@ static void test_any_depth(void)
     CHECK_STR(hostidx_get(idx, "X.B.example.com", 15), "x.b.example.com");
     CHECK(hostidx_get(idx, "a.b.example.com", 15) == NULL);
     CHECK(hostidx_get(idx, "*.c.example.com", 15) == NULL);
-    CHECK(hostidx_get(idx, "b.example.com", 13) == NULL);   /* not the wildcard's suffix */
+    CHECK(hostidx_get(idx, "b.example.com", 13) == NULL); /* not the wildcard's suffix */
     hostidx_free(idx);
 }
 
@@ -155,8 +156,8 @@ static void test_bad_keys(void)
 {
     struct hostidx *idx = hostidx_new(HOSTIDX_WILDCARD_ANY_DEPTH);
     static const char *const bad[] = {
-        "", "*", "*.", "*.*.com", "a.*.com", "*a.com", "a*.com", "**.com", ".com", "com.",
-        "a..com", "a com", "a\tcom", "*..com", "a.com\x7f",
+        "",     "*",    "*.",     "*.*.com", "a.*.com", "*a.com", "a*.com",    "**.com",
+        ".com", "com.", "a..com", "a com",   "a\tcom",  "*..com", "a.com\x7f",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         check_context = bad[i];
