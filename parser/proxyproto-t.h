@@ -58,9 +58,9 @@ enum proxyproto_command {
 
 /* A parsed header. On PROXYPROTO_ERROR only <reason> is meaningful. */
 struct proxyproto_result {
-    size_t len;                          /* header bytes: the stream's own data starts at buf + len */
-    enum proxyproto_version version;     /* PROXYPROTO_V1 or PROXYPROTO_V2 */
-    enum proxyproto_command command;     /* LOCAL (v2 LOCAL, v1 UNKNOWN) or PROXY */
+    size_t len;                      /* header bytes: the stream's own data starts at buf + len */
+    enum proxyproto_version version; /* PROXYPROTO_V1 or PROXYPROTO_V2 */
+    enum proxyproto_command command; /* LOCAL (v2 LOCAL, v1 UNKNOWN) or PROXY */
     /* AF_INET or AF_INET6: <src> (the client) and <dst> (the address it
      * connected to) replace the connection's addresses. AF_UNSPEC: keep the
      * connection's own. It is AF_UNSPEC for LOCAL and v1 UNKNOWN, and for a

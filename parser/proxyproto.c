@@ -48,8 +48,8 @@ static const uint8_t v2_sig[12] = {0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d,
 /* Section 2.1. */
 static const char v1_sig[] = "PROXY ";
 #define V1_SIG_LEN (sizeof(v1_sig) - 1)
-#define V1_IPV4_MAX 15                  /* "255.255.255.255" */
-#define V1_PORT_DIGITS_MAX 5            /* "65535" */
+#define V1_IPV4_MAX 15       /* "255.255.255.255" */
+#define V1_PORT_DIGITS_MAX 5 /* "65535" */
 #define V1_PORT_MAX 65535
 
 /* The reasons of struct proxyproto_result, one static string each. */
@@ -357,8 +357,7 @@ static int parse_v1(const uint8_t *buf, size_t len, struct proxyproto_result *ou
     return PROXYPROTO_AGAIN;
 }
 
-int proxyproto_parse(const uint8_t *buf, size_t len, unsigned accept,
-                     struct proxyproto_result *out)
+int proxyproto_parse(const uint8_t *buf, size_t len, unsigned accept, struct proxyproto_result *out)
 {
     out->reason = NULL;
     if (len == 0)

@@ -131,9 +131,9 @@ static void check(const uint8_t *buf, size_t len, unsigned accept)
         abort();
     if (res.family != AF_UNSPEC && res.family != AF_INET && res.family != AF_INET6)
         abort();
-    if (res.family != AF_UNSPEC && (res.command != PROXYPROTO_CMD_PROXY ||
-                                    res.src.ss_family != res.family ||
-                                    res.dst.ss_family != res.family))
+    if (res.family != AF_UNSPEC &&
+        (res.command != PROXYPROTO_CMD_PROXY || res.src.ss_family != res.family ||
+         res.dst.ss_family != res.family))
         abort();
     /* complete exactly at len, not a byte earlier, whatever follows */
     if (proxyproto_parse(buf, res.len - 1, accept, &pre) != PROXYPROTO_AGAIN)

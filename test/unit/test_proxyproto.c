@@ -95,8 +95,8 @@ static int parse_all(const uint8_t *s, size_t len, unsigned accept, struct proxy
     return r;
 }
 
-static void expect_error(int line, const char *name, const uint8_t *s, size_t len,
-                         unsigned accept, const char *reason)
+static void expect_error(int line, const char *name, const uint8_t *s, size_t len, unsigned accept,
+                         const char *reason)
 {
     struct proxyproto_result res;
     check_context = name;
@@ -108,8 +108,7 @@ static void expect_error(int line, const char *name, const uint8_t *s, size_t le
     check_context = NULL;
 }
 
-static void expect_again(int line, const char *name, const uint8_t *s, size_t len,
-                         unsigned accept)
+static void expect_again(int line, const char *name, const uint8_t *s, size_t len, unsigned accept)
 {
     struct proxyproto_result res;
     check_context = name;
@@ -256,8 +255,8 @@ static void test_v1_errors(void)
     V1_ERR("PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n", "bad_syntax");
     V1_ERR("PROXY TCP4 1.2.3.4 5.6.7.8 1 2 \r\n", "bad_syntax");
     V1_ERR("PROXY TCP4 1.2.3.4\t5.6.7.8 1 2\r\n", "bad_syntax");
-    V1_ERR("PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n", "bad_syntax");   /* bare LF */
-    V1_ERR("PROXY TCP4 1.2.3.4 5.6.7.8 1 2\rX", "bad_syntax");  /* CR without LF */
+    V1_ERR("PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n", "bad_syntax");  /* bare LF */
+    V1_ERR("PROXY TCP4 1.2.3.4 5.6.7.8 1 2\rX", "bad_syntax"); /* CR without LF */
     V1_ERR("PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\r\n", "bad_syntax");
     V1_ERR("PROXY TCP4 1.2.3.4\0 5.6.7.8 1 2\r\n", "bad_syntax");
     V1_ERR("PROXY UNKNOWN \xff\r\n", "bad_syntax");
@@ -291,8 +290,8 @@ static void test_v1_errors(void)
     memcpy(line, "PROXY UNKNOWN ", 14);
     expect_error(__LINE__, "no CRLF in 107", (const uint8_t *)line, 107, PROXYPROTO_ANY,
                  "too_long");
-    expect_error(__LINE__, "no CRLF in 200", (const uint8_t *)line, sizeof(line),
-                 PROXYPROTO_ANY, "too_long");
+    expect_error(__LINE__, "no CRLF in 200", (const uint8_t *)line, sizeof(line), PROXYPROTO_ANY,
+                 "too_long");
     line[106] = '\r';
     line[107] = '\n';
     expect_error(__LINE__, "CRLF at 107", (const uint8_t *)line, 108, PROXYPROTO_ANY, "too_long");
@@ -316,8 +315,8 @@ static const uint8_t sig[12] = {0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d,
 
 /* Builds a v2 header with <ver_cmd>, <fam>, the length field <len_field>
  * and <blen> bytes of <body>, into <out>; returns its size. */
-static size_t v2(uint8_t *out, uint8_t ver_cmd, uint8_t fam, size_t len_field,
-                 const uint8_t *body, size_t blen)
+static size_t v2(uint8_t *out, uint8_t ver_cmd, uint8_t fam, size_t len_field, const uint8_t *body,
+                 size_t blen)
 {
     memcpy(out, sig, 12);
     out[12] = ver_cmd;
@@ -404,8 +403,16 @@ static void test_v2_valid(void)
     size_t bl = 0;
     memcpy(body, tcp4_addrs, 12), bl = 12;
     memcpy(body + bl, "\x01\x00\x02h2", 5), bl += 5;
-    memcpy(body + bl, "\x02\x00\x0b" "example.com", 14), bl += 14;
-    memcpy(body + bl, "\x20\x00\x0a\x07\x00\x00\x00\x00" "\x21\x00\x02v3", 13), bl += 13;
+    memcpy(body + bl,
+           "\x02\x00\x0b"
+           "example.com",
+           14),
+        bl += 14;
+    memcpy(body + bl,
+           "\x20\x00\x0a\x07\x00\x00\x00\x00"
+           "\x21\x00\x02v3",
+           13),
+        bl += 13;
     memcpy(body + bl, "\x04\x00\x00", 3), bl += 3;
     n = v2(b, 0x21, 0x11, bl, body, bl);
     expect_ok(__LINE__, "v2 tlvs", b, n, PROXYPROTO_ANY, 16 + bl, &res);
@@ -483,7 +490,10 @@ static void test_v2_errors(void)
     memcpy(body + 12, "\x04\x01\x2cx", 4); /* says 300 bytes, 1 there */
     n = v2(b, 0x21, 0x11, 16, body, 16);
     V2_ERR("tlv overrun", b, n, "bad_tlv");
-    memcpy(body + 12, "\x01\x00\x02h2\x02\x00\x04" "ab", 10);
+    memcpy(body + 12,
+           "\x01\x00\x02h2\x02\x00\x04"
+           "ab",
+           10);
     n = v2(b, 0x21, 0x11, 22, body, 22);
     V2_ERR("second tlv overrun", b, n, "bad_tlv");
     memcpy(body + 12, "\x01\x00", 2);
@@ -624,10 +634,11 @@ static void round_trip(int line, struct sockaddr_storage src, struct sockaddr_st
         check_addr(line, &res.src, family, s, sp);
         check_addr(line, &res.dst, family, d, dp);
         /* exactly the room it needs, and one byte less */
-        CHECK_INT(proxyproto_write_v1(t, (size_t)n, (struct sockaddr *)&src,
-                                      (struct sockaddr *)&dst), n);
-        CHECK_INT(proxyproto_write_v1(t, (size_t)n - 1, (struct sockaddr *)&src,
-                                      (struct sockaddr *)&dst), -ENOSPC);
+        CHECK_INT(
+            proxyproto_write_v1(t, (size_t)n, (struct sockaddr *)&src, (struct sockaddr *)&dst), n);
+        CHECK_INT(
+            proxyproto_write_v1(t, (size_t)n - 1, (struct sockaddr *)&src, (struct sockaddr *)&dst),
+            -ENOSPC);
     }
 
     n = proxyproto_write_v2(b, sizeof(b), (struct sockaddr *)&src, (struct sockaddr *)&dst);
@@ -640,8 +651,9 @@ static void round_trip(int line, struct sockaddr_storage src, struct sockaddr_st
         CHECK_INT(res.family, family);
         check_addr(line, &res.src, family, s, sp);
         check_addr(line, &res.dst, family, d, dp);
-        CHECK_INT(proxyproto_write_v2(b, (size_t)n - 1, (struct sockaddr *)&src,
-                                      (struct sockaddr *)&dst), -ENOSPC);
+        CHECK_INT(
+            proxyproto_write_v2(b, (size_t)n - 1, (struct sockaddr *)&src, (struct sockaddr *)&dst),
+            -ENOSPC);
     }
     check_context = NULL;
 }
@@ -649,11 +661,11 @@ static void round_trip(int line, struct sockaddr_storage src, struct sockaddr_st
 static void test_writers(void)
 {
     round_trip(__LINE__, sa4("192.0.2.1", 5555), sa4("10.0.0.2", 80),
-               "PROXY TCP4 192.0.2.1 10.0.0.2 5555 80\r\n", AF_INET, "192.0.2.1", 5555,
-               "10.0.0.2", 80);
+               "PROXY TCP4 192.0.2.1 10.0.0.2 5555 80\r\n", AF_INET, "192.0.2.1", 5555, "10.0.0.2",
+               80);
     round_trip(__LINE__, sa4("255.255.255.255", 65535), sa4("0.0.0.0", 0),
-               "PROXY TCP4 255.255.255.255 0.0.0.0 65535 0\r\n", AF_INET, "255.255.255.255",
-               65535, "0.0.0.0", 0);
+               "PROXY TCP4 255.255.255.255 0.0.0.0 65535 0\r\n", AF_INET, "255.255.255.255", 65535,
+               "0.0.0.0", 0);
     round_trip(__LINE__, sa6("2001:db8::1", 40000), sa6("::1", 443),
                "PROXY TCP6 2001:db8::1 ::1 40000 443\r\n", AF_INET6, "2001:db8::1", 40000, "::1",
                443);
