@@ -255,6 +255,8 @@ static struct {
     /* read by every line */
     _Atomic int mode;
     pthread_key_t key;    /* a thread's queue, for its exit */
+    pthread_t tid;        /* the log thread */
+    _Atomic int stop;     /* the exit asks the log thread to end once idle */
     int wake_fd;          /* eventfd: the log thread's doorbell */
     pthread_mutex_t lock; /* the registry (insert, remove), and starting */
     _Atomic(struct queue *) queues;
@@ -386,16 +388,11 @@ static void log_thread_start(void)
         sigset_t all, old;
         sigfillset(&all);
         pthread_sigmask(SIG_SETMASK, &all, &old);
-        pthread_attr_t attr;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        pthread_t tid;
-        if (pthread_create(&tid, &attr, log_thread_main, NULL) == 0) {
+        if (pthread_create(&g.tid, NULL, log_thread_main, NULL) == 0) {
             mode = MODE_THREAD;
             atexit(log_at_exit);
             pthread_atfork(NULL, NULL, at_fork_child);
         }
-        pthread_attr_destroy(&attr);
         pthread_sigmask(SIG_SETMASK, &old, NULL);
     }
     atomic_store(&g.mode, mode);
@@ -675,7 +672,8 @@ static bool work_pending(void)
 static void log_thread_sleep(void)
 {
     atomic_store(&g.sleeping, 1);
-    if (!flush_pending && atomic_load(&g.flush_req) == flush_marked && !work_pending()) {
+    if (!flush_pending && atomic_load(&g.flush_req) == flush_marked && !atomic_load(&g.stop) &&
+        !work_pending()) {
         struct pollfd pfd = {.fd = g.wake_fd, .events = POLLIN};
         poll(&pfd, 1, -1);
         uint64_t v;
@@ -692,6 +690,8 @@ static void *log_thread_main(void *arg)
         flush_check();
         if (rc == DRAIN_GAP)
             nanosleep(&(struct timespec){.tv_nsec = LOG_GAP_POLL_NS}, NULL);
+        else if (rc == DRAIN_IDLE && atomic_load(&g.stop))
+            break;
         else if (rc == DRAIN_IDLE)
             log_thread_sleep();
     }
@@ -726,15 +726,40 @@ int log_flush(unsigned timeout_ms)
     return done ? 0 : -1;
 }
 
+/* Ends the log thread, idle after a flush: the exit leaves no thread
+ * behind (ThreadSanitizer would wait a second for it at exit). A line
+ * logged from now on is written where it is logged. */
+static void log_thread_stop(void)
+{
+    atomic_store(&g.mode, MODE_DIRECT);
+    atomic_store(&g.stop, 1);
+    uint64_t one = 1;
+    ssize_t w = write(g.wake_fd, &one, sizeof(one));
+    (void)w;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until); /* pthread_timedjoin_np's clock */
+    until.tv_sec += LOG_EXIT_STALL_MS / 1000;
+    until.tv_nsec += (long)(LOG_EXIT_STALL_MS % 1000) * 1000000;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    pthread_timedjoin_np(g.tid, NULL, &until);
+}
+
 /* The final lines at exit (atexit): waited for while stderr takes them;
  * on a stalled stderr the exit goes on and they count as dropped. */
 static void log_at_exit(void)
 {
+    if (atomic_load(&g.mode) != MODE_THREAD)
+        return; /* a forked child: the log thread is its parent's */
     uint64_t start = mono_ns();
     for (;;) {
         unsigned long long before = atomic_load(&g.out);
-        if (log_flush(LOG_EXIT_STALL_MS) == 0)
+        if (log_flush(LOG_EXIT_STALL_MS) == 0) {
+            log_thread_stop();
             return;
+        }
         if (atomic_load(&g.out) == before ||
             mono_ns() - start >= (uint64_t)LOG_EXIT_MAX_MS * 1000000u)
             break;
