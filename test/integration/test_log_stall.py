@@ -22,7 +22,7 @@ REQUESTS = 20000
 CLIENTS = 4
 # A long path (the access log keeps 128 bytes of it) makes each access line
 # about 350 bytes: 20,000 of them are 7 MB, three times what the pipe (64
-# KiB) and usher's buffers (64 KiB per thread, 2 MiB shared) hold.
+# KiB) and usher's buffers (128 KiB per thread, 2 MiB shared) hold.
 PATH = "/stall/" + "x" * 1000
 # The longest a request may take: the bug this guards against left every
 # request waiting forever; a busy shared host is slow, never that slow.

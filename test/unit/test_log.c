@@ -352,9 +352,18 @@ static void *stall_reader(void *arg)
     }
 }
 
+static void *own_room_thread(void *arg)
+{
+    for (int k = 0; k < 10; k++)
+        log_kv(CONF_LOG_INFO, "own room", LOG_INT("k", k));
+    return NULL;
+}
+
 /* stderr into a pipe nobody reads: no call waits, the lines that do not
- * fit are counted, memory stays bounded; once the reader is back the
- * lines kept come out whole and in order, and the buffers go back. */
+ * fit are counted, memory stays bounded, and a thread still has room of
+ * its own when another one spent the shared budget; once the reader is
+ * back the lines kept come out whole and in order, and the buffers go
+ * back. */
 static void test_stall(void)
 {
     enum { N = 20000 };
@@ -379,6 +388,11 @@ static void test_stall(void)
     CHECK(worst < 1000000000u, "a log call took %.3f s", (double)worst / 1e9);
     CHECK(dropped > 0 && dropped < N, "%llu dropped", dropped);
     CHECK(burst_max <= LOG_BURST_SEGMENTS, "%d burst segments", burst_max);
+    CHECK(atomic_load(&g.burst) == LOG_BURST_SEGMENTS, "the shared budget is spent");
+    pthread_t own;
+    pthread_create(&own, NULL, own_room_thread, NULL);
+    pthread_join(own, NULL);
+    CHECK_UINT(log_lines_dropped() - d0, dropped);
     CHECK(log_flush(300) == -1, "a flush on a stalled stderr times out");
 
     stalled.fd = p[0];
@@ -390,7 +404,7 @@ static void test_stall(void)
     pthread_join(rd, NULL);
     CHECK_UINT(log_lines_dropped() - d0, dropped);
 
-    long next = -1, got = 0, broken = 0;
+    long next = -1, got = 0, broken = 0, own_room = 0;
     for (char *line = stalled.data, *nl; line && (nl = strchr(line, '\n')); line = nl + 1) {
         *nl = '\0';
         long i;
@@ -398,12 +412,15 @@ static void test_stall(void)
             broken += i <= next;
             next = i;
             got++;
+        } else if (strstr(line, " info own room k=")) {
+            own_room++;
         } else if (!strstr(line, " info stall end")) {
             broken++;
         }
     }
     CHECK(broken == 0, "%ld lines broken or out of order", broken);
     CHECK((unsigned long long)got + dropped == N, "%ld written + %llu dropped", got, dropped);
+    CHECK(own_room == 10, "%ld lines of the other thread", own_room);
     CHECK(atomic_load(&g.burst) == 0, "%d burst segments held", atomic_load(&g.burst));
     free(stalled.data);
     close(p[0]);
