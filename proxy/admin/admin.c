@@ -181,6 +181,10 @@ static void build_metrics(struct hbuf *o, struct process *proc)
                    "Times accepting paused (limits.max_connections reached, or out of "
                    "descriptors).");
     hbuf_printf(o, "usher_accept_paused_total %llu\n", (unsigned long long)worker_accept_paused(w));
+    metrics_family(o, "usher_log_lines_dropped_total", "counter",
+                   "Log lines dropped because stderr's reader did not keep up (or stderr "
+                   "failed): a log write never waits for it.");
+    hbuf_printf(o, "usher_log_lines_dropped_total %llu\n", log_lines_dropped());
 
     PER_LISTENER("usher_client_connections", "gauge", "Open client connections by listener.", "%u",
                  lt.connections);

@@ -4,13 +4,14 @@
  * changes before every check passed. */
 #include "api.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../../conf/conf.h"
 #include "../../health/backend.h"
-#include "../base/json.h"
+#include "../base/hex.h"
 #include "../base/log.h"
 #include "../core/balance.h"
 #include "../core/listener.h"
@@ -204,6 +205,85 @@ static int query_duration(const struct api_request *rq, struct api_reply *r, con
     return 0;
 }
 
+/* ---- bodies -------------------------------------------------------------- */
+
+/* One member of a body {"name": N, ...}. */
+struct body_member {
+    const char *name; /* in the parsed document */
+    unsigned value;
+};
+
+/* Longest member name taken (bytes): names are pool names and "weight"; a
+ * longer one is refused rather than looked up. */
+#define BODY_NAME_MAX 127
+
+/* jansson's error, as a static reason for the 400. */
+static const char *body_error(const json_error_t *e)
+{
+    switch (json_error_code(e)) {
+    case json_error_duplicate_key:
+        return "duplicate member name";
+    case json_error_end_of_input_expected:
+        return "trailing bytes after the object";
+    case json_error_premature_end_of_input:
+        return "the body ends before the JSON does";
+    case json_error_invalid_utf8:
+        return "the body is not valid UTF-8";
+    case json_error_null_character:
+    case json_error_null_byte_in_key:
+        return "NUL in a string";
+    case json_error_numeric_overflow:
+        return "value out of range";
+    case json_error_out_of_memory:
+        return "out of memory";
+    default:
+        return "the body is not valid JSON";
+    }
+}
+
+/* Reads <rq>'s body as the API takes it (README "Runtime API"): one JSON
+ * object and nothing after it, no name twice, at most <cap> members, each
+ * value an integer in 0..UINT32_MAX (not -1, 1.5, 1e3, "2" or null).
+ * Returns 0 with *<doc> (decref it: the names point into it) and
+ * <out>[0..*<n>), or -1 with *<why> a static reason. */
+static int body_members(const struct api_request *rq, json_t **doc, struct body_member *out,
+                        size_t cap, size_t *n, const char **why)
+{
+    json_error_t err;
+    const char *name;
+    json_t *v;
+    *n = 0;
+    *doc = json_loadb(rq->body ? rq->body : "", rq->body_len,
+                      JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
+    if (!*doc) {
+        *why = body_error(&err);
+        return -1;
+    }
+    *why = NULL;
+    if (!json_is_object(*doc))
+        *why = "body is not a JSON object";
+    json_object_foreach(*doc, name, v)
+    {
+        if (*n == cap)
+            *why = "too many members";
+        else if (strlen(name) > BODY_NAME_MAX)
+            *why = "member name too long";
+        else if (!json_is_integer(v) || json_integer_value(v) < 0)
+            *why = "value must be a non-negative integer";
+        else if (json_integer_value(v) > UINT32_MAX)
+            *why = "value out of range";
+        if (*why)
+            break;
+        out[(*n)++] = (struct body_member){.name = name, .value = (unsigned)json_integer_value(v)};
+    }
+    if (!*why)
+        return 0;
+    json_decref(*doc);
+    *doc = NULL;
+    *n = 0;
+    return -1;
+}
+
 /* ---- lookups ------------------------------------------------------------- */
 
 static struct pool *find_pool(struct process *p, const char *name)
@@ -256,18 +336,22 @@ static enum api_result backend_route(struct process *p, enum route_id id,
         log_kv(CONF_LOG_INFO, "admin weight cleared", LOG_STR("pool", pl->name),
                LOG_STR("backend", s->hb->name), LOG_UINT("weight", s->hb->weight));
     } else {
-        struct json_member m[2];
+        struct body_member m[2];
         size_t n;
         const char *why;
-        if (json_parse_flat_object(rq->body, rq->body_len, m, 2, &n, &why) < 0)
+        json_t *doc;
+        if (body_members(rq, &doc, m, 2, &n, &why) < 0)
             return fail(r, 400, why);
-        if (n != 1 || strcmp(m[0].name, "weight") != 0)
+        bool shape = n == 1 && strcmp(m[0].name, "weight") == 0;
+        unsigned weight = shape ? m[0].value : 0;
+        json_decref(doc);
+        if (!shape)
             return fail(r, 400, "the body must be {\"weight\": N}");
-        if (overrides_set_weight(p->ov, pl->name, s->hb->name, (unsigned)m[0].value) < 0)
+        if (overrides_set_weight(p->ov, pl->name, s->hb->name, weight) < 0)
             return fail(r, 500, "out of memory");
-        server_override_weight(s, true, (unsigned)m[0].value);
+        server_override_weight(s, true, weight);
         log_kv(CONF_LOG_INFO, "admin weight", LOG_STR("pool", pl->name),
-               LOG_STR("backend", s->hb->name), LOG_UINT("weight", m[0].value),
+               LOG_STR("backend", s->hb->name), LOG_UINT("weight", weight),
                LOG_UINT("weight_configured", s->hb->weight));
     }
     overrides_save(p);
@@ -288,22 +372,28 @@ static enum api_result split_route(struct process *p, const struct api_request *
         listener_clear_split(l);
         log_kv(CONF_LOG_INFO, "admin split cleared", LOG_STR("listener", l->name));
     } else {
-        struct json_member m[SPLIT_MEMBERS_MAX];
+        struct body_member m[SPLIT_MEMBERS_MAX];
         struct conf_split sp[SPLIT_MEMBERS_MAX];
         size_t n;
         const char *why, *unknown = NULL;
-        if (json_parse_flat_object(rq->body, rq->body_len, m, SPLIT_MEMBERS_MAX, &n, &why) < 0)
+        json_t *doc;
+        if (body_members(rq, &doc, m, SPLIT_MEMBERS_MAX, &n, &why) < 0)
             return fail(r, 400, why);
-        if (n == 0)
+        if (n == 0) {
+            json_decref(doc);
             return fail(r, 400, "the body must name at least one pool: {\"pool\": weight, ...}");
-        for (size_t i = 0; i < n; i++)
-            sp[i] = (struct conf_split){.pool = m[i].name, .weight = (unsigned)m[i].value};
+        }
+        for (size_t i = 0; i < n; i++) /* both calls below only read the names */
+            sp[i] = (struct conf_split){.pool = (char *)m[i].name, .weight = m[i].value};
         if (listener_override_split(l, sp, n, &unknown) < 0) {
             char msg[256];
             snprintf(msg, sizeof(msg), "pool '%s' is not in listener '%s'", unknown, l->name);
+            json_decref(doc);
             return fail(r, 400, msg);
         }
-        if (overrides_set_split(p->ov, l->name, sp, n) < 0)
+        int rc = overrides_set_split(p->ov, l->name, sp, n);
+        json_decref(doc); /* the names are copied now (or the set failed) */
+        if (rc < 0)
             return fail(r, 500, "out of memory");
         struct hbuf lf = {0};
         listener_split_text(l, &lf);

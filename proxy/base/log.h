@@ -1,6 +1,14 @@
 /* One line per event on stderr: "time level event key=value ..." (logfmt)
  * or, with log.format json, one JSON object per line.
  *
+ * Logging never blocks the caller: each thread formats its line and puts
+ * it in a buffer of its own; one log thread (started by the first line)
+ * writes them to stderr. When stderr's reader stalls, a full buffer drops
+ * the line and counts it (log_lines_dropped). The lines of one thread keep
+ * their order; across threads they keep the order they were logged in
+ * (log.c, "Order"). At exit the lines still buffered are written, within
+ * a bound when stderr is stalled.
+ *
  * Callers hand over typed fields; quoting and escaping happen here only:
  *
  *     log_kv(CONF_LOG_INFO, "backend state", LOG_STR("pool", p->name),
@@ -59,9 +67,9 @@ struct log_field {
     ((struct log_field){.key = (k), .type = LOG_T_FLOAT, .len = (decimals), .v.f = (double)(x)})
 #define LOG_BOOL(k, x) ((struct log_field){.key = (k), .type = LOG_T_BOOL, .v.b = (x)})
 
-/* Writes one event of <level> named <event> (a literal) with the <n>
- * <fields>, as one write(2); a line longer than the limit is cut, staying
- * one valid line. */
+/* Logs one event of <level> named <event> (a literal) with the <n>
+ * <fields>: one line, never interleaved with another; a line longer than
+ * the limit is cut, staying one valid line. Never blocks on stderr. */
 void log_write(enum conf_log_level level, const char *event, const struct log_field *fields,
                size_t n);
 
@@ -74,6 +82,15 @@ void log_write(enum conf_log_level level, const char *event, const struct log_fi
             log_write(level, event, log_f_ + 1, sizeof(log_f_) / sizeof(log_f_[0]) - 1);           \
         }                                                                                          \
     } while (0)
+
+/* Waits until every line logged before the call is written to stderr (or
+ * counted as dropped), at most <timeout_ms>. Returns 0, or -1 when the
+ * time ran out (stderr's reader is stalled). For the exit and for tests. */
+int log_flush(unsigned timeout_ms);
+
+/* Lines dropped so far because stderr's reader did not keep up (or stderr
+ * failed): usher_log_lines_dropped_total. Any thread. */
+unsigned long long log_lines_dropped(void);
 
 /* Escapes <s>[0..<n>) as the inside of a JSON string (no quotes) into
  * <out> of <cap> bytes: '"', '\' and control bytes escaped, invalid UTF-8

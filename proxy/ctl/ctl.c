@@ -1,10 +1,13 @@
 /* usher ctl. Each command is one or two HTTP/1.1 requests to the admin
- * listener (one per connection, as the listener answers), a human table
- * by default, the raw JSON with --json. Waits of `switch --wait-drained`
- * poll /status from here; `drain-pool --wait` lets the server wait. */
+ * listener (one per connection, as the listener answers; the answer read
+ * by the house's response reader, proxy/base/h1resp.c), a human table by
+ * default, the raw JSON with --json (jansson, as everywhere in usher).
+ * Waits of `switch --wait-drained` poll /status from here; `drain-pool
+ * --wait` lets the server wait. */
 #include "ctl.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -17,7 +20,7 @@
 
 #include "../../conf/conf.h"
 #include "../base/buf.h"
-#include "../base/json.h"
+#include "../base/h1resp.h"
 
 enum { CTL_OK = 0, CTL_FAILED = 1, CTL_USAGE = 2 };
 
@@ -154,11 +157,13 @@ static int http(struct ctl *c, const char *method, const char *target, const cha
             goto unreachable;
         off += (size_t)n;
     }
-    struct hbuf in = {0};
-    for (;;) {
+    struct h1resp rd;
+    h1resp_init(&rd, HTTP1_METHOD_GET, CTL_REPLY_MAX);
+    int rc = H1RESP_AGAIN;
+    while (rc == H1RESP_AGAIN) {
         char buf[16384];
         if (!wait_fd(fd, POLLIN, deadline)) {
-            hbuf_free(&in);
+            h1resp_free(&rd);
             errno = ETIMEDOUT;
             goto unreachable;
         }
@@ -166,33 +171,23 @@ static int http(struct ctl *c, const char *method, const char *target, const cha
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
             continue;
         if (n < 0) {
-            hbuf_free(&in);
+            h1resp_free(&rd);
             goto unreachable;
         }
-        if (n == 0)
-            break;
-        if (in.len + (size_t)n > CTL_REPLY_MAX) {
-            hbuf_free(&in);
-            errno = EMSGSIZE;
-            goto unreachable;
-        }
-        hbuf_append(&in, buf, (size_t)n);
+        rc = n == 0 ? h1resp_eof(&rd) : h1resp_feed(&rd, buf, (size_t)n);
     }
     close(fd);
     hbuf_free(&req);
-    const char *sep = in.data ? memmem(in.data, in.len, "\r\n\r\n", 4) : NULL;
-    if (!sep || in.len < 12 || memcmp(in.data, "HTTP/1.", 7) != 0) {
-        fprintf(stderr, "usher ctl: %s answered something that is not HTTP\n", c->admin.text);
-        hbuf_free(&in);
+    if (rc == H1RESP_ERROR) {
+        fprintf(stderr, "usher ctl: %s answered something that is not usher's admin API: %s\n",
+                c->admin.text, rd.error);
+        h1resp_free(&rd);
         return -1;
     }
-    r->status = atoi(in.data + 9);
-    memset(&r->body, 0, sizeof(r->body));
-    size_t hl = (size_t)(sep + 4 - in.data);
-    hbuf_append(&r->body, in.data + hl, in.len - hl);
-    hbuf_append(&r->body, "", 1); /* NUL-terminated for printing */
-    r->body.len--;
-    hbuf_free(&in);
+    r->status = rd.status;
+    r->body = rd.body; /* data[len] is a NUL once anything came: it prints */
+    rd.body = (struct hbuf){0};
+    h1resp_free(&rd);
     return 0;
 unreachable:;
     int saved = errno;
@@ -212,26 +207,50 @@ static int verdict(const struct reply *r)
     return r->status == 200 ? CTL_OK : CTL_FAILED;
 }
 
+/* ---- the answers' JSON --------------------------------------------------- */
+
+/* A body as a JSON value (decref it), or NULL with <err> filled. */
+static json_t *parse_body(const struct hbuf *b, json_error_t *err)
+{
+    return json_loadb(b->data ? b->data : "", b->len, 0, err);
+}
+
+/* The string at <key> of object <o>, or <dflt> (also when <o> is not an object). */
+static const char *jstr(json_t *o, const char *key, const char *dflt)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    return s ? s : dflt;
+}
+
+/* The number at <key> of object <o>, or <dflt>. */
+static double jnum(json_t *o, const char *key, double dflt)
+{
+    json_t *v = json_object_get(o, key);
+    return json_is_number(v) ? json_number_value(v) : dflt;
+}
+
 /* Prints a non-200 answer's error to stderr; returns the exit code. */
 static int report_failure(struct ctl *c, const struct reply *r)
 {
-    const char *err = NULL;
-    struct json_value *v = json_parse(r->body.data ? r->body.data : "", r->body.len, &err);
-    const char *msg = json_get_str(v, "error", NULL);
-    const struct json_value *errs = json_get(v, "errors");
+    json_t *v = parse_body(&r->body, NULL);
+    const char *msg = jstr(v, "error", NULL);
+    json_t *errs = json_object_get(v, "errors"), *e;
+    size_t i;
     if (c->json)
         printf("%s", r->body.data ? r->body.data : "");
     fprintf(stderr, "usher ctl: %d: %s\n", r->status,
             msg ? msg : (errs ? "reload failed" : (r->body.data ? r->body.data : "")));
-    for (size_t i = 0; errs && i < errs->count; i++)
-        if (errs->items[i]->type == JSON_STRING)
-            fprintf(stderr, "  %s\n", errs->items[i]->string);
-    json_free(v);
+    json_array_foreach(errs, i, e)
+    {
+        if (json_is_string(e))
+            fprintf(stderr, "  %s\n", json_string_value(e));
+    }
+    json_decref(v);
     return verdict(r);
 }
 
 /* GETs /status into a tree; NULL after printing why (*<code> set). */
-static struct json_value *get_status(struct ctl *c, int *code)
+static json_t *get_status(struct ctl *c, int *code)
 {
     struct reply r;
     if (http(c, "GET", "/status", NULL, CTL_IO_TIMEOUT_MS, &r) < 0) {
@@ -243,11 +262,11 @@ static struct json_value *get_status(struct ctl *c, int *code)
         hbuf_free(&r.body);
         return NULL;
     }
-    const char *err = NULL;
-    struct json_value *v = json_parse(r.body.data, r.body.len, &err);
+    json_error_t err;
+    json_t *v = parse_body(&r.body, &err);
     hbuf_free(&r.body);
     if (!v) {
-        fprintf(stderr, "usher ctl: /status is not JSON: %s\n", err);
+        fprintf(stderr, "usher ctl: /status is not JSON: %s\n", err.text);
         *code = CTL_FAILED;
     }
     return v;
@@ -255,131 +274,133 @@ static struct json_value *get_status(struct ctl *c, int *code)
 
 /* ---- human output -------------------------------------------------------- */
 
-static void print_backend_row(const char *pool, const struct json_value *b)
+static void print_backend_row(const char *pool, json_t *b)
 {
     char name[256];
-    snprintf(name, sizeof(name), "%s/%s", pool, json_get_str(b, "name", "?"));
-    const struct json_value *wo = json_get(b, "weight_override");
+    snprintf(name, sizeof(name), "%s/%s", pool, jstr(b, "name", "?"));
     char weight[64];
-    if (wo && wo->type == JSON_NUMBER)
-        snprintf(weight, sizeof(weight), "%.0f (override; config %.0f)",
-                 json_get_num(b, "weight", 0), json_get_num(b, "weight_configured", 0));
+    if (json_is_number(json_object_get(b, "weight_override")))
+        snprintf(weight, sizeof(weight), "%.0f (override; config %.0f)", jnum(b, "weight", 0),
+                 jnum(b, "weight_configured", 0));
     else
-        snprintf(weight, sizeof(weight), "%.0f", json_get_num(b, "weight", 0));
+        snprintf(weight, sizeof(weight), "%.0f", jnum(b, "weight", 0));
     char drain[128] = "-";
-    const struct json_value *d = json_get(b, "drain");
-    if (d && d->type == JSON_OBJECT) {
-        const struct json_value *complete = json_get(d, "complete");
-        snprintf(drain, sizeof(drain), "%s, %.1fs left, %.0f conns%s",
-                 json_get_str(d, "reason", "?"), json_get_num(d, "remaining_ms", 0) / 1000.0,
-                 json_get_num(d, "connections", 0),
-                 complete && complete->boolean ? ", complete" : "");
-    }
-    printf("%-28s %-10s %-28s %6.0f %8.0f  %s\n", name, json_get_str(b, "state", "?"), weight,
-           json_get_num(b, "active_connections", 0), json_get_num(b, "inflight_requests", 0),
-           drain);
+    json_t *d = json_object_get(b, "drain");
+    if (json_is_object(d))
+        snprintf(drain, sizeof(drain), "%s, %.1fs left, %.0f conns%s", jstr(d, "reason", "?"),
+                 jnum(d, "remaining_ms", 0) / 1000.0, jnum(d, "connections", 0),
+                 json_is_true(json_object_get(d, "complete")) ? ", complete" : "");
+    printf("%-28s %-10s %-28s %6.0f %8.0f  %s\n", name, jstr(b, "state", "?"), weight,
+           jnum(b, "active_connections", 0), jnum(b, "inflight_requests", 0), drain);
 }
 
-static void print_split(const struct json_value *pools)
+static void print_split(json_t *pools)
 {
-    for (size_t i = 0; pools && i < pools->count; i++)
-        printf("%s%s=%.0f", i ? " " : "", pools->keys[i], pools->items[i]->number);
+    const char *name;
+    json_t *w;
+    bool first = true;
+    json_object_foreach(pools, name, w)
+    {
+        printf("%s%s=%.0f", first ? "" : " ", name, json_number_value(w));
+        first = false;
+    }
 }
 
-static void print_status(const struct json_value *st)
+static void print_status(json_t *st)
 {
     printf("usher %s  state %s  pid %.0f  generation %.0f  connections %.0f\n\n",
-           json_get_str(st, "version", "?"), json_get_str(st, "state", "?"),
-           json_get_num(st, "pid", 0), json_get_num(st, "generation", 0),
-           json_get_num(st, "connections", 0));
+           jstr(st, "version", "?"), jstr(st, "state", "?"), jnum(st, "pid", 0),
+           jnum(st, "generation", 0), jnum(st, "connections", 0));
     printf("%-16s %-22s %s\n", "LISTENER", "BIND", "SPLIT");
-    const struct json_value *ls = json_get(st, "listeners");
-    for (size_t i = 0; ls && i < ls->count; i++) {
-        const struct json_value *l = ls->items[i];
-        printf("%-16s %-22s ", json_get_str(l, "name", "?"), json_get_str(l, "bind", "?"));
-        print_split(json_get(l, "pools"));
-        const struct json_value *o = json_get(l, "split_override");
-        printf("%s\n", o && o->type == JSON_OBJECT ? "  (override)" : "");
+    size_t i, k;
+    json_t *l, *pl, *b;
+    json_array_foreach(json_object_get(st, "listeners"), i, l)
+    {
+        printf("%-16s %-22s ", jstr(l, "name", "?"), jstr(l, "bind", "?"));
+        print_split(json_object_get(l, "pools"));
+        printf("%s\n", json_is_object(json_object_get(l, "split_override")) ? "  (override)" : "");
     }
     printf("\n%-28s %-10s %-28s %6s %8s  %s\n", "BACKEND", "STATE", "WEIGHT", "CONNS", "INFLIGHT",
            "DRAIN");
-    const struct json_value *ps = json_get(st, "pools");
-    for (size_t i = 0; ps && i < ps->count; i++) {
-        const struct json_value *bs = json_get(ps->items[i], "backends");
-        for (size_t k = 0; bs && k < bs->count; k++)
-            print_backend_row(json_get_str(ps->items[i], "name", "?"), bs->items[k]);
+    json_array_foreach(json_object_get(st, "pools"), i, pl)
+    {
+        json_array_foreach(json_object_get(pl, "backends"), k, b)
+        {
+            print_backend_row(jstr(pl, "name", "?"), b);
+        }
     }
 }
 
 /* Prints a 200 answer: its JSON with --json, else <human> of the tree. */
-static int print_ok(struct ctl *c, struct reply *r, void (*human)(const struct json_value *))
+static int print_ok(struct ctl *c, struct reply *r, void (*human)(json_t *))
 {
     if (c->json || !human) {
         printf("%s", r->body.data ? r->body.data : "");
         fflush(stdout);
         return CTL_OK;
     }
-    const char *err = NULL;
-    struct json_value *v = json_parse(r->body.data, r->body.len, &err);
+    json_t *v = parse_body(&r->body, NULL);
     if (v)
         human(v);
     else
-        printf("%s", r->body.data);
-    json_free(v);
+        printf("%s", r->body.data ? r->body.data : "");
+    json_decref(v);
     fflush(stdout); /* a script reading a pipe sees the step done at once */
     return CTL_OK;
 }
 
-static void human_backend(const struct json_value *b)
+static void human_backend(json_t *b)
 {
     printf("%-28s %-10s %-28s %6s %8s  %s\n", "BACKEND", "STATE", "WEIGHT", "CONNS", "INFLIGHT",
            "DRAIN");
-    print_backend_row(json_get_str(b, "pool", "?"), b);
+    print_backend_row(jstr(b, "pool", "?"), b);
 }
 
-static void human_listener(const struct json_value *l)
+static void human_listener(json_t *l)
 {
-    printf("%s: ", json_get_str(l, "name", "?"));
-    print_split(json_get(l, "pools"));
-    const struct json_value *o = json_get(l, "split_override");
-    printf("%s\n", o && o->type == JSON_OBJECT ? "  (override)" : "  (config)");
+    printf("%s: ", jstr(l, "name", "?"));
+    print_split(json_object_get(l, "pools"));
+    printf("%s\n",
+           json_is_object(json_object_get(l, "split_override")) ? "  (override)" : "  (config)");
 }
 
-static void human_pool(const struct json_value *p)
+static void human_pool(json_t *p)
 {
     printf("%-28s %-10s %-28s %6s %8s  %s\n", "BACKEND", "STATE", "WEIGHT", "CONNS", "INFLIGHT",
            "DRAIN");
-    const struct json_value *bs = json_get(p, "backends");
-    for (size_t k = 0; bs && k < bs->count; k++)
-        print_backend_row(json_get_str(p, "name", "?"), bs->items[k]);
+    size_t k;
+    json_t *b;
+    json_array_foreach(json_object_get(p, "backends"), k, b)
+    {
+        print_backend_row(jstr(p, "name", "?"), b);
+    }
 }
 
-static void human_drained(const struct json_value *v)
+static void human_drained(json_t *v)
 {
-    const struct json_value *d = json_get(v, "drained");
-    printf("drained: %s, %.0f connections left\n", d && d->boolean ? "yes" : "no",
-           json_get_num(v, "connections", 0));
-    const struct json_value *p = json_get(v, "pool");
+    printf("drained: %s, %.0f connections left\n",
+           json_is_true(json_object_get(v, "drained")) ? "yes" : "no", jnum(v, "connections", 0));
+    json_t *p = json_object_get(v, "pool");
     if (p)
         human_pool(p);
 }
 
-static void human_reload(const struct json_value *v)
+static void human_reload(json_t *v)
 {
-    const struct json_value *ch = json_get(v, "changes");
-    printf("reload ok: generation %.0f, %zu changes\n", json_get_num(v, "generation", 0),
-           ch ? ch->count : 0);
-    for (size_t i = 0; ch && i < ch->count; i++) {
-        const struct json_value *x = ch->items[i];
-        printf("  %s pool=%s backend=%s listener=%s\n", json_get_str(x, "kind", "?"),
-               json_get_str(x, "pool", "-"), json_get_str(x, "backend", "-"),
-               json_get_str(x, "listener", "-"));
+    json_t *ch = json_object_get(v, "changes"), *x;
+    size_t i;
+    printf("reload ok: generation %.0f, %zu changes\n", jnum(v, "generation", 0),
+           json_array_size(ch));
+    json_array_foreach(ch, i, x)
+    {
+        printf("  %s pool=%s backend=%s listener=%s\n", jstr(x, "kind", "?"), jstr(x, "pool", "-"),
+               jstr(x, "backend", "-"), jstr(x, "listener", "-"));
     }
 }
 
 /* One request whose 200 answer is printed with <human>. */
 static int simple(struct ctl *c, const char *method, const char *target, const char *body,
-                  double timeout_ms, void (*human)(const struct json_value *))
+                  double timeout_ms, void (*human)(json_t *))
 {
     struct reply r;
     if (http(c, method, target, body, timeout_ms, &r) < 0)
@@ -427,20 +448,6 @@ static int opt_wait(int argc, char **argv, int *i, conf_ms *ms)
     return 0;
 }
 
-static void json_str(struct hbuf *o, const char *s)
-{
-    hbuf_append_str(o, "\"");
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            hbuf_printf(o, "\\%c", *s);
-        else if ((unsigned char)*s < 0x20)
-            hbuf_printf(o, "\\u%04x", (unsigned char)*s);
-        else
-            hbuf_append(o, s, 1);
-    }
-    hbuf_append_str(o, "\"");
-}
-
 /* ---- commands ------------------------------------------------------------ */
 
 static int cmd_status(struct ctl *c)
@@ -455,20 +462,23 @@ static int wait_backend(struct ctl *c, const char *pool, const char *name, conf_
     bool tty = isatty(STDOUT_FILENO);
     for (;;) {
         int code = CTL_FAILED;
-        struct json_value *st = get_status(c, &code);
+        json_t *st = get_status(c, &code);
         if (!st)
             return code;
         double conns = -1;
-        const struct json_value *ps = json_get(st, "pools");
-        for (size_t i = 0; ps && i < ps->count; i++) {
-            if (strcmp(json_get_str(ps->items[i], "name", ""), pool) != 0)
+        size_t i, k;
+        json_t *pl, *b;
+        json_array_foreach(json_object_get(st, "pools"), i, pl)
+        {
+            if (strcmp(jstr(pl, "name", ""), pool) != 0)
                 continue;
-            const struct json_value *bs = json_get(ps->items[i], "backends");
-            for (size_t k = 0; bs && k < bs->count; k++)
-                if (!strcmp(json_get_str(bs->items[k], "name", ""), name))
-                    conns = json_get_num(bs->items[k], "active_connections", 0);
+            json_array_foreach(json_object_get(pl, "backends"), k, b)
+            {
+                if (!strcmp(jstr(b, "name", ""), name))
+                    conns = jnum(b, "active_connections", 0);
+            }
         }
-        json_free(st);
+        json_decref(st);
         double left = until - now_ms();
         if (conns <= 0) {
             printf("%s%s/%s drained\n", tty ? "\r\033[K" : "", pool, name);
@@ -573,7 +583,7 @@ static int cmd_weight(struct ctl *c, int argc, char **argv)
 }
 
 static int post_split(struct ctl *c, const char *listener, const char *body,
-                      void (*human)(const struct json_value *))
+                      void (*human)(json_t *))
 {
     struct hbuf path = {0};
     hbuf_append_str(&path, "/listeners/");
@@ -590,79 +600,85 @@ static int cmd_split(struct ctl *c, int argc, char **argv)
         return die_usage("split LISTENER POOL=W [POOL=W ...] | --clear");
     if (argc == 2 && !strcmp(argv[1], "--clear"))
         return post_split(c, argv[0], NULL, human_listener);
-    struct hbuf body = {0};
-    hbuf_append_str(&body, "{");
+    json_t *body = json_object();
     for (int i = 1; i < argc; i++) {
         char *eq = strrchr(argv[i], '=');
         char *end;
         unsigned long w = eq ? strtoul(eq + 1, &end, 10) : 0;
         if (!eq || eq == argv[i] || !eq[1] || *end || eq[1] == '-' || w > UINT32_MAX) {
-            hbuf_free(&body);
+            json_decref(body);
             return die_usage("split: expected POOL=WEIGHT, got '%s'", argv[i]);
         }
         *eq = '\0';
-        if (i > 1)
-            hbuf_append_str(&body, ",");
-        json_str(&body, argv[i]);
-        hbuf_printf(&body, ":%lu", w);
+        /* a JSON object names each member once: a pool given twice is a mistake */
+        const char *bad = json_object_get(body, argv[i]) ? "given twice" : NULL;
+        if (!bad && json_object_set_new(body, argv[i], json_integer((json_int_t)w)) < 0)
+            bad = "not a valid name (UTF-8)";
         *eq = '=';
+        if (bad) {
+            json_decref(body);
+            return die_usage("split: pool '%.*s' %s", (int)(eq - argv[i]), argv[i], bad);
+        }
     }
-    hbuf_append_str(&body, "}");
-    int code = post_split(c, argv[0], body.data, human_listener);
-    hbuf_free(&body);
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    if (!text)
+        return die_usage("split: out of memory");
+    int code = post_split(c, argv[0], text, human_listener);
+    free(text);
     return code;
 }
 
-/* Sums, over the backends of <pools> other than <keep>, what a switch
- * waits for: in-flight requests and busy connections (tunnels, requests),
- * not idle pooled ones. Fills <line> with per-backend counts. */
-static double busy_left(const struct json_value *st, const struct json_value *split,
-                        const char *keep, struct hbuf *line)
+/* Sums, over the backends of the pools of <split> other than <keep>, what
+ * a switch waits for: in-flight requests and busy connections (tunnels,
+ * requests), not idle pooled ones. Fills <line> with per-backend counts. */
+static double busy_left(json_t *st, json_t *split, const char *keep, struct hbuf *line)
 {
     double total = 0;
-    const struct json_value *ps = json_get(st, "pools");
-    for (size_t i = 0; ps && i < ps->count; i++) {
-        const char *name = json_get_str(ps->items[i], "name", "");
-        if (!strcmp(name, keep) || !json_get(split, name))
+    size_t i, k;
+    json_t *pl, *b;
+    json_array_foreach(json_object_get(st, "pools"), i, pl)
+    {
+        const char *name = jstr(pl, "name", "");
+        if (!strcmp(name, keep) || !json_object_get(split, name))
             continue;
-        const struct json_value *bs = json_get(ps->items[i], "backends");
-        for (size_t k = 0; bs && k < bs->count; k++) {
-            const struct json_value *b = bs->items[k];
-            double busy =
-                json_get_num(b, "active_connections", 0) - json_get_num(b, "idle_connections", 0);
-            double infl = json_get_num(b, "inflight_requests", 0);
+        json_array_foreach(json_object_get(pl, "backends"), k, b)
+        {
+            double busy = jnum(b, "active_connections", 0) - jnum(b, "idle_connections", 0);
+            double infl = jnum(b, "inflight_requests", 0);
             if (busy < infl)
                 busy = infl;
             if (busy < 0)
                 busy = 0;
             total += busy;
-            hbuf_printf(line, "%s%s/%s %.0f", line->len ? ", " : "", name,
-                        json_get_str(b, "name", "?"), busy);
+            hbuf_printf(line, "%s%s/%s %.0f", line->len ? ", " : "", name, jstr(b, "name", "?"),
+                        busy);
         }
     }
     /* a fleet: every other live instance's report (the one asked counts
      * its own above), once all of them have applied the switch */
-    const struct json_value *fl = json_get(st, "fleet");
-    if (!fl || fl->type != JSON_OBJECT)
+    json_t *fl = json_object_get(st, "fleet");
+    if (!json_is_object(fl))
         return total;
-    const struct json_value *synced = json_get(fl, "synced");
-    if (synced && synced->type == JSON_BOOL && !synced->boolean) {
+    if (json_is_false(json_object_get(fl, "synced"))) {
         total += 1;
         hbuf_printf(line, "%sfleet: instances catching up", line->len ? ", " : "");
     }
-    const struct json_value *is = json_get(fl, "instances");
-    for (size_t i = 0; is && i < is->count; i++) {
-        const struct json_value *self = json_get(is->items[i], "self");
-        if (self && self->type == JSON_BOOL && self->boolean)
+    json_t *inst;
+    json_array_foreach(json_object_get(fl, "instances"), i, inst)
+    {
+        if (json_is_true(json_object_get(inst, "self")))
             continue;
-        const struct json_value *pools = json_get(is->items[i], "pools");
-        for (size_t k = 0; pools && pools->type == JSON_OBJECT && k < pools->count; k++) {
-            if (!strcmp(pools->keys[k], keep) || !json_get(split, pools->keys[k]))
+        const char *pool;
+        json_t *n;
+        json_object_foreach(json_object_get(inst, "pools"), pool, n)
+        {
+            if (!strcmp(pool, keep) || !json_object_get(split, pool))
                 continue;
-            double busy = pools->items[k]->number;
+            double busy = json_number_value(n);
             total += busy;
-            hbuf_printf(line, "%s%s@%s %.0f", line->len ? ", " : "", pools->keys[k],
-                        json_get_str(is->items[i], "id", "?"), busy);
+            hbuf_printf(line, "%s%s@%s %.0f", line->len ? ", " : "", pool, jstr(inst, "id", "?"),
+                        busy);
         }
     }
     return total;
@@ -684,49 +700,47 @@ static int cmd_switch(struct ctl *c, int argc, char **argv)
         }
     }
     int code = CTL_FAILED;
-    struct json_value *st = get_status(c, &code);
+    json_t *st = get_status(c, &code);
     if (!st)
         return code;
-    const struct json_value *split = NULL;
-    const struct json_value *ls = json_get(st, "listeners");
-    for (size_t i = 0; ls && i < ls->count; i++)
-        if (!strcmp(json_get_str(ls->items[i], "name", ""), listener))
-            split = json_get(ls->items[i], "split_configured");
+    json_t *split = NULL, *l;
+    size_t i;
+    json_array_foreach(json_object_get(st, "listeners"), i, l)
+    {
+        if (!strcmp(jstr(l, "name", ""), listener))
+            split = json_object_get(l, "split_configured");
+    }
     if (!split) {
         fprintf(stderr, "usher ctl: unknown listener '%s'\n", listener);
-        json_free(st);
+        json_decref(st);
         return CTL_FAILED;
     }
-    if (!json_get(split, pool)) {
+    if (!json_object_get(split, pool)) {
         fprintf(stderr, "usher ctl: pool '%s' is not in listener '%s'\n", pool, listener);
-        json_free(st);
+        json_decref(st);
         return CTL_FAILED;
     }
-    struct hbuf body = {0};
-    hbuf_append_str(&body, "{");
-    for (size_t i = 0; i < split->count; i++) {
-        if (i)
-            hbuf_append_str(&body, ",");
-        json_str(&body, split->keys[i]);
-        hbuf_printf(&body, ":%d", strcmp(split->keys[i], pool) ? 0 : 100);
-    }
-    hbuf_append_str(&body, "}");
-    /* the pools' names, kept for the wait after the tree is freed */
-    struct json_value *names = NULL;
+    /* all to <pool>, 0 to the others; the object also names the pools the
+     * wait watches, after /status is gone */
+    json_t *names = json_object();
+    const char *name;
+    json_t *w;
+    json_object_foreach(split, name, w)
     {
-        const char *err;
-        struct hbuf nb = {0};
-        hbuf_append(&nb, body.data, body.len);
-        hbuf_append(&nb, "", 1);
-        names = json_parse(nb.data, nb.len - 1, &err);
-        hbuf_free(&nb);
+        json_object_set_new(names, name, json_integer(strcmp(name, pool) ? 0 : 100));
     }
-    json_free(st);
+    json_decref(st);
+    char *body = json_dumps(names, JSON_COMPACT);
+    if (!body) {
+        json_decref(names);
+        fprintf(stderr, "usher ctl: out of memory\n");
+        return CTL_FAILED;
+    }
     bool tty = isatty(STDOUT_FILENO);
-    code = post_split(c, listener, body.data, c->json ? NULL : human_listener);
-    hbuf_free(&body);
+    code = post_split(c, listener, body, c->json ? NULL : human_listener);
+    free(body);
     if (code != CTL_OK || !wait) {
-        json_free(names);
+        json_decref(names);
         return code;
     }
     double start = now_ms(), until = start + (double)wait_ms, last_plain = 0;
@@ -737,7 +751,7 @@ static int cmd_switch(struct ctl *c, int argc, char **argv)
             break;
         struct hbuf line = {0};
         double left = busy_left(st, names, pool, &line);
-        json_free(st);
+        json_decref(st);
         double remaining = until - now_ms();
         if (left <= 0) {
             printf("%sdrained: %s has no request or tunnel left on the other pools (%.1fs)\n",
@@ -768,7 +782,7 @@ static int cmd_switch(struct ctl *c, int argc, char **argv)
         usleep(CTL_POLL_MS * 1000);
     }
     hbuf_free(&prev);
-    json_free(names);
+    json_decref(names);
     return code;
 }
 
@@ -804,11 +818,9 @@ static int cmd_drain_pool(struct ctl *c, int argc, char **argv)
         code = report_failure(c, &r);
     } else {
         print_ok(c, &r, human_drained);
-        const char *err;
-        struct json_value *v = json_parse(r.body.data, r.body.len, &err);
-        const struct json_value *d = json_get(v, "drained");
-        code = !wait || (d && d->boolean) ? CTL_OK : CTL_FAILED;
-        json_free(v);
+        json_t *v = parse_body(&r.body, NULL);
+        code = !wait || json_is_true(json_object_get(v, "drained")) ? CTL_OK : CTL_FAILED;
+        json_decref(v);
     }
     hbuf_free(&r.body);
     return code;

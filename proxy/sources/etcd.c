@@ -1,9 +1,9 @@
 /* The etcd gateway client. Each exchange is one struct econn with an
  * explicit state; conn_drive() holds every transition. The HTTP/1.1 reply
- * is read with a small head scan (status, Content-Length, chunked) and a
- * chunked decoder; the JSON is jansson's. A unary reply is one JSON body;
- * the watch's is a stream of JSON objects, one a line (grpc-gateway's
- * newline delimiter). */
+ * is read by the house's response reader (proxy/base/h1resp.c, over
+ * parser/); the JSON is jansson's. A unary reply is one JSON body; the
+ * watch's is a chunked stream of JSON objects, one a line (grpc-gateway's
+ * newline delimiter), however the chunks cut them. */
 #include "etcd.h"
 
 #include <errno.h>
@@ -11,16 +11,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
 #include "../net/list.h"
 #include "../net/net.h"
 #include "../base/buf.h"
+#include "../base/h1resp.h"
 #include "../base/log.h"
 
-/* A reply head larger than this is not the gateway's. */
-#define HEAD_MAX (16 * 1024)
 /* A unary reply or one watch message larger than this is refused: a
  * fleet's overrides and instance reports are a few kilobytes. */
 #define BODY_MAX (8 * 1024 * 1024)
@@ -48,9 +46,6 @@ enum conn_state {
     CONN_DONE,
 };
 
-enum body_mode { BODY_LENGTH = 1, BODY_CHUNKED, BODY_EOF };
-enum chunk_state { CH_SIZE = 1, CH_DATA, CH_CRLF, CH_TRAILER };
-
 struct econn {
     struct etcd *e;
     enum conn_state state;
@@ -60,12 +55,7 @@ struct econn {
     ev_timer timer;
     struct hbuf out;
     size_t out_off;
-    struct hbuf in;   /* received, not yet decoded */
-    struct hbuf body; /* decoded body (the stream: not yet a whole line) */
-    int status;
-    enum body_mode mode;
-    size_t left; /* BODY_LENGTH: bytes to come; CH_DATA: bytes of this chunk */
-    enum chunk_state ch;
+    struct h1resp rd; /* the reply; its body (the stream: not yet a whole line) */
     etcd_reply_cb cb;
     void *ctx;
     struct list link; /* e->calls */
@@ -192,8 +182,7 @@ static void conn_close(struct econn *c)
         close(c->fd);
     c->fd = -1;
     hbuf_free(&c->out);
-    hbuf_free(&c->in);
-    hbuf_free(&c->body);
+    h1resp_free(&c->rd);
     free(c);
 }
 
@@ -207,6 +196,7 @@ static struct econn *conn_open(struct etcd *e, const char *path, const char *bod
         return NULL;
     c->e = e;
     c->stream = stream;
+    h1resp_init(&c->rd, HTTP1_METHOD_POST, BODY_MAX);
     const struct conf_address *ep = &e->eps[e->cur];
     int in_progress = 0, err = 0;
     c->fd = net_connect_start((const struct sockaddr *)&ep->sa, ep->sa_len, &in_progress, &err);
@@ -237,11 +227,11 @@ static struct econn *conn_open(struct etcd *e, const char *path, const char *bod
 static void call_finish(struct econn *c, const char *why)
 {
     json_t *reply = NULL;
-    if (!why && c->status != 200)
+    if (!why && c->rd.status != 200)
         why = err_http;
     if (!why) {
         json_error_t jerr;
-        reply = json_loadb(c->body.data ? c->body.data : "", c->body.len, 0, &jerr);
+        reply = json_loadb(c->rd.body.data ? c->rd.body.data : "", c->rd.body.len, 0, &jerr);
         if (!reply)
             why = err_json;
     }
@@ -256,109 +246,33 @@ static void call_finish(struct econn *c, const char *why)
         json_decref(reply);
 }
 
-/* Parses the reply head in c->in. AGAIN until it is whole. */
-static int parse_head(struct econn *c)
+/* etcd's reason for what the reply reader refused (its own reason, more
+ * precise, goes to the debug log). */
+static const char *reply_error(const struct h1resp *rd)
 {
-    const char *d = c->in.data;
-    char *end = c->in.len ? memmem(d, c->in.len, "\r\n\r\n", 4) : NULL;
-    if (!end)
-        return c->in.len > HEAD_MAX ? NET_ERROR : NET_AGAIN;
-    size_t head_len = (size_t)(end - d) + 4;
-    if (c->in.len < 12 || memcmp(d, "HTTP/1.", 7) != 0)
-        return NET_ERROR;
-    c->status = atoi(d + 9);
-    c->mode = BODY_EOF;
-    for (const char *l = memmem(d, head_len, "\r\n", 2) + 2; l < end;) {
-        const char *nl = memmem(l, (size_t)(end + 2 - l), "\r\n", 2);
-        size_t ll = (size_t)(nl - l);
-        if (ll > 15 && !strncasecmp(l, "content-length:", 15)) {
-            c->mode = BODY_LENGTH;
-            c->left = strtoul(l + 15, NULL, 10);
-        } else if (ll > 18 && !strncasecmp(l, "transfer-encoding:", 18) &&
-                   memmem(l, ll, "chunked", 7)) {
-            c->mode = BODY_CHUNKED;
-            c->ch = CH_SIZE;
-        }
-        l = nl + 2;
-    }
-    memmove(c->in.data, d + head_len, c->in.len - head_len);
-    c->in.len -= head_len;
-    return NET_OK;
+    if (rd->error == h1resp_err_body_too_large)
+        return err_too_large;
+    if (rd->error == h1resp_err_closed_in_head || rd->error == h1resp_err_closed_in_body)
+        return err_closed;
+    if (rd->error == h1resp_err_nomem)
+        return err_nomem;
+    return err_proto;
 }
 
-/* Moves decoded body bytes from c->in to c->body. NET_OK once the body is
- * complete, AGAIN for more, ERROR on bad framing. */
-static int decode_body(struct econn *c)
-{
-    size_t off = 0;
-    int rc = NET_AGAIN;
-    if (c->mode == BODY_EOF) {
-        if (c->in.len)
-            hbuf_append(&c->body, c->in.data, c->in.len);
-        off = c->in.len;
-    } else if (c->mode == BODY_LENGTH) {
-        size_t n = c->in.len < c->left ? c->in.len : c->left;
-        if (n)
-            hbuf_append(&c->body, c->in.data, n);
-        off = n;
-        c->left -= n;
-        if (c->left == 0)
-            rc = NET_OK;
-    } else {
-        while (off < c->in.len && rc == NET_AGAIN) {
-            const char *p = c->in.data + off;
-            size_t avail = c->in.len - off;
-            if (c->ch == CH_DATA) {
-                size_t n = avail < c->left ? avail : c->left;
-                hbuf_append(&c->body, p, n);
-                off += n;
-                c->left -= n;
-                if (c->left == 0)
-                    c->ch = CH_CRLF;
-                continue;
-            }
-            const char *nl = memmem(p, avail, "\r\n", 2);
-            if (!nl)
-                break;
-            size_t ll = (size_t)(nl - p);
-            off += ll + 2;
-            if (c->ch == CH_CRLF) {
-                if (ll != 0)
-                    return NET_ERROR;
-                c->ch = CH_SIZE;
-            } else if (c->ch == CH_SIZE) {
-                char *e;
-                c->left = strtoul(p, &e, 16);
-                if (e == p)
-                    return NET_ERROR;
-                c->ch = c->left ? CH_DATA : CH_TRAILER;
-            } else if (ll == 0) { /* CH_TRAILER: the empty line ends it */
-                rc = NET_OK;
-            }
-        }
-    }
-    if (off) {
-        memmove(c->in.data, c->in.data + off, c->in.len - off);
-        c->in.len -= off;
-    }
-    if (c->body.len > BODY_MAX)
-        return NET_ERROR;
-    return rc;
-}
-
-/* The watch: hands each complete line of c->body to the hooks. */
+/* The watch: hands each complete line of the body to the hooks. */
 static int stream_lines(struct econn *c)
 {
     struct etcd *e = c->e;
+    struct hbuf *body = &c->rd.body;
     size_t off = 0;
     int rc = NET_OK;
-    while (rc == NET_OK && off < c->body.len) {
-        char *nl = memchr(c->body.data + off, '\n', c->body.len - off);
+    while (rc == NET_OK && off < body->len) {
+        char *nl = memchr(body->data + off, '\n', body->len - off);
         if (!nl)
             break;
-        size_t ll = (size_t)(nl - (c->body.data + off));
+        size_t ll = (size_t)(nl - (body->data + off));
         json_error_t jerr;
-        json_t *msg = ll ? json_loadb(c->body.data + off, ll, 0, &jerr) : NULL;
+        json_t *msg = ll ? json_loadb(body->data + off, ll, 0, &jerr) : NULL;
         off += ll + 1;
         if (!ll)
             continue;
@@ -393,10 +307,7 @@ static int stream_lines(struct econn *c)
         if (e->wreset)
             rc = NET_ERROR;
     }
-    if (off) {
-        memmove(c->body.data, c->body.data + off, c->body.len - off);
-        c->body.len -= off;
-    }
+    h1resp_body_take(&c->rd, off);
     return rc;
 }
 
@@ -436,7 +347,8 @@ static void conn_drive(struct econn *c, int revents)
     if (!(revents & EV_READ))
         return;
     bool eof = false;
-    for (size_t got = 0; got < READ_PER_EVENT;) {
+    int rc = H1RESP_AGAIN;
+    for (size_t got = 0; got < READ_PER_EVENT && rc == H1RESP_AGAIN;) {
         char buf[16384];
         ssize_t n = read(c->fd, buf, sizeof(buf));
         if (n < 0 && errno == EINTR)
@@ -451,60 +363,42 @@ static void conn_drive(struct econn *c, int revents)
             eof = true;
             break;
         }
-        if (hbuf_append(&c->in, buf, (size_t)n) < 0) {
-            why = err_nomem;
-            goto fail;
-        }
+        rc = h1resp_feed(&c->rd, buf, (size_t)n);
         got += (size_t)n;
     }
-    if (c->state == CONN_HEAD) {
-        int rc = parse_head(c);
-        if (rc == NET_ERROR) {
-            why = err_proto;
-            goto fail;
-        }
-        if (rc == NET_AGAIN) {
-            if (eof) {
-                why = err_closed;
-                goto fail;
-            }
-            return;
-        }
-        c->state = CONN_BODY;
-        if (c->stream && c->status != 200) {
+    if (eof && rc == H1RESP_AGAIN)
+        rc = h1resp_eof(&c->rd);
+    if (rc == H1RESP_ERROR) {
+        why = reply_error(&c->rd);
+        goto fail;
+    }
+    if (!c->rd.have_head)
+        return;
+    c->state = CONN_BODY;
+    if (c->stream) {
+        if (c->rd.status != 200) {
             why = err_http;
             goto fail;
         }
-    }
-    int rc = decode_body(c);
-    if (rc == NET_ERROR) {
-        why = c->body.len > BODY_MAX ? err_too_large : err_proto;
-        goto fail;
-    }
-    if (c->stream) {
         if (stream_lines(c) < 0) {
             why = e->wreset ? err_reset : err_json;
             goto fail;
         }
-        if (rc == NET_OK || eof) {
+        if (rc == H1RESP_DONE || eof) {
             why = err_closed;
             goto fail;
         }
         return;
     }
-    if (rc == NET_OK || (eof && c->mode == BODY_EOF)) {
+    if (rc == H1RESP_DONE) {
         c->state = CONN_DONE;
         call_finish(c, NULL);
-        return;
-    }
-    if (eof) {
-        why = err_closed;
-        goto fail;
     }
     return;
 fail:
     log_kv(CONF_LOG_DEBUG, "etcd exchange failed", LOG_STR("state", state_to_str(c->state)),
-           LOG_STR("reason", why), LOG_STR("error", err ? strerror(err) : ""));
+           LOG_STR("reason", why), LOG_STR("reply", c->rd.error ? c->rd.error : ""),
+           LOG_STR("error", err ? strerror(err) : ""));
     if (c->stream)
         watch_broken(e, why);
     else

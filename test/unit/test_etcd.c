@@ -1,8 +1,9 @@
 // links: usher_proxy_sources
 /* The etcd gateway client's pure parts (proxy/sources/etcd.c, included
  * for its static functions): base64 both ways, the prefix's range_end,
- * int64-as-string fields, the reply head, the chunked decoder and the
- * watch's line splitter, fed one byte at a time. */
+ * int64-as-string fields, the reply read by the house's response reader
+ * (the watch's chunked stream fed one byte at a time, a message over the
+ * bound) and the watch's line splitter. */
 #include "proxy/sources/etcd.c"
 #include "test/unit/check.h"
 
@@ -75,49 +76,79 @@ static void test_watch_stream_byte_by_byte(void)
     struct etcd e = {.backoff = ETCD_BACKOFF_MIN_S, .eps = &ep, .num_eps = 1};
     e.hooks = (struct etcd_watch_hooks){.up = h_up, .result = h_result, .down = h_down};
     struct econn c = {.e = &e, .stream = true, .state = CONN_HEAD, .fd = -1};
+    h1resp_init(&c.rd, HTTP1_METHOD_POST, BODY_MAX);
     for (size_t i = 0; i < sizeof(watch_reply) - 1; i++) {
-        hbuf_append(&c.in, &watch_reply[i], 1);
-        if (c.state == CONN_HEAD) {
-            int rc = parse_head(&c);
-            CHECK(rc != NET_ERROR, "head at byte %zu", i);
-            if (rc != NET_OK)
-                continue;
-            c.state = CONN_BODY;
-            CHECK(c.status == 200 && c.mode == BODY_CHUNKED, "status %d mode %d", c.status,
-                  (int)c.mode);
-        }
-        int rc = decode_body(&c);
-        CHECK(rc == NET_AGAIN, "body at byte %zu: %d", i, rc);
+        int rc = h1resp_feed(&c.rd, &watch_reply[i], 1);
+        CHECK(rc == H1RESP_AGAIN, "byte %zu: %d %s", i, rc, c.rd.error ? c.rd.error : "");
+        if (!c.rd.have_head)
+            continue;
+        CHECK(c.rd.status == 200 && c.rd.framing == HTTP1_BODY_CHUNKED, "status %d framing %d",
+              c.rd.status, (int)c.rd.framing);
         CHECK(stream_lines(&c) == NET_OK, "lines at byte %zu", i);
     }
     CHECK(ups == 1 && results == 2, "ups %d results %d", ups, results);
     CHECK(last_rev == 9 && e.next_rev == 10, "revisions %lld %lld", last_rev, e.next_rev);
+    CHECK(c.rd.body.len == 0, "every line taken");
     /* the terminal chunk ends the body */
-    hbuf_append_str(&c.in, "0\r\n\r\n");
-    CHECK(decode_body(&c) == NET_OK, "last chunk");
-    hbuf_free(&c.in);
-    hbuf_free(&c.body);
+    CHECK(h1resp_feed(&c.rd, "0\r\n\r\n", 5) == H1RESP_DONE, "last chunk");
+    h1resp_free(&c.rd);
+}
+
+/* A message split across chunks is delivered whole; a message larger than
+ * BODY_MAX is refused, not buffered without bound. */
+static void test_watch_message_bound(void)
+{
+    struct econn c = {.stream = true, .state = CONN_HEAD, .fd = -1};
+    h1resp_init(&c.rd, HTTP1_METHOD_POST, BODY_MAX);
+    static const char head[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+    CHECK(h1resp_feed(&c.rd, head, sizeof(head) - 1) == H1RESP_AGAIN && c.rd.have_head);
+    static char chunk[1 << 16];
+    memset(chunk, 'x', sizeof(chunk));
+    char size[32];
+    int rc = H1RESP_AGAIN;
+    for (size_t sent = 0; rc == H1RESP_AGAIN && sent <= BODY_MAX; sent += sizeof(chunk)) {
+        int n = snprintf(size, sizeof(size), "%zx\r\n", sizeof(chunk));
+        rc = h1resp_feed(&c.rd, size, (size_t)n);
+        if (rc == H1RESP_AGAIN)
+            rc = h1resp_feed(&c.rd, chunk, sizeof(chunk));
+        if (rc == H1RESP_AGAIN)
+            rc = h1resp_feed(&c.rd, "\r\n", 2);
+    }
+    CHECK(rc == H1RESP_ERROR && reply_error(&c.rd) == err_too_large, "refused: %s",
+          c.rd.error ? c.rd.error : "-");
+    CHECK(c.rd.body.len <= BODY_MAX);
+    h1resp_free(&c.rd);
 }
 
 static void test_unary_length(void)
 {
     static const char reply[] = "HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n{\"count\":\"1\"}";
     struct econn c = {.state = CONN_HEAD, .fd = -1};
-    hbuf_append(&c.in, reply, sizeof(reply) - 1);
-    CHECK(parse_head(&c) == NET_OK && c.mode == BODY_LENGTH && c.left == 13, "head");
-    CHECK(decode_body(&c) == NET_OK, "body complete");
-    CHECK(c.body.len == 13 && !memcmp(c.body.data, "{\"count\":\"1\"}", 13), "body");
-    hbuf_free(&c.in);
-    hbuf_free(&c.body);
+    h1resp_init(&c.rd, HTTP1_METHOD_POST, BODY_MAX);
+    CHECK(h1resp_feed(&c.rd, reply, sizeof(reply) - 1) == H1RESP_DONE, "complete");
+    CHECK(c.rd.status == 200 && c.rd.body.len == 13 &&
+              !memcmp(c.rd.body.data, "{\"count\":\"1\"}", 13),
+          "body");
+    h1resp_free(&c.rd);
     struct econn bad = {.state = CONN_HEAD, .fd = -1};
-    hbuf_append_str(&bad.in, "SSH-2.0-OpenSSH\r\n\r\n");
-    CHECK(parse_head(&bad) == NET_ERROR, "not HTTP");
-    hbuf_free(&bad.in);
-    struct econn badch = {.state = CONN_BODY, .mode = BODY_CHUNKED, .ch = CH_SIZE, .fd = -1};
-    hbuf_append_str(&badch.in, "zz\r\n");
-    CHECK(decode_body(&badch) == NET_ERROR, "bad chunk size");
-    hbuf_free(&badch.in);
-    hbuf_free(&badch.body);
+    h1resp_init(&bad.rd, HTTP1_METHOD_POST, BODY_MAX);
+    CHECK(h1resp_feed(&bad.rd, "SSH-2.0-OpenSSH\r\n\r\n", 19) == H1RESP_ERROR &&
+              reply_error(&bad.rd) == err_proto,
+          "not HTTP");
+    h1resp_free(&bad.rd);
+    struct econn badch = {.state = CONN_BODY, .fd = -1};
+    h1resp_init(&badch.rd, HTTP1_METHOD_POST, BODY_MAX);
+    static const char chunked[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
+    CHECK(h1resp_feed(&badch.rd, chunked, sizeof(chunked) - 1) == H1RESP_ERROR &&
+              reply_error(&badch.rd) == err_proto,
+          "bad chunk size");
+    h1resp_free(&badch.rd);
+    struct econn cut = {.state = CONN_BODY, .fd = -1};
+    h1resp_init(&cut.rd, HTTP1_METHOD_POST, BODY_MAX);
+    CHECK(h1resp_feed(&cut.rd, reply, sizeof(reply) - 5) == H1RESP_AGAIN &&
+              h1resp_eof(&cut.rd) == H1RESP_ERROR && reply_error(&cut.rd) == err_closed,
+          "closed inside the body");
+    h1resp_free(&cut.rd);
 }
 
 int main(void)
@@ -125,6 +156,7 @@ int main(void)
     test_b64();
     test_prefix_and_int();
     test_watch_stream_byte_by_byte();
+    test_watch_message_bound();
     test_unary_length();
     return check_report("test_etcd");
 }
