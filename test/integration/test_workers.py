@@ -307,7 +307,10 @@ def test_reload_keeps_the_running_worker_count(backend_factory, usher_factory):
     u.write_config(config_for(u, {"blue": [b]}, extra={"workers": 2}))
     st, body, _ = admin(u, "POST", "/reload")
     assert st == 200 and body["result"] == "ok", body
-    partial = [l for l in u.log_lines("reload partial") if l["kv"].get("key") == "workers"]
+    # the log thread writes the line a moment after the answer may come
+    partial = wire.wait_until(lambda: [l for l in u.log_lines("reload partial")
+                                       if l["kv"].get("key") == "workers"],
+                              3.0, what="reload partial key=workers")
     assert partial, "no log line about the kept worker count:\n%s" % u.log()
     assert u.status_json()["workers"] == WORKERS
     assert len(u.threads()) == n_threads, u.threads()
