@@ -32,16 +32,24 @@
  * that the answer follows the last close closely. */
 #define WAIT_POLL_S 0.05
 
+/* What an answer that comes later waits for. */
+enum wait_kind {
+    WAIT_DRAIN = 1, /* a pool drain with ?wait: its connections (polled) */
+    WAIT_FLEET,     /* a fleet mutation's reply, held until etcd has the change */
+    WAIT_SAVE,      /* a mutation's reply, held until the state file is on disk */
+};
+
 struct api_wait {
+    enum wait_kind kind;
     struct process *p;
     struct pool *pool;
     ev_timer poll;
     ev_tstamp until;
     api_later_cb later;
     void *ctx;
-    bool hold; /* a fleet mutation's reply, held until etcd has the change */
     unsigned long ticket;
-    struct api_reply held;
+    struct api_reply held;       /* WAIT_FLEET, WAIT_SAVE */
+    unsigned long long save_seq; /* WAIT_DRAIN: the state file save to wait for too (0: none) */
 };
 
 /* How long a held reply waits for etcd beyond its own call timeout
@@ -345,6 +353,9 @@ static void wait_poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
     bool busy = pool_connections(wt->pool) > 0 || fleet_pool_busy(wt->p->fleet, wt->pool->name);
     if (busy && ev_now(loop) < wt->until)
         return;
+    /* the drain it answers for is on disk first, however long the wait */
+    if (!overrides_save_settled(wt->p->ov, wt->save_seq))
+        return;
     ev_timer_stop(loop, t);
     struct api_reply r = {0};
     drained_reply(wt->p, wt->pool, &r);
@@ -358,9 +369,19 @@ void api_wait_cancel(struct api_wait *wt)
 {
     if (!wt)
         return;
-    ev_timer_stop(wt->p->loop, &wt->poll);
-    if (wt->hold)
+    switch (wt->kind) {
+    case WAIT_DRAIN:
+        ev_timer_stop(wt->p->loop, &wt->poll);
+        break;
+    case WAIT_FLEET:
+        ev_timer_stop(wt->p->loop, &wt->poll);
         hbuf_free(&wt->held.body);
+        break;
+    case WAIT_SAVE:
+        overrides_save_unwait(wt->p->ov, wt);
+        hbuf_free(&wt->held.body);
+        break;
+    }
     free(wt);
 }
 
@@ -399,6 +420,7 @@ static enum api_result pool_route(struct process *p, enum route_id id, const str
     struct api_wait *wt = calloc(1, sizeof(*wt));
     if (!wt)
         return fail(r, 500, "out of memory");
+    wt->kind = WAIT_DRAIN;
     wt->p = p;
     wt->pool = pl; /* a pool outlives its removal from the config */
     wt->until = ev_now(p->loop) + (double)wait_ms / 1000.0;
@@ -468,8 +490,8 @@ static enum api_result hold(struct process *p, struct api_reply *r, unsigned lon
     struct api_wait *wt = calloc(1, sizeof(*wt));
     if (!wt)
         return API_DONE;
+    wt->kind = WAIT_FLEET;
     wt->p = p;
-    wt->hold = true;
     wt->ticket = ticket;
     wt->held = *r;
     *r = (struct api_reply){0};
@@ -482,6 +504,42 @@ static enum api_result hold(struct process *p, struct api_reply *r, unsigned lon
     return API_LATER;
 }
 
+static void save_settled_cb(void *ctx)
+{
+    struct api_wait *wt = ctx;
+    struct api_reply r = wt->held;
+    api_later_cb later = wt->later;
+    void *later_ctx = wt->ctx;
+    free(wt);
+    later(later_ctx, &r);
+}
+
+/* A mutation that saved the state file: its reply waits until the file
+ * is on disk (or the write failed, logged: the change is in force either
+ * way, as it was before the file was written off the loop), so a caller
+ * that got its answer can count on a restart keeping it. */
+static enum api_result hold_save(struct process *p, struct api_reply *r, unsigned long long seq,
+                                 api_later_cb later, void *ctx, struct api_wait **wait)
+{
+    if (!later)
+        return API_DONE;
+    struct api_wait *wt = calloc(1, sizeof(*wt));
+    if (!wt)
+        return API_DONE;
+    wt->kind = WAIT_SAVE;
+    wt->p = p;
+    wt->held = *r;
+    wt->later = later;
+    wt->ctx = ctx;
+    if (overrides_save_wait(p->ov, seq, save_settled_cb, wt) != 0) {
+        free(wt); /* settled already, or no memory to wait: answer now */
+        return API_DONE;
+    }
+    *r = (struct api_reply){0};
+    *wait = wt;
+    return API_LATER;
+}
+
 static enum api_result dispatch(struct process *p, const struct api_request *rq,
                                 struct api_reply *r, api_later_cb later, void *ctx,
                                 struct api_wait **wait);
@@ -490,10 +548,16 @@ enum api_result api_handle(struct process *p, const struct api_request *rq, stru
                            api_later_cb later, void *ctx, struct api_wait **wait)
 {
     unsigned long t0 = p->fleet ? fleet_writes_issued(p->fleet) : 0;
+    unsigned long long s0 = overrides_save_issued(p->ov);
     enum api_result res = dispatch(p, rq, r, later, ctx, wait);
     if (res == API_DONE && p->fleet && later && r->status == 200 &&
         fleet_writes_issued(p->fleet) != t0)
         return hold(p, r, fleet_writes_issued(p->fleet), later, ctx, wait);
+    unsigned long long s1 = overrides_save_issued(p->ov);
+    if (s1 != s0 && res == API_DONE)
+        return hold_save(p, r, s1, later, ctx, wait);
+    if (s1 != s0 && res == API_LATER && *wait && (*wait)->kind == WAIT_DRAIN)
+        (*wait)->save_seq = s1;
     return res;
 }
 

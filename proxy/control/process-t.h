@@ -54,6 +54,7 @@ struct upgrade {
 struct overrides;
 struct fleet;
 struct worker_thread;
+struct bgwork;
 
 struct process {
     struct ev_loop *loop; /* the control thread's */
@@ -69,6 +70,7 @@ struct process {
     uint64_t reloads_ok;
     uint64_t reloads_error;
     struct overrides *ov; /* what the runtime API decided (overrides.h) */
+    struct bgwork *bg;    /* blocking work off the loops: loads, fsyncs (bgwork.h) */
     /* With a fleet: where overrides_save() writes instead of the state
      * file (fleet.c sets it; a callback, so overrides.c never calls up). */
     int (*ov_store)(struct process *p);

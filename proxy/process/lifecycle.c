@@ -16,6 +16,7 @@
 #include "../sources/discover.h"
 #include "../admin/auth.h"
 #include "../sources/fleet.h"
+#include "../control/bgwork.h"
 #include "../control/overrides.h"
 #include "reload.h"
 #include "sysd.h"
@@ -239,9 +240,11 @@ struct process *process_new(struct ev_loop *loop, struct conf *conf, char *exe, 
     const struct worker_hooks hooks = {.clients_closed = on_clients_closed, .ctx = p};
     int rc = workers_create(p, workers_wanted(conf), conf, &hooks);
     p->ov = overrides_new();
-    if (rc == 0 && p->ov)
+    p->bg = bgwork_new(loop);
+    if (rc == 0 && p->ov && p->bg)
         p->discover = discover_new(loop, p->w);
     if (!p->discover) {
+        bgwork_free(p->bg);
         overrides_free(p->ov);
         workers_free(p);
         free(p);
@@ -336,6 +339,9 @@ void process_free(struct process *p)
     ev_timer_stop(p->loop, &p->drain_timer);
     ev_timer_stop(p->loop, &p->ready_timer);
     upgrade_stop(p);
+    /* what is queued still runs (the last state file is written) */
+    bgwork_free(p->bg);
+    p->bg = NULL;
     struct conf *conf = p->w->conf;
     discover_free(p->discover); /* no answer may reach the worker once it goes */
     p->discover = NULL;
