@@ -290,7 +290,8 @@ static void mark_stop_signals(struct process *p)
 
 int process_start(struct process *p, struct ssl_ctx_st **tls)
 {
-    if (sysd_inherit(&p->inherited) < 0 || upgrade_inherit(p) < 0) {
+    /* an upgrade's child names itself in LISTEN_PID first (upgrade.c) */
+    if (upgrade_inherit(p) < 0 || sysd_inherit(&p->inherited) < 0) {
         listener_tls_release(tls, p->w->conf->num_listeners);
         free(tls);
         return -1;
