@@ -37,6 +37,7 @@ enum wait_kind {
     WAIT_DRAIN = 1, /* a pool drain with ?wait: its connections (polled) */
     WAIT_FLEET,     /* a fleet mutation's reply, held until etcd has the change */
     WAIT_SAVE,      /* a mutation's reply, held until the state file is on disk */
+    WAIT_RELOAD,    /* POST /reload: the reload it asked for */
 };
 
 struct api_wait {
@@ -381,6 +382,10 @@ void api_wait_cancel(struct api_wait *wt)
         overrides_save_unwait(wt->p->ov, wt);
         hbuf_free(&wt->held.body);
         break;
+    case WAIT_RELOAD:
+        if (wt->p->reload_cancel)
+            wt->p->reload_cancel(wt->p, wt);
+        break;
     }
     free(wt);
 }
@@ -432,32 +437,65 @@ static enum api_result pool_route(struct process *p, enum route_id id, const str
     return API_LATER;
 }
 
-static enum api_result reload_route(struct process *p, struct api_reply *r)
+/* The reply to POST /reload, from its outcome. */
+static void reload_reply(struct process *p, int rc, const struct reload_outcome *out,
+                         struct api_reply *r)
 {
-    struct reload_outcome out = {0};
-    if (p->w->state >= WORKER_DRAIN_DELAY)
-        return fail(r, 409, "usher is draining: reload ignored");
-    int rc = p->reload(p, &out);
     if (rc == 0) {
         r->status = 200;
         hbuf_printf(&r->body, "{\"result\":\"ok\",\"generation\":%llu,\"changes\":[",
                     (unsigned long long)p->w->generation);
-        if (out.changes.len)
-            hbuf_append(&r->body, out.changes.data, out.changes.len);
+        if (out->changes.len)
+            hbuf_append(&r->body, out->changes.data, out->changes.len);
         hbuf_append_str(&r->body, "]}\n");
-    } else {
-        r->status = 422;
-        hbuf_append_str(&r->body, "{\"result\":\"error\",\"generation\":");
-        hbuf_printf(&r->body, "%llu,\"errors\":[", (unsigned long long)p->w->generation);
-        for (size_t i = 0; i < out.errors.count; i++) {
-            if (i)
-                hbuf_append_str(&r->body, ",");
-            log_json_str(&r->body, out.errors.messages[i]);
-        }
-        hbuf_append_str(&r->body, "]}\n");
+        return;
     }
-    p->reload_outcome_free(&out);
-    return API_DONE;
+    r->status = 422;
+    hbuf_append_str(&r->body, "{\"result\":\"error\",\"generation\":");
+    hbuf_printf(&r->body, "%llu,\"errors\":[", (unsigned long long)p->w->generation);
+    for (size_t i = 0; i < out->errors.count; i++) {
+        if (i)
+            hbuf_append_str(&r->body, ",");
+        log_json_str(&r->body, out->errors.messages[i]);
+    }
+    hbuf_append_str(&r->body, "]}\n");
+}
+
+/* The reload this request asked for ended. */
+static void reload_answered(void *ctx, int rc, const struct reload_outcome *out)
+{
+    struct api_wait *wt = ctx;
+    struct api_reply r = {0};
+    reload_reply(wt->p, rc, out, &r);
+    api_later_cb later = wt->later;
+    void *later_ctx = wt->ctx;
+    free(wt);
+    later(later_ctx, &r);
+}
+
+/* The reload runs off the loop (parse and certificates on the background
+ * thread, names resolved without blocking): the answer comes when it
+ * ended, from reload_answered. */
+static enum api_result reload_route(struct process *p, struct api_reply *r, api_later_cb later,
+                                    void *ctx, struct api_wait **wait)
+{
+    if (p->w->state >= WORKER_DRAIN_DELAY)
+        return fail(r, 409, "usher is draining: reload ignored");
+    if (!later || !p->reload)
+        return fail(r, 500, "this caller cannot wait for a reload");
+    struct api_wait *wt = calloc(1, sizeof(*wt));
+    if (!wt)
+        return fail(r, 500, "out of memory");
+    wt->kind = WAIT_RELOAD;
+    wt->p = p;
+    wt->later = later;
+    wt->ctx = ctx;
+    if (p->reload(p, reload_answered, wt) < 0) {
+        free(wt);
+        return fail(r, 500, "out of memory");
+    }
+    *wait = wt;
+    return API_LATER;
 }
 
 static void hold_poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -600,7 +638,7 @@ static enum api_result dispatch(struct process *p, const struct api_request *rq,
     case R_POOL_READY:
         return pool_route(p, id, rq, &a, r, later, ctx, wait);
     case R_RELOAD:
-        return reload_route(p, r);
+        return reload_route(p, r, later, ctx, wait);
     }
     return API_NOT_MINE;
 }

@@ -204,13 +204,10 @@ static void on_reload_signal(struct ev_loop *loop, ev_signal *s, int revents)
         log_warn("reload ignored", "reason=draining");
         return;
     }
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    sysd_notify("RELOADING=1\nMONOTONIC_USEC=%llu",
-                (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000);
-    int rc = reload_run(p, NULL);
-    sysd_notify("READY=1\nSTATUS=%s, generation %llu", rc == 0 ? "reloaded" : "reload failed",
-                (unsigned long long)p->w->generation);
+    /* asynchronous: it logs its end (and tells systemd) itself */
+    if (reload_request(p, NULL, NULL) < 0)
+        log_error("reload failed", "reason=\"out of memory\" generation=%llu",
+                  (unsigned long long)p->w->generation);
 }
 
 static void ready_poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -241,9 +238,10 @@ struct process *process_new(struct ev_loop *loop, struct conf *conf, char *exe, 
     int rc = workers_create(p, workers_wanted(conf), conf, &hooks);
     p->ov = overrides_new();
     p->bg = bgwork_new(loop);
-    if (rc == 0 && p->ov && p->bg)
+    if (rc == 0 && p->ov && p->bg && reload_init(p) == 0)
         p->discover = discover_new(loop, p->w);
     if (!p->discover) {
+        reload_stop(p);
         bgwork_free(p->bg);
         overrides_free(p->ov);
         workers_free(p);
@@ -259,8 +257,6 @@ struct process *process_new(struct ev_loop *loop, struct conf *conf, char *exe, 
     ev_signal_init(&p->sig_hup, on_reload_signal, SIGHUP);
     ev_signal_init(&p->sig_usr2, on_upgrade_signal, SIGUSR2);
     p->sig_term.data = p->sig_int.data = p->sig_hup.data = p->sig_usr2.data = p;
-    p->reload = reload_run;
-    p->reload_outcome_free = reload_outcome_free;
     return p;
 }
 
@@ -340,7 +336,9 @@ void process_free(struct process *p)
     ev_timer_stop(p->loop, &p->drain_timer);
     ev_timer_stop(p->loop, &p->ready_timer);
     upgrade_stop(p);
-    /* what is queued still runs (the last state file is written) */
+    /* what is queued still runs (the last state file is written); a
+     * reload under way is abandoned first, so nothing is applied now */
+    reload_stop(p);
     bgwork_free(p->bg);
     p->bg = NULL;
     struct conf *conf = p->w->conf;

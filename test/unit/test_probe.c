@@ -140,7 +140,7 @@ static void run_until_handed(struct ev_loop *loop, struct control *c, int n)
 
 static void test_probe(void)
 {
-    uint16_t port;
+    uint16_t port = 0;
     int lfd = listen_any(&port);
     CHECK(lfd >= 0);
     struct ev_loop *control_loop = ev_loop_new(EVFLAG_AUTO);
