@@ -634,7 +634,13 @@ void admin_stop(struct process *proc)
     a->probe = NULL;
     struct list *pos, *tmp;
     list_for_each_safe (pos, tmp, &a->conns) {
-        conn_free(container_of(pos, struct admin_conn, link));
+        struct admin_conn *ac = container_of(pos, struct admin_conn, link);
+        /* an answer made at exit (a reload that will never run) goes out
+         * if the socket takes it at once; nothing waits for it */
+        if (ac->out.sent < ac->out.len)
+            (void)!send(ac->fd, ac->out.data + ac->out.sent, ac->out.len - ac->out.sent,
+                        MSG_NOSIGNAL | MSG_DONTWAIT);
+        conn_free(ac);
     }
     free(a);
     proc->admin = NULL;

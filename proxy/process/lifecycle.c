@@ -336,11 +336,9 @@ void process_free(struct process *p)
     ev_timer_stop(p->loop, &p->drain_timer);
     ev_timer_stop(p->loop, &p->ready_timer);
     upgrade_stop(p);
-    /* what is queued still runs (the last state file is written); a
-     * reload under way is abandoned first, so nothing is applied now */
+    /* a reload under way is abandoned: nothing is applied now (whoever
+     * waits for it is told, before the admin listener closes) */
     reload_stop(p);
-    bgwork_free(p->bg);
-    p->bg = NULL;
     struct conf *conf = p->w->conf;
     discover_free(p->discover); /* no answer may reach the worker once it goes */
     p->discover = NULL;
@@ -348,6 +346,11 @@ void process_free(struct process *p)
     workers_stop(p); /* when process_run was never reached */
     workers_free(p);
     ev_async_stop(p->loop, &p->drain_check);
+    /* what is queued still runs: the last state file is written, and the
+     * mutations that wait for it are answered before the admin listener
+     * closes */
+    bgwork_free(p->bg);
+    p->bg = NULL;
     admin_stop(p);
     log_info("released", "what=admin_listener");
     conf_free(conf);

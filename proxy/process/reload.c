@@ -307,6 +307,7 @@ struct reloader {
 static const char why_invalid[] = "invalid config, running config kept";
 static const char why_draining[] = "draining";
 static const char why_nomem[] = "out of memory";
+static const char why_stopping[] = "usher is stopping";
 
 int reload_load(const char *path, struct reload_loaded *l)
 {
@@ -559,14 +560,25 @@ void reload_stop(struct process *p)
     if (!rl)
         return;
     ev_timer_stop(p->loop, &rl->kick);
+    if (rl->run || rl->current || rl->next) {
+        /* whoever waits hears that it never happened (the admin listener
+         * sends what it can before it closes) */
+        struct reload_outcome o = {.reason = why_stopping};
+        outcome_error(&o, why_stopping);
+        log_error("reload failed", "reason=\"%s\" generation=%llu", why_stopping,
+                  (unsigned long long)p->w->generation);
+        struct reload_waiter *current = rl->current, *next = rl->next;
+        rl->current = rl->next = NULL;
+        answer_all(current, -1, &o);
+        answer_all(next, -1, &o);
+        reload_outcome_free(&o);
+    }
     if (rl->run) {
         if (rl->phase == RELOAD_LOADING)
             rl->run->p = NULL; /* its job frees it when it is done */
         else
             run_free(rl->run);
     }
-    answer_all(rl->current, -1, NULL);
-    answer_all(rl->next, -1, NULL);
     free(rl);
     p->reloader = NULL;
 }
