@@ -13,7 +13,9 @@
  * and the dotted key path ("pools[0].backends[1].address"). All errors of a
  * file are collected and handed out sorted by position. */
 #include "conf.h"
+#include "index.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -21,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <yaml.h>
@@ -89,11 +92,18 @@ enum key_type {
     T_HOSTNAME,    /* a DNS name to resolve later (discovery): checked, not resolved */
     T_KEY_PREFIX,  /* an etcd key prefix: starts and ends with "/" */
     T_INSTANCE,    /* a fleet instance id (name rules); "" = the host name */
+    T_STRING,      /* any string without control characters; default def_str */
+    T_HOSTS,       /* a route's hosts: DNS names or "*." names, normalised; count at aux */
+    T_PATHS,       /* a route's paths: "/prefix" or "=/exact"; count at aux */
+    T_HEADERS,     /* a route's headers map: field name -> exact value; count at aux */
+    T_CIDRS,       /* a list of IPv4/IPv6 networks: struct conf_cidr *, count at aux */
 };
 
-#define K_REQUIRED 0x1u /* missing key is an error */
-#define K_NONEMPTY 0x2u /* a list that must have at least one entry */
-#define K_RESTART 0x4u  /* a reload cannot apply a change: see conf_restart_needed() */
+#define K_REQUIRED 0x1u    /* missing key is an error */
+#define K_NONEMPTY 0x2u    /* a list that must have at least one entry */
+#define K_RESTART 0x4u     /* a reload cannot apply a change: see conf_restart_needed() */
+#define K_OFF_BOOL 0x8u    /* T_SECTION: may be written `false` (off) or `true` (on, defaults) */
+#define K_DEFAULT_ON 0x10u /* T_SECTION: on (its bool at aux true) when the key is absent */
 
 #define NO_OFFSET ((size_t)-1)
 
@@ -158,9 +168,32 @@ struct section {
 #define STATUS_MAX 599
 /* A config bigger than this is not a config. */
 #define FILE_MAX_BYTES (16u << 20)
+/* RFC 9113 section 6.5.2 recommends no fewer than 100 concurrent streams
+ * (the default, as nginx and HAProxy use). 1 still serves, one request at
+ * a time; past 10000 one client's streams, each holding buffers, would
+ * weigh like thousands of connections while max_connections counts one. */
+#define H2_STREAMS_MAX 10000
+/* A free-form string value (a gRPC service name): longer is a paste gone wrong. */
+#define STRING_MAX_LEN 1024
 
 static const struct enum_name protocol_names[] = {
     {"http", CONF_PROTO_HTTP}, {"tcp", CONF_PROTO_TCP}, {NULL, 0}};
+static const struct enum_name health_protocol_names[] = {
+    {"http", CONF_PROTO_HTTP}, {"tcp", CONF_PROTO_TCP}, {"grpc", CONF_PROTO_GRPC}, {NULL, 0}};
+static const struct enum_name pool_protocol_names[] = {
+    {"http1", CONF_POOL_HTTP1}, {"h2c", CONF_POOL_H2C}, {"h2", CONF_POOL_H2}, {NULL, 0}};
+/* "false" in these tables is also what YAML's other spellings of false
+ * (False, FALSE) select: see parse_enum() */
+static const struct enum_name http2_names[] = {
+    {"auto", CONF_HTTP2_AUTO}, {"false", CONF_HTTP2_OFF}, {NULL, 0}};
+static const struct enum_name proxy_protocol_names[] = {{"false", CONF_PROXY_OFF},
+                                                        {"v1", CONF_PROXY_V1},
+                                                        {"v2", CONF_PROXY_V2},
+                                                        {"any", CONF_PROXY_ANY},
+                                                        {NULL, 0}};
+/* sending, usher picks the version: "any" means nothing there */
+static const struct enum_name send_proxy_names[] = {
+    {"false", CONF_PROXY_OFF}, {"v1", CONF_PROXY_V1}, {"v2", CONF_PROXY_V2}, {NULL, 0}};
 static const struct enum_name balance_names[] = {
     {"round_robin", CONF_BALANCE_ROUND_ROBIN}, {"least_conn", CONF_BALANCE_LEAST_CONN}, {NULL, 0}};
 static const struct enum_name log_level_names[] = {{"debug", CONF_LOG_DEBUG},
@@ -176,6 +209,10 @@ static const struct enum_name idle_close_names[] = {
 static void check_health(struct loader *l, void *base, yaml_node_t *map);
 static void check_discover(struct loader *l, void *base, yaml_node_t *map);
 static void check_timeouts(struct loader *l, void *base, yaml_node_t *map);
+static void check_pool(struct loader *l, void *base, yaml_node_t *map);
+static void check_pool_tls(struct loader *l, void *base, yaml_node_t *map);
+static void check_route(struct loader *l, void *base, yaml_node_t *map);
+static unsigned node_line(yaml_node_t *n);
 
 #define KEY(T, n, ty, field, ...)                                                                  \
     {                                                                                              \
@@ -185,7 +222,10 @@ static void check_timeouts(struct loader *l, void *base, yaml_node_t *map);
 /* health_check: offsets from struct conf_pool */
 #define HC(n, ty, field, ...) KEY(struct conf_pool, n, ty, health_check.field, __VA_ARGS__)
 static const struct key health_keys[] = {
-    HC("protocol", T_ENUM, protocol, .names = protocol_names, .def = CONF_PROTO_HTTP),
+    HC("protocol", T_ENUM, protocol, .names = health_protocol_names, .def = CONF_PROTO_HTTP),
+    /* grpc only: see check_health() */
+    HC("service", T_STRING, service, .def_str = ""),
+    /* not with grpc: see check_health() */
     HC("path", T_HTTP_PATH, path, .def_str = "/healthz"),
     HC("interval", T_DURATION, interval, .min = MS(10), .max = CONF_DURATION_MAX, .def = SEC(2)),
     HC("timeout", T_DURATION, timeout, .min = MS(1), .max = CONF_DURATION_MAX, .def = SEC(1)),
@@ -232,13 +272,30 @@ static const struct section backend_section = {.keys = backend_keys,
                                                .pos_offset = offsetof(struct conf_backend, pos)};
 
 #define PO(n, ty, field, ...) KEY(struct conf_pool, n, ty, field, __VA_ARGS__)
+static const struct key pool_tls_keys[] = {PO("ca", T_FILE, tls.ca),
+                                           PO("verify", T_BOOL, tls.verify, .def = true),
+                                           PO("sni", T_HOSTNAME, tls.sni),
+                                           /* both or neither: see check_pool_tls() */
+                                           PO("cert", T_FILE, tls.cert),
+                                           PO("key", T_FILE, tls.key),
+                                           {.name = NULL}};
+static const struct section pool_tls_section = {.keys = pool_tls_keys, .check = check_pool_tls};
+
 static const struct key pool_keys[] = {
     PO("name", T_NAME, name, .flags = K_REQUIRED),
+    /* h2 needs tls, grpc health checks need h2c or h2: see check_pool() */
+    PO("protocol", T_ENUM, protocol, .names = pool_protocol_names, .def = CONF_POOL_HTTP1),
+    PO("tls", T_SECTION, tls, .sub = &pool_tls_section,
+       .aux = offsetof(struct conf_pool, tls.enabled)),
+    PO("send_proxy", T_ENUM, send_proxy, .names = send_proxy_names, .def = CONF_PROXY_OFF),
     PO("balance", T_ENUM, balance, .names = balance_names, .def = CONF_BALANCE_ROUND_ROBIN),
     PO("deregistration_delay", T_DURATION, deregistration_delay, .min = 0, .max = CONF_DURATION_MAX,
        .def = SEC(30)),
     PO("slow_start", T_DURATION, slow_start, .min = 0, .max = CONF_DURATION_MAX, .def = 0),
+    /* on unless written `false`: a backend that fails every request should
+     * leave rotation even where nobody thought of configuring it */
     PO("passive_health", T_SECTION, passive_health, .sub = &passive_section,
+       .flags = K_OFF_BOOL | K_DEFAULT_ON,
        .aux = offsetof(struct conf_pool, passive_health.enabled)),
     PO("discover", T_SECTION, discover, .sub = &discover_section,
        .aux = offsetof(struct conf_pool, discover.enabled)),
@@ -251,13 +308,43 @@ static const struct key pool_keys[] = {
     {.name = NULL}};
 static const struct section pool_section = {.keys = pool_keys,
                                             .elem_size = sizeof(struct conf_pool),
-                                            .pos_offset = offsetof(struct conf_pool, pos)};
+                                            .pos_offset = offsetof(struct conf_pool, pos),
+                                            .check = check_pool};
+
+#define CE(n, ty, field, ...) KEY(struct conf_certificate, n, ty, field, __VA_ARGS__)
+static const struct key certificate_keys[] = {CE("cert", T_FILE, cert, .flags = K_REQUIRED),
+                                              CE("key", T_FILE, key, .flags = K_REQUIRED),
+                                              {.name = NULL}};
+static const struct section certificate_section = {.keys = certificate_keys,
+                                                   .elem_size = sizeof(struct conf_certificate),
+                                                   .pos_offset =
+                                                       offsetof(struct conf_certificate, pos)};
 
 #define LI(n, ty, field, ...) KEY(struct conf_listener, n, ty, field, __VA_ARGS__)
-static const struct key tls_keys[] = {LI("cert", T_FILE, tls.cert, .flags = K_REQUIRED),
-                                      LI("key", T_FILE, tls.key, .flags = K_REQUIRED),
-                                      {.name = NULL}};
+static const struct key tls_keys[] = {
+    LI("cert", T_FILE, tls.cert, .flags = K_REQUIRED),
+    LI("key", T_FILE, tls.key, .flags = K_REQUIRED),
+    LI("certificates", T_LIST, tls.certificates, .sub = &certificate_section,
+       .aux = offsetof(struct conf_listener, tls.num_certificates)),
+    LI("strict_sni", T_BOOL, tls.strict_sni, .def = false),
+    {.name = NULL}};
 static const struct section tls_section = {.keys = tls_keys};
+
+#define RO(n, ty, field, ...) KEY(struct conf_route, n, ty, field, __VA_ARGS__)
+static const struct key route_keys[] = {
+    RO("name", T_NAME, name, .flags = K_REQUIRED),
+    /* omitted: any host, any path, any headers; an empty list is a mistake */
+    RO("hosts", T_HOSTS, hosts, .flags = K_NONEMPTY, .aux = offsetof(struct conf_route, num_hosts)),
+    RO("paths", T_PATHS, paths, .flags = K_NONEMPTY, .aux = offsetof(struct conf_route, num_paths)),
+    RO("headers", T_HEADERS, headers, .aux = offsetof(struct conf_route, num_headers)),
+    RO("strip_prefix", T_BOOL, strip_prefix, .def = false),
+    RO("pools", T_SPLITS, splits, .flags = K_REQUIRED, .max = WEIGHT_MAX,
+       .aux = offsetof(struct conf_route, num_splits)),
+    {.name = NULL}};
+static const struct section route_section = {.keys = route_keys,
+                                             .elem_size = sizeof(struct conf_route),
+                                             .pos_offset = offsetof(struct conf_route, pos),
+                                             .check = check_route};
 
 static const struct key listener_keys[] = {
     LI("name", T_NAME, name, .flags = K_REQUIRED),
@@ -265,7 +352,18 @@ static const struct key listener_keys[] = {
     LI("protocol", T_ENUM, protocol, .names = protocol_names, .def = CONF_PROTO_HTTP),
     LI("tls", T_SECTION, tls, .sub = &tls_section,
        .aux = offsetof(struct conf_listener, tls.enabled)),
-    LI("pools", T_SPLITS, splits, .flags = K_REQUIRED, .max = WEIGHT_MAX,
+    LI("http2", T_ENUM, http2, .names = http2_names, .def = CONF_HTTP2_AUTO),
+    LI("proxy_protocol", T_ENUM, proxy_protocol, .names = proxy_protocol_names,
+       .def = CONF_PROXY_OFF),
+    /* required unless proxy_protocol is false: see check_listener() */
+    LI("proxy_protocol_from", T_CIDRS, proxy_protocol_from,
+       .aux = offsetof(struct conf_listener, num_proxy_protocol_from)),
+    /* http listeners only, each route's own rules: see check_routes() */
+    LI("routes", T_LIST, routes, .sub = &route_section,
+       .aux = offsetof(struct conf_listener, num_routes)),
+    /* with routes it may be left out: no default route, a request no route
+     * matches gets 404 */
+    LI("pools", T_SPLITS, splits, .flags = K_REQUIRED, .unless = "routes", .max = WEIGHT_MAX,
        .aux = offsetof(struct conf_listener, num_splits)),
     {.name = NULL}};
 static const struct section listener_section = {.keys = listener_keys,
@@ -321,6 +419,8 @@ static const struct key limit_keys[] = {
     /* 0 turns upstream keep-alive pooling off */
     CF("backend_idle_connections", T_UINT, limits.backend_idle_connections, .min = 0, .max = 100000,
        .def = 64),
+    CF("h2_max_streams", T_UINT, limits.h2_max_streams, .min = 1, .max = H2_STREAMS_MAX,
+       .def = 100),
     {.name = NULL}};
 static const struct section limits_section = {.keys = limit_keys};
 
@@ -377,6 +477,9 @@ FITS(resolver_keys);
 FITS(fleet_keys);
 FITS(backend_keys);
 FITS(pool_keys);
+FITS(pool_tls_keys);
+FITS(certificate_keys);
+FITS(route_keys);
 FITS(tls_keys);
 FITS(listener_keys);
 FITS(admin_keys);
@@ -391,6 +494,9 @@ _Static_assert(sizeof(enum conf_balance) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_log_level) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_log_format) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum conf_idle_close) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum conf_pool_protocol) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum conf_http2) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum conf_proxy_protocol) == sizeof(int), "enum size");
 
 /* ---- the loader ---------------------------------------------------------- */
 
@@ -409,6 +515,7 @@ struct pending_error {
 struct loader {
     const char *file;     /* name in messages */
     const char *base_dir; /* relative tls paths are resolved against it; NULL: as written */
+    unsigned flags;       /* CONF_LOAD_* */
     yaml_document_t *doc;
     struct arena *arena;
     struct conf *conf;
@@ -417,6 +524,9 @@ struct loader {
     bool oom;
     char path[PATH_BUF];
     size_t path_len;
+    /* addresses left unresolved (CONF_LOAD_DEFER_RESOLVE), for conf.unresolved */
+    struct conf_unresolved *unres;
+    size_t nunres, unres_cap;
 };
 
 static const char *const null_words[] = {"", "~", "null", "Null", "NULL"};
@@ -627,33 +737,86 @@ static const char *want_string(struct loader *l, yaml_node_t *n)
     return scalar_text(n);
 }
 
-/* Reports pair <p> of <map> if an earlier pair has the same key. */
-static bool duplicate_key(struct loader *l, yaml_node_t *map, yaml_node_pair_t *p)
+static size_t map_len(yaml_node_t *n)
 {
-    yaml_node_t *kn = node_get(l, p->key);
-
-    for (yaml_node_pair_t *q = map->data.mapping.pairs.start; q < p; q++) {
-        yaml_node_t *qk = node_get(l, q->key);
-        if (qk && qk->type == YAML_SCALAR_NODE && strcmp(scalar_text(qk), scalar_text(kn)) == 0) {
-            error_node(l, kn, "duplicate key (first at line %u)",
-                       (unsigned)qk->start_mark.line + 1);
-            return true;
-        }
-    }
-    return false;
+    return (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
 }
 
-static int address_load(struct loader *l, const char *text, struct conf_address *dst,
-                        const char **reason)
+/* For each pair of <map>, in order: the index of the first pair with the
+ * same scalar key (its own index when it is the first), in an array the
+ * caller frees; NULL for an empty map or when out of memory (then no key
+ * is a duplicate). Linear: a map can hold thousands of pools. */
+static size_t *map_first_keys(struct loader *l, yaml_node_t *map)
+{
+    size_t n = map_len(map);
+    const char **names = n ? calloc(n, sizeof(*names)) : NULL;
+    size_t *first = n ? malloc(n * sizeof(*first)) : NULL;
+    struct conf_index ix = {0};
+
+    if (n && (!names || !first || conf_index_init(&ix, names, sizeof(*names), n) < 0)) {
+        l->oom = true;
+        free(names);
+        free(first);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *k = node_get(l, map->data.mapping.pairs.start[i].key);
+        if (k && k->type == YAML_SCALAR_NODE)
+            names[i] = scalar_text(k);
+        first[i] = conf_index_add(&ix, i);
+    }
+    conf_index_free(&ix);
+    free(names);
+    return first;
+}
+
+/* Reports pair <i> of <map> if an earlier pair has the same key (<first>
+ * from map_first_keys()). */
+static bool duplicate_key(struct loader *l, yaml_node_t *map, size_t i, const size_t *first)
+{
+    if (!first || first[i] == i)
+        return false;
+    yaml_node_t *kn = node_get(l, map->data.mapping.pairs.start[i].key);
+    yaml_node_t *qk = node_get(l, map->data.mapping.pairs.start[first[i]].key);
+    error_node(l, kn, "duplicate key (first at line %u)", (unsigned)qk->start_mark.line + 1);
+    return true;
+}
+
+/* Remembers <a>, left unresolved, under the current key path. */
+static void unresolved_push(struct loader *l, struct conf_address *a)
+{
+    if (l->nunres == l->unres_cap) {
+        size_t cap = l->unres_cap ? l->unres_cap * 2 : 16;
+        struct conf_unresolved *u = realloc(l->unres, cap * sizeof(*u));
+        if (!u) {
+            l->oom = true;
+            return;
+        }
+        l->unres = u;
+        l->unres_cap = cap;
+    }
+    l->unres[l->nunres++] = (struct conf_unresolved){.address = a, .key = lstrdup(l, l->path)};
+}
+
+/* Parses <text>, the value of node <n> (NULL for a default), into <dst>;
+ * a host name is resolved unless CONF_LOAD_DEFER_RESOLVE. */
+static int address_load(struct loader *l, yaml_node_t *n, const char *text,
+                        struct conf_address *dst, const char **reason)
 {
     struct conf_address tmp;
+    bool resolve = !(l->flags & CONF_LOAD_DEFER_RESOLVE);
 
-    if (conf_parse_address(text, &tmp, reason) < 0)
+    if (conf_parse_address_ex(text, resolve, &tmp, reason) < 0)
         return -1;
     *dst = tmp;
     dst->text = lstrdup(l, tmp.text);
     dst->host = lstrdup(l, tmp.host);
+    if (n)
+        dst->pos =
+            (struct conf_pos){(unsigned)n->start_mark.line + 1, (unsigned)n->start_mark.column + 1};
     conf_address_clear(&tmp);
+    if (!conf_address_resolved(dst))
+        unresolved_push(l, dst);
     return 0;
 }
 
@@ -777,7 +940,7 @@ static void parse_list(struct loader *l, const struct key *k, void *base, yaml_n
  * against the pools once the whole file is read (check_references). */
 static void parse_splits(struct loader *l, const struct key *k, void *base, yaml_node_t *n)
 {
-    size_t count, used = 0, errs_before = l->nerrs;
+    size_t count, used = 0, errs_before = l->nerrs, *first;
     struct conf_split *splits;
     bool any_weight = false;
 
@@ -785,7 +948,7 @@ static void parse_splits(struct loader *l, const struct key *k, void *base, yaml
         error_node(l, n, "expected a mapping");
         return;
     }
-    count = (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+    count = map_len(n);
     if (count == 0) {
         error_node(l, n, "must name at least one pool");
         return;
@@ -793,7 +956,9 @@ static void parse_splits(struct loader *l, const struct key *k, void *base, yaml
     splits = lalloc(l, count * sizeof(*splits));
     if (!splits)
         return;
-    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+    first = map_first_keys(l, n);
+    for (size_t i = 0; i < count; i++) {
+        yaml_node_pair_t *p = &n->data.mapping.pairs.start[i];
         yaml_node_t *kn = node_get(l, p->key), *vn = node_get(l, p->value);
         uint64_t w;
         size_t old;
@@ -803,7 +968,7 @@ static void parse_splits(struct loader *l, const struct key *k, void *base, yaml
             continue;
         }
         old = path_push_key(l, scalar_text(kn));
-        if (!duplicate_key(l, n, p) && uint_value(l, vn, k->min, k->max, &w) == 0) {
+        if (!duplicate_key(l, n, i, first) && uint_value(l, vn, k->min, k->max, &w) == 0) {
             splits[used].pool = lstrdup(l, scalar_text(kn));
             splits[used].weight = (unsigned)w;
             any_weight |= w > 0;
@@ -811,6 +976,7 @@ static void parse_splits(struct loader *l, const struct key *k, void *base, yaml
         }
         path_pop(l, old);
     }
+    free(first);
     if (l->nerrs == errs_before && !any_weight)
         error_node(l, n, "all weights are 0: at least one pool needs a weight above 0");
     memcpy((char *)base + k->offset, &splits, sizeof(splits));
@@ -820,13 +986,15 @@ static void parse_splits(struct loader *l, const struct key *k, void *base, yaml
 static void parse_enum(struct loader *l, const struct key *k, void *dst, yaml_node_t *n)
 {
     char q[QUOTE_BUF], list[256];
-    const char *s = want_string(l, n);
+    const char *s = want_string(l, n), *word;
     size_t o = 0;
 
     if (!s)
         return;
+    /* False and FALSE are false wherever YAML reads a boolean */
+    word = is_plain(n) && WORD_IN(s, false_words) ? "false" : s;
     for (const struct enum_name *e = k->names; e->name; e++) {
-        if (strcmp(s, e->name) == 0) {
+        if (strcmp(word, e->name) == 0) {
             int v = e->value;
             memcpy(dst, &v, sizeof(v));
             return;
@@ -1061,7 +1229,7 @@ static void parse_addresses(struct loader *l, const struct key *k, void *base, y
         yaml_node_t *item = seq_item(l, n, i);
         size_t old = path_push_index(l, i);
         const char *s = want_string(l, item), *reason;
-        if (s && address_load(l, s, &addrs[i], &reason) < 0)
+        if (s && address_load(l, item, s, &addrs[i], &reason) < 0)
             error_node(l, item, "invalid address %s: %s", quote(s, q), reason);
         path_pop(l, old);
     }
@@ -1086,6 +1254,227 @@ static void store_checked(struct loader *l, yaml_node_t *n, const char *s, void 
         error_node(l, n, "invalid %s %s: %s", what, quote(s, q), rule);
 }
 
+static bool string_valid(const char *s)
+{
+    if (strlen(s) > STRING_MAX_LEN)
+        return false;
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return false;
+    return true;
+}
+
+/* A list node for a T_HOSTS / T_PATHS / T_CIDRS key: its length, or
+ * (size_t)-1 after reporting why it is not one. */
+static size_t want_list(struct loader *l, const struct key *k, yaml_node_t *n, const char *omit)
+{
+    if (n->type != YAML_SEQUENCE_NODE) {
+        error_node(l, n, "expected a list");
+        return (size_t)-1;
+    }
+    if (seq_len(n) == 0 && (k->flags & K_NONEMPTY)) {
+        if (omit)
+            error_node(l, n, "must have at least one entry (leave the key out to match %s)", omit);
+        else
+            error_node(l, n, "must have at least one entry");
+        return (size_t)-1;
+    }
+    return seq_len(n);
+}
+
+/* A route host, already lowercased and without its final dot: a DNS name,
+ * or "*." and one (a wildcard over one or more labels). */
+static bool route_host_valid(const char *h)
+{
+    if (h[0] == '*' && h[1] == '.')
+        h += 2;
+    return *h && h[strlen(h) - 1] != '.' && hostname_valid(h);
+}
+
+/* routes[].hosts: compared without case, port or final dot, so stored
+ * lowercased without the dot (what a Host header is reduced to). */
+static void parse_hosts(struct loader *l, const struct key *k, void *base, yaml_node_t *n)
+{
+    size_t count = want_list(l, k, n, "any host"), used = 0;
+    char **hosts, q[QUOTE_BUF];
+
+    if (count == (size_t)-1 || !(hosts = lalloc(l, (count ? count : 1) * sizeof(*hosts))))
+        return;
+    for (size_t i = 0; i < count; i++) {
+        yaml_node_t *item = seq_item(l, n, i);
+        size_t old = path_push_index(l, i);
+        const char *s = want_string(l, item);
+        char *h = s ? lstrdup(l, s) : NULL;
+        if (h) {
+            size_t len = strlen(h);
+            for (char *c = h; *c; c++)
+                *c = (char)tolower((unsigned char)*c);
+            if (len > 1 && h[len - 1] == '.')
+                h[len - 1] = '\0';
+            if (route_host_valid(h))
+                hosts[used++] = h;
+            else
+                error_node(l, item,
+                           "invalid host %s: expected a DNS name, or *. and a DNS name (no port)",
+                           quote(s, q));
+        }
+        path_pop(l, old);
+    }
+    memcpy((char *)base + k->offset, &hosts, sizeof(hosts));
+    memcpy((char *)base + k->aux, &used, sizeof(used));
+}
+
+/* routes[].paths: "/v1/" a prefix on whole segments, "=/healthz" exact.
+ * Matched against the path without its query, so ? and # could never
+ * match. */
+static void parse_paths(struct loader *l, const struct key *k, void *base, yaml_node_t *n)
+{
+    size_t count = want_list(l, k, n, "any path"), used = 0;
+    struct conf_route_path *paths;
+    char q[QUOTE_BUF];
+
+    if (count == (size_t)-1 || !(paths = lalloc(l, (count ? count : 1) * sizeof(*paths))))
+        return;
+    for (size_t i = 0; i < count; i++) {
+        yaml_node_t *item = seq_item(l, n, i);
+        size_t old = path_push_index(l, i);
+        const char *s = want_string(l, item);
+        if (s) {
+            bool exact = s[0] == '=';
+            const char *p = s + exact;
+            if (http_path_valid(p) && !strpbrk(p, "?#")) {
+                paths[used].path = lstrdup(l, p);
+                paths[used].exact = exact;
+                used++;
+            } else {
+                error_node(l, item,
+                           "invalid path %s: must start with / (=/ for an exact path) and "
+                           "contain no spaces, control characters, ? or #",
+                           quote(s, q));
+            }
+        }
+        path_pop(l, old);
+    }
+    memcpy((char *)base + k->offset, &paths, sizeof(paths));
+    memcpy((char *)base + k->aux, &used, sizeof(used));
+}
+
+/* A field name is a token (RFC 9110 section 5.1, tchar in section 5.6.2). */
+static bool field_name_valid(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && !strchr("!#$%&'*+-.^_`|~", *s))
+            return false;
+    return true;
+}
+
+/* A field value as a request can carry it: no control characters but tab
+ * (RFC 9110 section 5.5), and no whitespace at either end, which a parser
+ * strips, so a route needing it could never match. */
+static bool field_value_valid(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n && (s[0] == ' ' || s[0] == '\t' || s[n - 1] == ' ' || s[n - 1] == '\t'))
+        return false;
+    for (; *s; s++)
+        if (((unsigned char)*s < 0x20 && *s != '\t') || *s == 0x7f)
+            return false;
+    return true;
+}
+
+/* routes[].headers: field name -> exact value. Names compare without
+ * case, so they are stored lowercased and must differ that way too. */
+static void parse_headers(struct loader *l, const struct key *k, void *base, yaml_node_t *n)
+{
+    struct conf_route_header *hs;
+    struct conf_index ix = {0};
+    size_t count, used = 0;
+    char q[QUOTE_BUF];
+
+    if (n->type != YAML_MAPPING_NODE) {
+        error_node(l, n, "expected a mapping");
+        return;
+    }
+    count = map_len(n);
+    if (!(hs = lalloc(l, (count ? count : 1) * sizeof(*hs))))
+        return;
+    if (conf_index_init(&ix, &hs[0].name, sizeof(*hs), count) < 0) {
+        l->oom = true;
+        return;
+    }
+    for (size_t i = 0; i < count; i++) {
+        yaml_node_t *kn = node_get(l, n->data.mapping.pairs.start[i].key);
+        yaml_node_t *vn = node_get(l, n->data.mapping.pairs.start[i].value);
+        const char *name, *value;
+        if (kn->type != YAML_SCALAR_NODE || is_null(kn)) {
+            error_node(l, kn, "expected a string");
+            continue;
+        }
+        name = scalar_text(kn);
+        size_t old = path_push_key(l, name);
+        if (!field_name_valid(name)) {
+            error_node(l, kn,
+                       "invalid header name %s: expected letters, digits or !#$%%&'*+-.^_`|~",
+                       quote(name, q));
+        } else if ((value = want_string(l, vn)) && !field_value_valid(value)) {
+            error_node(l, vn,
+                       "invalid header value %s: no control characters, no space at either end",
+                       quote(value, q));
+        } else if (value) {
+            char *lower = lstrdup(l, name);
+            for (char *c = lower; c && *c; c++)
+                *c = (char)tolower((unsigned char)*c);
+            hs[used].name = lower;
+            hs[used].value = lstrdup(l, value);
+            size_t j = lower ? conf_index_add(&ix, used) : used;
+            if (j == used) {
+                used++;
+            } else {
+                /* the first of the two: the pair whose key lowercases alike
+                 * (a scan, but only for a mistake) */
+                yaml_node_t *fk = kn;
+                for (size_t m = 0; m < i && fk == kn; m++) {
+                    yaml_node_t *mk = node_get(l, n->data.mapping.pairs.start[m].key);
+                    if (mk->type == YAML_SCALAR_NODE && strcasecmp(scalar_text(mk), lower) == 0)
+                        fk = mk;
+                }
+                error_node(l, kn, "duplicate header name %s (first at line %u, column %u)",
+                           quote(lower, q), node_line(fk), (unsigned)fk->start_mark.column + 1);
+            }
+        }
+        path_pop(l, old);
+    }
+    conf_index_free(&ix);
+    memcpy((char *)base + k->offset, &hs, sizeof(hs));
+    memcpy((char *)base + k->aux, &used, sizeof(used));
+}
+
+/* A list of networks (listeners[].proxy_protocol_from). */
+static void parse_cidrs(struct loader *l, const struct key *k, void *base, yaml_node_t *n)
+{
+    size_t count = want_list(l, k, n, NULL), used = 0;
+    struct conf_cidr *nets;
+    char q[QUOTE_BUF];
+
+    if (count == (size_t)-1 || !(nets = lalloc(l, (count ? count : 1) * sizeof(*nets))))
+        return;
+    for (size_t i = 0; i < count; i++) {
+        yaml_node_t *item = seq_item(l, n, i);
+        size_t old = path_push_index(l, i);
+        const char *s = want_string(l, item), *reason;
+        if (s && conf_parse_cidr(s, &nets[used], &reason) < 0)
+            error_node(l, item, "invalid network %s: %s", quote(s, q), reason);
+        else if (s)
+            nets[used++].text = lstrdup(l, s);
+        path_pop(l, old);
+    }
+    memcpy((char *)base + k->offset, &nets, sizeof(nets));
+    memcpy((char *)base + k->aux, &used, sizeof(used));
+}
+
 static void parse_value(struct loader *l, const struct key *k, void *base, yaml_node_t *n)
 {
     void *dst = (char *)base + k->offset;
@@ -1096,8 +1485,16 @@ static void parse_value(struct loader *l, const struct key *k, void *base, yaml_
 
     switch (k->type) {
     case T_SECTION:
+        if ((k->flags & K_OFF_BOOL) && is_plain(n) &&
+            (WORD_IN(scalar_text(n), true_words) || WORD_IN(scalar_text(n), false_words))) {
+            /* true: on with the defaults, already in place */
+            *(bool *)((char *)base + k->aux) = WORD_IN(scalar_text(n), true_words);
+            return;
+        }
         if (n->type != YAML_MAPPING_NODE) {
-            error_node(l, n, "expected a mapping");
+            error_node(l, n,
+                       (k->flags & K_OFF_BOOL) ? "expected a mapping, true or false"
+                                               : "expected a mapping");
             return;
         }
         if (k->aux != NO_OFFSET)
@@ -1150,7 +1547,7 @@ static void parse_value(struct loader *l, const struct key *k, void *base, yaml_
     case T_ADDRESS:
         if (!(s = want_string(l, n)))
             return;
-        if (address_load(l, s, dst, &reason) < 0)
+        if (address_load(l, n, s, dst, &reason) < 0)
             error_node(l, n, "invalid address %s: %s", quote(s, q), reason);
         return;
     case T_FILE:
@@ -1200,6 +1597,23 @@ static void parse_value(struct loader *l, const struct key *k, void *base, yaml_
         /* "": the host name, filled in by fleet_instance_default() */
         if ((s = want_string(l, n)) && *s)
             store_checked(l, n, s, dst, name_valid, "instance id", RULE_NAME);
+        return;
+    case T_STRING:
+        if ((s = want_string(l, n)))
+            store_checked(l, n, s, dst, string_valid, "value",
+                          "at most " STR(STRING_MAX_LEN) " characters, no control characters");
+        return;
+    case T_HOSTS:
+        parse_hosts(l, k, base, n);
+        return;
+    case T_PATHS:
+        parse_paths(l, k, base, n);
+        return;
+    case T_HEADERS:
+        parse_headers(l, k, base, n);
+        return;
+    case T_CIDRS:
+        parse_cidrs(l, k, base, n);
         return;
     case T_STATUS: {
         unsigned min, max;
@@ -1282,10 +1696,10 @@ static const char *suggest_key(const struct section *s, const char *name)
 static void parse_section(struct loader *l, const struct section *s, void *base, yaml_node_t *map)
 {
     bool seen[SECTION_MAX_KEYS] = {false};
-    size_t errs_before = l->nerrs;
+    size_t errs_before = l->nerrs, *first = map_first_keys(l, map);
 
-    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
-         p++) {
+    for (size_t i = 0; i < map_len(map); i++) {
+        yaml_node_pair_t *p = &map->data.mapping.pairs.start[i];
         yaml_node_t *kn = node_get(l, p->key), *vn = node_get(l, p->value);
         const struct key *k;
         size_t old;
@@ -1295,7 +1709,7 @@ static void parse_section(struct loader *l, const struct section *s, void *base,
             continue;
         }
         old = path_push_key(l, scalar_text(kn));
-        if (duplicate_key(l, map, p)) {
+        if (duplicate_key(l, map, i, first)) {
             path_pop(l, old);
             continue;
         }
@@ -1314,6 +1728,7 @@ static void parse_section(struct loader *l, const struct section *s, void *base,
         }
         path_pop(l, old);
     }
+    free(first);
     for (const struct key *k = s->keys; k->name; k++) {
         if ((k->flags & K_REQUIRED) && !seen[k - s->keys] &&
             !(k->unless && map_pair(l, map, k->unless))) {
@@ -1335,7 +1750,13 @@ static void apply_defaults(struct loader *l, const struct key *keys, void *base)
 
         switch (k->type) {
         case T_SECTION:
+            if (k->aux != NO_OFFSET)
+                *(bool *)((char *)base + k->aux) = (k->flags & K_DEFAULT_ON) != 0;
             apply_defaults(l, k->sub->keys, base);
+            break;
+        case T_STRING:
+            if (k->def_str)
+                *(char **)dst = lstrdup(l, k->def_str);
             break;
         case T_BOOL:
             *(bool *)dst = k->def != 0;
@@ -1357,7 +1778,7 @@ static void apply_defaults(struct loader *l, const struct key *keys, void *base)
         case T_ADDRESS:
             /* defaults are numeric: they cannot fail to resolve */
             if (k->def_str)
-                address_load(l, k->def_str, dst, &reason);
+                address_load(l, NULL, k->def_str, dst, &reason);
             break;
         case T_STATUS:
             if (k->def_str)
@@ -1377,7 +1798,7 @@ static void apply_defaults(struct loader *l, const struct key *keys, void *base)
                 size_t one = 1;
                 if (!a)
                     break;
-                address_load(l, k->def_str, a, &reason);
+                address_load(l, NULL, k->def_str, a, &reason);
                 memcpy(dst, &a, sizeof(a));
                 memcpy((char *)base + k->aux, &one, sizeof(one));
             }
@@ -1391,6 +1812,10 @@ static void apply_defaults(struct loader *l, const struct key *keys, void *base)
         case T_PORT:
         case T_HOSTNAME:
         case T_INSTANCE:
+        case T_HOSTS:
+        case T_PATHS:
+        case T_HEADERS:
+        case T_CIDRS:
             break;
         }
     }
@@ -1402,8 +1827,26 @@ static void check_health(struct loader *l, void *base, yaml_node_t *map)
 {
     const struct conf_health_check *hc = &((struct conf_pool *)base)->health_check;
     yaml_node_t *tn = map_get(l, map, "timeout"), *in = map_get(l, map, "interval");
+    static const char *const http_only[] = {"path", "expect_status"};
+    yaml_node_pair_t *pair;
     char buf[32];
     size_t old;
+
+    /* a gRPC check asks Health/Check and reads its status: a path or an
+     * HTTP status written for it would silently do nothing */
+    for (size_t i = 0; hc->protocol == CONF_PROTO_GRPC && i < 2; i++) {
+        if (!(pair = map_pair(l, map, http_only[i])))
+            continue;
+        old = path_push_key(l, http_only[i]);
+        error_node(l, node_get(l, pair->key),
+                   "not allowed with protocol grpc (it asks grpc.health.v1.Health/Check)");
+        path_pop(l, old);
+    }
+    if (hc->protocol != CONF_PROTO_GRPC && (pair = map_pair(l, map, "service"))) {
+        old = path_push_key(l, "service");
+        error_node(l, node_get(l, pair->key), "only for protocol grpc");
+        path_pop(l, old);
+    }
 
     if (hc->timeout < hc->interval)
         return;
@@ -1417,6 +1860,128 @@ static void check_health(struct loader *l, void *base, yaml_node_t *map)
                    conf_format_duration(hc->timeout, buf, sizeof(buf)));
     }
     path_pop(l, old);
+}
+
+/* Rules between a pool's protocol, its tls and its health check. */
+static void check_pool(struct loader *l, void *base, yaml_node_t *map)
+{
+    const struct conf_pool *p = base;
+    yaml_node_pair_t *tls = map_pair(l, map, "tls");
+    size_t old, old2;
+
+    if (p->protocol == CONF_POOL_H2 && !p->tls.enabled) {
+        old = path_push_key(l, "protocol");
+        error_node(l, map_get(l, map, "protocol"),
+                   "h2 needs a tls block (HTTP/2 over TLS; h2c is HTTP/2 without it)");
+        path_pop(l, old);
+    }
+    if (p->protocol == CONF_POOL_H2C && tls) {
+        old = path_push_key(l, "tls");
+        error_node(l, node_get(l, tls->key),
+                   "not allowed with protocol h2c (HTTP/2 without TLS): use protocol h2");
+        path_pop(l, old);
+    }
+    if (p->health_check.enabled && p->health_check.protocol == CONF_PROTO_GRPC &&
+        p->protocol == CONF_POOL_HTTP1) {
+        yaml_node_t *hc = map_get(l, map, "health_check");
+        old = path_push_key(l, "health_check");
+        old2 = path_push_key(l, "protocol");
+        error_node(l, map_get(l, hc, "protocol"),
+                   "grpc needs the pool's protocol h2c or h2 (gRPC runs over HTTP/2)");
+        path_pop(l, old2);
+        path_pop(l, old);
+    }
+}
+
+/* A client certificate is its cert and its key. */
+static void check_pool_tls(struct loader *l, void *base, yaml_node_t *map)
+{
+    const struct conf_pool_tls *t = &((struct conf_pool *)base)->tls;
+
+    if (!t->cert == !t->key)
+        return;
+    size_t old = path_push_key(l, t->cert ? "key" : "cert");
+    error_node(l, map, "missing required key (cert and key go together)");
+    path_pop(l, old);
+}
+
+static int compare_strings(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Sorts <n> strings, drops repeats, appends them to <out> at <o> each
+ * followed by <sep>. Returns the new length. */
+static size_t append_set(char **v, size_t n, char sep, char *out, size_t o)
+{
+    qsort(v, n, sizeof(*v), compare_strings);
+    for (size_t i = 0; i < n; i++) {
+        if (i && strcmp(v[i], v[i - 1]) == 0)
+            continue;
+        size_t len = strlen(v[i]);
+        memcpy(out + o, v[i], len);
+        o += len;
+        out[o++] = sep;
+    }
+    return o;
+}
+
+/* A route's match_key: what it matches, as sets. A prefix /v1/ matches what
+ * /v1 does (whole segments), so it is keyed without its final slash. The
+ * separators are control characters, which no host, path or header value
+ * may contain. */
+static void check_route(struct loader *l, void *base, yaml_node_t *map)
+{
+    struct conf_route *r = base;
+    yaml_node_t *name = map_get(l, map, "name");
+    size_t total = 4, n = r->num_hosts + r->num_paths + r->num_headers, o = 0, vi = 0;
+    char **v = malloc((n ? n : 1) * sizeof(*v)), *key = NULL;
+
+    if (name)
+        r->name_pos = (struct conf_pos){node_line(name), (unsigned)name->start_mark.column + 1};
+    for (size_t i = 0; i < r->num_hosts; i++)
+        total += strlen(r->hosts[i]) + 1;
+    for (size_t i = 0; i < r->num_paths; i++)
+        total += strlen(r->paths[i].path) + 2;
+    for (size_t i = 0; i < r->num_headers; i++)
+        total += strlen(r->headers[i].name) + strlen(r->headers[i].value) + 2;
+    if (!v || !(key = malloc(total)))
+        goto fail;
+    /* copies: the route keeps its lists in the order written */
+    for (size_t i = 0; i < r->num_hosts; i++) {
+        if (!(v[vi] = strdup(r->hosts[i])))
+            goto fail;
+        vi++;
+    }
+    for (size_t i = 0; i < r->num_paths; i++) {
+        const struct conf_route_path *p = &r->paths[i];
+        size_t len = strlen(p->path);
+        if (!p->exact && len > 1 && p->path[len - 1] == '/')
+            len--;
+        if (asprintf(&v[vi], "%c%.*s", p->exact ? '=' : '/', (int)len, p->path) < 0)
+            goto fail;
+        vi++;
+    }
+    for (size_t i = 0; i < r->num_headers; i++) {
+        if (asprintf(&v[vi], "%s\x01%s", r->headers[i].name, r->headers[i].value) < 0)
+            goto fail;
+        vi++;
+    }
+    o = append_set(v, r->num_hosts, '\x02', key, o);
+    key[o++] = '\x03';
+    o = append_set(v + r->num_hosts, r->num_paths, '\x02', key, o);
+    key[o++] = '\x03';
+    o = append_set(v + r->num_hosts + r->num_paths, r->num_headers, '\x02', key, o);
+    key[o] = '\0';
+    r->match_key = lstrdup(l, key);
+    goto done;
+fail:
+    l->oom = true;
+done:
+    for (size_t i = 0; i < vi; i++)
+        free(v[i]);
+    free(v);
+    free(key);
 }
 
 static void check_discover(struct loader *l, void *base, yaml_node_t *map)
@@ -1488,49 +2053,254 @@ static yaml_node_t *parsed_list(struct loader *l, yaml_node_t *map, const char *
 
 /* Reports the element names of <list> that repeat an earlier one. <names>
  * holds <count> names (NULL for an element whose name did not parse),
- * <stride> bytes apart. */
+ * <stride> bytes apart. <with_column>: the message names the first one's
+ * column too. */
 static void check_unique_names(struct loader *l, yaml_node_t *list, const char *what,
-                               const char *first_name, size_t count, size_t stride)
+                               const char *first_name, size_t count, size_t stride,
+                               bool with_column)
 {
+    struct conf_index ix;
     char q[QUOTE_BUF];
 
-    for (size_t i = 1; i < count; i++) {
-        const char *ni = *(char *const *)(first_name + i * stride);
-        if (!ni)
+    if (conf_index_init(&ix, first_name, stride, count) < 0) {
+        l->oom = true;
+        return;
+    }
+    for (size_t i = 0; i < count; i++) {
+        size_t j = conf_index_add(&ix, i);
+        if (j == i)
             continue;
-        for (size_t j = 0; j < i; j++) {
-            const char *nj = *(char *const *)(first_name + j * stride);
-            if (!nj || strcmp(ni, nj) != 0)
-                continue;
-            yaml_node_t *item = seq_item(l, list, i);
-            yaml_node_t *name = map_get(l, item, "name");
-            yaml_node_t *first = map_get(l, seq_item(l, list, j), "name");
-            size_t old = path_push_index(l, i);
-            size_t old2 = path_push_key(l, "name");
+        const char *ni = *(char *const *)(first_name + i * stride);
+        yaml_node_t *item = seq_item(l, list, i);
+        yaml_node_t *name = map_get(l, item, "name");
+        yaml_node_t *first = map_get(l, seq_item(l, list, j), "name");
+        if (!first)
+            first = seq_item(l, list, j);
+        size_t old = path_push_index(l, i);
+        size_t old2 = path_push_key(l, "name");
+        if (with_column)
+            error_node(l, name ? name : item, "duplicate %s name %s (first at line %u, column %u)",
+                       what, quote(ni, q), node_line(first),
+                       (unsigned)first->start_mark.column + 1);
+        else
             error_node(l, name ? name : item, "duplicate %s name %s (first at line %u)", what,
-                       quote(ni, q), first ? node_line(first) : node_line(seq_item(l, list, j)));
-            path_pop(l, old2);
-            path_pop(l, old);
-            break;
+                       quote(ni, q), node_line(first));
+        path_pop(l, old2);
+        path_pop(l, old);
+    }
+    conf_index_free(&ix);
+}
+
+/* ---- binds: no two sockets on one address -------------------------------- */
+
+/* What a collision says about the earlier socket. */
+static void bind_error(struct loader *l, const struct conf_address *a, const char *key,
+                       size_t key_index, const struct conf_listener *other, size_t other_index)
+{
+    char q[QUOTE_BUF], k[64];
+    size_t old;
+
+    if (key_index == (size_t)-1)
+        snprintf(k, sizeof(k), "%s", key);
+    else
+        snprintf(k, sizeof(k), "%s[%zu].bind", key, key_index);
+    old = path_push_key(l, k);
+    if (other->name)
+        error_at(l, a->pos.line, a->pos.column, "address %s is already used by listener \"%s\"",
+                 quote(a->text, q), other->name);
+    else
+        error_at(l, a->pos.line, a->pos.column, "address %s is already used by listeners[%zu]",
+                 quote(a->text, q), other_index);
+    path_pop(l, old);
+}
+
+/* Orders listener indexes by the family and port of their binds (then by
+ * index), so the binds that may collide sit side by side. */
+static int compare_binds(const void *a, const void *b, void *listeners)
+{
+    const struct conf_listener *ls = listeners;
+    size_t i = *(const size_t *)a, j = *(const size_t *)b;
+    const struct conf_address *x = &ls[i].bind, *y = &ls[j].bind;
+
+    if (x->sa.ss_family != y->sa.ss_family)
+        return x->sa.ss_family < y->sa.ss_family ? -1 : 1;
+    if (x->port != y->port)
+        return x->port < y->port ? -1 : 1;
+    return i < j ? -1 : i > j;
+}
+
+/* Each listener whose bind collides with an earlier listener's, and
+ * admin.bind against every listener. Binds can collide only with the
+ * same family and port: sorted by them, only neighbours are compared.
+ * Works from the addresses and their positions alone, so it runs again
+ * once deferred names are resolved (conf_check_resolved()). */
+static void check_binds(struct loader *l)
+{
+    const struct conf *c = l->conf;
+    size_t n = c->num_listeners, *order = n ? malloc(n * sizeof(*order)) : NULL;
+
+    if (n && !order) {
+        l->oom = true;
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        order[i] = i;
+    if (n)
+        qsort_r(order, n, sizeof(*order), compare_binds, c->listeners);
+    for (size_t g = 0; g < n;) {
+        size_t e = g + 1;
+        const struct conf_address *ga = &c->listeners[order[g]].bind;
+        while (e < n && c->listeners[order[e]].bind.sa.ss_family == ga->sa.ss_family &&
+               c->listeners[order[e]].bind.port == ga->port)
+            e++;
+        /* order[g..e) is one family and port, by index: each against the earlier */
+        for (size_t x = g + 1; x < e; x++) {
+            const struct conf_listener *li = &c->listeners[order[x]];
+            for (size_t y = g; li->bind.text && y < x; y++) {
+                const struct conf_listener *lj = &c->listeners[order[y]];
+                if (!lj->bind.text || !conf_address_overlap(&li->bind, &lj->bind))
+                    continue;
+                bind_error(l, &li->bind, "listeners", order[x], lj, order[y]);
+                break;
+            }
         }
+        g = e;
+    }
+    free(order);
+
+    if (!c->admin.enabled || !c->admin.bind.text)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        const struct conf_listener *li = &c->listeners[i];
+        if (!li->bind.text || !conf_address_overlap(&c->admin.bind, &li->bind))
+            continue;
+        bind_error(l, &c->admin.bind, "admin.bind", (size_t)-1, li, i);
+        break;
     }
 }
 
+/* ---- listeners and their routes ------------------------------------------ */
+
+/* The index of the pool named <name> (via <pools>, an index of
+ * conf.pools), or an error at the key <name> of <split_map> naming it. */
+static void resolve_splits(struct loader *l, const struct conf_index *pools,
+                           struct conf_split *splits, size_t count, yaml_node_t *item,
+                           yaml_node_t *split_map)
+{
+    char q[QUOTE_BUF];
+
+    for (size_t s = 0; s < count; s++) {
+        struct conf_split *sp = &splits[s];
+        size_t p = conf_index_find(pools, sp->pool);
+        if (p != CONF_INDEX_NONE) {
+            sp->pool_index = p;
+            continue;
+        }
+        yaml_node_pair_t *pair = map_pair(l, split_map, sp->pool);
+        size_t old3 = path_push_key(l, "pools");
+        size_t old4 = path_push_key(l, sp->pool);
+        error_node(l, pair ? node_get(l, pair->key) : item, "unknown pool %s", quote(sp->pool, q));
+        path_pop(l, old4);
+        path_pop(l, old3);
+    }
+}
+
+/* A listener's routes: names unique, no route shadowed by an earlier one
+ * with the same hosts, paths and headers, pools that exist. */
+static void check_routes(struct loader *l, struct conf_listener *li, yaml_node_t *list,
+                         const struct conf_index *pools)
+{
+    struct conf_index ix;
+    char q[QUOTE_BUF];
+    size_t n = li->num_routes, old = path_push_key(l, "routes");
+
+    check_unique_names(l, list, "route", (const char *)&li->routes[0].name, n,
+                       sizeof(li->routes[0]), true);
+    if (conf_index_init(&ix, &li->routes[0].match_key, sizeof(li->routes[0]), n) < 0) {
+        l->oom = true;
+        path_pop(l, old);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct conf_route *r = &li->routes[i];
+        size_t j = conf_index_add(&ix, i), old2 = path_push_index(l, i);
+        if (j != i) {
+            const struct conf_route *first = &li->routes[j];
+            if (first->name)
+                error_at(l, r->pos.line, r->pos.column,
+                         "same hosts, paths and headers as route %s (line %u, column %u): it "
+                         "could never match",
+                         quote(first->name, q), first->pos.line, first->pos.column);
+            else
+                error_at(l, r->pos.line, r->pos.column,
+                         "same hosts, paths and headers as routes[%zu] (line %u, column %u): it "
+                         "could never match",
+                         j, first->pos.line, first->pos.column);
+        }
+        if (pools) {
+            yaml_node_t *item = seq_item(l, list, i);
+            resolve_splits(l, pools, li->routes[i].splits, li->routes[i].num_splits, item,
+                           map_get(l, item, "pools"));
+        }
+        path_pop(l, old2);
+    }
+    conf_index_free(&ix);
+    path_pop(l, old);
+}
+
+/* What a listener's keys require of each other. */
+static void check_listener(struct loader *l, struct conf_listener *li, yaml_node_t *item,
+                           const struct conf_index *pools)
+{
+    yaml_node_pair_t *routes = map_pair(l, item, "routes");
+    yaml_node_t *from = map_get(l, item, "proxy_protocol_from");
+    yaml_node_t *rn = routes ? node_get(l, routes->value) : NULL;
+    size_t old;
+
+    if (li->proxy_protocol != CONF_PROXY_OFF && li->num_proxy_protocol_from == 0) {
+        const char *v = conf_proxy_protocol_str(li->proxy_protocol);
+        old = path_push_key(l, "proxy_protocol_from");
+        /* an unlisted peer could forge any client address */
+        if (!from)
+            error_node(l, item,
+                       "missing required key (proxy_protocol is %s: the networks allowed to "
+                       "connect)",
+                       v);
+        else if (from->type == YAML_SEQUENCE_NODE && seq_len(from) == 0)
+            error_node(l, from, "must have at least one entry with proxy_protocol %s", v);
+        path_pop(l, old);
+    }
+    if (routes && li->protocol == CONF_PROTO_TCP) {
+        old = path_push_key(l, "routes");
+        error_node(l, node_get(l, routes->key), "allowed on http listeners only");
+        path_pop(l, old);
+    }
+    if (rn && rn->type == YAML_SEQUENCE_NODE && seq_len(rn) == 0 && !map_pair(l, item, "pools")) {
+        old = path_push_key(l, "pools");
+        error_node(l, item, "missing required key (the listener has no routes)");
+        path_pop(l, old);
+    }
+    if (pools)
+        resolve_splits(l, pools, li->splits, li->num_splits, item, map_get(l, item, "pools"));
+    if (rn && rn->type == YAML_SEQUENCE_NODE && seq_len(rn) == li->num_routes && li->num_routes)
+        check_routes(l, li, rn, pools);
+}
+
 /* Rules between parts of the file: unique names, binds that do not
- * collide, listeners that name existing pools. */
+ * collide, listeners and routes that name existing pools. */
 static void check_references(struct loader *l, yaml_node_t *root)
 {
     struct conf *c = l->conf;
     yaml_node_t *pools = parsed_list(l, root, "pools", c->num_pools);
     yaml_node_t *listeners = parsed_list(l, root, "listeners", c->num_listeners);
     bool pool_names_ok = pools != NULL;
-    char q[QUOTE_BUF];
+    struct conf_index pix = {0};
     size_t old, old2;
 
     if (pools && c->num_pools) {
         old = path_push_key(l, "pools");
         check_unique_names(l, pools, "pool", (const char *)&c->pools[0].name, c->num_pools,
-                           sizeof(c->pools[0]));
+                           sizeof(c->pools[0]), false);
         for (size_t i = 0; i < c->num_pools; i++) {
             struct conf_pool *p = &c->pools[i];
             yaml_node_t *backends =
@@ -1541,79 +2311,34 @@ static void check_references(struct loader *l, yaml_node_t *root)
             old2 = path_push_index(l, i);
             size_t old3 = path_push_key(l, "backends");
             check_unique_names(l, backends, "backend", (const char *)&p->backends[0].name,
-                               p->num_backends, sizeof(p->backends[0]));
+                               p->num_backends, sizeof(p->backends[0]), false);
             path_pop(l, old3);
             path_pop(l, old2);
         }
         path_pop(l, old);
     }
-
-    if (!listeners || c->num_listeners == 0)
-        return;
-    old = path_push_key(l, "listeners");
-    check_unique_names(l, listeners, "listener", (const char *)&c->listeners[0].name,
-                       c->num_listeners, sizeof(c->listeners[0]));
-    for (size_t i = 0; i < c->num_listeners; i++) {
-        struct conf_listener *li = &c->listeners[i];
-        yaml_node_t *item = seq_item(l, listeners, i);
-
-        old2 = path_push_index(l, i);
-        for (size_t j = 0; li->bind.text && j < i; j++) {
-            const struct conf_listener *lj = &c->listeners[j];
-            if (!lj->bind.text || !conf_address_overlap(&li->bind, &lj->bind))
-                continue;
-            size_t old3 = path_push_key(l, "bind");
-            if (lj->name)
-                error_node(l, map_get(l, item, "bind"),
-                           "address %s is already used by listener \"%s\"", quote(li->bind.text, q),
-                           lj->name);
-            else
-                error_node(l, map_get(l, item, "bind"),
-                           "address %s is already used by listeners[%zu]", quote(li->bind.text, q),
-                           j);
-            path_pop(l, old3);
-            break;
-        }
-        yaml_node_t *split_map = map_get(l, item, "pools");
-        for (size_t s = 0; pool_names_ok && s < li->num_splits; s++) {
-            struct conf_split *sp = &li->splits[s];
-            const struct conf_pool *p = conf_find_pool(c, sp->pool);
-            if (p) {
-                sp->pool_index = (size_t)(p - c->pools);
-                continue;
-            }
-            yaml_node_pair_t *pair = map_pair(l, split_map, sp->pool);
-            size_t old3 = path_push_key(l, "pools");
-            size_t old4 = path_push_key(l, sp->pool);
-            error_node(l, pair ? node_get(l, pair->key) : item, "unknown pool %s",
-                       quote(sp->pool, q));
-            path_pop(l, old4);
-            path_pop(l, old3);
-        }
-        path_pop(l, old2);
+    /* a pool name that did not parse would make every reference to it an
+     * "unknown pool": those are checked once the pools are right */
+    if (pool_names_ok && c->num_pools &&
+        conf_index_build(&pix, &c->pools[0].name, sizeof(c->pools[0]), c->num_pools) < 0) {
+        l->oom = true;
+        pool_names_ok = false;
     }
-    path_pop(l, old);
 
-    if (c->admin.enabled && c->admin.bind.text) {
-        yaml_node_t *admin = map_get(l, root, "admin");
-        yaml_node_t *bind = map_get(l, admin, "bind");
+    check_binds(l);
+    if (listeners && c->num_listeners) {
+        old = path_push_key(l, "listeners");
+        check_unique_names(l, listeners, "listener", (const char *)&c->listeners[0].name,
+                           c->num_listeners, sizeof(c->listeners[0]), false);
         for (size_t i = 0; i < c->num_listeners; i++) {
-            const struct conf_listener *li = &c->listeners[i];
-            if (!li->bind.text || !conf_address_overlap(&c->admin.bind, &li->bind))
-                continue;
-            old = path_push_key(l, "admin");
-            old2 = path_push_key(l, "bind");
-            if (li->name)
-                error_node(l, bind ? bind : admin, "address %s is already used by listener \"%s\"",
-                           quote(c->admin.bind.text, q), li->name);
-            else
-                error_node(l, bind ? bind : admin, "address %s is already used by listeners[%zu]",
-                           quote(c->admin.bind.text, q), i);
+            old2 = path_push_index(l, i);
+            check_listener(l, &c->listeners[i], seq_item(l, listeners, i),
+                           pool_names_ok ? &pix : NULL);
             path_pop(l, old2);
-            path_pop(l, old);
-            break;
         }
+        path_pop(l, old);
     }
+    conf_index_free(&pix);
 }
 
 /* ---- loading ------------------------------------------------------------ */
@@ -1700,10 +2425,49 @@ static __attribute__((format(printf, 2, 3))) void errors_printf(struct conf_erro
     errors_push(errs, msg);
 }
 
-static struct conf *load(const char *name, const char *base_dir, const char *yaml, size_t len,
-                         struct conf_errors *errs)
+/* Hands the errors <l> collected to <errs>, in file order. Returns true if
+ * there was any (or memory ran out). */
+static bool errors_finish(struct loader *l, struct conf_errors *errs)
 {
-    struct loader l = {.file = name, .base_dir = base_dir};
+    if (l->nerrs)
+        qsort(l->errs, l->nerrs, sizeof(l->errs[0]), compare_errors);
+    for (size_t i = 0; i < l->nerrs; i++)
+        errors_push(errs, l->errs[i].msg);
+    free(l->errs);
+    l->errs = NULL;
+    if (l->oom)
+        errors_printf(errs, "%s: out of memory", l->file);
+    return l->nerrs || l->oom;
+}
+
+/* admin.bind left at its default is where the admin section is, for a
+ * collision reported later (conf_check_resolved() has no document). */
+static void admin_bind_position(struct loader *l, yaml_node_t *root)
+{
+    yaml_node_t *admin = map_get(l, root, "admin");
+    struct conf_address *a = &l->conf->admin.bind;
+
+    if (admin && a->pos.line == 0)
+        a->pos = (struct conf_pos){node_line(admin), (unsigned)admin->start_mark.column + 1};
+}
+
+/* conf.unresolved from what the loader collected. */
+static void unresolved_finish(struct loader *l)
+{
+    struct conf *c = l->conf;
+
+    if (l->nunres && (c->unresolved = lalloc(l, l->nunres * sizeof(*c->unresolved)))) {
+        memcpy(c->unresolved, l->unres, l->nunres * sizeof(*c->unresolved));
+        c->num_unresolved = l->nunres;
+    }
+    free(l->unres);
+    l->unres = NULL;
+}
+
+static struct conf *load(const char *name, const char *base_dir, const char *yaml, size_t len,
+                         unsigned flags, struct conf_errors *errs)
+{
+    struct loader l = {.file = name, .base_dir = base_dir, .flags = flags};
     yaml_parser_t parser;
     yaml_document_t doc, extra;
     bool have_parser = false, have_doc = false;
@@ -1746,6 +2510,7 @@ static struct conf *load(const char *name, const char *base_dir, const char *yam
         error_node(&l, root, "expected a mapping");
     } else {
         parse_section(&l, &root_section, c, root);
+        admin_bind_position(&l, root);
         check_references(&l, root);
         fleet_instance_default(&l, root);
     }
@@ -1765,14 +2530,10 @@ done:
         yaml_document_delete(&doc);
     if (have_parser)
         yaml_parser_delete(&parser);
-    if (l.nerrs)
-        qsort(l.errs, l.nerrs, sizeof(l.errs[0]), compare_errors);
-    for (size_t i = 0; i < l.nerrs; i++)
-        errors_push(errs, l.errs[i].msg);
-    free(l.errs);
-    if (l.oom)
-        errors_printf(errs, "%s: out of memory", name);
-    if (l.nerrs || l.oom) {
+    if (c)
+        unresolved_finish(&l);
+    free(l.unres);
+    if (errors_finish(&l, errs)) {
         conf_free(c);
         return NULL;
     }
@@ -1782,10 +2543,21 @@ done:
 struct conf *conf_load_string(const char *name, const char *yaml, size_t len,
                               struct conf_errors *errs)
 {
-    return load(name, NULL, yaml, len, errs);
+    return load(name, NULL, yaml, len, 0, errs);
+}
+
+struct conf *conf_load_string_flags(const char *name, const char *yaml, size_t len, unsigned flags,
+                                    struct conf_errors *errs)
+{
+    return load(name, NULL, yaml, len, flags, errs);
 }
 
 struct conf *conf_load(const char *path, struct conf_errors *errs)
+{
+    return conf_load_flags(path, 0, errs);
+}
+
+struct conf *conf_load_flags(const char *path, unsigned flags, struct conf_errors *errs)
 {
     struct conf *c = NULL;
     char *buf = NULL, *dir = NULL, *slash;
@@ -1839,7 +2611,7 @@ struct conf *conf_load(const char *path, struct conf_errors *errs)
         slash[1] = '\0';
     else if (slash)
         *slash = '\0';
-    c = load(path, slash ? dir : NULL, buf ? buf : "", len, errs);
+    c = load(path, slash ? dir : NULL, buf ? buf : "", len, flags, errs);
 
 fail:
     if (fd >= 0)
@@ -1882,6 +2654,47 @@ const struct conf_listener *conf_find_listener(const struct conf *c, const char 
         if (c->listeners[i].name && strcmp(c->listeners[i].name, name) == 0)
             return &c->listeners[i];
     return NULL;
+}
+
+const struct conf_route *conf_find_route(const struct conf_listener *l, const char *name)
+{
+    for (size_t i = 0; i < l->num_routes; i++)
+        if (l->routes[i].name && strcmp(l->routes[i].name, name) == 0)
+            return &l->routes[i];
+    return NULL;
+}
+
+/* ---- deferred resolution -------------------------------------------------- */
+
+static void unresolved_report(struct loader *l, const struct conf_unresolved *u, const char *reason)
+{
+    char q[QUOTE_BUF];
+    size_t old = path_push_key(l, u->key);
+
+    error_at(l, u->address->pos.line, u->address->pos.column, "invalid address %s: %s",
+             quote(u->address->text, q), reason);
+    path_pop(l, old);
+}
+
+void conf_unresolved_error(const struct conf *c, const struct conf_unresolved *u,
+                           const char *reason, struct conf_errors *errs)
+{
+    struct loader l = {.file = c->path};
+
+    unresolved_report(&l, u, reason);
+    errors_finish(&l, errs);
+}
+
+int conf_check_resolved(const struct conf *c, struct conf_errors *errs)
+{
+    /* check_binds() only reads the conf */
+    struct loader l = {.file = c->path, .conf = (struct conf *)c};
+
+    for (size_t i = 0; i < c->num_unresolved; i++)
+        if (!conf_address_resolved(c->unresolved[i].address))
+            unresolved_report(&l, &c->unresolved[i], "cannot resolve host");
+    check_binds(&l);
+    return errors_finish(&l, errs) ? -1 : 0;
 }
 
 /* ---- reload limits and names -------------------------------------------- */
@@ -1947,7 +2760,22 @@ static const char *enum_str(const struct enum_name *names, int v)
 
 const char *conf_protocol_str(enum conf_protocol p)
 {
-    return enum_str(protocol_names, (int)p);
+    return enum_str(health_protocol_names, (int)p);
+}
+
+const char *conf_pool_protocol_str(enum conf_pool_protocol p)
+{
+    return enum_str(pool_protocol_names, (int)p);
+}
+
+const char *conf_http2_str(enum conf_http2 h)
+{
+    return enum_str(http2_names, (int)h);
+}
+
+const char *conf_proxy_protocol_str(enum conf_proxy_protocol p)
+{
+    return enum_str(proxy_protocol_names, (int)p);
 }
 
 const char *conf_balance_str(enum conf_balance b)

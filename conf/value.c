@@ -1,4 +1,4 @@
-/* Scalar values of the configuration: durations and addresses. */
+/* Scalar values of the configuration: durations, addresses and networks. */
 #include "conf.h"
 
 #include <arpa/inet.h>
@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* ---- durations ----------------------------------------------------------
  * A duration is a whole number followed by one unit: ms, s, m or h. No
@@ -185,6 +186,12 @@ static int resolve(const char *host, bool numeric6, struct conf_address *out, co
 
 int conf_parse_address(const char *text, struct conf_address *out, const char **reason)
 {
+    return conf_parse_address_ex(text, true, out, reason);
+}
+
+int conf_parse_address_ex(const char *text, bool resolve_it, struct conf_address *out,
+                          const char **reason)
+{
     char *buf = NULL;
     const char *host, *port_text;
     bool v6 = false;
@@ -249,13 +256,15 @@ int conf_parse_address(const char *text, struct conf_address *out, const char **
         } else if (!host_name_valid(host)) {
             *reason = addr_bad_host;
             goto fail;
-        } else if (resolve(host, false, out, reason) < 0) {
-            goto fail;
+        } else {
+            out->named = true;
+            if (resolve_it && resolve(host, false, out, reason) < 0)
+                goto fail;
         }
     }
     if (out->sa.ss_family == AF_INET)
         ((struct sockaddr_in *)&out->sa)->sin_port = htons(port);
-    else
+    else if (out->sa.ss_family == AF_INET6)
         ((struct sockaddr_in6 *)&out->sa)->sin6_port = htons(port);
     out->port = port;
     out->text = strdup(text);
@@ -280,8 +289,45 @@ void conf_address_clear(struct conf_address *a)
     memset(a, 0, sizeof(*a));
 }
 
+bool conf_address_resolved(const struct conf_address *a)
+{
+    return a->sa.ss_family == AF_INET || a->sa.ss_family == AF_INET6;
+}
+
+int conf_address_fill(struct conf_address *a, const struct sockaddr *sa, socklen_t len)
+{
+    if (sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
+        struct sockaddr_in *sin = (struct sockaddr_in *)&a->sa;
+        memset(&a->sa, 0, sizeof(a->sa));
+        memcpy(sin, sa, sizeof(*sin));
+        sin->sin_port = htons(a->port);
+        a->sa_len = sizeof(*sin);
+        return 0;
+    }
+    if (sa->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&a->sa;
+        memset(&a->sa, 0, sizeof(a->sa));
+        memcpy(sin6, sa, sizeof(*sin6));
+        sin6->sin6_port = htons(a->port);
+        a->sa_len = sizeof(*sin6);
+        return 0;
+    }
+    return -1;
+}
+
+/* Two addresses still unresolved: the same name and port is all that can
+ * be told (a name and a literal may well be the same socket: not known). */
+static bool unresolved_same(const struct conf_address *a, const struct conf_address *b)
+{
+    if (conf_address_resolved(a) || conf_address_resolved(b) || !a->host || !b->host)
+        return false;
+    return a->port == b->port && strcasecmp(a->host, b->host) == 0;
+}
+
 bool conf_address_same(const struct conf_address *a, const struct conf_address *b)
 {
+    if (!conf_address_resolved(a) || !conf_address_resolved(b))
+        return unresolved_same(a, b);
     if (a->sa.ss_family != b->sa.ss_family)
         return false;
     if (a->sa.ss_family == AF_INET) {
@@ -302,6 +348,8 @@ bool conf_address_overlap(const struct conf_address *a, const struct conf_addres
 {
     if (conf_address_same(a, b))
         return true;
+    if (!conf_address_resolved(a) || !conf_address_resolved(b))
+        return false; /* unknown until resolved: conf_check_resolved() tells */
     if (a->sa.ss_family != b->sa.ss_family || a->port != b->port)
         return false;
     if (a->sa.ss_family == AF_INET) {
@@ -313,6 +361,95 @@ bool conf_address_overlap(const struct conf_address *a, const struct conf_addres
         const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)&a->sa;
         const struct sockaddr_in6 *y = (const struct sockaddr_in6 *)&b->sa;
         return IN6_IS_ADDR_UNSPECIFIED(&x->sin6_addr) || IN6_IS_ADDR_UNSPECIFIED(&y->sin6_addr);
+    }
+    return false;
+}
+
+/* ---- networks ------------------------------------------------------------
+ * "10.0.0.0/8", "2001:db8::/32", or an address alone (one host: /32 or
+ * /128). Bits set beyond the prefix are an error, not silently cleared:
+ * "10.0.0.1/8" is more likely a mistyped prefix than a network. */
+
+static const char cidr_bad[] = "expected an IPv4 or IPv6 network such as 10.0.0.0/8 or ::1/128";
+static const char cidr_bad_prefix[] = "bad prefix length (0-32 for IPv4, 0-128 for IPv6)";
+static const char cidr_host_bits[] = "address bits set beyond the prefix length";
+
+int conf_parse_cidr(const char *text, struct conf_cidr *out, const char **reason)
+{
+    char buf[INET6_ADDRSTRLEN + 8];
+    const char *slash = strchr(text, '/');
+    size_t n = slash ? (size_t)(slash - text) : strlen(text);
+    unsigned max, prefix = 0;
+
+    memset(out, 0, sizeof(*out));
+    if (n == 0 || n >= sizeof(buf)) {
+        *reason = cidr_bad;
+        return -1;
+    }
+    memcpy(buf, text, n);
+    buf[n] = '\0';
+    if (inet_pton(AF_INET, buf, out->addr) == 1) {
+        out->family = AF_INET;
+        max = 32;
+    } else if (inet_pton(AF_INET6, buf, out->addr) == 1) {
+        out->family = AF_INET6;
+        max = 128;
+    } else {
+        *reason = cidr_bad;
+        return -1;
+    }
+    if (!slash) {
+        out->prefix = max;
+        return 0;
+    }
+    const char *p = slash + 1;
+    if (*p == '\0' || (*p == '0' && p[1] != '\0')) {
+        *reason = cidr_bad_prefix;
+        return -1;
+    }
+    for (; *p; p++) {
+        if (*p < '0' || *p > '9' || (prefix = prefix * 10 + (unsigned)(*p - '0')) > max) {
+            *reason = cidr_bad_prefix;
+            return -1;
+        }
+    }
+    for (unsigned bit = prefix; bit < max; bit++) {
+        if (out->addr[bit / 8] & (0x80u >> (bit % 8))) {
+            *reason = cidr_host_bits;
+            return -1;
+        }
+    }
+    out->prefix = prefix;
+    return 0;
+}
+
+static bool prefix_match(const uint8_t *net, const uint8_t *addr, unsigned prefix)
+{
+    unsigned whole = prefix / 8, rest = prefix % 8;
+
+    if (memcmp(net, addr, whole) != 0)
+        return false;
+    if (rest == 0)
+        return true;
+    uint8_t mask = (uint8_t)(0xffu << (8 - rest));
+    return (net[whole] & mask) == (addr[whole] & mask);
+}
+
+bool conf_cidr_match(const struct conf_cidr *net, const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+        return net->family == AF_INET &&
+               prefix_match(net->addr, (const uint8_t *)&sin->sin_addr, net->prefix);
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+        const uint8_t *a = sin6->sin6_addr.s6_addr;
+        if (net->family == AF_INET6)
+            return prefix_match(net->addr, a, net->prefix);
+        /* a dual-stack socket sees an IPv4 peer as ::ffff:a.b.c.d */
+        return IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr) &&
+               prefix_match(net->addr, a + 12, net->prefix);
     }
     return false;
 }

@@ -244,6 +244,9 @@ static int apply_change_one(struct worker *w, const struct conf *nc, const struc
     case CONF_LISTENER_ADDED:
     case CONF_LISTENER_REMOVED:
     case CONF_LISTENER_SPLIT:
+    case CONF_ROUTE_ADDED:
+    case CONF_ROUTE_REMOVED:
+    case CONF_ROUTE_CHANGED:
         return 0; /* pools are re-pointed by worker_commit_conf; listeners are the caller's */
     case CONF_POOL_CHANGED:
         return reconfigure_pool(w, ch->new_pool);

@@ -285,3 +285,170 @@ def test_new_key_errors(usher, tmp_path, edit, errors):
     code, out, err = run(usher, "-t", "-c", str(cfg))
     assert (code, out) == (2, [])
     assert err == [f"{cfg}:" + e.replace("{dir}", str(tmp_path)) for e in errors]
+
+
+EVERY_ROUTING_KEY = """\
+limits:
+  h2_max_streams: 250
+listeners:
+  - name: web
+    bind: 127.0.0.1:18443
+    tls:
+      cert: server.pem
+      key: server.key
+      certificates:
+        - {cert: api.pem, key: api.key}
+      strict_sni: true
+    http2: auto
+    proxy_protocol: v2
+    proxy_protocol_from: [127.0.0.0/8, "::1"]
+    routes:
+      - name: api
+        hosts: [api.example.com, "*.api.example.com"]
+        paths: [/v1/, =/healthz]
+        headers: {x-canary: "1"}
+        strip_prefix: true
+        pools: {api-blue: 100, api-green: 0}
+      - name: grpc
+        hosts: [grpc.example.com]
+        pools: {grpc: 1}
+  - name: plain
+    bind: 127.0.0.1:18080
+    http2: false
+    proxy_protocol: any
+    proxy_protocol_from: [10.0.0.0/8]
+    routes:
+      - name: all
+        pools: {api-blue: 1}
+    pools: {web: 1}
+pools:
+  - name: web
+    passive_health: false
+    backends:
+      - {name: web-1, address: 127.0.0.1:19001}
+  - name: api-blue
+    protocol: h2
+    tls:
+      ca: ca.pem
+      verify: true
+      sni: api.internal
+      cert: client.pem
+      key: client.key
+    send_proxy: v1
+    backends:
+      - {name: api-blue-1, address: 127.0.0.1:19002}
+  - name: api-green
+    protocol: http1
+    tls: {verify: false}
+    send_proxy: v2
+    passive_health: {consecutive_failures: 3}
+    backends: []
+  - name: grpc
+    protocol: h2c
+    health_check:
+      protocol: grpc
+      service: grpc.health.v1.Health
+    backends:
+      - {name: grpc-1, address: 127.0.0.1:19003}
+"""
+
+
+@pytest.fixture
+def routing_dir(tmp_path):
+    """A directory with EVERY_ROUTING_KEY's certificates and keys, real ones
+    (the listener's are loaded by the check)."""
+    for name, cn in [("server", "localhost"), ("api", "api.example.com"), ("ca", "ca"),
+                     ("client", "usher")]:
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-subj", f"/CN={cn}", "-addext", f"subjectAltName=DNS:{cn}",
+                        "-keyout", str(tmp_path / f"{name}.key"),
+                        "-out", str(tmp_path / f"{name}.pem")],
+                       check=True, capture_output=True, timeout=RUN_TIMEOUT)
+    return tmp_path
+
+
+def test_every_routing_key(usher, routing_dir):
+    """Every key DESIGN.md added for routes, certificates, HTTP/2, the PROXY
+    protocol, TLS to backends and gRPC health checks, at a value other than
+    its default: accepted. A listener with routes needs no pools."""
+    cfg = routing_dir / "usher.yaml"
+    cfg.write_text(EVERY_ROUTING_KEY)
+    assert run(usher, "-t", "-c", str(cfg), cwd="/") == (0, ["configuration ok"], [])
+
+
+@pytest.mark.parametrize("edit, errors", [
+    (("      - name: grpc\n", "      - name: api\n"),
+     ['22:15: listeners[0].routes[1].name: duplicate route name "api" (first at line 16, '
+      "column 15)"]),
+    (("hosts: [api.example.com,", "hosts: [api.example.com:443,"),
+     ['17:17: listeners[0].routes[0].hosts[0]: invalid host "api.example.com:443": expected a '
+      "DNS name, or *. and a DNS name (no port)"]),
+    (('"*.api.example.com"', '"*api.example.com"'),
+     ['17:34: listeners[0].routes[0].hosts[1]: invalid host "*api.example.com": expected a '
+      "DNS name, or *. and a DNS name (no port)"]),
+    (("paths: [/v1/,", "paths: [v1/,"),
+     ['18:17: listeners[0].routes[0].paths[0]: invalid path "v1/": must start with / (=/ for an '
+      "exact path) and contain no spaces, control characters, ? or #"]),
+    (('{x-canary: "1"}', '{"x canary": "1"}'),
+     ['19:19: listeners[0].routes[0].headers.x canary: invalid header name "x canary": expected '
+      "letters, digits or !#$%&'*+-.^_`|~"]),
+    (("{grpc: 1}", "{grpc2: 1}"),
+     ['24:17: listeners[0].routes[1].pools.grpc2: unknown pool "grpc2"']),
+    (("{api-blue: 100, api-green: 0}", "{api-blue: 0, api-green: 0}"),
+     ["21:16: listeners[0].routes[0].pools: all weights are 0: at least one pool needs a weight "
+      "above 0"]),
+    (("        pools: {api-blue: 1}\n",
+      "        pools: {api-blue: 1}\n      - {name: everything, pools: {web: 1}}\n"),
+     ['33:9: listeners[1].routes[1]: same hosts, paths and headers as route "all" (line 31, '
+      "column 9): it could never match"]),
+    (("        hosts: [grpc.example.com]\n", "        hosts: [\"*.API.example.com\", API.example.com., api.example.com]\n"
+      "        paths: [=/healthz, /v1, /v1/]\n        headers: {X-Canary: \"1\"}\n"),
+     ['22:9: listeners[0].routes[1]: same hosts, paths and headers as route "api" (line 16, '
+      "column 9): it could never match"]),
+    (("    http2: false\n", "    protocol: tcp\n"),
+     ["30:5: listeners[1].routes: allowed on http listeners only"]),
+    (("    pools: {web: 1}\n", ""), None),
+    (("    proxy_protocol_from: [10.0.0.0/8]\n", ""),
+     ["25:5: listeners[1].proxy_protocol_from: missing required key (proxy_protocol is any: the "
+      "networks allowed to connect)"]),
+    (("[10.0.0.0/8]", "[10.0.0.1/8]"),
+     ['29:27: listeners[1].proxy_protocol_from[0]: invalid network "10.0.0.1/8": address bits '
+      "set beyond the prefix length"]),
+    (("http2: false", "http2: off"),
+     ['27:12: listeners[1].http2: invalid value "off": must be one of auto, false']),
+    (("h2_max_streams: 250", "h2_max_streams: 10001"),
+     ["2:19: limits.h2_max_streams: must be between 1 and 10000"]),
+    (("      key: client.key\n", ""),
+     ["42:7: pools[1].tls.key: missing required key (cert and key go together)"]),
+    (("    protocol: http1\n", "    protocol: h2c\n"),
+     ["52:5: pools[2].tls: not allowed with protocol h2c (HTTP/2 without TLS): use protocol h2"]),
+    (("    protocol: h2c\n", "    protocol: http1\n"),
+     ["59:17: pools[3].health_check.protocol: grpc needs the pool's protocol h2c or h2 (gRPC "
+      "runs over HTTP/2)"]),
+    (("      service: grpc.health.v1.Health\n",
+      "      service: grpc.health.v1.Health\n      path: /healthz\n"),
+     ["61:7: pools[3].health_check.path: not allowed with protocol grpc (it asks "
+      "grpc.health.v1.Health/Check)"]),
+    (("      protocol: grpc\n", "      protocol: http\n"),
+     ["60:7: pools[3].health_check.service: only for protocol grpc"]),
+    (("send_proxy: v2", "send_proxy: any"),
+     ['53:17: pools[2].send_proxy: invalid value "any": must be one of false, v1, v2']),
+    (("passive_health: false", "passive_health: off"),
+     ["36:21: pools[0].passive_health: expected a mapping, true or false"]),
+], ids=["route-name", "route-host-port", "route-wildcard", "route-path", "route-header",
+        "route-pool", "route-weights", "route-shadowed", "route-shadowed-normalised",
+        "routes-on-tcp", "pools-optional-with-routes", "proxy-from-missing", "proxy-from-bits",
+        "http2", "h2-streams", "client-cert-alone", "h2c-with-tls", "grpc-needs-h2",
+        "grpc-path", "service-not-grpc", "send-proxy-any", "passive-off-word"])
+def test_routing_key_errors(usher, routing_dir, edit, errors):
+    """Each mistake at its file:line:column (a case without errors is one
+    more valid config)."""
+    cfg = routing_dir / "usher.yaml"
+    assert edit[0] in EVERY_ROUTING_KEY
+    cfg.write_text(EVERY_ROUTING_KEY.replace(edit[0], edit[1], 1))
+    code, out, err = run(usher, "-t", "-c", str(cfg))
+    if errors is None:
+        assert (code, out, err) == (0, ["configuration ok"], [])
+        return
+    assert (code, out) == (2, [])
+    assert err == [f"{cfg}:" + e for e in errors]

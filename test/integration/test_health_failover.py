@@ -53,8 +53,11 @@ class ProcBackend:
 
 
 def _cfg(backends, hc, delay="5s"):
+    # these tests follow the active checks; passive health (on by default)
+    # would eject the dead backend first and hide the transition they check
     return usher_proc.make_config(pools={"blue": backends},
-                            pool_opts={"blue": {"deregistration_delay": delay, "health_check": hc}})
+                            pool_opts={"blue": {"deregistration_delay": delay, "health_check": hc,
+                                                "passive_health": False}})
 
 
 def test_sigkilled_backend_process_under_load_no_client_error(servers, usher_factory):

@@ -96,12 +96,12 @@ def test_silent_backend_retried_after_first_byte(backend_factory, usher_factory)
 
 
 def test_retry_budget_bounds_a_storm(backend_factory, usher_factory):
-    """Without passive health the garbage backend keeps getting half the
+    """Without passive health (turned off: it is on by default) the garbage backend keeps getting half the
     requests; retries stop at the budget (20 % of requests plus 3/s), and
     the only client errors are the refused retries."""
     good = backend_factory("good")
     bad = backend_factory("bad", mode="/garbage")
-    u = usher_factory(pools={"p": [good, bad]})
+    u = usher_factory(pools={"p": [good, bad]}, pool_opts={"p": {"passive_health": False}})
     statuses = _get_many(u.port, 200)
     m = u.metrics()
     refused = m.get("usher_retry_budget_refused_total", pool="p")

@@ -722,13 +722,13 @@ static void test_enums(void)
         "pools:\n"
         "  - name: blue\n"
         "    balance: random\n"
-        "    health_check: {protocol: grpc}\n"
+        "    health_check: {protocol: udp}\n"
         "    backends: []\n",
         "t.yaml:4:15: listeners[0].protocol: invalid value \"udp\": must be one of http, tcp",
         "t.yaml:8:14: pools[0].balance: invalid value \"random\": must be one of "
         "round_robin, least_conn",
-        "t.yaml:9:30: pools[0].health_check.protocol: invalid value \"grpc\": must be one "
-        "of http, tcp");
+        "t.yaml:9:30: pools[0].health_check.protocol: invalid value \"udp\": must be one "
+        "of http, tcp, grpc");
 }
 
 static void test_missing(void)
@@ -1031,7 +1031,15 @@ static void test_examples(void)
             CHECK_EQ(c->shutdown.idle_close, CONF_IDLE_CLOSE_NOW);
             CHECK_EQ(c->shutdown.tunnel_close_grace, 2000);
             CHECK_EQ(c->timeouts.first_byte, c->timeouts.backend);
-            CHECK(!c->pools[0].passive_health.enabled && !c->pools[0].discover.enabled);
+            CHECK(c->pools[0].passive_health.enabled && !c->pools[0].discover.enabled);
+            CHECK_EQ(c->pools[0].protocol, CONF_POOL_HTTP1);
+            CHECK(!c->pools[0].tls.enabled);
+            CHECK_EQ(c->pools[0].send_proxy, CONF_PROXY_OFF);
+            CHECK_EQ(c->listeners[0].http2, CONF_HTTP2_AUTO);
+            CHECK_EQ(c->listeners[0].proxy_protocol, CONF_PROXY_OFF);
+            CHECK_EQ(c->listeners[0].num_proxy_protocol_from, 0);
+            CHECK_EQ(c->listeners[0].num_routes, 0);
+            CHECK_EQ(c->limits.h2_max_streams, 100);
             CHECK(!c->resolver.enabled && !c->fleet.enabled);
         }
         if (c && i == 1) {
@@ -1072,7 +1080,11 @@ static void test_new_defaults(void)
     CHECK_EQ(c->shutdown.tunnel_close_grace, 2000);
     CHECK_EQ(c->timeouts.first_byte, 60000);
     CHECK_EQ(c->pools[0].slow_start, 0);
-    CHECK(!c->pools[0].passive_health.enabled);
+    /* passive health is on by default, at its defaults */
+    CHECK(c->pools[0].passive_health.enabled);
+    CHECK_EQ(c->pools[0].passive_health.consecutive_failures, 5);
+    CHECK_EQ(c->pools[0].passive_health.ejection_time, 30000);
+    CHECK_EQ(c->pools[0].passive_health.max_ejected_percent, 50);
     CHECK(!c->pools[0].discover.enabled);
     CHECK(!c->resolver.enabled);
     CHECK_EQ(c->resolver.num_nameservers, 0);
@@ -1219,6 +1231,7 @@ static void test_admin_files(void)
     conf_errors_clear(&e);
 
     /* a token file that does not exist, a blank one, a directory, one too big */
+    unlink(cfg); /* else the directory stays behind */
     free(cfg);
     cfg = write_temp(dir, "bad.yaml",
                      "admin: {token_file: nope}\n"
@@ -1446,7 +1459,7 @@ static void test_pool_keys(void)
                             "  - name: blue\n"
                             "    passive_health: on\n"
                             "    discover: []\n",
-                  "t.yaml:7:21: pools[0].passive_health: expected a mapping",
+                  "t.yaml:7:21: pools[0].passive_health: expected a mapping, true or false",
                   "t.yaml:8:15: pools[0].discover: expected a mapping");
     EXPECT_ERRORS(LISTENERS "pools:\n"
                             "  - name: blue\n"

@@ -58,12 +58,17 @@ static char *edit(const char *from, const char *to)
     return out;
 }
 
+/* A want written without its route names none: that is what the shorter
+ * initializers mean. */
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+
 /* One expected change: its kind and the names it is about ("-" for none). */
 struct want {
     enum conf_change_kind kind;
     const char *pool;     /* pool of the change (old or new side) */
     const char *backend;  /* backend name */
     const char *listener; /* listener name */
+    const char *route;    /* route name; NULL: "-" */
 };
 
 static const char *change_pool(const struct conf_change *ch)
@@ -74,6 +79,11 @@ static const char *change_pool(const struct conf_change *ch)
 static const char *change_backend(const struct conf_change *ch)
 {
     return ch->new_backend ? ch->new_backend->name : ch->old_backend ? ch->old_backend->name : "-";
+}
+
+static const char *change_route(const struct conf_change *ch)
+{
+    return ch->new_route ? ch->new_route->name : ch->old_route ? ch->old_route->name : "-";
 }
 
 static const char *change_listener(const struct conf_change *ch)
@@ -87,8 +97,10 @@ static const char *change_listener(const struct conf_change *ch)
 static bool sides_ok(const struct conf_change *ch)
 {
     bool op = ch->old_pool, np = ch->new_pool, ob = ch->old_backend, nb = ch->new_backend;
-    bool ol = ch->old_listener, nl = ch->new_listener;
+    bool ol = ch->old_listener, nl = ch->new_listener, orr = ch->old_route, nr = ch->new_route;
 
+    if (ch->kind < CONF_ROUTE_ADDED && (orr || nr))
+        return false;
     switch (ch->kind) {
     case CONF_BACKEND_ADDED:
         return !op && np && !ob && nb && !ol && !nl;
@@ -108,6 +120,12 @@ static bool sides_ok(const struct conf_change *ch)
         return !op && !np && !ob && !nb && ol && !nl;
     case CONF_LISTENER_SPLIT:
         return !op && !np && !ob && !nb && ol && nl;
+    case CONF_ROUTE_ADDED:
+        return !op && !np && !ob && !nb && !ol && nl && !orr && nr;
+    case CONF_ROUTE_REMOVED:
+        return !op && !np && !ob && !nb && ol && !nl && orr && !nr;
+    case CONF_ROUTE_CHANGED:
+        return !op && !np && !ob && !nb && ol && nl && orr && nr;
     }
     return false;
 }
@@ -128,18 +146,21 @@ static void check_diff(int line, const struct conf *a, const struct conf *b, con
         const struct conf_change *ch = &d.changes[i];
         ok = ch->kind == w[i].kind && strcmp(change_pool(ch), w[i].pool) == 0 &&
              strcmp(change_backend(ch), w[i].backend) == 0 &&
-             strcmp(change_listener(ch), w[i].listener) == 0 && sides_ok(ch);
+             strcmp(change_listener(ch), w[i].listener) == 0 &&
+             strcmp(change_route(ch), w[i].route ? w[i].route : "-") == 0 && sides_ok(ch);
     }
     if (!ok) {
         fprintf(stderr, "%s:%d: diff differs\n  expected:\n", __FILE__, line);
         for (size_t i = 0; i < n; i++)
-            fprintf(stderr, "    %s pool=%s backend=%s listener=%s\n",
-                    conf_change_kind_str(w[i].kind), w[i].pool, w[i].backend, w[i].listener);
+            fprintf(stderr, "    %s pool=%s backend=%s listener=%s route=%s\n",
+                    conf_change_kind_str(w[i].kind), w[i].pool, w[i].backend, w[i].listener,
+                    w[i].route ? w[i].route : "-");
         fprintf(stderr, "  got:\n");
         for (size_t i = 0; i < d.count; i++)
-            fprintf(stderr, "    %s pool=%s backend=%s listener=%s%s\n",
+            fprintf(stderr, "    %s pool=%s backend=%s listener=%s route=%s%s\n",
                     conf_change_kind_str(d.changes[i].kind), change_pool(&d.changes[i]),
                     change_backend(&d.changes[i]), change_listener(&d.changes[i]),
+                    change_route(&d.changes[i]),
                     sides_ok(&d.changes[i]) ? "" : " (wrong sides set)");
         failures++;
     }
@@ -354,7 +375,11 @@ static void test_pool_new_settings(struct conf *old)
     } cases[] = {
         {"    slow_start: 30s\n", true},
         {"    slow_start: 0s\n", false}, /* the default, written out */
-        {"    passive_health: {}\n", true},
+        /* passive health is on by default: {} and true are the default written out */
+        {"    passive_health: {}\n", false},
+        {"    passive_health: true\n", false},
+        {"    passive_health: false\n", true},
+        {"    passive_health: {consecutive_failures: 3}\n", true},
         {"    discover: {dns: green.internal, port: 8080}\n", true},
         {"    discover: {dns: green.internal, srv: true}\n", true},
     };
@@ -372,7 +397,9 @@ static void test_pool_new_settings(struct conf *old)
         {"{consecutive_failures: 5}", "{ejection_time: 1m}", true},
         {"{consecutive_failures: 5}", "{max_ejected_percent: 10}", true},
         {"{consecutive_failures: 5}", "{ejection_time: 30s}", false}, /* all defaults still */
-        {"    passive_health: {consecutive_failures: 5}\n", "", true},
+        /* left out: on with the defaults, which {consecutive_failures: 5} is */
+        {"    passive_health: {consecutive_failures: 5}\n", "", false},
+        {"{consecutive_failures: 5}", "false", true},
         {"green.internal, port: 8080", "green2.internal, port: 8080", true},
         {"port: 8080", "port: 8081", true},
         {"port: 8080", "port: 8080, interval: 10s", true},
@@ -531,6 +558,371 @@ static void test_from_nothing(struct conf *old)
     CHECK_NO_DIFF(NULL, NULL);
 }
 
+/* ---- routes and the settings DESIGN added --------------------------------- */
+
+/* A listener with routes, edited by each test. */
+static const char routed[] = "listeners:\n"
+                             "  - name: web\n"
+                             "    bind: 127.0.0.1:8080\n"
+                             "    routes:\n"
+                             "      - name: api\n"
+                             "        hosts: [api.example.com, \"*.api.example.com\"]\n"
+                             "        paths: [/v1/, =/healthz]\n"
+                             "        headers: {x-canary: \"1\"}\n"
+                             "        pools: {blue: 100, green: 0}\n"
+                             "      - {name: static, paths: [/static/], pools: {green: 1}}\n"
+                             "    pools: {blue: 1}\n"
+                             "pools:\n"
+                             "  - {name: blue, backends: []}\n"
+                             "  - {name: green, backends: []}\n";
+
+static struct conf *routed_edit(const char *from, const char *to)
+{
+    const char *at = strstr(routed, from);
+    char *y = NULL;
+
+    if (!at) {
+        fprintf(stderr, "edit: \"%s\" not in the routed config\n", from);
+        failures++;
+        return NULL;
+    }
+    if (asprintf(&y, "%.*s%s%s", (int)(at - routed), routed, to, at + strlen(from)) < 0)
+        abort();
+    struct conf *c = load(y);
+    free(y);
+    return c;
+}
+
+static void test_routes(void)
+{
+    struct conf *old = load(routed);
+    static const struct {
+        const char *from, *to;
+        bool changed;
+    } api_edits[] = {
+        {"api.example.com,", "api2.example.com,", true},
+        {"[api.example.com, \"*.api.example.com\"]", "[\"*.api.example.com\", api.example.com]",
+         true}, /* as written: reordered counts (and costs nothing) */
+        {"[api.example.com,", "[API.Example.COM.,", false}, /* the same once normalised */
+        {"=/healthz", "/healthz", true},
+        {"/v1/,", "/v2/,", true},
+        {"{x-canary: \"1\"}", "{x-canary: \"2\"}", true},
+        {"{x-canary: \"1\"}", "{X-Canary: \"1\"}", false},
+        {"{x-canary: \"1\"}", "{x-canary: \"1\", x-b: \"\"}", true},
+        {"        headers: {x-canary: \"1\"}\n", "", true},
+        {"        pools: {blue: 100, green: 0}\n",
+         "        strip_prefix: true\n        pools: {blue: 100, green: 0}\n", true},
+        {"        pools: {blue: 100, green: 0}\n",
+         "        strip_prefix: false\n        pools: {blue: 100, green: 0}\n", false},
+        {"{blue: 100, green: 0}", "{blue: 0, green: 100}", true},
+        {"{blue: 100, green: 0}", "{blue: 100}", true},
+        {"{blue: 100, green: 0}", "{green: 0, blue: 100}", false},
+    };
+
+    if (!old)
+        return;
+    CHECK_NO_DIFF(old, old);
+    for (size_t i = 0; i < sizeof(api_edits) / sizeof(api_edits[0]); i++) {
+        struct conf *c = routed_edit(api_edits[i].from, api_edits[i].to);
+        if (c && api_edits[i].changed) {
+            CHECK_DIFF(old, c, {CONF_ROUTE_CHANGED, "-", "-", "web", "api"});
+            CHECK_DIFF(c, old, {CONF_ROUTE_CHANGED, "-", "-", "web", "api"});
+        } else if (c) {
+            CHECK_NO_DIFF(old, c);
+        }
+        conf_free(c);
+    }
+
+    struct conf *added = routed_edit("    pools: {blue: 1}\n",
+                                     "      - {name: new, hosts: [new.com], pools: {blue: 1}}\n"
+                                     "    pools: {blue: 1}\n");
+    struct conf *renamed = routed_edit("name: static", "name: assets");
+    struct conf *split = routed_edit("    pools: {blue: 1}\n", "    pools: {blue: 1, green: 1}\n");
+    struct conf *nodefault = routed_edit("    pools: {blue: 1}\n", "");
+    struct conf *rebind = routed_edit("127.0.0.1:8080", "127.0.0.1:8090");
+    struct conf *rebind_changed = NULL;
+    if (rebind) {
+        /* the same listener name on a new socket: its unchanged routes are not changes */
+        CHECK_DIFF(old, rebind, {CONF_LISTENER_REMOVED, "-", "-", "web"},
+                   {CONF_LISTENER_ADDED, "-", "-", "web"});
+    }
+    {
+        const char *at = strstr(routed, "127.0.0.1:8080");
+        char *y = NULL;
+        if (asprintf(&y, "%.*s127.0.0.1:8090%s", (int)(at - routed), routed, at + 14) < 0)
+            abort();
+        char *z = NULL, *w = strstr(y, "/static/");
+        if (asprintf(&z, "%.*s/assets/%s", (int)(w - y), y, w + 8) < 0)
+            abort();
+        rebind_changed = load(z);
+        free(y);
+        free(z);
+    }
+    if (added && renamed && split && nodefault && rebind_changed) {
+        CHECK_DIFF(old, added, {CONF_ROUTE_ADDED, "-", "-", "web", "new"});
+        CHECK_DIFF(added, old, {CONF_ROUTE_REMOVED, "-", "-", "web", "new"});
+        CHECK_DIFF(old, renamed, {CONF_ROUTE_REMOVED, "-", "-", "web", "static"},
+                   {CONF_ROUTE_ADDED, "-", "-", "web", "assets"});
+        /* the default split is the listener's own: routes unchanged */
+        CHECK_DIFF(old, split, {CONF_LISTENER_SPLIT, "-", "-", "web"});
+        CHECK_DIFF(old, nodefault, {CONF_LISTENER_SPLIT, "-", "-", "web"});
+        CHECK_DIFF(old, rebind_changed, {CONF_LISTENER_REMOVED, "-", "-", "web"},
+                   {CONF_LISTENER_ADDED, "-", "-", "web"},
+                   {CONF_ROUTE_CHANGED, "-", "-", "web", "static"});
+
+        /* the pointers refer into the right config */
+        struct conf_diff d;
+        if (conf_diff(old, renamed, &d) == 0 && d.count == 2) {
+            CHECK(d.changes[0].old_route == &old->listeners[0].routes[1]);
+            CHECK(d.changes[0].old_listener == &old->listeners[0]);
+            CHECK(d.changes[1].new_route == &renamed->listeners[0].routes[1]);
+            CHECK(d.changes[1].new_listener == &renamed->listeners[0]);
+            conf_diff_free(&d);
+        } else {
+            CHECK(!"renamed route diff");
+        }
+        if (conf_diff(old, rebind_changed, &d) == 0 && d.count == 3) {
+            CHECK(d.changes[2].old_route == &old->listeners[0].routes[1]);
+            CHECK(d.changes[2].new_route == &rebind_changed->listeners[0].routes[1]);
+            CHECK(d.changes[2].old_listener == &old->listeners[0]);
+            CHECK(d.changes[2].new_listener == &rebind_changed->listeners[0]);
+            conf_diff_free(&d);
+        } else {
+            CHECK(!"rebind diff");
+        }
+    }
+    conf_free(added);
+    conf_free(renamed);
+    conf_free(split);
+    conf_free(nodefault);
+    conf_free(rebind);
+    conf_free(rebind_changed);
+
+    /* whole listeners: their routes come and go with them, in the documented order */
+    struct conf *two = load("listeners:\n"
+                            "  - name: edge\n"
+                            "    bind: 127.0.0.1:8081\n"
+                            "    routes:\n"
+                            "      - {name: a, paths: [/a], pools: {green: 1}}\n"
+                            "      - {name: b, paths: [/b], pools: {green: 1}}\n"
+                            "  - name: web\n"
+                            "    bind: 127.0.0.1:8080\n"
+                            "    routes:\n"
+                            "      - {name: static, paths: [/static/], pools: {green: 1}}\n"
+                            "      - {name: api, hosts: [api.example.com, \"*.api.example.com\"],\n"
+                            "         paths: [/v1/, =/healthz], headers: {x-canary: \"1\"},\n"
+                            "         pools: {blue: 100, green: 0}}\n"
+                            "    pools: {blue: 1}\n"
+                            "pools:\n"
+                            "  - {name: blue, backends: []}\n"
+                            "  - {name: green, backends: []}\n");
+    struct conf *other = load("listeners:\n"
+                              "  - name: api\n"
+                              "    bind: 127.0.0.1:8080\n"
+                              "    routes: [{name: x, pools: {blue: 1}}]\n"
+                              "pools:\n"
+                              "  - {name: blue, backends: []}\n"
+                              "  - {name: green, backends: []}\n");
+    if (two && other) {
+        /* routes reordered in the file: matched by name, no change */
+        CHECK_DIFF(old, two, {CONF_LISTENER_ADDED, "-", "-", "edge"},
+                   {CONF_ROUTE_ADDED, "-", "-", "edge", "a"},
+                   {CONF_ROUTE_ADDED, "-", "-", "edge", "b"});
+        CHECK_DIFF(two, old, {CONF_ROUTE_REMOVED, "-", "-", "edge", "a"},
+                   {CONF_ROUTE_REMOVED, "-", "-", "edge", "b"},
+                   {CONF_LISTENER_REMOVED, "-", "-", "edge"});
+        CHECK_DIFF(old, other, {CONF_ROUTE_REMOVED, "-", "-", "web", "api"},
+                   {CONF_ROUTE_REMOVED, "-", "-", "web", "static"},
+                   {CONF_LISTENER_REMOVED, "-", "-", "web"}, {CONF_LISTENER_ADDED, "-", "-", "api"},
+                   {CONF_ROUTE_ADDED, "-", "-", "api", "x"});
+        CHECK_DIFF(
+            NULL, two, {CONF_POOL_ADDED, "blue", "-", "-"}, {CONF_POOL_ADDED, "green", "-", "-"},
+            {CONF_LISTENER_ADDED, "-", "-", "edge"}, {CONF_ROUTE_ADDED, "-", "-", "edge", "a"},
+            {CONF_ROUTE_ADDED, "-", "-", "edge", "b"}, {CONF_LISTENER_ADDED, "-", "-", "web"},
+            {CONF_ROUTE_ADDED, "-", "-", "web", "static"},
+            {CONF_ROUTE_ADDED, "-", "-", "web", "api"});
+    }
+    conf_free(two);
+    conf_free(other);
+    conf_free(old);
+}
+
+/* The pool and listener settings DESIGN added: a pool's protocol, tls and
+ * send_proxy are CONF_POOL_CHANGED; a listener's tls, http2 and PROXY
+ * protocol settings are CONF_LISTENER_SPLIT. */
+static void test_new_settings(struct conf *old)
+{
+    static const char green[] = "  - name: green\n";
+    static const struct {
+        const char *to; /* inserted after green's name */
+        bool changed;
+    } pool_cases[] = {
+        {"    protocol: http1\n", false},
+        {"    protocol: h2c\n", true},
+        {"    protocol: h2\n    tls: {}\n", true},
+        {"    tls: {}\n", true},
+        {"    tls: {verify: true}\n", true},
+        {"    tls: {verify: false}\n", true},
+        {"    tls: {sni: green.internal}\n", true},
+        {"    send_proxy: false\n", false},
+        {"    send_proxy: v1\n", true},
+        {"    send_proxy: v2\n", true},
+        {"    protocol: h2c\n    health_check: {protocol: grpc}\n", true},
+    };
+    for (size_t i = 0; i < sizeof(pool_cases) / sizeof(pool_cases[0]); i++) {
+        char *to = NULL;
+        if (asprintf(&to, "%s%s", green, pool_cases[i].to) < 0)
+            abort();
+        struct conf *c = EDITED(green, to);
+        if (c && pool_cases[i].changed) {
+            CHECK_DIFF(old, c, {CONF_POOL_CHANGED, "green", "-", "-"});
+            CHECK_DIFF(c, old, {CONF_POOL_CHANGED, "green", "-", "-"});
+        } else if (c) {
+            CHECK_NO_DIFF(old, c);
+        }
+        conf_free(c);
+        free(to);
+    }
+
+    /* between two settings of the same pool */
+    static const char grpc[] = "  - name: green\n"
+                               "    protocol: h2c\n"
+                               "    send_proxy: v1\n"
+                               "    health_check: {protocol: grpc, service: app}\n";
+    static const struct {
+        const char *from, *to;
+        bool changed;
+    } pool_edits[] = {
+        {"service: app", "service: app2", true},
+        {", service: app", "", true},
+        {"send_proxy: v1", "send_proxy: v2", true},
+        {"protocol: h2c", "protocol: h2\n    tls: {sni: x.internal}", true},
+    };
+    char *with = edit(green, grpc);
+    for (size_t i = 0; i < sizeof(pool_edits) / sizeof(pool_edits[0]); i++) {
+        const char *at = strstr(with, pool_edits[i].from);
+        char *y = NULL;
+        if (!at || asprintf(&y, "%.*s%s%s", (int)(at - with), with, pool_edits[i].to,
+                            at + strlen(pool_edits[i].from)) < 0)
+            abort();
+        struct conf *a = load(with), *b = load(y);
+        if (a && b && pool_edits[i].changed)
+            CHECK_DIFF(a, b, {CONF_POOL_CHANGED, "green", "-", "-"});
+        else if (a && b)
+            CHECK_NO_DIFF(a, b);
+        conf_free(a);
+        conf_free(b);
+        free(y);
+    }
+    free(with);
+
+    static const char web[] = "    pools: {blue";
+    static const struct {
+        const char *to; /* inserted before web's pools */
+        bool changed;
+    } listener_cases[] = {
+        {"    http2: auto\n", false},
+        {"    http2: false\n", true},
+        {"    proxy_protocol: false\n", false},
+        /* networks that do nothing while proxy_protocol is off */
+        {"    proxy_protocol_from: [10.0.0.0/8]\n", false},
+        {"    proxy_protocol: v1\n    proxy_protocol_from: [10.0.0.0/8]\n", true},
+        {"    proxy_protocol: any\n    proxy_protocol_from: [\"::1\"]\n", true},
+        /* the default route's split is the listener's; routes are not */
+        {"    routes: [{name: r, pools: {blue: 1}}]\n", false},
+    };
+    for (size_t i = 0; i < sizeof(listener_cases) / sizeof(listener_cases[0]); i++) {
+        char *to = NULL;
+        if (asprintf(&to, "%s%s", listener_cases[i].to, web) < 0)
+            abort();
+        struct conf *c = EDITED(web, to);
+        if (c && i == sizeof(listener_cases) / sizeof(listener_cases[0]) - 1) {
+            CHECK_DIFF(old, c, {CONF_ROUTE_ADDED, "-", "-", "web", "r"});
+        } else if (c && listener_cases[i].changed) {
+            CHECK_DIFF(old, c, {CONF_LISTENER_SPLIT, "-", "-", "web"});
+            CHECK_DIFF(c, old, {CONF_LISTENER_SPLIT, "-", "-", "web"});
+        } else if (c) {
+            CHECK_NO_DIFF(old, c);
+        }
+        conf_free(c);
+        free(to);
+    }
+    static const char pp[] = "    proxy_protocol: v2\n"
+                             "    proxy_protocol_from: [10.0.0.0/8, \"::1\"]\n"
+                             "    pools: {blue";
+    static const struct {
+        const char *from, *to;
+        bool changed;
+    } listener_edits[] = {
+        {"10.0.0.0/8, ", "10.0.0.0/16, ", true},
+        {"10.0.0.0/8, ", "", true},
+        {"\"::1\"", "\"0:0::1\"", false}, /* the same network, written otherwise */
+        {"v2", "any", true},
+    };
+    with = edit(web, pp);
+    for (size_t i = 0; i < sizeof(listener_edits) / sizeof(listener_edits[0]); i++) {
+        const char *at = strstr(with, listener_edits[i].from);
+        char *y = NULL;
+        if (!at || asprintf(&y, "%.*s%s%s", (int)(at - with), with, listener_edits[i].to,
+                            at + strlen(listener_edits[i].from)) < 0)
+            abort();
+        struct conf *a = load(with), *b = load(y);
+        if (a && b && listener_edits[i].changed)
+            CHECK_DIFF(a, b, {CONF_LISTENER_SPLIT, "-", "-", "web"});
+        else if (a && b)
+            CHECK_NO_DIFF(a, b);
+        conf_free(a);
+        conf_free(b);
+        free(y);
+    }
+    free(with);
+
+    /* certificates and strict_sni */
+    char dir[] = "/tmp/usher-test-diff-XXXXXX";
+    if (!mkdtemp(dir)) {
+        CHECK(!"mkdtemp");
+        return;
+    }
+    char *files[3] = {NULL, NULL, NULL};
+    for (int i = 0; i < 3; i++) {
+        if (asprintf(&files[i], "%s/f%d.pem", dir, i) < 0)
+            abort();
+        FILE *f = fopen(files[i], "w");
+        if (f)
+            fclose(f);
+    }
+    char *t0 = NULL, *t1 = NULL, *t2 = NULL, *t3 = NULL;
+    if (asprintf(&t0, "    tls: {cert: %s, key: %s}\n%s", files[0], files[0], web) < 0 ||
+        asprintf(&t1, "    tls: {cert: %s, key: %s, certificates: [{cert: %s, key: %s}]}\n%s",
+                 files[0], files[0], files[1], files[1], web) < 0 ||
+        asprintf(&t2, "    tls: {cert: %s, key: %s, certificates: [{cert: %s, key: %s}]}\n%s",
+                 files[0], files[0], files[2], files[1], web) < 0 ||
+        asprintf(&t3, "    tls: {cert: %s, key: %s, strict_sni: true}\n%s", files[0], files[0],
+                 web) < 0)
+        abort();
+    struct conf *c0 = EDITED(web, t0), *c1 = EDITED(web, t1), *c2 = EDITED(web, t2),
+                *c3 = EDITED(web, t3);
+    if (c0 && c1 && c2 && c3) {
+        CHECK_DIFF(c0, c1, {CONF_LISTENER_SPLIT, "-", "-", "web"});
+        CHECK_DIFF(c1, c2, {CONF_LISTENER_SPLIT, "-", "-", "web"});
+        CHECK_DIFF(c0, c3, {CONF_LISTENER_SPLIT, "-", "-", "web"});
+        CHECK_NO_DIFF(c1, c1);
+    }
+    conf_free(c0);
+    conf_free(c1);
+    conf_free(c2);
+    conf_free(c3);
+    free(t0);
+    free(t1);
+    free(t2);
+    free(t3);
+    for (int i = 0; i < 3; i++) {
+        unlink(files[i]);
+        free(files[i]);
+    }
+    rmdir(dir);
+}
+
 static void test_kind_names(void)
 {
     CHECK(strcmp(conf_change_kind_str(CONF_BACKEND_ADDED), "backend_added") == 0);
@@ -542,6 +934,9 @@ static void test_kind_names(void)
     CHECK(strcmp(conf_change_kind_str(CONF_LISTENER_ADDED), "listener_added") == 0);
     CHECK(strcmp(conf_change_kind_str(CONF_LISTENER_REMOVED), "listener_removed") == 0);
     CHECK(strcmp(conf_change_kind_str(CONF_LISTENER_SPLIT), "listener_split") == 0);
+    CHECK(strcmp(conf_change_kind_str(CONF_ROUTE_ADDED), "route_added") == 0);
+    CHECK(strcmp(conf_change_kind_str(CONF_ROUTE_REMOVED), "route_removed") == 0);
+    CHECK(strcmp(conf_change_kind_str(CONF_ROUTE_CHANGED), "route_changed") == 0);
     CHECK(strcmp(conf_change_kind_str((enum conf_change_kind)0), "?") == 0);
 }
 
@@ -559,7 +954,9 @@ int main(void)
         test_tls(old);
         test_order(old);
         test_from_nothing(old);
+        test_new_settings(old);
     }
+    test_routes();
     test_kind_names();
     conf_free(old);
     return check_report("test_conf_diff");
