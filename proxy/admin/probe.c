@@ -19,6 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "../../parser/http1.h"
@@ -27,6 +29,10 @@
 /* After EMFILE/ENFILE the listening socket stays readable: accepting
  * pauses this long instead of spinning. */
 #define ACCEPT_RETRY_S 0.1
+
+/* The probe thread's nice value, where the process may lower it: ahead of
+ * the control and worker threads (0) when the CPUs are saturated. */
+#define PROBE_NICE (-10)
 
 enum probe_cmd {
     CMD_RELEASE = 1, /* close the listening socket, keep serving what is open */
@@ -312,6 +318,11 @@ static void cmd_cb(struct ev_loop *loop, ev_async *a, int revents)
 static void *thread_main(void *arg)
 {
     struct probe *pr = arg;
+    /* a host whose CPUs are saturated (by this process's own workers or by
+     * anything else) must still get a probe answered: the thread does next
+     * to nothing, so ahead of the rest it costs nobody anything. Only with
+     * CAP_SYS_NICE (or RLIMIT_NICE); otherwise it stays at the process's. */
+    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), PROBE_NICE);
     ev_run(pr->loop, 0);
     return NULL;
 }

@@ -105,7 +105,21 @@ int main(int argc, char **argv)
     /* the file and the contexts startup uses, built once: a bad
      * certificate fails here (the same load as every reload's) */
     struct reload_loaded loaded;
-    if (reload_load(path, &loaded) < 0) {
+    /* -t resolves names with getaddrinfo (nothing is served); startup
+     * resolves them as every reload does, with c-ares within a bound */
+    int rc = reload_load(path, check_only ? 0 : CONF_LOAD_DEFER_RESOLVE, &loaded);
+    if (rc < 0 && !check_only) {
+        /* a broken file: its errors exactly as -t gives them (the checks
+         * that need resolved names included), nothing is served anyway */
+        struct reload_loaded full;
+        if (reload_load(path, 0, &full) < 0) {
+            reload_loaded_free(&loaded);
+            loaded = full;
+        } else {
+            reload_loaded_free(&full);
+        }
+    }
+    if (rc < 0 || (!check_only && reload_resolve_startup(&loaded) < 0)) {
         for (size_t i = 0; i < loaded.errs.count; i++)
             fprintf(stderr, "%s\n", loaded.errs.messages[i]);
         reload_loaded_free(&loaded);

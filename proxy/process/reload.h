@@ -24,10 +24,18 @@ struct reload_loaded {
     struct conf_errors errs;      /* every "file:line:col: key: reason" */
 };
 
-/* Parses <path> and builds its TLS contexts. Blocks (file reads, and until
- * names are resolved off the loop, getaddrinfo). Returns 0 with l->nc and
- * l->tls, or -1 with the errors in l->errs (nothing else kept). */
-int reload_load(const char *path, struct reload_loaded *l);
+/* Parses <path> with <conf_flags> (CONF_LOAD_*) and builds its TLS
+ * contexts. Blocks (file reads; without CONF_LOAD_DEFER_RESOLVE,
+ * getaddrinfo: `usher -t` only). Returns 0 with l->nc and l->tls, or -1
+ * with the errors in l->errs (nothing else kept). */
+int reload_load(const char *path, unsigned conf_flags, struct reload_loaded *l);
+
+/* Startup, after reload_load(CONF_LOAD_DEFER_RESOLVE): resolves l->nc's
+ * host names the way a reload does (c-ares, DISCOVER_NAMES_TIMEOUT_MS),
+ * waiting for them (nothing is served yet). With no config in force, a name
+ * that does not resolve is an error. Returns 0, or -1 with the errors
+ * appended to l->errs (l->nc and l->tls freed). */
+int reload_resolve_startup(struct reload_loaded *l);
 
 /* Frees what <l> still holds. */
 void reload_loaded_free(struct reload_loaded *l);

@@ -43,36 +43,96 @@ def raw_get(port, path, timeout=1.0):
 
 # The poller runs in a process of its own: a thread of the test would share
 # the interpreter lock with the test's own work (reading a 20,000-line log)
-# and measure that instead of usher.
+# and measure that instead of usher. Each round it asks usher and, at the
+# same moment, a reference server (a trivial process of its own, see
+# REFERENCE): on a shared host that is busy with other work, both answers
+# are late together, and such a round says nothing about usher; a round
+# where usher alone is late does.
 POLLER = r"""
-import json, select, socket, sys, time
+import json, os, selectors, socket, subprocess, sys, time
 port, path, every = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
-out = []
+try:
+    os.nice(-10)  # measure usher, not how long the shared host leaves the poller waiting
+except OSError:
+    pass
+ref = subprocess.Popen([sys.executable, "-c", sys.argv[4]], stdout=subprocess.PIPE)
+ref_port = int(ref.stdout.readline())
+req = ("GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % path).encode()
+sel = selectors.DefaultSelector()
+sel.register(sys.stdin, selectors.EVENT_READ, None)
+
+def ask_both():
+    # both requests at once; (seconds, status) for usher and the reference
+    m0 = time.monotonic()
+    left, out = {}, {}
+    for name, p in (("usher", port), ("ref", ref_port)):
+        s = socket.create_connection(("127.0.0.1", p), timeout=1.0)
+        s.sendall(req)
+        s.setblocking(False)
+        left[s] = [name, b""]
+        sel.register(s, selectors.EVENT_READ, name)
+    deadline = m0 + 1.0
+    while left and time.monotonic() < deadline:
+        for key, _ in sel.select(max(0.0, deadline - time.monotonic())):
+            s = key.fileobj
+            if s is sys.stdin or s not in left:
+                continue
+            chunk = s.recv(65536)
+            if chunk:
+                left[s][1] += chunk
+                continue
+            name, data = left.pop(s)
+            sel.unregister(s)
+            s.close()
+            try:
+                status = int(data.split()[1])
+            except (ValueError, IndexError):
+                status = None
+            out[name] = (time.monotonic() - m0, status)
+    for s, (name, _) in left.items():
+        sel.unregister(s)
+        s.close()
+        out[name] = (time.monotonic() - m0, None)
+    return out
+
+samples = []
 while True:
-    t0, m0 = time.time(), time.monotonic()
+    t0 = time.time()
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
-            s.sendall(("GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % path).encode())
-            data = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        status = int(data.split()[1])
-    except (OSError, ValueError, IndexError):
-        status = None
-    took = time.monotonic() - m0
-    out.append((t0, took, status))
-    if select.select([sys.stdin], [], [], max(0.0, every - took))[0]:
+        got = ask_both()
+        samples.append((t0, got["usher"][0], got["usher"][1], got["ref"][0]))
+    except OSError:
+        samples.append((t0, 1.0, None, 0.0))
+    if sel.select(max(0.0, every - (time.time() - t0))):
         break  # the test closed our stdin
-json.dump(out, sys.stdout)
+ref.kill()
+json.dump(samples, sys.stdout)
+"""
+
+# The reference: answers every connection at once, from a process that
+# does nothing else.
+REFERENCE = r"""
+import os, socket
+try:
+    os.nice(-10)
+except OSError:
+    pass
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(128)
+print(s.getsockname()[1], flush=True)
+while True:
+    c, _ = s.accept()
+    c.recv(65536)
+    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nlive\n")
+    c.close()
 """
 
 
 class Poller:
-    """GETs <path> every POLL_EVERY_S from a child process; after stop(),
-    .samples is [(start wall time, seconds taken, status or None)]."""
+    """Asks <path> every POLL_EVERY_S from a child process; after stop(),
+    .samples is [(start wall time, seconds taken, status or None, seconds
+    the reference took in the same round)]."""
 
     def __init__(self, port, path):
         self.port, self.path = port, path
@@ -81,7 +141,7 @@ class Poller:
 
     def start(self):
         self.proc = subprocess.Popen([sys.executable, "-c", POLLER, str(self.port), self.path,
-                                      str(POLL_EVERY_S)],
+                                      str(POLL_EVERY_S), REFERENCE],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         return self
 
@@ -96,9 +156,13 @@ class Poller:
             self.proc.wait()
         self.proc = None
 
-    def worst(self, since=0.0, until=float("inf")):
+    def usher_late(self, since=0.0, until=float("inf")):
+        """(rounds in [since, until], the slowest answer, the rounds where
+        usher took PROBE_BUDGET_S or more while the reference, asked at the
+        same moment, answered in less than half of it)."""
         inside = [s for s in self.samples if since <= s[0] <= until]
-        return inside, max((s[1] for s in inside), default=0.0)
+        late = [s for s in inside if s[1] >= PROBE_BUDGET_S and s[3] < PROBE_BUDGET_S / 2]
+        return inside, max((s[1] for s in inside), default=0.0), late
 
 
 def wait_log_text(u, needles, timeout):
@@ -141,19 +205,38 @@ def test_live_answers_while_a_big_reload_keeps_the_control_loop_busy(backend_fac
     # the window the control loop applied the diff in (the parse ran on
     # the background thread before it)
     busy_from, busy_to = log_time(u, "reload diff"), log_time(u, "reload done")
-    inside, worst = live.worst(busy_from, busy_to)
+    inside, _, _ = live.usher_late(busy_from, busy_to)
+    started = log_time(u, "reload started")
+    for name, poller in (("live", live), ("ready", ready)):
+        for t0, took, _, ref in sorted(poller.samples, key=lambda x: -x[1])[:2]:
+            print("  /%s %.1f ms (reference %.1f ms) at %+.3f s from reload started "
+                  "(diff %+.3f, done %+.3f)" % (name, took * 1000, ref * 1000, t0 - started,
+                                                 busy_from - started, busy_to - started))
     assert busy_to - busy_from > 0.3, "the control loop was hardly busy: %.3f s" % (
         busy_to - busy_from)
     assert len(inside) >= 10, "too few probes while the control loop was busy: %d" % len(inside)
-    assert all(s[2] == 200 for s in live.samples), [s for s in live.samples if s[2] != 200][:5]
-    _, worst_all = live.worst()
-    assert worst_all < PROBE_BUDGET_S, "slowest /live: %.3f s (busy %.3f s, %d probes)" % (
-        worst_all, busy_to - busy_from, len(inside))
-    assert all(s[2] == 200 for s in ready.samples), [s for s in ready.samples if s[2] != 200][:5]
-    _, worst_ready = ready.worst()
-    assert worst_ready < PROBE_BUDGET_S, "slowest /ready: %.3f s" % worst_ready
+    for name, poller in (("live", live), ("ready", ready)):
+        assert all(s[2] == 200 for s in poller.samples), [s for s in poller.samples
+                                                          if s[2] != 200][:5]
+        _, worst, late = poller.usher_late()
+        assert not late, "/%s late while the host was not: %r (slowest %.3f s)" % (
+            name, late[:5], worst)
+    _, worst, _ = live.usher_late()
     print("control loop busy %.2f s: %d /live probes inside, slowest %.1f ms" % (
-        busy_to - busy_from, len(inside), worst_all * 1000))
+        busy_to - busy_from, len(inside), worst * 1000))
+
+
+def scrape(port, path, timeout=30.0):
+    """GET <path>, its body read and thrown away as cheaply as Python can
+    (the test must not take the CPU it measures usher against): the status."""
+    buf = bytearray(1 << 20)
+    with socket.create_connection((HOST, port), timeout=timeout) as s:
+        s.sendall(("GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % path).encode())
+        n = s.recv_into(buf)
+        status = int(bytes(buf[:n]).split()[1])
+        while s.recv_into(buf):
+            pass
+    return status
 
 
 def test_live_answers_while_metrics_of_20000_backends_are_scraped(usher_factory, servers):
@@ -162,14 +245,14 @@ def test_live_answers_while_metrics_of_20000_backends_are_scraped(usher_factory,
     t0 = time.monotonic()
     scrapes = 0
     while time.monotonic() - t0 < 3.0:
-        status, _, _ = u.admin_get("/metrics", timeout=30.0)
-        assert status == 200
+        assert scrape(u.admin_port, "/metrics") == 200
         scrapes += 1
     live.stop()
     assert all(s[2] == 200 for s in live.samples)
-    _, worst = live.worst()
+    _, worst, late = live.usher_late()
     assert len(live.samples) >= 50, len(live.samples)
-    assert worst < PROBE_BUDGET_S, "slowest /live: %.3f s during %d scrapes" % (worst, scrapes)
+    assert not late, "/live late while the host was not: %r (slowest %.3f s, %d scrapes)" % (
+        late[:5], worst, scrapes)
 
 
 def test_ready_follows_the_drain_and_other_paths_reach_the_control_loop(proxy):
