@@ -11,11 +11,10 @@ state": they answer within 100 ms whatever the control thread is doing).
 Standard library only (run with /usr/bin/python3); every wait is bounded."""
 
 import calendar
-import json
 import socket
-import subprocess
-import sys
 import time
+
+from latency import Poller
 
 from usher_proc import config_for, make_config
 from wire import HOST, wait_until
@@ -23,7 +22,6 @@ from wire import HOST, wait_until
 # DESIGN: "/live and /ready answer within 100 ms whatever the control thread
 # is doing".
 PROBE_BUDGET_S = 0.100
-POLL_EVERY_S = 0.020
 BACKENDS = 20000
 
 
@@ -39,130 +37,6 @@ def raw_get(port, path, timeout=1.0):
             data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     return int(head.split()[1]), body
-
-
-# The poller runs in a process of its own: a thread of the test would share
-# the interpreter lock with the test's own work (reading a 20,000-line log)
-# and measure that instead of usher. Each round it asks usher and, at the
-# same moment, a reference server (a trivial process of its own, see
-# REFERENCE): on a shared host that is busy with other work, both answers
-# are late together, and such a round says nothing about usher; a round
-# where usher alone is late does.
-POLLER = r"""
-import json, os, selectors, socket, subprocess, sys, time
-port, path, every = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
-try:
-    os.nice(-10)  # measure usher, not how long the shared host leaves the poller waiting
-except OSError:
-    pass
-ref = subprocess.Popen([sys.executable, "-c", sys.argv[4]], stdout=subprocess.PIPE)
-ref_port = int(ref.stdout.readline())
-req = ("GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % path).encode()
-sel = selectors.DefaultSelector()
-sel.register(sys.stdin, selectors.EVENT_READ, None)
-
-def ask_both():
-    # both requests at once; (seconds, status) for usher and the reference
-    m0 = time.monotonic()
-    left, out = {}, {}
-    for name, p in (("usher", port), ("ref", ref_port)):
-        s = socket.create_connection(("127.0.0.1", p), timeout=1.0)
-        s.sendall(req)
-        s.setblocking(False)
-        left[s] = [name, b""]
-        sel.register(s, selectors.EVENT_READ, name)
-    deadline = m0 + 1.0
-    while left and time.monotonic() < deadline:
-        for key, _ in sel.select(max(0.0, deadline - time.monotonic())):
-            s = key.fileobj
-            if s is sys.stdin or s not in left:
-                continue
-            chunk = s.recv(65536)
-            if chunk:
-                left[s][1] += chunk
-                continue
-            name, data = left.pop(s)
-            sel.unregister(s)
-            s.close()
-            try:
-                status = int(data.split()[1])
-            except (ValueError, IndexError):
-                status = None
-            out[name] = (time.monotonic() - m0, status)
-    for s, (name, _) in left.items():
-        sel.unregister(s)
-        s.close()
-        out[name] = (time.monotonic() - m0, None)
-    return out
-
-samples = []
-while True:
-    t0 = time.time()
-    try:
-        got = ask_both()
-        samples.append((t0, got["usher"][0], got["usher"][1], got["ref"][0]))
-    except OSError:
-        samples.append((t0, 1.0, None, 0.0))
-    if sel.select(max(0.0, every - (time.time() - t0))):
-        break  # the test closed our stdin
-ref.kill()
-json.dump(samples, sys.stdout)
-"""
-
-# The reference: answers every connection at once, from a process that
-# does nothing else.
-REFERENCE = r"""
-import os, socket
-try:
-    os.nice(-10)
-except OSError:
-    pass
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-s.listen(128)
-print(s.getsockname()[1], flush=True)
-while True:
-    c, _ = s.accept()
-    c.recv(65536)
-    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nlive\n")
-    c.close()
-"""
-
-
-class Poller:
-    """Asks <path> every POLL_EVERY_S from a child process; after stop(),
-    .samples is [(start wall time, seconds taken, status or None, seconds
-    the reference took in the same round)]."""
-
-    def __init__(self, port, path):
-        self.port, self.path = port, path
-        self.samples = []
-        self.proc = None
-
-    def start(self):
-        self.proc = subprocess.Popen([sys.executable, "-c", POLLER, str(self.port), self.path,
-                                      str(POLL_EVERY_S), REFERENCE],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        return self
-
-    def stop(self):
-        if not self.proc:
-            return
-        try:
-            out, _ = self.proc.communicate(input=b"", timeout=10.0)
-            self.samples = [tuple(s) for s in json.loads(out or b"[]")]
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-    def usher_late(self, since=0.0, until=float("inf")):
-        """(rounds in [since, until], the slowest answer, the rounds where
-        usher took PROBE_BUDGET_S or more while the reference, asked at the
-        same moment, answered in less than half of it)."""
-        inside = [s for s in self.samples if since <= s[0] <= until]
-        late = [s for s in inside if s[1] >= PROBE_BUDGET_S and s[3] < PROBE_BUDGET_S / 2]
-        return inside, max((s[1] for s in inside), default=0.0), late
 
 
 def wait_log_text(u, needles, timeout):
@@ -193,8 +67,8 @@ def test_live_answers_while_a_big_reload_keeps_the_control_loop_busy(backend_fac
                                                                      usher_factory, servers):
     b = backend_factory("blue-1")
     u = usher_factory(pools={"blue": [b]})
-    live = servers.add(Poller(u.admin_port, "/live").start())
-    ready = servers.add(Poller(u.admin_port, "/ready").start())
+    live = servers.add(Poller(u.admin_port, "/live", PROBE_BUDGET_S).start())
+    ready = servers.add(Poller(u.admin_port, "/ready", PROBE_BUDGET_S).start())
     time.sleep(0.2)
     u.reload(config_for(u, big_pools(BACKENDS)))
     wait_log_text(u, [" reload done generation=2", " reload failed "], 90.0)
@@ -241,7 +115,7 @@ def scrape(port, path, timeout=30.0):
 
 def test_live_answers_while_metrics_of_20000_backends_are_scraped(usher_factory, servers):
     u = usher_factory(make_config(pools=big_pools(BACKENDS)), timeout=60.0)
-    live = servers.add(Poller(u.admin_port, "/live").start())
+    live = servers.add(Poller(u.admin_port, "/live", PROBE_BUDGET_S).start())
     t0 = time.monotonic()
     scrapes = 0
     while time.monotonic() - t0 < 3.0:
