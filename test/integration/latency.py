@@ -17,6 +17,12 @@ import sys
 # How often the poller asks (DESIGN's probes: "polled every 20 ms").
 POLL_EVERY_S = 0.020
 
+# usher's probe thread runs at nice -10 where it may (proxy/admin/probe.c),
+# its workers at the process's nice: the reference for each runs alike, so
+# that both wait alike for a CPU.
+PROBE_NICE = -10
+WORKER_NICE = 0
+
 
 POLLER = r"""
 import json, os, selectors, socket, subprocess, sys, time
@@ -25,7 +31,7 @@ try:
     os.nice(-10)  # measure usher, not how long the shared host leaves the poller waiting
 except OSError:
     pass
-ref = subprocess.Popen([sys.executable, "-c", sys.argv[4]], stdout=subprocess.PIPE)
+ref = subprocess.Popen([sys.executable, "-c", sys.argv[4], sys.argv[5]], stdout=subprocess.PIPE)
 ref_port = int(ref.stdout.readline())
 req = ("GET %s HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n" % path).encode()
 sel = selectors.DefaultSelector()
@@ -82,38 +88,70 @@ json.dump(samples, sys.stdout)
 # The reference: answers every connection at once, from a process that
 # does nothing else.
 REFERENCE = r"""
-import os, socket
+import os, socket, sys
 try:
-    os.nice(-10)
+    os.nice(int(sys.argv[1]))
 except OSError:
     pass
+host = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
+port = int(sys.argv[3]) if len(sys.argv) > 3 else 0
 s = socket.socket()
-s.bind(("127.0.0.1", 0))
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((host, port))
 s.listen(128)
 print(s.getsockname()[1], flush=True)
 while True:
     c, _ = s.accept()
     c.recv(65536)
-    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nlive\n")
+    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nfast\n")
     c.close()
 """
 
 
+class FastBackend:
+    """A backend that answers 200 "fast" at once from a process of its own,
+    then closes: so what a client measures through usher is usher, not a
+    backend sharing the test's interpreter lock. .host, .port, .address."""
+
+    def __init__(self, host="127.0.0.1", port=0):
+        self.host, self.port = host, port
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen([sys.executable, "-c", REFERENCE, str(WORKER_NICE), self.host,
+                                      str(self.port)], stdout=subprocess.PIPE)
+        self.port = int(self.proc.stdout.readline())
+        return self
+
+    @property
+    def address(self):
+        return "%s:%d" % (self.host, self.port)
+
+    def stop(self):
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+
+
 class Poller:
     """Asks GET <path> on a new connection to <port> every POLL_EVERY_S from
-    a child process, each time together with the reference; <budget> is
-    how long an answer may take. After stop(), .samples is [(start wall
-    time, seconds taken, status or None, seconds the reference took in the
-    same round)]."""
+    a child process, each time together with the reference (running at
+    <ref_nice>, as the usher thread that answers does); <budget> is how
+    long an answer may take. After stop(), .samples is [(start wall time,
+    seconds taken, status or None, seconds the reference took in the same
+    round)]."""
 
-    def __init__(self, port, path, budget):
-        self.port, self.path, self.budget = port, path, budget
+    def __init__(self, port, path, budget, ref_nice):
+        self.port, self.path, self.budget, self.ref_nice = port, path, budget, ref_nice
         self.samples = []
         self.proc = None
 
     def start(self):
         self.proc = subprocess.Popen([sys.executable, "-c", POLLER, str(self.port), self.path,
-                                      str(POLL_EVERY_S), REFERENCE],
+                                      str(POLL_EVERY_S), REFERENCE, str(self.ref_nice)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         return self
 

@@ -14,7 +14,7 @@ import calendar
 import socket
 import time
 
-from latency import Poller
+from latency import PROBE_NICE, Poller
 
 from usher_proc import config_for, make_config
 from wire import HOST, wait_until
@@ -67,8 +67,8 @@ def test_live_answers_while_a_big_reload_keeps_the_control_loop_busy(backend_fac
                                                                      usher_factory, servers):
     b = backend_factory("blue-1")
     u = usher_factory(pools={"blue": [b]})
-    live = servers.add(Poller(u.admin_port, "/live", PROBE_BUDGET_S).start())
-    ready = servers.add(Poller(u.admin_port, "/ready", PROBE_BUDGET_S).start())
+    live = servers.add(Poller(u.admin_port, "/live", PROBE_BUDGET_S, PROBE_NICE).start())
+    ready = servers.add(Poller(u.admin_port, "/ready", PROBE_BUDGET_S, PROBE_NICE).start())
     time.sleep(0.2)
     u.reload(config_for(u, big_pools(BACKENDS)))
     wait_log_text(u, [" reload done generation=2", " reload failed "], 90.0)
@@ -115,7 +115,7 @@ def scrape(port, path, timeout=30.0):
 
 def test_live_answers_while_metrics_of_20000_backends_are_scraped(usher_factory, servers):
     u = usher_factory(make_config(pools=big_pools(BACKENDS)), timeout=60.0)
-    live = servers.add(Poller(u.admin_port, "/live", PROBE_BUDGET_S).start())
+    live = servers.add(Poller(u.admin_port, "/live", PROBE_BUDGET_S, PROBE_NICE).start())
     t0 = time.monotonic()
     scrapes = 0
     while time.monotonic() - t0 < 3.0:

@@ -21,7 +21,7 @@ import time
 import pytest
 
 from admin_util import admin, backend_of
-from latency import Poller
+from latency import PROBE_NICE, WORKER_NICE, FastBackend, Poller
 from load import Load
 from servers import Backend, Dnsmasq
 from usher_proc import make_config, reload_and_wait, to_yaml
@@ -66,16 +66,18 @@ def thawed(dns):
 
 def test_reload_with_dns_frozen_keeps_the_address_and_stops_nothing(servers, dns,
                                                                     usher_factory):
-    port = free_port()
-    b = servers.add(Backend("blue-1", port=port, host="127.0.0.2").start())
+    # the backend answers from a process of its own: what the poller
+    # measures through usher is usher
+    b = servers.add(FastBackend("127.0.0.2").start())
+    port = b.port
     dns.set_hosts({"blue.test": ["127.0.0.2"]})
     cfg = named_config(dns.port, {"blue-1": "blue.test:%d" % port})
     u = usher_factory(cfg)
     st = backend_of(u.status_json(), "blue", "blue-1")
     assert st["address"] == "blue.test:%d" % port and st["resolve_error"] is None, st
-    load = servers.add(Load(u.port, threads=3, duration=30.0).start())
-    plane = servers.add(Poller(u.port, "/", REQUEST_BUDGET_S).start())
-    live = servers.add(Poller(u.admin_port, "/live", PROBE_BUDGET_S).start())
+    load = servers.add(Load(u.port, threads=2, duration=30.0).start())
+    plane = servers.add(Poller(u.port, "/", REQUEST_BUDGET_S, WORKER_NICE).start())
+    live = servers.add(Poller(u.admin_port, "/live", PROBE_BUDGET_S, PROBE_NICE).start())
     load.run_for(0.5)
 
     frozen(dns)
@@ -98,7 +100,7 @@ def test_reload_with_dns_frozen_keeps_the_address_and_stops_nothing(servers, dns
     assert st["resolve_error"] == "timed out", st
     assert st["state"] == "healthy", st
     assert load.errors == [], load.summary()
-    assert load.ok.get("blue-1", 0) > 0, load.summary()
+    assert sum(load.ok.values()) > 0, load.summary()
     for name, poller in (("request", plane), ("/live", live)):
         assert all(s[2] == 200 for s in poller.samples), (name, [s for s in poller.samples
                                                                  if s[2] != 200][:5])
@@ -106,7 +108,6 @@ def test_reload_with_dns_frozen_keeps_the_address_and_stops_nothing(servers, dns
         assert len(inside) > 50, (name, len(inside))
         assert not late, "%s late while the host was not: %r (slowest %.3f s)" % (
             name, late[:5], worst)
-    assert len(b.reqs()) > 0
 
     # DNS back: the next reload resolves it again, and the error is gone
     kind, gen = reload_and_wait(u, cfg, timeout=5.0)
