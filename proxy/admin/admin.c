@@ -37,10 +37,10 @@
 struct admin {
     struct process *proc;
     struct worker *w;
-    struct probe *probe;       /* owns the listening socket */
-    ev_prepare ready_watch;    /* publishes the readiness before the loop sleeps */
-    const char *ready_last;    /* what the probe was last told */
-    struct list conns;         /* handed over by the probe */
+    struct probe *probe;    /* owns the listening socket */
+    ev_prepare ready_watch; /* publishes the readiness before the loop sleeps */
+    const char *ready_last; /* what the probe was last told */
+    struct list conns;      /* handed over by the probe */
     unsigned num_conns;
 };
 

@@ -9,7 +9,15 @@
  *     ev_async on the probe's loop.
  * So a control loop busy for seconds (a reload's apply, a /status of
  * 20,000 backends) delays only the requests it serves itself: a probe
- * never waits for it. */
+ * never waits for it.
+ *
+ * The connections are watched through an epoll set of the probe's own
+ * (itself watched by the loop), not by ev_io: a descriptor handed to the
+ * control loop must leave this thread's kernel state before it does, and
+ * libev's epoll backend never removes a stopped descriptor (it waits for
+ * the close or a spurious event, which would then be handled here while
+ * the control thread owns the descriptor). EPOLL_CTL_DEL, explicitly,
+ * before the hand-over, leaves nothing behind. */
 #include "probe.h"
 
 #include <errno.h>
@@ -19,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -46,7 +55,7 @@ struct pconn {
     int fd;
     struct sockaddr_storage peer;
     socklen_t peer_len;
-    ev_io io;
+    bool watched;   /* in pr->conns_ep */
     ev_timer timer; /* ADMIN_TIMEOUT_S for the head, then for the write */
     char *in;
     size_t in_len;
@@ -61,6 +70,8 @@ struct probe {
     pthread_t tid;
     int fd; /* the listening socket, -1 once released (the probe's thread) */
     ev_io accept_io;
+    int conns_ep;   /* epoll set of the connections (see above) */
+    ev_io conns_io; /* the loop's watch on it */
     ev_timer accept_retry;
     ev_async cmd_wake;     /* on <loop> */
     int cmd;               /* atomic: enum probe_cmd bits */
@@ -70,7 +81,7 @@ struct probe {
     unsigned control_held; /* atomic: handed-over connections still open */
 
     pthread_mutex_t lock;
-    struct list handed; /* under lock: handed over, not yet taken */
+    struct list handed;    /* under lock: handed over, not yet taken */
     ev_async handoff_wake; /* on <control> */
     probe_handoff_cb handoff;
     void *ctx;
@@ -90,10 +101,24 @@ void probe_format_response(struct hbuf *out, int status, const char *type, const
 
 /* ---- the probe's thread --------------------------------------------------- */
 
+/* Watches <c> for <events> (EPOLLIN or EPOLLOUT), or no more (0). */
+static void watch(struct pconn *c, uint32_t events)
+{
+    struct epoll_event ev = {.events = events, .data.ptr = c};
+    if (!events) {
+        if (c->watched)
+            epoll_ctl(c->pr->conns_ep, EPOLL_CTL_DEL, c->fd, &ev);
+        c->watched = false;
+        return;
+    }
+    if (epoll_ctl(c->pr->conns_ep, c->watched ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->fd, &ev) == 0)
+        c->watched = true; /* else its timer ends it */
+}
+
 static void pconn_free(struct pconn *c)
 {
     struct probe *pr = c->pr;
-    ev_io_stop(pr->loop, &c->io);
+    watch(c, 0);
     ev_timer_stop(pr->loop, &c->timer);
     close(c->fd);
     list_remove(&c->link);
@@ -122,9 +147,7 @@ static void answer(struct pconn *c, int status, const char *type, const char *al
                    const char *body, bool head_only)
 {
     probe_format_response(&c->out, status, type, allow, body, strlen(body), head_only);
-    ev_io_stop(c->pr->loop, &c->io);
-    ev_io_set(&c->io, c->fd, EV_WRITE);
-    ev_io_start(c->pr->loop, &c->io);
+    watch(c, EPOLLOUT);
     /* a reader that never reads is dropped too */
     ev_timer_stop(c->pr->loop, &c->timer);
     ev_timer_set(&c->timer, ADMIN_TIMEOUT_S, 0.);
@@ -150,7 +173,7 @@ static void hand_over(struct pconn *c)
         answer_error(c, 503);
         return;
     }
-    ev_io_stop(pr->loop, &c->io);
+    watch(c, 0); /* before the control thread may touch the descriptor */
     ev_timer_stop(pr->loop, &c->timer);
     list_remove(&c->link);
     pr->num_conns--;
@@ -225,13 +248,23 @@ static void on_readable(struct pconn *c)
     route(c, &req);
 }
 
-static void conn_io_cb(struct ev_loop *loop, ev_io *io, int revents)
+/* Connections per wake-up, at most (more wait for the next one: the set
+ * stays readable). */
+#define EVENTS_MAX 64
+
+static void conns_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
-    struct pconn *c = container_of(io, struct pconn, io);
-    if (c->out.len)
-        flush(c);
-    else
-        on_readable(c);
+    struct probe *pr = container_of(io, struct probe, conns_io);
+    struct epoll_event evs[EVENTS_MAX];
+    int n = epoll_wait(pr->conns_ep, evs, EVENTS_MAX, 0);
+    /* each connection appears once and frees only itself */
+    for (int i = 0; i < n; i++) {
+        struct pconn *c = evs[i].data.ptr;
+        if (c->out.len)
+            flush(c);
+        else
+            on_readable(c);
+    }
 }
 
 static void conn_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -252,8 +285,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
     for (;;) {
         struct sockaddr_storage peer;
         socklen_t peer_len = sizeof(peer);
-        int fd =
-            accept4(pr->fd, (struct sockaddr *)&peer, &peer_len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(pr->fd, (struct sockaddr *)&peer, &peer_len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 ev_io_stop(loop, io);
@@ -282,8 +314,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
         c->in_cap = ADMIN_HEAD_MAX;
         pr->num_conns++;
         list_append(&pr->conns, &c->link);
-        ev_io_init(&c->io, conn_io_cb, fd, EV_READ);
-        ev_io_start(loop, &c->io);
+        watch(c, EPOLLIN);
         ev_timer_init(&c->timer, conn_timeout_cb, ADMIN_TIMEOUT_S, 0.);
         ev_timer_start(loop, &c->timer);
     }
@@ -311,6 +342,7 @@ static void cmd_cb(struct ev_loop *loop, ev_async *a, int revents)
     list_for_each_safe (pos, tmp, &pr->conns) {
         pconn_free(container_of(pos, struct pconn, link));
     }
+    ev_io_stop(loop, &pr->conns_io);
     ev_async_stop(loop, a);
     ev_break(loop, EVBREAK_ALL);
 }
@@ -361,7 +393,12 @@ struct probe *probe_start(int fd, struct ev_loop *control, probe_handoff_cb hand
     if (!pr)
         return NULL;
     pr->loop = ev_loop_new(EVFLAG_AUTO);
-    if (!pr->loop) {
+    pr->conns_ep = epoll_create1(EPOLL_CLOEXEC);
+    if (!pr->loop || pr->conns_ep < 0) {
+        if (pr->loop)
+            ev_loop_destroy(pr->loop);
+        if (pr->conns_ep >= 0)
+            close(pr->conns_ep);
         free(pr);
         return NULL;
     }
@@ -379,6 +416,8 @@ struct probe *probe_start(int fd, struct ev_loop *control, probe_handoff_cb hand
     pthread_mutex_init(&pr->lock, NULL);
     ev_io_init(&pr->accept_io, accept_cb, fd, EV_READ);
     ev_io_start(pr->loop, &pr->accept_io);
+    ev_io_init(&pr->conns_io, conns_cb, pr->conns_ep, EV_READ);
+    ev_io_start(pr->loop, &pr->conns_io);
     ev_init(&pr->accept_retry, accept_retry_cb);
     ev_async_init(&pr->cmd_wake, cmd_cb);
     ev_async_start(pr->loop, &pr->cmd_wake);
@@ -393,6 +432,7 @@ struct probe *probe_start(int fd, struct ev_loop *control, probe_handoff_cb hand
     if (err) {
         ev_async_stop(control, &pr->handoff_wake);
         ev_loop_destroy(pr->loop);
+        close(pr->conns_ep);
         pthread_mutex_destroy(&pr->lock);
         free(pr);
         errno = err;
@@ -443,6 +483,7 @@ void probe_stop(struct probe *pr)
         free(c);
     }
     ev_loop_destroy(pr->loop);
+    close(pr->conns_ep);
     pthread_mutex_destroy(&pr->lock);
     free(pr);
 }

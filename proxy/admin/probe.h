@@ -38,8 +38,8 @@ struct probe;
  * <in> (malloc'd, <cap> bytes, the first <len> read: a whole head, maybe
  * part of a body). The callee calls probe_conn_closed() when it closes
  * <fd>. */
-typedef void (*probe_handoff_cb)(void *ctx, int fd, const struct sockaddr *peer,
-                                 socklen_t peer_len, char *in, size_t len, size_t cap);
+typedef void (*probe_handoff_cb)(void *ctx, int fd, const struct sockaddr *peer, socklen_t peer_len,
+                                 char *in, size_t len, size_t cap);
 
 /* Starts the probe thread on listening socket <fd> (taken over: the probe
  * closes it). <control> is the control loop, where <handoff>(<ctx>, ...)

@@ -376,13 +376,13 @@ struct name_set {
 };
 
 struct names {
-    struct conf *nc;         /* being filled in */
-    const struct conf *old;  /* the config in force; NULL at startup */
+    struct conf *nc;        /* being filled in */
+    const struct conf *old; /* the config in force; NULL at startup */
     struct ev_loop *loop;
-    ev_tstamp deadline;      /* of the whole resolution */
-    int step;                /* 0: the nameservers' names, 1: the others */
+    ev_tstamp deadline; /* of the whole resolution */
+    int step;           /* 0: the nameservers' names, 1: the others */
     struct name_set set;
-    size_t *host_of;         /* per conf.unresolved entry of the step: index in set, or -1 */
+    size_t *host_of; /* per conf.unresolved entry of the step: index in set, or -1 */
     struct discover_names *batch;
     struct conf_errors errs;
     struct discover_resolve_error *kept; /* backends that kept their address */
@@ -501,7 +501,8 @@ static const struct conf_backend *old_backend(struct names *nm, const char *pool
     const struct conf_pool *op = conf_find_pool(nm->old, pool);
     if (!op)
         return NULL;
-    for (size_t k = str_hash(pool, name) & nm->old_mask; nm->old_ix[k]; k = (k + 1) & nm->old_mask) {
+    for (size_t k = str_hash(pool, name) & nm->old_mask; nm->old_ix[k];
+         k = (k + 1) & nm->old_mask) {
         const struct conf_backend *b = nm->old_ix[k];
         if (b >= op->backends && b < op->backends + op->num_backends && strcmp(b->name, name) == 0)
             return b;
@@ -582,17 +583,17 @@ static void names_fill(struct names *nm)
             continue;
         const char *pool = NULL, *backend = NULL;
         const struct conf_address *prev = previous(nm, u, &pool, &backend);
-        if (prev && conf_address_fill(u->address, (const struct sockaddr *)&prev->sa,
-                                      prev->sa_len) == 0) {
+        if (prev &&
+            conf_address_fill(u->address, (const struct sockaddr *)&prev->sa, prev->sa_len) == 0) {
             char ip[INET6_ADDRSTRLEN + 8] = "?";
-            const void *in = prev->sa.ss_family == AF_INET6
-                                 ? (const void *)&((const struct sockaddr_in6 *)&prev->sa)->sin6_addr
-                                 : (const void *)&((const struct sockaddr_in *)&prev->sa)->sin_addr;
+            const void *in =
+                prev->sa.ss_family == AF_INET6
+                    ? (const void *)&((const struct sockaddr_in6 *)&prev->sa)->sin6_addr
+                    : (const void *)&((const struct sockaddr_in *)&prev->sa)->sin_addr;
             inet_ntop(prev->sa.ss_family, in, ip, sizeof(ip));
-            log_kv(CONF_LOG_WARN, "address kept", LOG_STR("key", u->key),
-                   LOG_STR("pool", pool), LOG_STR("backend", backend),
-                   LOG_STR("address", u->address->text), LOG_STR("resolved", ip),
-                   LOG_STR("reason", why));
+            log_kv(CONF_LOG_WARN, "address kept", LOG_STR("key", u->key), LOG_STR("pool", pool),
+                   LOG_STR("backend", backend), LOG_STR("address", u->address->text),
+                   LOG_STR("resolved", ip), LOG_STR("reason", why));
             if (backend)
                 keep(nm, pool, backend, why);
             continue;
@@ -630,8 +631,8 @@ static void names_step(struct names *nm)
         double left = nm->deadline - ev_time();
         conf_ms ms = left > 0 ? (conf_ms)(left * 1000.0) : 0;
         const char *why = NULL;
-        nm->batch = discover_names_start(nm->loop, nm->nc, nm->step == 0, nm->set.hosts,
-                                         nm->set.n, ms, names_batch_done, nm, &why);
+        nm->batch = discover_names_start(nm->loop, nm->nc, nm->step == 0, nm->set.hosts, nm->set.n,
+                                         ms, names_batch_done, nm, &why);
         if (nm->batch)
             return; /* names_batch_done goes on */
         /* no resolver at all: every name of the step is as good as timed

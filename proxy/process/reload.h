@@ -19,9 +19,9 @@
 /* A config loaded from a file: the blocking part of every load (startup,
  * `usher -t`, each reload on the background thread). */
 struct reload_loaded {
-    struct conf *nc;              /* NULL when the file is invalid (see errs) */
-    struct ssl_ctx_st **tls;      /* per listener of nc (listener_tls_prepare) */
-    struct conf_errors errs;      /* every "file:line:col: key: reason" */
+    struct conf *nc;         /* NULL when the file is invalid (see errs) */
+    struct ssl_ctx_st **tls; /* per listener of nc (listener_tls_prepare) */
+    struct conf_errors errs; /* every "file:line:col: key: reason" */
 };
 
 /* Parses <path> with <conf_flags> (CONF_LOAD_*) and builds its TLS

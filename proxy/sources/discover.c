@@ -888,8 +888,7 @@ int discover_set_resolve_errors(struct discover *d, const struct discover_resolv
     return 0;
 }
 
-const char *discover_resolve_error(const struct discover *d, const char *pool,
-                                   const char *backend)
+const char *discover_resolve_error(const struct discover *d, const char *pool, const char *backend)
 {
     const struct resolve_errors *r = d ? &d->rerr : NULL;
     if (!r || r->n == 0)
@@ -991,8 +990,8 @@ static void names_finish_cb(struct ev_loop *loop, ev_timer *t, int revents)
 
 struct discover_names *discover_names_start(struct ev_loop *loop, const struct conf *nc,
                                             bool system, const char *const *hosts, size_t n,
-                                            conf_ms timeout_ms, void (*done)(void *ctx),
-                                            void *ctx, const char **why)
+                                            conf_ms timeout_ms, void (*done)(void *ctx), void *ctx,
+                                            const char **why)
 {
     struct discover_names *b = calloc(1, sizeof(*b));
     *why = err_no_memory;

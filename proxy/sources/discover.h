@@ -63,8 +63,8 @@ struct discover_names;
  * static string: c-ares or memory failed; <done> will not be called). */
 struct discover_names *discover_names_start(struct ev_loop *loop, const struct conf *nc,
                                             bool system, const char *const *hosts, size_t n,
-                                            conf_ms timeout_ms, void (*done)(void *ctx),
-                                            void *ctx, const char **why);
+                                            conf_ms timeout_ms, void (*done)(void *ctx), void *ctx,
+                                            const char **why);
 
 /* The answer for host <i>, once done: 0 with its address in <sa> (an IPv4
  * one when the name has both, as conf_load() picks; port 0), or -1 with
@@ -91,7 +91,6 @@ int discover_set_resolve_errors(struct discover *d, const struct discover_resolv
 /* /status `resolve_error`: why the last resolution of <pool>/<backend>'s
  * host name failed (it kept its address), or NULL when it worked (or the
  * address is no name). Constant time. */
-const char *discover_resolve_error(const struct discover *d, const char *pool,
-                                   const char *backend);
+const char *discover_resolve_error(const struct discover *d, const char *pool, const char *backend);
 
 #endif

@@ -27,7 +27,7 @@
 
 static int dns_fd = -1;
 static uint16_t dns_port;
-static volatile int dns_stop;
+static int dns_stop; /* atomic */
 static int frozen_queries;
 
 struct record {
@@ -68,7 +68,7 @@ static size_t read_question(const unsigned char *q, size_t len, char *name, size
 static void *dns_main(void *arg)
 {
     unsigned char q[512], r[512];
-    while (!dns_stop) {
+    while (!__atomic_load_n(&dns_stop, __ATOMIC_RELAXED)) {
         struct sockaddr_in from;
         socklen_t flen = sizeof(from);
         ssize_t n = recvfrom(dns_fd, q, sizeof(q), 0, (struct sockaddr *)&from, &flen);
@@ -96,8 +96,8 @@ static void *dns_main(void *arg)
             int fam = type == T_A ? AF_INET : AF_INET6;
             int rdlen = type == T_A ? 4 : 16;
             inet_pton(fam, records[i].addr, rdata);
-            unsigned char rr[] = {0xc0, DNS_HEADER, 0, (unsigned char)type, 0, 1, 0, 0, 0, 60,
-                                  0, (unsigned char)rdlen};
+            unsigned char rr[] = {0xc0, DNS_HEADER, 0, (unsigned char)type, 0, 1, 0, 0,
+                                  0,    60,         0, (unsigned char)rdlen};
             memcpy(r + off, rr, sizeof(rr));
             off += sizeof(rr);
             memcpy(r + off, rdata, (size_t)rdlen);
@@ -179,8 +179,8 @@ static void check_result(struct discover_names *b, size_t i, const char *want_ip
     else
         inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&sa)->sin6_addr, ip, sizeof(ip));
     CHECK_STR(ip, want_ip);
-    CHECK(len == (sa.ss_family == AF_INET ? sizeof(struct sockaddr_in)
-                                          : sizeof(struct sockaddr_in6)));
+    CHECK(len ==
+          (sa.ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6)));
 }
 
 static void test_batches(struct ev_loop *loop, struct conf *c)
@@ -248,7 +248,7 @@ static void test_resolve_errors(struct ev_loop *loop)
     CHECK(discover_resolve_error(d, "blue", "b1") == NULL);
     enum { N = 3000 };
     struct discover_resolve_error *e = calloc(N, sizeof(*e));
-    char (*names)[16] = calloc(N, sizeof(*names));
+    char(*names)[16] = calloc(N, sizeof(*names));
     for (int i = 0; i < N; i++) {
         snprintf(names[i], sizeof(names[i]), "b%d", i);
         e[i] = (struct discover_resolve_error){i % 2 ? "blue" : "green", names[i], "timed out"};
@@ -294,7 +294,7 @@ int main(void)
     test_resolve_errors(loop);
     conf_free(c);
     ev_loop_destroy(loop);
-    dns_stop = 1;
+    __atomic_store_n(&dns_stop, 1, __ATOMIC_RELAXED);
     pthread_join(tid, NULL);
     close(dns_fd);
     return check_report("test_names");

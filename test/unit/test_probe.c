@@ -42,8 +42,8 @@ static int listen_any(uint16_t *port)
 static int connect_to(uint16_t port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port),
-                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in sin = {
+        .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     struct timeval tv = {.tv_sec = 3};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0) {
@@ -170,8 +170,7 @@ static void test_probe(void)
                   sizeof(buf), NULL),
               405);
     CHECK(strstr(buf, "Allow: GET, HEAD\r\n") != NULL, "%s", buf);
-    CHECK_INT(ask(port, "GET /live HTTP/1.1\r\nHost: a\r\nX-A : b\r\n\r\n", buf, sizeof(buf),
-                  NULL),
+    CHECK_INT(ask(port, "GET /live HTTP/1.1\r\nHost: a\r\nX-A : b\r\n\r\n", buf, sizeof(buf), NULL),
               400);
     CHECK(strstr(buf, "application/json") != NULL, "%s", buf);
     CHECK_INT(c.handed, 0);
