@@ -288,9 +288,9 @@ struct reload_waiter {
     struct reload_waiter *next;
 };
 
-/* One run: what the background thread loaded, then the outcome. */
 struct names;
 
+/* One run: what the background thread loaded, its names, then the outcome. */
 struct reload_run {
     struct process *p; /* NULL once abandoned (process exit): only freed */
     char *path;
