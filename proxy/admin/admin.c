@@ -1,8 +1,12 @@
 /* The admin listener: /live, /ready, /status (JSON), /metrics (Prometheus),
  * the status page at /, and the runtime API (api.c) on the same port.
- * One request per connection; answers are built at once, except a pool
- * drain with ?wait, answered from a timer. Its own connection limit, head
- * timeout and body limit keep it from ever starving the data plane. */
+ * The probe thread (probe.c) owns the listening socket, reads each head
+ * and answers /live and /ready itself; every other request is handed to
+ * the control loop here, with the bytes read so far. One request per
+ * connection; answers are built at once, except those that wait (a pool
+ * drain with ?wait, a reload, a state file save, a fleet write). Its own
+ * connection limits, head timeout and body limit keep it from ever
+ * starving the data plane. */
 #include "admin.h"
 
 #include <errno.h>
@@ -26,26 +30,17 @@
 #include "api.h"
 #include "../sources/discover.h"
 #include "../control/process-t.h"
+#include "probe.h"
 #include "status.h"
 #include "usher_commit.h"
-
-/* An admin request head must fit here; anything larger is not ours. */
-#define ADMIN_HEAD_MAX 8192
-#define ADMIN_HEADERS_MAX 64
-/* A stuck admin client is dropped after this long (head and body; then
- * the answer's write). */
-#define ADMIN_TIMEOUT_S 5.0
-/* Admin connections open at once: beyond it a connection is closed at
- * accept, so a flood of admin clients cannot take descriptors or memory
- * the data plane needs. Enough for a few pollers, ctl waits and a browser. */
-#define ADMIN_CONNS_MAX 32
 
 struct admin {
     struct process *proc;
     struct worker *w;
-    int fd;
-    ev_io io;
-    struct list conns;
+    struct probe *probe;    /* owns the listening socket */
+    ev_prepare ready_watch; /* publishes the readiness before the loop sleeps */
+    const char *ready_last; /* what the probe was last told */
+    struct list conns;      /* handed over by the probe */
     unsigned num_conns;
 };
 
@@ -72,6 +67,7 @@ static void conn_free(struct admin_conn *ac)
     api_wait_cancel(ac->wait);
     ac->wait = NULL;
     close(ac->fd);
+    probe_conn_closed(ac->admin->probe);
     list_remove(&ac->link);
     ac->admin->num_conns--;
     hbuf_free(&ac->out);
@@ -328,13 +324,7 @@ static void build_metrics(struct hbuf *o, struct process *proc)
 static void respond(struct admin_conn *ac, int status, const char *type, const char *allow,
                     struct hbuf *body, bool head_only)
 {
-    hbuf_printf(&ac->out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n", status,
-                http1_status_text(status), type, body->len);
-    if (allow)
-        hbuf_printf(&ac->out, "Allow: %s\r\n", allow);
-    hbuf_append_str(&ac->out, "Cache-Control: no-store\r\nConnection: close\r\n\r\n");
-    if (!head_only)
-        hbuf_append(&ac->out, body->data, body->len);
+    probe_format_response(&ac->out, status, type, allow, body->data, body->len, head_only);
 }
 
 static void start_writing(struct admin_conn *ac)
@@ -542,39 +532,47 @@ static void conn_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
     conn_free(container_of(t, struct admin_conn, timer));
 }
 
-static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
+/* The probe handed a request over: the head (and maybe some of the body)
+ * is in <in>. */
+static void handoff(void *ctx, int fd, const struct sockaddr *peer, socklen_t peer_len, char *in,
+                    size_t len, size_t cap)
 {
-    struct admin *a = container_of(io, struct admin, io);
-    for (;;) {
-        struct sockaddr_storage peer;
-        socklen_t peer_len = sizeof(peer);
-        int fd = accept4(a->fd, (struct sockaddr *)&peer, &peer_len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
-            return;
-        if (a->num_conns >= ADMIN_CONNS_MAX) {
-            close(fd);
-            continue;
-        }
-        struct admin_conn *ac = calloc(1, sizeof(*ac));
-        char *in = malloc(ADMIN_HEAD_MAX);
-        if (!ac || !in) {
-            free(ac);
-            free(in);
-            close(fd);
-            return;
-        }
-        ac->admin = a;
-        ac->fd = fd;
-        ac->peer = peer;
-        ac->peer_len = peer_len;
-        ac->in = in;
-        ac->in_cap = ADMIN_HEAD_MAX;
-        a->num_conns++;
-        list_append(&a->conns, &ac->link);
-        ev_io_init(&ac->io, conn_io_cb, fd, EV_READ);
-        ev_io_start(loop, &ac->io);
-        ev_timer_init(&ac->timer, conn_timeout_cb, ADMIN_TIMEOUT_S, 0.);
-        ev_timer_start(loop, &ac->timer);
+    struct admin *a = ctx;
+    struct ev_loop *loop = a->proc->loop;
+    struct admin_conn *ac = calloc(1, sizeof(*ac));
+    if (!ac) {
+        free(in);
+        close(fd);
+        probe_conn_closed(a->probe);
+        return;
+    }
+    ac->admin = a;
+    ac->fd = fd;
+    if (peer_len > sizeof(ac->peer))
+        peer_len = sizeof(ac->peer);
+    memcpy(&ac->peer, peer, peer_len);
+    ac->peer_len = peer_len;
+    ac->in = in;
+    ac->in_len = len;
+    ac->in_cap = cap;
+    a->num_conns++;
+    list_append(&a->conns, &ac->link);
+    ev_io_init(&ac->io, conn_io_cb, fd, EV_READ);
+    ev_io_start(loop, &ac->io);
+    ev_timer_init(&ac->timer, conn_timeout_cb, ADMIN_TIMEOUT_S, 0.);
+    ev_timer_start(loop, &ac->timer);
+    parse_and_route(ac);
+}
+
+/* Before the control loop sleeps, after every callback that may have
+ * changed the readiness: the probe answers /ready from this. */
+static void ready_watch_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    struct admin *a = container_of(w, struct admin, ready_watch);
+    const char *why = status_not_ready_reason(a->proc);
+    if (why != a->ready_last) {
+        a->ready_last = why;
+        probe_set_ready(a->probe, why);
     }
 }
 
@@ -589,11 +587,22 @@ int admin_start(struct process *proc, int inherited)
     a->w = w;
     list_init(&a->conns);
     const char *why = NULL;
+    int fd;
     if (inherited >= 0)
-        a->fd = net_adopt_listener(inherited, &why) == 0 ? inherited : -1;
+        fd = net_adopt_listener(inherited, &why) == 0 ? inherited : -1;
     else
-        a->fd = net_listen((const struct sockaddr *)&addr->sa, addr->sa_len, &why);
-    if (a->fd < 0) {
+        fd = net_listen((const struct sockaddr *)&addr->sa, addr->sa_len, &why);
+    a->ready_last = status_not_ready_reason(proc);
+    if (fd >= 0) {
+        a->probe = probe_start(fd, proc->loop, handoff, a, a->ready_last);
+        if (!a->probe) {
+            why = "cannot start the probe thread";
+            close(fd);
+            fd = -1;
+            inherited = -1;
+        }
+    }
+    if (fd < 0) {
         log_kv(CONF_LOG_ERROR, "admin failed", LOG_STR("bind", addr->text), LOG_STR("reason", why),
                LOG_STR("error", strerror(errno)));
         if (inherited >= 0)
@@ -601,10 +610,10 @@ int admin_start(struct process *proc, int inherited)
         free(a);
         return -1;
     }
-    ev_io_init(&a->io, accept_cb, a->fd, EV_READ);
-    ev_io_start(proc->loop, &a->io);
+    ev_prepare_init(&a->ready_watch, ready_watch_cb);
+    ev_prepare_start(proc->loop, &a->ready_watch);
     proc->admin = a;
-    proc->admin_fd = a->fd;
+    proc->admin_fd = fd;
     log_info("admin started", "bind=%s", addr->text);
     return 0;
 }
@@ -612,11 +621,10 @@ int admin_start(struct process *proc, int inherited)
 void admin_release_listener(struct process *proc)
 {
     struct admin *a = proc->admin;
-    if (!a || a->fd < 0)
+    if (!a || proc->admin_fd < 0)
         return;
-    ev_io_stop(proc->loop, &a->io);
-    close(a->fd);
-    a->fd = proc->admin_fd = -1;
+    probe_release(a->probe); /* the probe's thread closes it */
+    proc->admin_fd = -1;
 }
 
 void admin_stop(struct process *proc)
@@ -624,13 +632,20 @@ void admin_stop(struct process *proc)
     struct admin *a = proc->admin;
     if (!a)
         return;
+    ev_prepare_stop(proc->loop, &a->ready_watch);
+    struct probe *pr = a->probe;
+    probe_stop(pr); /* nothing is handed over any more */
+    a->probe = NULL;
     struct list *pos, *tmp;
     list_for_each_safe (pos, tmp, &a->conns) {
-        conn_free(container_of(pos, struct admin_conn, link));
+        struct admin_conn *ac = container_of(pos, struct admin_conn, link);
+        /* an answer made at exit (a reload that will never run) goes out
+         * if the socket takes it at once; nothing waits for it */
+        if (ac->out.sent < ac->out.len)
+            (void)!send(ac->fd, ac->out.data + ac->out.sent, ac->out.len - ac->out.sent,
+                        MSG_NOSIGNAL | MSG_DONTWAIT);
+        conn_free(ac);
     }
-    ev_io_stop(proc->loop, &a->io);
-    if (a->fd >= 0)
-        close(a->fd);
     free(a);
     proc->admin = NULL;
     proc->admin_fd = -1;

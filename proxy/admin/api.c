@@ -33,16 +33,25 @@
  * that the answer follows the last close closely. */
 #define WAIT_POLL_S 0.05
 
+/* What an answer that comes later waits for. */
+enum wait_kind {
+    WAIT_DRAIN = 1, /* a pool drain with ?wait: its connections (polled) */
+    WAIT_FLEET,     /* a fleet mutation's reply, held until etcd has the change */
+    WAIT_SAVE,      /* a mutation's reply, held until the state file is on disk */
+    WAIT_RELOAD,    /* POST /reload: the reload it asked for */
+};
+
 struct api_wait {
+    enum wait_kind kind;
     struct process *p;
     struct pool *pool;
     ev_timer poll;
     ev_tstamp until;
     api_later_cb later;
     void *ctx;
-    bool hold; /* a fleet mutation's reply, held until etcd has the change */
     unsigned long ticket;
-    struct api_reply held;
+    struct api_reply held;       /* WAIT_FLEET, WAIT_SAVE */
+    unsigned long long save_seq; /* WAIT_DRAIN: the state file save to wait for too (0: none) */
 };
 
 /* How long a held reply waits for etcd beyond its own call timeout
@@ -435,6 +444,9 @@ static void wait_poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
     bool busy = pool_connections(wt->pool) > 0 || fleet_pool_busy(wt->p->fleet, wt->pool->name);
     if (busy && ev_now(loop) < wt->until)
         return;
+    /* the drain it answers for is on disk first, however long the wait */
+    if (!overrides_save_settled(wt->p->ov, wt->save_seq))
+        return;
     ev_timer_stop(loop, t);
     struct api_reply r = {0};
     drained_reply(wt->p, wt->pool, &r);
@@ -448,9 +460,23 @@ void api_wait_cancel(struct api_wait *wt)
 {
     if (!wt)
         return;
-    ev_timer_stop(wt->p->loop, &wt->poll);
-    if (wt->hold)
+    switch (wt->kind) {
+    case WAIT_DRAIN:
+        ev_timer_stop(wt->p->loop, &wt->poll);
+        break;
+    case WAIT_FLEET:
+        ev_timer_stop(wt->p->loop, &wt->poll);
         hbuf_free(&wt->held.body);
+        break;
+    case WAIT_SAVE:
+        overrides_save_unwait(wt->p->ov, wt);
+        hbuf_free(&wt->held.body);
+        break;
+    case WAIT_RELOAD:
+        if (wt->p->reload_cancel)
+            wt->p->reload_cancel(wt->p, wt);
+        break;
+    }
     free(wt);
 }
 
@@ -489,6 +515,7 @@ static enum api_result pool_route(struct process *p, enum route_id id, const str
     struct api_wait *wt = calloc(1, sizeof(*wt));
     if (!wt)
         return fail(r, 500, "out of memory");
+    wt->kind = WAIT_DRAIN;
     wt->p = p;
     wt->pool = pl; /* a pool outlives its removal from the config */
     wt->until = ev_now(p->loop) + (double)wait_ms / 1000.0;
@@ -500,32 +527,65 @@ static enum api_result pool_route(struct process *p, enum route_id id, const str
     return API_LATER;
 }
 
-static enum api_result reload_route(struct process *p, struct api_reply *r)
+/* The reply to POST /reload, from its outcome. */
+static void reload_reply(struct process *p, int rc, const struct reload_outcome *out,
+                         struct api_reply *r)
 {
-    struct reload_outcome out = {0};
-    if (p->w->state >= WORKER_DRAIN_DELAY)
-        return fail(r, 409, "usher is draining: reload ignored");
-    int rc = p->reload(p, &out);
     if (rc == 0) {
         r->status = 200;
         hbuf_printf(&r->body, "{\"result\":\"ok\",\"generation\":%llu,\"changes\":[",
                     (unsigned long long)p->w->generation);
-        if (out.changes.len)
-            hbuf_append(&r->body, out.changes.data, out.changes.len);
+        if (out->changes.len)
+            hbuf_append(&r->body, out->changes.data, out->changes.len);
         hbuf_append_str(&r->body, "]}\n");
-    } else {
-        r->status = 422;
-        hbuf_append_str(&r->body, "{\"result\":\"error\",\"generation\":");
-        hbuf_printf(&r->body, "%llu,\"errors\":[", (unsigned long long)p->w->generation);
-        for (size_t i = 0; i < out.errors.count; i++) {
-            if (i)
-                hbuf_append_str(&r->body, ",");
-            log_json_str(&r->body, out.errors.messages[i]);
-        }
-        hbuf_append_str(&r->body, "]}\n");
+        return;
     }
-    p->reload_outcome_free(&out);
-    return API_DONE;
+    r->status = 422;
+    hbuf_append_str(&r->body, "{\"result\":\"error\",\"generation\":");
+    hbuf_printf(&r->body, "%llu,\"errors\":[", (unsigned long long)p->w->generation);
+    for (size_t i = 0; i < out->errors.count; i++) {
+        if (i)
+            hbuf_append_str(&r->body, ",");
+        log_json_str(&r->body, out->errors.messages[i]);
+    }
+    hbuf_append_str(&r->body, "]}\n");
+}
+
+/* The reload this request asked for ended. */
+static void reload_answered(void *ctx, int rc, const struct reload_outcome *out)
+{
+    struct api_wait *wt = ctx;
+    struct api_reply r = {0};
+    reload_reply(wt->p, rc, out, &r);
+    api_later_cb later = wt->later;
+    void *later_ctx = wt->ctx;
+    free(wt);
+    later(later_ctx, &r);
+}
+
+/* The reload runs off the loop (parse and certificates on the background
+ * thread, names resolved without blocking): the answer comes when it
+ * ended, from reload_answered. */
+static enum api_result reload_route(struct process *p, struct api_reply *r, api_later_cb later,
+                                    void *ctx, struct api_wait **wait)
+{
+    if (p->w->state >= WORKER_DRAIN_DELAY)
+        return fail(r, 409, "usher is draining: reload ignored");
+    if (!later || !p->reload)
+        return fail(r, 500, "this caller cannot wait for a reload");
+    struct api_wait *wt = calloc(1, sizeof(*wt));
+    if (!wt)
+        return fail(r, 500, "out of memory");
+    wt->kind = WAIT_RELOAD;
+    wt->p = p;
+    wt->later = later;
+    wt->ctx = ctx;
+    if (p->reload(p, reload_answered, wt) < 0) {
+        free(wt);
+        return fail(r, 500, "out of memory");
+    }
+    *wait = wt;
+    return API_LATER;
 }
 
 static void hold_poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -558,8 +618,8 @@ static enum api_result hold(struct process *p, struct api_reply *r, unsigned lon
     struct api_wait *wt = calloc(1, sizeof(*wt));
     if (!wt)
         return API_DONE;
+    wt->kind = WAIT_FLEET;
     wt->p = p;
-    wt->hold = true;
     wt->ticket = ticket;
     wt->held = *r;
     *r = (struct api_reply){0};
@@ -572,6 +632,42 @@ static enum api_result hold(struct process *p, struct api_reply *r, unsigned lon
     return API_LATER;
 }
 
+static void save_settled_cb(void *ctx)
+{
+    struct api_wait *wt = ctx;
+    struct api_reply r = wt->held;
+    api_later_cb later = wt->later;
+    void *later_ctx = wt->ctx;
+    free(wt);
+    later(later_ctx, &r);
+}
+
+/* A mutation that saved the state file: its reply waits until the file
+ * is on disk (or the write failed, logged: the change is in force either
+ * way, as it was before the file was written off the loop), so a caller
+ * that got its answer can count on a restart keeping it. */
+static enum api_result hold_save(struct process *p, struct api_reply *r, unsigned long long seq,
+                                 api_later_cb later, void *ctx, struct api_wait **wait)
+{
+    if (!later)
+        return API_DONE;
+    struct api_wait *wt = calloc(1, sizeof(*wt));
+    if (!wt)
+        return API_DONE;
+    wt->kind = WAIT_SAVE;
+    wt->p = p;
+    wt->held = *r;
+    wt->later = later;
+    wt->ctx = ctx;
+    if (overrides_save_wait(p->ov, seq, save_settled_cb, wt) != 0) {
+        free(wt); /* settled already, or no memory to wait: answer now */
+        return API_DONE;
+    }
+    *r = (struct api_reply){0};
+    *wait = wt;
+    return API_LATER;
+}
+
 static enum api_result dispatch(struct process *p, const struct api_request *rq,
                                 struct api_reply *r, api_later_cb later, void *ctx,
                                 struct api_wait **wait);
@@ -580,10 +676,16 @@ enum api_result api_handle(struct process *p, const struct api_request *rq, stru
                            api_later_cb later, void *ctx, struct api_wait **wait)
 {
     unsigned long t0 = p->fleet ? fleet_writes_issued(p->fleet) : 0;
+    unsigned long long s0 = overrides_save_issued(p->ov);
     enum api_result res = dispatch(p, rq, r, later, ctx, wait);
     if (res == API_DONE && p->fleet && later && r->status == 200 &&
         fleet_writes_issued(p->fleet) != t0)
         return hold(p, r, fleet_writes_issued(p->fleet), later, ctx, wait);
+    unsigned long long s1 = overrides_save_issued(p->ov);
+    if (s1 != s0 && res == API_DONE)
+        return hold_save(p, r, s1, later, ctx, wait);
+    if (s1 != s0 && res == API_LATER && *wait && (*wait)->kind == WAIT_DRAIN)
+        (*wait)->save_seq = s1;
     return res;
 }
 
@@ -626,7 +728,7 @@ static enum api_result dispatch(struct process *p, const struct api_request *rq,
     case R_POOL_READY:
         return pool_route(p, id, rq, &a, r, later, ctx, wait);
     case R_RELOAD:
-        return reload_route(p, r);
+        return reload_route(p, r, later, ctx, wait);
     }
     return API_NOT_MINE;
 }

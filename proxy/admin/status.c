@@ -92,6 +92,14 @@ void status_backend_json(struct hbuf *o, const struct process *p, const struct s
     log_json_str(o, b->pool_name);
     hbuf_append_str(o, ",\"address\":");
     log_json_str(o, b->address_text);
+    /* why the last resolution of its host name failed (it kept the
+     * address it had), null when it worked or the address is no name */
+    const char *rerr = discover_resolve_error(p->discover, b->pool_name, b->name);
+    hbuf_append_str(o, ",\"resolve_error\":");
+    if (rerr)
+        log_json_str(o, rerr);
+    else
+        hbuf_append_str(o, "null");
     hbuf_printf(o, ",\"state\":\"%s\",\"reason\":", backend_state_str(b->state));
     if (why)
         log_json_str(o, why);

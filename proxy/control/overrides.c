@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,7 @@
 #include "../core/listener.h"
 #include "../core/upstream.h"
 #include "../core/worker.h"
+#include "bgwork.h"
 
 #define STATE_MAGIC "usher-state 1"
 /* A state file larger than this is not ours. */
@@ -65,14 +67,19 @@ static void overrides_reset(struct overrides *ov)
     free(ov->drains);
     free(ov->weights);
     free(ov->splits);
+    struct ov_saver *saver = ov->saver; /* the file's history is not the set's */
     memset(ov, 0, sizeof(*ov));
+    ov->saver = saver;
 }
+
+static void saver_free(struct ov_saver *sv);
 
 void overrides_free(struct overrides *ov)
 {
     if (!ov)
         return;
     overrides_reset(ov);
+    saver_free(ov->saver);
     free(ov);
 }
 
@@ -301,6 +308,190 @@ void overrides_format(const struct overrides *ov, struct hbuf *o)
     }
 }
 
+/* ---- saving off the loop -------------------------------------------------
+ * The loop formats the overrides (a snapshot: the set may change right
+ * after) and hands the text to the background thread, which writes it.
+ * Ordering: one background thread runs jobs in FIFO order, and a job takes
+ * the newest text when it starts, so a later state is never overwritten by
+ * an earlier one; saves asked for while a job waits to start fold into
+ * that job (one write for a burst of mutations). Each save has a number;
+ * a job reports the number of the text it wrote, and every wait for that
+ * number or a lower one is answered. */
+
+struct save_wait {
+    unsigned long long seq;
+    void (*cb)(void *ctx);
+    void *ctx;
+    struct save_wait *next;
+};
+
+struct ov_saver {
+    pthread_mutex_t lock; /* <next*> and <queued>: the loop and the thread */
+    struct hbuf next;     /* the newest text, not yet taken by a job */
+    char *next_path;
+    unsigned long long next_seq;
+    bool queued; /* a job is queued that has not taken <next> yet */
+    /* the loop's alone: */
+    unsigned long long issued;  /* the last save asked for */
+    unsigned long long settled; /* every save up to it is written or failed */
+    struct save_wait *waits;
+};
+
+/* One write, from the job's start to its done callback. */
+struct save_job {
+    struct ov_saver *sv;
+    struct hbuf text;
+    char *path;
+    unsigned long long seq;
+    const char *why; /* static: what failed, NULL when written */
+    int err;         /* errno of it */
+};
+
+static void saver_free(struct ov_saver *sv)
+{
+    if (!sv)
+        return;
+    while (sv->waits) {
+        struct save_wait *w = sv->waits;
+        sv->waits = w->next;
+        free(w);
+    }
+    hbuf_free(&sv->next);
+    free(sv->next_path);
+    pthread_mutex_destroy(&sv->lock);
+    free(sv);
+}
+
+static struct ov_saver *saver_get(struct overrides *ov)
+{
+    if (!ov->saver) {
+        ov->saver = calloc(1, sizeof(*ov->saver));
+        if (ov->saver)
+            pthread_mutex_init(&ov->saver->lock, NULL);
+    }
+    return ov->saver;
+}
+
+/* The directory entry of a rename is durable only once the directory
+ * itself is synced (ext4 and xfs may otherwise lose it in a crash). */
+static int sync_dir(const char *path)
+{
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        snprintf(dir, sizeof(dir), ".");
+    else if (slash == path)
+        snprintf(dir, sizeof(dir), "/");
+    else
+        snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+/* Blocking: temp file, fsync, rename, fsync of the directory. */
+static void write_file(struct save_job *j)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s.tmp.%d", j->path, (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        j->why = "cannot create the temp file";
+        goto fail;
+    }
+    size_t off = 0;
+    while (off < j->text.len) {
+        ssize_t n = write(fd, j->text.data + off, j->text.len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            j->why = "write failed";
+            goto fail;
+        }
+        off += (size_t)n;
+    }
+    if (fsync(fd) < 0) {
+        j->why = "fsync failed";
+        goto fail;
+    }
+    close(fd);
+    fd = -1;
+    if (rename(tmp, j->path) < 0) {
+        j->why = "rename failed";
+        goto fail;
+    }
+    if (sync_dir(j->path) < 0) {
+        j->why = "fsync of the directory failed";
+        j->err = errno;
+    }
+    return;
+fail:
+    j->err = errno;
+    if (fd >= 0)
+        close(fd);
+    unlink(tmp);
+}
+
+/* The background thread: the newest text is the one written. */
+static void save_run(void *arg)
+{
+    struct save_job *j = arg;
+    struct ov_saver *sv = j->sv;
+    pthread_mutex_lock(&sv->lock);
+    j->text = sv->next;
+    j->path = sv->next_path;
+    j->seq = sv->next_seq;
+    sv->next = (struct hbuf){0};
+    sv->next_path = NULL;
+    sv->queued = false;
+    pthread_mutex_unlock(&sv->lock);
+    write_file(j);
+}
+
+/* Answers every wait the save of <seq> covers. */
+static void settle(struct ov_saver *sv, unsigned long long seq)
+{
+    if (seq > sv->settled)
+        sv->settled = seq;
+    for (struct save_wait **pp = &sv->waits; *pp;) {
+        struct save_wait *w = *pp;
+        if (w->seq > sv->settled) {
+            pp = &w->next;
+            continue;
+        }
+        *pp = w->next;
+        void (*cb)(void *) = w->cb;
+        void *ctx = w->ctx;
+        free(w);
+        cb(ctx); /* may wait or unwait: the list is consistent here */
+        pp = &sv->waits;
+    }
+}
+
+static void log_not_saved(const char *path, const char *why, int err)
+{
+    log_kv(CONF_LOG_ERROR, "state file not saved", LOG_STR("file", path), LOG_STR("reason", why),
+           LOG_STR("error", strerror(err)));
+}
+
+/* The loop: the outcome is logged, and what waited for it answered. */
+static void save_done(void *arg)
+{
+    struct save_job *j = arg;
+    if (j->why)
+        log_not_saved(j->path, j->why, j->err);
+    else
+        log_kv(CONF_LOG_DEBUG, "state file saved", LOG_STR("file", j->path),
+               LOG_UINT("save", j->seq), LOG_UINT("bytes", j->text.len));
+    settle(j->sv, j->seq);
+    hbuf_free(&j->text);
+    free(j->path);
+    free(j);
+}
+
 int overrides_save(struct process *p)
 {
     if (p->ov_store)
@@ -308,49 +499,100 @@ int overrides_save(struct process *p)
     const char *path = p->w->conf->admin.state_file;
     if (!path || !*path)
         return 0;
+    struct ov_saver *sv = saver_get(p->ov);
     struct hbuf o = {0};
-    hbuf_printf(&o, "%s\n", STATE_MAGIC);
+    char *path_copy = strdup(path); /* a reload may free the conf before the job runs */
+    if (!sv || !path_copy || hbuf_printf(&o, "%s\n", STATE_MAGIC) < 0)
+        goto nomem;
     overrides_format(p->ov, &o);
-    char tmp[4096];
-    snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
-    const char *why = NULL;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        why = "cannot create the temp file";
-        goto fail;
+    unsigned long long seq = sv->issued + 1;
+    if (!p->bg) {
+        struct save_job j = {.sv = sv, .text = o, .path = path_copy, .seq = seq};
+        write_file(&j);
+        sv->issued = seq;
+        if (j.why)
+            log_not_saved(path, j.why, j.err);
+        settle(sv, seq);
+        hbuf_free(&o);
+        free(path_copy);
+        return j.why ? -1 : 0;
     }
-    size_t off = 0;
-    while (off < o.len) {
-        ssize_t n = write(fd, o.data + off, o.len - off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            why = "write failed";
-            goto fail;
-        }
-        off += (size_t)n;
+    struct save_job *j = calloc(1, sizeof(*j)); /* unused if the save folds */
+    if (!j)
+        goto nomem;
+    j->sv = sv;
+    /* one critical section decides and hands over: a job that has not
+     * started yet takes this text (fold); one that has started wrote
+     * (or writes) an older one, so a new job is needed */
+    pthread_mutex_lock(&sv->lock);
+    bool fold = sv->queued;
+    hbuf_free(&sv->next);
+    free(sv->next_path);
+    sv->next = o;
+    sv->next_path = path_copy;
+    sv->next_seq = seq;
+    sv->queued = true;
+    pthread_mutex_unlock(&sv->lock);
+    sv->issued = seq;
+    if (fold) {
+        free(j);
+        return 0;
     }
-    if (fsync(fd) < 0) {
-        why = "fsync failed";
-        goto fail;
+    if (bgwork_submit(p->bg, save_run, save_done, j) < 0) {
+        /* nothing will take <next>: the next save tries again */
+        pthread_mutex_lock(&sv->lock);
+        sv->queued = false;
+        pthread_mutex_unlock(&sv->lock);
+        free(j);
+        log_not_saved(path, "out of memory", ENOMEM);
+        settle(sv, seq);
+        return -1;
     }
-    close(fd);
-    fd = -1;
-    if (rename(tmp, path) < 0) {
-        why = "rename failed";
-        goto fail;
-    }
-    hbuf_free(&o);
     return 0;
-fail:;
-    int saved = errno;
-    if (fd >= 0)
-        close(fd);
-    unlink(tmp);
+nomem:
+    free(path_copy);
     hbuf_free(&o);
-    log_kv(CONF_LOG_ERROR, "state file not saved", LOG_STR("file", path), LOG_STR("reason", why),
-           LOG_STR("error", strerror(saved)));
+    log_not_saved(path, "out of memory", ENOMEM);
     return -1;
+}
+
+unsigned long long overrides_save_issued(const struct overrides *ov)
+{
+    return ov && ov->saver ? ov->saver->issued : 0;
+}
+
+bool overrides_save_settled(const struct overrides *ov, unsigned long long seq)
+{
+    return seq == 0 || (ov && ov->saver && ov->saver->settled >= seq);
+}
+
+int overrides_save_wait(struct overrides *ov, unsigned long long seq, void (*cb)(void *ctx),
+                        void *ctx)
+{
+    if (overrides_save_settled(ov, seq))
+        return 1;
+    struct save_wait *w = calloc(1, sizeof(*w));
+    if (!w)
+        return -1;
+    w->seq = seq;
+    w->cb = cb;
+    w->ctx = ctx;
+    w->next = ov->saver->waits;
+    ov->saver->waits = w;
+    return 0;
+}
+
+void overrides_save_unwait(struct overrides *ov, void *ctx)
+{
+    if (!ov || !ov->saver)
+        return;
+    for (struct save_wait **pp = &ov->saver->waits; *pp; pp = &(*pp)->next)
+        if ((*pp)->ctx == ctx) {
+            struct save_wait *w = *pp;
+            *pp = w->next;
+            free(w);
+            return;
+        }
 }
 
 static int parse_uint(const char *s, unsigned long long max, unsigned long long *out)

@@ -26,7 +26,10 @@ struct override_split {
     size_t n;
 };
 
+struct ov_saver;
+
 struct overrides {
+    struct ov_saver *saver; /* the state file's writes in flight (overrides.c) */
     struct override_drain *drains;
     size_t num_drains;
     struct override_weight *weights;
@@ -72,9 +75,29 @@ void overrides_format(const struct overrides *ov, struct hbuf *o);
  * Returns 0, or -1 if it is not a valid line (or out of memory). */
 int overrides_parse_line(struct overrides *ov, char *line);
 
-/* Writes the overrides to admin.state_file (if set) atomically: temp
- * file, fsync, rename. Returns 0, or -1 after logging. */
+/* Saves the overrides: with a fleet, to etcd (p->ov_store); else to
+ * admin.state_file (if set), atomically (temp file, fsync, rename, fsync of
+ * the directory) on the background thread p->bg: the loop never waits for
+ * the disk. The content is taken now; writes land in the order they were
+ * asked for, and a save asked for while another waits to start replaces
+ * it (the later state is the one that counts). Without p->bg the file is
+ * written at once. Returns 0, or -1 when nothing could be queued (logged;
+ * the previous file stays). */
 int overrides_save(struct process *p);
+
+/* The state file's saves, each numbered when asked for (1, 2, ...). */
+/* The number of the last save asked for; 0 before the first. */
+unsigned long long overrides_save_issued(const struct overrides *ov);
+/* True once save <seq> (and every one before it) is on disk, or failed
+ * (logged): nothing more will happen for it. */
+bool overrides_save_settled(const struct overrides *ov, unsigned long long seq);
+/* Calls <cb>(<ctx>) on the loop once save <seq> settled. Returns 0 (it
+ * will be called), 1 if it already settled (it will not be), -1 out of
+ * memory (it will not be). */
+int overrides_save_wait(struct overrides *ov, unsigned long long seq, void (*cb)(void *ctx),
+                        void *ctx);
+/* Forgets the wait of <ctx> (its answer has nowhere to go any more). */
+void overrides_save_unwait(struct overrides *ov, void *ctx);
 
 /* Reads admin.state_file (if set and present) into p->ov. A corrupt or
  * unreadable file is logged and leaves p->ov empty: usher never refuses

@@ -26,7 +26,12 @@ struct inherited_fds {
 struct reload_outcome {
     struct conf_errors errors; /* "file:line:col: key: reason" or a static reason */
     struct hbuf changes;       /* JSON array elements: {"kind","pool","backend","listener"} */
+    const char *reason;        /* static: why it failed (the log's reason=), NULL if it did not */
 };
+
+/* A reload asked for (SIGHUP, POST /reload) ended: <rc> 0 (applied) or -1
+ * (the running config kept); <out> is only read during the call. */
+typedef void (*reload_done_cb)(void *ctx, int rc, const struct reload_outcome *out);
 
 struct admin;
 struct discover;
@@ -54,6 +59,8 @@ struct upgrade {
 struct overrides;
 struct fleet;
 struct worker_thread;
+struct bgwork;
+struct reloader;
 
 struct process {
     struct ev_loop *loop; /* the control thread's */
@@ -69,14 +76,17 @@ struct process {
     uint64_t reloads_ok;
     uint64_t reloads_error;
     struct overrides *ov; /* what the runtime API decided (overrides.h) */
+    struct bgwork *bg;    /* blocking work off the loops: loads, fsyncs (bgwork.h) */
     /* With a fleet: where overrides_save() writes instead of the state
      * file (fleet.c sets it; a callback, so overrides.c never calls up). */
     int (*ov_store)(struct process *p);
     struct fleet *fleet; /* NULL without `fleet` (fleet.h) */
-    /* POST /reload: the process layer's reload (reload_run), handed down
-     * so the admin floor never calls up */
-    int (*reload)(struct process *p, struct reload_outcome *out);
-    void (*reload_outcome_free)(struct reload_outcome *out);
+    /* POST /reload: the process layer's reload (reload_request,
+     * reload_cancel in reload.h), handed down so the admin floor never
+     * calls up */
+    int (*reload)(struct process *p, reload_done_cb done, void *ctx);
+    void (*reload_cancel)(struct process *p, void *ctx);
+    struct reloader *reloader; /* the reload pipeline (reload.c) */
     char *token;          /* admin.token_file's contents, trimmed; NULL without one */
 
     char *exe;         /* the binary to start again on SIGUSR2 (absolute path) */

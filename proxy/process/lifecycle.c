@@ -16,6 +16,7 @@
 #include "../sources/discover.h"
 #include "../admin/auth.h"
 #include "../sources/fleet.h"
+#include "../control/bgwork.h"
 #include "../control/overrides.h"
 #include "reload.h"
 #include "sysd.h"
@@ -203,13 +204,10 @@ static void on_reload_signal(struct ev_loop *loop, ev_signal *s, int revents)
         log_warn("reload ignored", "reason=draining");
         return;
     }
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    sysd_notify("RELOADING=1\nMONOTONIC_USEC=%llu",
-                (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000);
-    int rc = reload_run(p, NULL);
-    sysd_notify("READY=1\nSTATUS=%s, generation %llu", rc == 0 ? "reloaded" : "reload failed",
-                (unsigned long long)p->w->generation);
+    /* asynchronous: it logs its end (and tells systemd) itself */
+    if (reload_request(p, NULL, NULL) < 0)
+        log_error("reload failed", "reason=\"out of memory\" generation=%llu",
+                  (unsigned long long)p->w->generation);
 }
 
 static void ready_poll_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -239,9 +237,12 @@ struct process *process_new(struct ev_loop *loop, struct conf *conf, char *exe, 
     const struct worker_hooks hooks = {.clients_closed = on_clients_closed, .ctx = p};
     int rc = workers_create(p, workers_wanted(conf), conf, &hooks);
     p->ov = overrides_new();
-    if (rc == 0 && p->ov)
+    p->bg = bgwork_new(loop);
+    if (rc == 0 && p->ov && p->bg && reload_init(p) == 0)
         p->discover = discover_new(loop, p->w);
     if (!p->discover) {
+        reload_stop(p);
+        bgwork_free(p->bg);
         overrides_free(p->ov);
         workers_free(p);
         free(p);
@@ -256,8 +257,6 @@ struct process *process_new(struct ev_loop *loop, struct conf *conf, char *exe, 
     ev_signal_init(&p->sig_hup, on_reload_signal, SIGHUP);
     ev_signal_init(&p->sig_usr2, on_upgrade_signal, SIGUSR2);
     p->sig_term.data = p->sig_int.data = p->sig_hup.data = p->sig_usr2.data = p;
-    p->reload = reload_run;
-    p->reload_outcome_free = reload_outcome_free;
     return p;
 }
 
@@ -287,7 +286,8 @@ static void mark_stop_signals(struct process *p)
 
 int process_start(struct process *p, struct ssl_ctx_st **tls)
 {
-    if (sysd_inherit(&p->inherited) < 0 || upgrade_inherit(p) < 0) {
+    /* an upgrade's child names itself in LISTEN_PID first (upgrade.c) */
+    if (upgrade_inherit(p) < 0 || sysd_inherit(&p->inherited) < 0) {
         listener_tls_release(tls, p->w->conf->num_listeners);
         free(tls);
         return -1;
@@ -336,6 +336,9 @@ void process_free(struct process *p)
     ev_timer_stop(p->loop, &p->drain_timer);
     ev_timer_stop(p->loop, &p->ready_timer);
     upgrade_stop(p);
+    /* a reload under way is abandoned: nothing is applied now (whoever
+     * waits for it is told, before the admin listener closes) */
+    reload_stop(p);
     struct conf *conf = p->w->conf;
     discover_free(p->discover); /* no answer may reach the worker once it goes */
     p->discover = NULL;
@@ -343,6 +346,11 @@ void process_free(struct process *p)
     workers_stop(p); /* when process_run was never reached */
     workers_free(p);
     ev_async_stop(p->loop, &p->drain_check);
+    /* what is queued still runs: the last state file is written, and the
+     * mutations that wait for it are answered before the admin listener
+     * closes */
+    bgwork_free(p->bg);
+    p->bg = NULL;
     admin_stop(p);
     log_info("released", "what=admin_listener");
     conf_free(conf);

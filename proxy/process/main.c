@@ -15,6 +15,7 @@
 #include "../core/worker.h"
 #include "../ctl/ctl.h"
 #include "lifecycle.h"
+#include "reload.h"
 #include "usher_commit.h"
 
 enum exit_code {
@@ -101,25 +102,31 @@ int main(int argc, char **argv)
         return EXIT_BAD_CONFIG;
     }
 
-    struct conf_errors errs = {0};
-    struct conf *conf = conf_load(path, &errs);
-    if (!conf) {
-        for (size_t i = 0; i < errs.count; i++)
-            fprintf(stderr, "%s\n", errs.messages[i]);
-        if (errs.count == 0)
-            fprintf(stderr, "%s: cannot load configuration\n", path);
-        conf_errors_clear(&errs);
+    /* the file and the contexts startup uses, built once: a bad
+     * certificate fails here (the same load as every reload's) */
+    struct reload_loaded loaded;
+    /* -t resolves names with getaddrinfo (nothing is served); startup
+     * resolves them as every reload does, with c-ares within a bound */
+    int rc = reload_load(path, check_only ? 0 : CONF_LOAD_DEFER_RESOLVE, &loaded);
+    if (rc < 0 && !check_only) {
+        /* a broken file: its errors exactly as -t gives them (the checks
+         * that need resolved names included), nothing is served anyway */
+        struct reload_loaded full;
+        if (reload_load(path, 0, &full) < 0) {
+            reload_loaded_free(&loaded);
+            loaded = full;
+        } else {
+            reload_loaded_free(&full);
+        }
+    }
+    if (rc < 0 || (!check_only && reload_resolve_startup(&loaded) < 0)) {
+        for (size_t i = 0; i < loaded.errs.count; i++)
+            fprintf(stderr, "%s\n", loaded.errs.messages[i]);
+        reload_loaded_free(&loaded);
         return EXIT_BAD_CONFIG;
     }
-    /* the contexts startup uses, built once: a bad certificate fails here */
-    char tls_err[512];
-    struct ssl_ctx_st **tls = calloc(conf->num_listeners + 1, sizeof(*tls));
-    if (!tls || listener_tls_prepare(conf, tls, tls_err, sizeof(tls_err)) < 0) {
-        fprintf(stderr, "%s\n", tls ? tls_err : "usher: out of memory");
-        free(tls);
-        conf_free(conf);
-        return EXIT_BAD_CONFIG;
-    }
+    struct conf *conf = loaded.nc;
+    struct ssl_ctx_st **tls = loaded.tls;
     if (check_only) {
         listener_tls_release(tls, conf->num_listeners);
         free(tls);

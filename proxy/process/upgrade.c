@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,6 +163,13 @@ int upgrade_inherit(struct process *p)
     }
     fcntl(ctl, F_SETFD, FD_CLOEXEC);
     fcntl(ctl, F_SETFL, O_NONBLOCK);
+    /* the sockets LISTEN_FDS describes are ours: the old process could not
+     * name our pid (posix_spawn), so we do, before sysd_inherit reads it */
+    if (getenv("LISTEN_FDS")) {
+        char pid[24];
+        snprintf(pid, sizeof(pid), "%d", (int)getpid());
+        setenv("LISTEN_PID", pid, 1);
+    }
     u->role = UPGRADE_NEW;
     u->peer_pid = (int)getppid();
     u->ctl_fd = ctl;
@@ -237,24 +245,11 @@ static void timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
     failed(p, "new process not ready within upgrade.timeout", -1);
 }
 
-/* Writes <n> as decimal into <out>: async-signal-safe, for the child. */
-static void put_uint(char *out, unsigned long n)
-{
-    char tmp[24];
-    int len = 0;
-    do {
-        tmp[len++] = (char)('0' + n % 10);
-        n /= 10;
-    } while (n);
-    while (len)
-        *out++ = tmp[--len];
-    *out = '\0';
-}
-
 /* The environment of the new process: ours without what describes our own
- * inherited sockets, plus the hand-over variables. LISTEN_PID is filled in
- * by the child (<pid_slot>), which alone knows its pid. */
-static char **child_env(size_t nfds, const char *names, int state_fd, int ctl_fd, char **pid_slot)
+ * inherited sockets, plus the hand-over variables. No LISTEN_PID: it must
+ * name the new process, whose pid posix_spawn tells only afterwards; the
+ * new process sets it itself (upgrade_inherit). */
+static char **child_env(size_t nfds, const char *names, int state_fd, int ctl_fd)
 {
     extern char **environ;
     size_t n = 0;
@@ -269,22 +264,19 @@ static char **child_env(size_t nfds, const char *names, int state_fd, int ctl_fd
             strncmp(environ[i], "USHER_UPGRADE_", 14) != 0)
             env[k++] = environ[i];
     char *fds = malloc(64), *fdnames = malloc(strlen(names) + 16), *st = malloc(64),
-         *ctl = malloc(64), *pid = malloc(64);
-    if (!fds || !fdnames || !st || !ctl || !pid) {
-        free(fds), free(fdnames), free(st), free(ctl), free(pid), free(env);
+         *ctl = malloc(64);
+    if (!fds || !fdnames || !st || !ctl) {
+        free(fds), free(fdnames), free(st), free(ctl), free(env);
         return NULL;
     }
     snprintf(fds, 64, "LISTEN_FDS=%zu", nfds);
     snprintf(fdnames, strlen(names) + 16, "LISTEN_FDNAMES=%s", names);
     snprintf(st, 64, "%s=%d", env_state, state_fd);
     snprintf(ctl, 64, "%s=%d", env_ctl, ctl_fd);
-    strcpy(pid, "LISTEN_PID=");
     env[k++] = fds;
     env[k++] = fdnames;
     env[k++] = st;
     env[k++] = ctl;
-    env[k++] = pid;
-    *pid_slot = pid;
     return env;
 }
 
@@ -315,6 +307,56 @@ static size_t collect_fds(struct process *p, int *fds, char *names, size_t cap)
     return n;
 }
 
+/* Starts the binary with <src>[i] (<n> descriptors) at LISTEN_FDS_START +
+ * i. posix_spawn (a vfork-like clone: no page table is copied, the calling
+ * thread waits only for the exec, the other threads never) instead of
+ * fork, which copies the page tables of a large process and then makes
+ * every thread pay copy-on-write faults. Returns 0 with *<pid>, or an
+ * errno value (also when the exec failed: glibc reports it here). */
+static int spawn(struct process *p, const int *src, size_t n, char **env, pid_t *pid)
+{
+    /* each source is first duplicated above every target, so that a dup2
+     * onto a target can never land on a source still to be moved: with
+     * file actions (no F_DUPFD in the child) the parent does that step;
+     * the copies are close-on-exec, and dup2 clears the flag on its target */
+    int base = LISTEN_FDS_START + (int)n;
+    int high[UPGRADE_MAX_FDS + 2];
+    size_t made = 0;
+    int err = 0;
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    if ((err = posix_spawn_file_actions_init(&fa)) != 0)
+        return err;
+    if ((err = posix_spawnattr_init(&attr)) != 0) {
+        posix_spawn_file_actions_destroy(&fa);
+        return err;
+    }
+    for (; made < n; made++) {
+        high[made] = fcntl(src[made], F_DUPFD_CLOEXEC, base);
+        if (high[made] < 0) {
+            err = errno;
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < n && !err; i++)
+        err = posix_spawn_file_actions_adddup2(&fa, high[i], LISTEN_FDS_START + (int)i);
+    /* the new process starts with no signal blocked, whatever this thread has */
+    sigset_t none;
+    sigemptyset(&none);
+    if (!err)
+        err = posix_spawnattr_setsigmask(&attr, &none);
+    if (!err)
+        err = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+    if (!err)
+        err = posix_spawn(pid, p->exe, &fa, &attr, p->argv, env);
+out:
+    for (size_t i = 0; i < made; i++)
+        close(high[i]);
+    posix_spawnattr_destroy(&attr);
+    posix_spawn_file_actions_destroy(&fa);
+    return err;
+}
+
 void upgrade_start(struct process *p)
 {
     struct upgrade *u = &p->upgrade;
@@ -327,7 +369,7 @@ void upgrade_start(struct process *p)
         log_kv(CONF_LOG_WARN, "upgrade ignored", LOG_STR("reason", "draining"));
         return;
     }
-    int fds[UPGRADE_MAX_FDS];
+    int fds[UPGRADE_MAX_FDS + 2]; /* the sockets, then the state and the control end */
     char names[UPGRADE_MAX_FDS * 72];
     size_t nfds = collect_fds(p, fds, names, sizeof(names));
 
@@ -347,8 +389,7 @@ void upgrade_start(struct process *p)
 
     /* where the child puts each descriptor: listeners from 3, then the two */
     int state_at = LISTEN_FDS_START + (int)nfds, ctl_at = state_at + 1;
-    char *pid_slot = NULL;
-    char **env = child_env(nfds, names, state_at, ctl_at, &pid_slot);
+    char **env = child_env(nfds, names, state_at, ctl_at);
     if (!env) {
         close(state_fd), close(pair[0]), close(pair[1]);
         failed(p, "out of memory", ENOMEM);
@@ -356,33 +397,16 @@ void upgrade_start(struct process *p)
     }
     log_kv(CONF_LOG_INFO, "upgrade started", LOG_STR("role", "old"), LOG_STR("binary", p->exe),
            LOG_UINT("sockets", nfds));
-    pid_t pid = fork();
-    if (pid == 0) {
-        /* the child: only async-signal-safe calls until exec */
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        /* out of the way first, so a dup2 below never lands on a source */
-        int high = ctl_at + 1;
-        int moved[UPGRADE_MAX_FDS + 2];
-        for (size_t i = 0; i < nfds; i++)
-            moved[i] = fcntl(fds[i], F_DUPFD, high);
-        moved[nfds] = fcntl(state_fd, F_DUPFD, high);
-        moved[nfds + 1] = fcntl(pair[1], F_DUPFD, high);
-        for (size_t i = 0; i < nfds + 2; i++)
-            if (moved[i] < 0 || dup2(moved[i], LISTEN_FDS_START + (int)i) < 0)
-                _exit(127);
-        put_uint(pid_slot + strlen("LISTEN_PID="), (unsigned long)getpid());
-        execve(p->exe, p->argv, env);
-        _exit(127);
-    }
-    int saved = errno;
+    fds[nfds] = state_fd;
+    fds[nfds + 1] = pair[1];
+    pid_t pid = -1;
+    int err = spawn(p, fds, nfds + 2, env, &pid);
     free_child_env(env);
     close(state_fd);
     close(pair[1]);
-    if (pid < 0) {
+    if (err) {
         close(pair[0]);
-        failed(p, "fork failed", saved);
+        failed(p, "spawn failed", err);
         return;
     }
     u->role = UPGRADE_OLD;

@@ -12,9 +12,10 @@
  * "upgrade failed" is logged. A second SIGUSR2 meanwhile is ignored. */
 void upgrade_start(struct process *p);
 
-/* New side, before the config is applied: recognises a process started by
- * an upgrade (USHER_UPGRADE_FD) and keeps its hand-over descriptors.
- * Returns 0 (also when this is no upgrade). */
+/* New side, before the config is applied and before sysd_inherit():
+ * recognises a process started by an upgrade (USHER_UPGRADE_FD), keeps its
+ * hand-over descriptors and sets LISTEN_PID to this process (the old one
+ * cannot know it). Returns 0 (also when this is no upgrade). */
 int upgrade_inherit(struct process *p);
 
 /* New side, after the config is applied: takes over the health states the

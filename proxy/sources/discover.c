@@ -27,6 +27,7 @@
 #include <arpa/nameser.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,15 +67,41 @@ struct answer {
     size_t n, cap;
 };
 
+struct dsock;
+
+/* One c-ares channel driven by a libev loop: discovery's, and one per batch
+ * of names a reload resolves (discover_names_start). */
+struct dchan {
+    struct ev_loop *loop;
+    ares_channel channel;
+    bool ok;          /* <channel> exists */
+    ev_timer timeout; /* c-ares's next timeout */
+    struct dsock *socks;
+};
+
 /* A socket c-ares asked us to watch. */
 struct dsock {
-    struct discover *d;
+    struct dchan *ch;
     int fd;
     ev_io io;
     struct dsock *next;
 };
 
 struct query;
+
+/* The backends that kept their address because their name did not
+ * resolve, found by (pool, backend) through an open-addressing index. */
+struct rerr_entry {
+    char *pool, *backend;
+    const char *why;
+};
+
+struct resolve_errors {
+    struct rerr_entry *e;
+    size_t n;
+    size_t *slots; /* entry index + 1; 0 empty */
+    size_t mask;   /* slots - 1 (a power of two, at least twice n) */
+};
 
 /* One pool with `discover`. */
 struct dpool {
@@ -111,13 +138,11 @@ struct lookup {
 struct discover {
     struct ev_loop *loop;
     struct worker *w;
-    ares_channel channel;
-    bool channel_ok;
+    struct dchan ch;
     char *servers_key; /* the nameservers the channel was made with ("" = resolv.conf) */
     conf_ms hold;
-    ev_timer timeout; /* c-ares's next timeout */
-    struct dsock *socks;
     struct dpool *pools;
+    struct resolve_errors rerr; /* the static names the last reload could not resolve */
 };
 
 static const char err_no_channel[] = "the resolver could not be initialised";
@@ -125,18 +150,18 @@ static const char err_no_memory[] = "out of memory";
 
 /* ---- c-ares on libev ------------------------------------------------------- */
 
-static void arm_timeout(struct discover *d)
+static void arm_timeout(struct dchan *ch)
 {
     struct timeval tv, *t;
 
-    ev_timer_stop(d->loop, &d->timeout);
-    if (!d->channel_ok)
+    ev_timer_stop(ch->loop, &ch->timeout);
+    if (!ch->ok)
         return;
-    t = ares_timeout(d->channel, NULL, &tv);
+    t = ares_timeout(ch->channel, NULL, &tv);
     if (!t)
         return;
-    ev_timer_set(&d->timeout, (double)t->tv_sec + (double)t->tv_usec / 1e6, 0.);
-    ev_timer_start(d->loop, &d->timeout);
+    ev_timer_set(&ch->timeout, (double)t->tv_sec + (double)t->tv_usec / 1e6, 0.);
+    ev_timer_start(ch->loop, &ch->timeout);
 }
 
 /* c-ares may close the socket (and so free <ds> through sock_state_cb)
@@ -144,26 +169,26 @@ static void arm_timeout(struct discover *d)
 static void sock_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct dsock *ds = container_of(io, struct dsock, io);
-    struct discover *d = ds->d;
+    struct dchan *ch = ds->ch;
     int fd = ds->fd;
 
-    ares_process_fd(d->channel, (revents & EV_READ) ? fd : ARES_SOCKET_BAD,
+    ares_process_fd(ch->channel, (revents & EV_READ) ? fd : ARES_SOCKET_BAD,
                     (revents & EV_WRITE) ? fd : ARES_SOCKET_BAD);
-    arm_timeout(d);
+    arm_timeout(ch);
 }
 
 static void timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
-    struct discover *d = container_of(t, struct discover, timeout);
+    struct dchan *ch = container_of(t, struct dchan, timeout);
 
-    ares_process_fd(d->channel, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
-    arm_timeout(d);
+    ares_process_fd(ch->channel, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+    arm_timeout(ch);
 }
 
 static void sock_state_cb(void *data, ares_socket_t fd, int readable, int writable)
 {
-    struct discover *d = data;
-    struct dsock **pp = &d->socks, *ds;
+    struct dchan *ch = data;
+    struct dsock **pp = &ch->socks, *ds;
 
     while (*pp && (*pp)->fd != fd)
         pp = &(*pp)->next;
@@ -171,7 +196,7 @@ static void sock_state_cb(void *data, ares_socket_t fd, int readable, int writab
     if (!readable && !writable) {
         if (!ds)
             return;
-        ev_io_stop(d->loop, &ds->io);
+        ev_io_stop(ch->loop, &ds->io);
         *pp = ds->next;
         free(ds);
         return;
@@ -180,15 +205,15 @@ static void sock_state_cb(void *data, ares_socket_t fd, int readable, int writab
         ds = calloc(1, sizeof(*ds));
         if (!ds)
             return; /* the query times out instead */
-        ds->d = d;
+        ds->ch = ch;
         ds->fd = fd;
         ev_init(&ds->io, sock_io_cb);
-        ds->next = d->socks;
-        d->socks = ds;
+        ds->next = ch->socks;
+        ch->socks = ds;
     }
-    ev_io_stop(d->loop, &ds->io);
+    ev_io_stop(ch->loop, &ds->io);
     ev_io_set(&ds->io, fd, (readable ? EV_READ : 0) | (writable ? EV_WRITE : 0));
-    ev_io_start(d->loop, &ds->io);
+    ev_io_start(ch->loop, &ds->io);
 }
 
 /* A DNS socket must not leak into a process usher execs. */
@@ -431,7 +456,7 @@ static void lookup_start(struct discover *d, struct query *q, const char *host, 
     lk->q = q;
     lk->port = port;
     lk->weight = weight;
-    ares_getaddrinfo(d->channel, host, NULL, &hints, addr_cb, lk);
+    ares_getaddrinfo(d->ch.channel, host, NULL, &hints, addr_cb, lk);
 }
 
 /* SRV (RFC 2782): only the targets of the lowest priority value are used
@@ -485,7 +510,7 @@ static void resolve(struct dpool *dp)
 
     if (dp->q)
         return; /* the previous one is still out: c-ares bounds it */
-    if (!d->channel_ok) {
+    if (!d->ch.ok) {
         answer_bad(dp, err_no_channel, false);
         dp->first_done = true;
         return;
@@ -502,12 +527,12 @@ static void resolve(struct dpool *dp)
     q->pending = 1;
     if (di->srv) {
         q->pending++;
-        ares_query(d->channel, di->dns, ns_c_in, ns_t_srv, srv_cb, q);
+        ares_query(d->ch.channel, di->dns, ns_c_in, ns_t_srv, srv_cb, q);
     } else {
         lookup_start(d, q, di->dns, di->port, 1);
     }
     query_step(q);
-    arm_timeout(d);
+    arm_timeout(&d->ch);
 }
 
 static void pool_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -568,25 +593,30 @@ static char *servers_key(const struct conf *nc)
     return key;
 }
 
-static void channel_close(struct discover *d)
+static void chan_init(struct dchan *ch, struct ev_loop *loop)
 {
-    for (struct dpool *dp = d->pools; dp; dp = dp->next)
-        orphan(dp);
-    if (d->channel_ok)
-        ares_destroy(d->channel); /* orphaned callbacks: dropped */
-    d->channel_ok = false;
-    ev_timer_stop(d->loop, &d->timeout);
-    while (d->socks) {
-        struct dsock *ds = d->socks;
-        d->socks = ds->next;
-        ev_io_stop(d->loop, &ds->io);
-        free(ds);
-    }
-    free(d->servers_key);
-    d->servers_key = NULL;
+    memset(ch, 0, sizeof(*ch));
+    ch->loop = loop;
+    ev_init(&ch->timeout, timeout_cb);
 }
 
-static int set_servers(struct discover *d, const struct conf *nc)
+/* Destroys the channel: every query still out is called back with
+ * ARES_EDESTRUCTION (its owner dropped it first, or ignores that). */
+static void chan_close(struct dchan *ch)
+{
+    if (ch->ok)
+        ares_destroy(ch->channel);
+    ch->ok = false;
+    ev_timer_stop(ch->loop, &ch->timeout);
+    while (ch->socks) {
+        struct dsock *ds = ch->socks;
+        ch->socks = ds->next;
+        ev_io_stop(ch->loop, &ds->io);
+        free(ds);
+    }
+}
+
+static int set_servers(struct dchan *ch, const struct conf *nc)
 {
     size_t n = nc->resolver.num_nameservers;
     struct ares_addr_port_node *list = calloc(n, sizeof(*list));
@@ -606,30 +636,51 @@ static int set_servers(struct discover *d, const struct conf *nc)
                    sizeof(s->addr.addr6));
         s->udp_port = s->tcp_port = a->port;
     }
-    rc = ares_set_servers_ports(d->channel, list);
+    rc = ares_set_servers_ports(ch->channel, list);
     free(list);
     return rc;
 }
 
-static int channel_open(struct discover *d, const struct conf *nc, char *key)
+/* Opens the channel the way discovery resolves: <nc>'s
+ * resolver.nameservers (/etc/resolv.conf without them, or with <system>),
+ * QUERY_TIMEOUT_MS a try, QUERY_TRIES tries. Returns ARES_SUCCESS or the
+ * c-ares error (the channel is then closed). */
+static int chan_open(struct dchan *ch, const struct conf *nc, bool system)
 {
     struct ares_options o = {0};
     int mask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES;
     int rc;
 
-    const char *servers = key[0] ? key : "/etc/resolv.conf";
-
     o.sock_state_cb = sock_state_cb;
-    o.sock_state_cb_data = d;
+    o.sock_state_cb_data = ch;
     o.timeout = QUERY_TIMEOUT_MS;
     o.tries = QUERY_TRIES;
-    rc = ares_init_options(&d->channel, &o, mask);
+    rc = ares_init_options(&ch->channel, &o, mask);
     if (rc == ARES_SUCCESS) {
-        d->channel_ok = true;
-        ares_set_socket_callback(d->channel, sock_created, d);
-        if (nc->resolver.num_nameservers)
-            rc = set_servers(d, nc);
+        ch->ok = true;
+        ares_set_socket_callback(ch->channel, sock_created, NULL);
+        if (!system && nc->resolver.num_nameservers)
+            rc = set_servers(ch, nc);
     }
+    if (rc != ARES_SUCCESS)
+        chan_close(ch);
+    return rc;
+}
+
+static void channel_close(struct discover *d)
+{
+    for (struct dpool *dp = d->pools; dp; dp = dp->next)
+        orphan(dp);
+    chan_close(&d->ch); /* orphaned callbacks: dropped */
+    free(d->servers_key);
+    d->servers_key = NULL;
+}
+
+static int channel_open(struct discover *d, const struct conf *nc, char *key)
+{
+    const char *servers = key[0] ? key : "/etc/resolv.conf";
+    int rc = chan_open(&d->ch, nc, false);
+
     if (rc != ARES_SUCCESS) {
         log_kv(CONF_LOG_ERROR, "discover resolver failed", LOG_STR("error", ares_strerror(rc)),
                LOG_STR("nameservers", servers));
@@ -657,7 +708,7 @@ struct discover *discover_new(struct ev_loop *loop, struct worker *w)
     }
     d->loop = loop;
     d->w = w;
-    ev_init(&d->timeout, timeout_cb);
+    chan_init(&d->ch, loop);
     return d;
 }
 
@@ -776,10 +827,256 @@ bool discover_status_json(const struct discover *d, const char *pool, struct hbu
     return true;
 }
 
+static void rerr_clear(struct resolve_errors *r)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        free(r->e[i].pool);
+        free(r->e[i].backend);
+    }
+    free(r->e);
+    free(r->slots);
+    memset(r, 0, sizeof(*r));
+}
+
+/* FNV-1a over "pool\0backend". */
+static size_t rerr_hash(const char *pool, const char *backend)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (const char *s = pool;; s++) {
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+        if (!*s)
+            break;
+    }
+    for (const char *s = backend; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return (size_t)h;
+}
+
+int discover_set_resolve_errors(struct discover *d, const struct discover_resolve_error *errs,
+                                size_t n)
+{
+    struct resolve_errors *r = &d->rerr;
+    rerr_clear(r);
+    if (n == 0)
+        return 0;
+    size_t cap = 4;
+    while (cap < 2 * n)
+        cap *= 2;
+    r->e = calloc(n, sizeof(*r->e));
+    r->slots = calloc(cap, sizeof(*r->slots));
+    if (!r->e || !r->slots) {
+        rerr_clear(r);
+        return -1;
+    }
+    r->mask = cap - 1;
+    for (size_t i = 0; i < n; i++) {
+        struct rerr_entry *e = &r->e[r->n];
+        e->pool = strdup(errs[i].pool);
+        e->backend = strdup(errs[i].backend);
+        e->why = errs[i].why;
+        if (!e->pool || !e->backend) {
+            free(e->pool);
+            free(e->backend);
+            rerr_clear(r);
+            return -1;
+        }
+        size_t k = rerr_hash(e->pool, e->backend) & r->mask;
+        while (r->slots[k])
+            k = (k + 1) & r->mask;
+        r->slots[k] = ++r->n;
+    }
+    return 0;
+}
+
+const char *discover_resolve_error(const struct discover *d, const char *pool, const char *backend)
+{
+    const struct resolve_errors *r = d ? &d->rerr : NULL;
+    if (!r || r->n == 0)
+        return NULL;
+    for (size_t k = rerr_hash(pool, backend) & r->mask; r->slots[k]; k = (k + 1) & r->mask) {
+        const struct rerr_entry *e = &r->e[r->slots[k] - 1];
+        if (strcmp(e->pool, pool) == 0 && strcmp(e->backend, backend) == 0)
+            return e->why;
+    }
+    return NULL;
+}
+
+/* ---- a batch of names --------------------------------------------------------
+ * Its own channel, so a reload's lookups never wait behind (or cancel)
+ * discovery's, and one ares_destroy drops whatever is still out when the
+ * time is up. */
+
+struct name_result {
+    bool done;
+    int status; /* ARES_SUCCESS, ARES_ETIMEOUT (our bound), or c-ares's */
+    struct sockaddr_storage sa;
+    socklen_t len;
+};
+
+struct name_lookup {
+    struct discover_names *b;
+    size_t i;
+};
+
+struct discover_names {
+    struct dchan ch;
+    size_t n, pending;
+    struct name_result *res;
+    ev_timer deadline; /* the bound on the whole batch */
+    ev_timer finish;   /* calls <done> from a callback of its own */
+    bool finished;     /* no answer counts any more */
+    void (*done)(void *ctx);
+    void *ctx;
+};
+
+static const char why_timed_out[] = "timed out";
+
+static void names_finish(struct discover_names *b)
+{
+    if (b->finished)
+        return;
+    b->finished = true;
+    ev_timer_stop(b->ch.loop, &b->deadline);
+    ev_timer_start(b->ch.loop, &b->finish);
+}
+
+static void name_cb(void *arg, int status, int timeouts, struct ares_addrinfo *res)
+{
+    struct name_lookup *lk = arg;
+    struct discover_names *b = lk->b;
+    struct name_result *r = &b->res[lk->i];
+
+    free(lk);
+    if (!r->done && !b->finished) {
+        const struct ares_addrinfo_node *pick = NULL;
+        for (const struct ares_addrinfo_node *nd = res ? res->nodes : NULL; nd; nd = nd->ai_next) {
+            if (nd->ai_family != AF_INET && nd->ai_family != AF_INET6)
+                continue;
+            if (!pick || (pick->ai_family != AF_INET && nd->ai_family == AF_INET))
+                pick = nd; /* IPv4 first, as conf_load()'s getaddrinfo pick */
+        }
+        r->done = true;
+        r->status = status == ARES_SUCCESS && !pick ? ARES_ENODATA : status;
+        if (r->status == ARES_SUCCESS && pick->ai_addrlen <= sizeof(r->sa)) {
+            memcpy(&r->sa, pick->ai_addr, pick->ai_addrlen);
+            r->len = (socklen_t)pick->ai_addrlen;
+        } else if (r->status == ARES_SUCCESS) {
+            r->status = ARES_EBADRESP;
+        }
+        if (--b->pending == 0)
+            names_finish(b);
+    }
+    if (res)
+        ares_freeaddrinfo(res);
+}
+
+static void names_deadline_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct discover_names *b = container_of(t, struct discover_names, deadline);
+    for (size_t i = 0; i < b->n; i++)
+        if (!b->res[i].done) {
+            b->res[i].done = true;
+            b->res[i].status = ARES_ETIMEOUT;
+        }
+    names_finish(b);
+    chan_close(&b->ch); /* what is still out calls back now, and counts for nothing */
+}
+
+static void names_finish_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct discover_names *b = container_of(t, struct discover_names, finish);
+    b->done(b->ctx);
+}
+
+struct discover_names *discover_names_start(struct ev_loop *loop, const struct conf *nc,
+                                            bool system, const char *const *hosts, size_t n,
+                                            conf_ms timeout_ms, void (*done)(void *ctx), void *ctx,
+                                            const char **why)
+{
+    struct discover_names *b = calloc(1, sizeof(*b));
+    *why = err_no_memory;
+    if (!b || !(b->res = calloc(n ? n : 1, sizeof(*b->res)))) {
+        free(b);
+        return NULL;
+    }
+    /* counted: startup resolves before discovery initialised the library */
+    int rc = ares_library_init(ARES_LIB_INIT_ALL);
+    if (rc != ARES_SUCCESS) {
+        *why = ares_strerror(rc);
+        free(b->res);
+        free(b);
+        return NULL;
+    }
+    chan_init(&b->ch, loop);
+    b->n = n;
+    b->done = done;
+    b->ctx = ctx;
+    ev_timer_init(&b->deadline, names_deadline_cb, (double)timeout_ms / 1000.0, 0.);
+    ev_timer_init(&b->finish, names_finish_cb, 0., 0.);
+    rc = chan_open(&b->ch, nc, system);
+    if (rc != ARES_SUCCESS) {
+        *why = ares_strerror(rc);
+        ares_library_cleanup();
+        free(b->res);
+        free(b);
+        return NULL;
+    }
+    ev_timer_start(loop, &b->deadline);
+    /* counted up front: an answer given at once (/etc/hosts) cannot finish
+     * the batch while lookups are still being issued */
+    b->pending = n + 1;
+    /* no sorting: the pick is ours (IPv4 first), and c-ares's sort would
+     * probe each answer with a connect */
+    struct ares_addrinfo_hints hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = ARES_AI_NOSORT};
+    for (size_t i = 0; i < n; i++) {
+        struct name_lookup *lk = calloc(1, sizeof(*lk));
+        if (!lk) {
+            b->res[i] = (struct name_result){.done = true, .status = ARES_ENOMEM};
+            b->pending--;
+            continue;
+        }
+        lk->b = b;
+        lk->i = i;
+        ares_getaddrinfo(b->ch.channel, hosts[i], NULL, &hints, name_cb, lk);
+    }
+    if (--b->pending == 0)
+        names_finish(b);
+    arm_timeout(&b->ch);
+    return b;
+}
+
+int discover_names_result(const struct discover_names *b, size_t i, struct sockaddr_storage *sa,
+                          socklen_t *len, const char **why)
+{
+    const struct name_result *r = &b->res[i];
+    if (r->done && r->status == ARES_SUCCESS) {
+        memcpy(sa, &r->sa, sizeof(*sa));
+        *len = r->len;
+        return 0;
+    }
+    *why = !r->done || r->status == ARES_ETIMEOUT ? why_timed_out : ares_strerror(r->status);
+    return -1;
+}
+
+void discover_names_free(struct discover_names *b)
+{
+    if (!b)
+        return;
+    b->finished = true;
+    ev_timer_stop(b->ch.loop, &b->deadline);
+    ev_timer_stop(b->ch.loop, &b->finish);
+    chan_close(&b->ch); /* callbacks of what is out run here, and count for nothing */
+    ares_library_cleanup();
+    free(b->res);
+    free(b);
+}
+
 void discover_free(struct discover *d)
 {
     if (!d)
         return;
+    rerr_clear(&d->rerr);
     channel_close(d);
     while (d->pools) {
         struct dpool *dp = d->pools;
