@@ -11,6 +11,7 @@ void body_start(struct body_state *bs, const struct http1_message *m, bool dechu
     bs->dechunk = dechunk && m->framing == HTTP1_BODY_CHUNKED;
     bs->left = m->content_length;
     http1_chunked_init(&bs->chunked);
+    bs->trailers = NULL;
     bs->done = m->framing == HTTP1_BODY_NONE ||
                (m->framing == HTTP1_BODY_LENGTH && m->content_length == 0);
 }

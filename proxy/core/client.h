@@ -1,5 +1,6 @@
-/* Client connections: the HTTP/1.1 exchange (and TCP-mode tunnels) driven
- * by one state machine per connection. */
+/* Client connections: what the worker sees of them. A connection is a
+ * socket (TLS or not) with a mux on it — HTTP/1.1 (one exchange at a time,
+ * and TCP mode) — and the exchanges the mux carries. */
 #ifndef USHER_PROXY_CLIENT_H
 #define USHER_PROXY_CLIENT_H
 
@@ -15,6 +16,10 @@ struct client *client_accept(struct worker *w, struct listener *l, int fd,
 /* Closes <c> and its upstream now. The client moves to w->closed and the
  * worker frees it (client_free) at its next safe point. */
 void client_close(struct client *c);
+
+/* True if <c> is an idle keep-alive connection between two requests, with
+ * at least one served: what close spreading spaces out. */
+bool client_spread_candidate(const struct client *c);
 
 /* Drain: an idle keep-alive connection is closed at <close_at> (now if it
  * is not in the future; never before its next request if <close_at> is

@@ -9,6 +9,37 @@
  * legitimate message lists more). */
 #define MAX_CONNECTION_TOKENS 16
 
+/* Appends <n> bytes of <p> to <out>: the common case (room left) inline,
+ * without a call; hbuf_append grows it otherwise. Keeps data[len] a NUL,
+ * as hbuf_append does. */
+static inline int put(struct hbuf *out, const char *p, size_t n)
+{
+    if (out->len + n + 1 > out->cap)
+        return hbuf_append(out, p, n);
+    memcpy(out->data + out->len, p, n);
+    out->len += n;
+    out->data[out->len] = '\0';
+    return 0;
+}
+
+/* ... a string literal (its length known at compile time: the copy is
+ * inlined too). */
+#define PUT_LIT(out, lit) put((out), (lit), sizeof(lit) - 1)
+
+static inline int put_str(struct hbuf *out, const char *s)
+{
+    return put(out, s, strlen(s));
+}
+
+/* True if field name <s>, already known to be as long as the lowercase
+ * literal <lit>, names it (case-insensitively). The first byte decides
+ * most mismatches without a call: every literal here starts with a
+ * letter, for which (c | 0x20) is its lowercase. */
+static inline bool name_is(struct http1_slice s, const char *lit)
+{
+    return (s.ptr[0] | 0x20) == lit[0] && http1_slice_eq(s, lit);
+}
+
 /* What usher does with a field, by name. Classified by length first: most
  * fields match no candidate and cost one switch. */
 enum field_kind {
@@ -26,31 +57,31 @@ static enum field_kind field_kind(struct http1_slice name)
 {
     switch (name.len) {
     case 2:
-        return http1_slice_eq(name, "te") ? FIELD_HOP_BY_HOP : FIELD_END_TO_END;
+        return name_is(name, "te") ? FIELD_HOP_BY_HOP : FIELD_END_TO_END;
     case 4:
-        return http1_slice_eq(name, "host") ? FIELD_HOST : FIELD_END_TO_END;
+        return name_is(name, "host") ? FIELD_HOST : FIELD_END_TO_END;
     case 7:
-        return http1_slice_eq(name, "trailer") || http1_slice_eq(name, "upgrade")
+        return name_is(name, "trailer") || name_is(name, "upgrade")
                    ? FIELD_HOP_BY_HOP
                    : FIELD_END_TO_END;
     case 10:
-        return http1_slice_eq(name, "connection") || http1_slice_eq(name, "keep-alive")
+        return name_is(name, "connection") || name_is(name, "keep-alive")
                    ? FIELD_HOP_BY_HOP
                    : FIELD_END_TO_END;
     case 12:
-        return http1_slice_eq(name, "x-request-id") ? FIELD_REQUEST_ID : FIELD_END_TO_END;
+        return name_is(name, "x-request-id") ? FIELD_REQUEST_ID : FIELD_END_TO_END;
     case 14:
-        return http1_slice_eq(name, "content-length") ? FIELD_CONTENT_LENGTH : FIELD_END_TO_END;
+        return name_is(name, "content-length") ? FIELD_CONTENT_LENGTH : FIELD_END_TO_END;
     case 15:
-        return http1_slice_eq(name, "x-forwarded-for") ? FIELD_XFF : FIELD_END_TO_END;
+        return name_is(name, "x-forwarded-for") ? FIELD_XFF : FIELD_END_TO_END;
     case 16:
-        if (http1_slice_eq(name, "proxy-connection"))
+        if (name_is(name, "proxy-connection"))
             return FIELD_HOP_BY_HOP;
-        return http1_slice_eq(name, "x-forwarded-host") ? FIELD_XF_SET : FIELD_END_TO_END;
+        return name_is(name, "x-forwarded-host") ? FIELD_XF_SET : FIELD_END_TO_END;
     case 17:
-        if (http1_slice_eq(name, "transfer-encoding"))
+        if (name_is(name, "transfer-encoding"))
             return FIELD_TRANSFER_CODING;
-        return http1_slice_eq(name, "x-forwarded-proto") ? FIELD_XF_SET : FIELD_END_TO_END;
+        return name_is(name, "x-forwarded-proto") ? FIELD_XF_SET : FIELD_END_TO_END;
     }
     return FIELD_END_TO_END;
 }
@@ -67,7 +98,7 @@ static void collect_connection(const struct http1_message *m, struct conn_tokens
 {
     ct->n = 0;
     for (size_t i = 0; i < m->num_headers; i++) {
-        if (!http1_slice_eq(m->headers[i].name, "connection"))
+        if (m->headers[i].name.len != 10 || !name_is(m->headers[i].name, "connection"))
             continue;
         const char *p = m->headers[i].value.ptr, *end = p + m->headers[i].value.len;
         struct http1_slice el;
@@ -86,12 +117,20 @@ static bool listed_in_connection(const struct conn_tokens *ct, struct http1_slic
     return false;
 }
 
+/* Appends "name: value\r\n". A line that already reads exactly so in the
+ * head it came in (one space after the colon, nothing after the value:
+ * most lines) is copied in one piece; the bytes written are the same. */
 static int append_field(struct hbuf *out, const struct http1_header *h)
 {
-    if (hbuf_append(out, h->name.ptr, h->name.len) < 0 || hbuf_append(out, ": ", 2) < 0 ||
-        hbuf_append(out, h->value.ptr, h->value.len) < 0 || hbuf_append(out, "\r\n", 2) < 0)
-        return -1;
-    return 0;
+    const char *n = h->name.ptr, *v = h->value.ptr;
+    if (v == n + h->name.len + 2 && n[h->name.len] == ':' && n[h->name.len + 1] == ' ' &&
+        v[h->value.len] == '\r')
+        return put(out, n, h->name.len + 2 + h->value.len + 2);
+    int rc = put(out, n, h->name.len);
+    rc |= PUT_LIT(out, ": ");
+    rc |= put(out, v, h->value.len);
+    rc |= PUT_LIT(out, "\r\n");
+    return rc;
 }
 
 /* UINT64_MAX has 20 decimal digits */
@@ -108,15 +147,15 @@ static int append_content_length(struct hbuf *out, uint64_t n)
     do
         digits[--i] = (char)('0' + n % 10);
     while ((n /= 10) != 0);
-    int rc = hbuf_append_str(out, "Content-Length: ");
-    rc |= hbuf_append(out, digits + i, sizeof(digits) - i);
-    rc |= hbuf_append(out, "\r\n", 2);
+    int rc = PUT_LIT(out, "Content-Length: ");
+    rc |= put(out, digits + i, sizeof(digits) - i);
+    rc |= PUT_LIT(out, "\r\n");
     return rc;
 }
 
 static int append_transfer_coding(struct hbuf *out, const struct http1_message *m)
 {
-    int rc = hbuf_append_str(out, "Transfer-Encoding: ");
+    int rc = PUT_LIT(out, "Transfer-Encoding: ");
     bool first = true;
     for (size_t i = 0; i < m->num_headers; i++) {
         if (field_kind(m->headers[i].name) != FIELD_TRANSFER_CODING)
@@ -125,12 +164,12 @@ static int append_transfer_coding(struct hbuf *out, const struct http1_message *
         struct http1_slice el;
         while (http1_list_next(&p, end, &el)) {
             if (!first)
-                rc |= hbuf_append(out, ", ", 2);
-            rc |= hbuf_append(out, el.ptr, el.len);
+                rc |= PUT_LIT(out, ", ");
+            rc |= put(out, el.ptr, el.len);
             first = false;
         }
     }
-    rc |= hbuf_append(out, "\r\n", 2);
+    rc |= PUT_LIT(out, "\r\n");
     return rc;
 }
 
@@ -232,18 +271,23 @@ int headers_build_request(struct hbuf *out, const struct http1_request *req,
 
     bool absolute = m->flags & HTTP1_F_ABSOLUTE_FORM;
     int rc = 0;
-    rc |= hbuf_append(out, req->method.ptr, req->method.len);
-    rc |= hbuf_append(out, " ", 1);
-    /* origin-form always starts with '/' (RFC 9112 section 3.2.1) */
-    if (absolute && (req->target.len == 0 || req->target.ptr[0] == '?'))
-        rc |= hbuf_append(out, "/", 1);
-    rc |= hbuf_append(out, req->target.ptr, req->target.len);
-    rc |= hbuf_append_str(out, m->minor_version == 0 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n");
+    if (!absolute && req->target.ptr == req->method.ptr + req->method.len + 1) {
+        /* "METHOD target" as it came (the parser allows one SP only) */
+        rc |= put(out, req->method.ptr, req->method.len + 1 + req->target.len);
+    } else {
+        rc |= put(out, req->method.ptr, req->method.len);
+        rc |= PUT_LIT(out, " ");
+        /* origin-form always starts with '/' (RFC 9112 section 3.2.1) */
+        if (absolute && (req->target.len == 0 || req->target.ptr[0] == '?'))
+            rc |= PUT_LIT(out, "/");
+        rc |= put(out, req->target.ptr, req->target.len);
+    }
+    rc |= m->minor_version == 0 ? PUT_LIT(out, " HTTP/1.0\r\n") : PUT_LIT(out, " HTTP/1.1\r\n");
     /* RFC 9112 section 3.2.2: the target's authority replaces the Host */
     if (absolute) {
-        rc |= hbuf_append_str(out, "Host: ");
-        rc |= hbuf_append(out, req->host.ptr, req->host.len);
-        rc |= hbuf_append(out, "\r\n", 2);
+        rc |= PUT_LIT(out, "Host: ");
+        rc |= put(out, req->host.ptr, req->host.len);
+        rc |= PUT_LIT(out, "\r\n");
     }
 
     bool has_xff = false, rid_seen = false, rid_sent = false;
@@ -272,38 +316,38 @@ int headers_build_request(struct hbuf *out, const struct http1_request *req,
     }
 
     /* X-Forwarded-For: every earlier hop in order, then this client */
-    rc |= hbuf_append_str(out, "X-Forwarded-For: ");
+    rc |= PUT_LIT(out, "X-Forwarded-For: ");
     for (size_t i = 0; has_xff && i < m->num_headers; i++) {
         const struct http1_header *h = &m->headers[i];
         if (field_kind(h->name) != FIELD_XFF || h->value.len == 0)
             continue;
-        rc |= hbuf_append(out, h->value.ptr, h->value.len);
-        rc |= hbuf_append(out, ", ", 2);
+        rc |= put(out, h->value.ptr, h->value.len);
+        rc |= PUT_LIT(out, ", ");
     }
-    rc |= hbuf_append_str(out, fi->client_addr);
-    rc |= hbuf_append_str(out, "\r\nX-Forwarded-Proto: ");
-    rc |= hbuf_append_str(out, fi->proto);
-    rc |= hbuf_append(out, "\r\n", 2);
+    rc |= put_str(out, fi->client_addr);
+    rc |= PUT_LIT(out, "\r\nX-Forwarded-Proto: ");
+    rc |= put_str(out, fi->proto);
+    rc |= PUT_LIT(out, "\r\n");
     if (req->host.len) {
-        rc |= hbuf_append_str(out, "X-Forwarded-Host: ");
-        rc |= hbuf_append(out, req->host.ptr, req->host.len);
-        rc |= hbuf_append(out, "\r\n", 2);
+        rc |= PUT_LIT(out, "X-Forwarded-Host: ");
+        rc |= put(out, req->host.ptr, req->host.len);
+        rc |= PUT_LIT(out, "\r\n");
     }
     if (!rid_sent && fi->new_request_id) {
-        rc |= hbuf_append_str(out, "X-Request-Id: ");
-        rc |= hbuf_append_str(out, fi->new_request_id(fi->ctx));
-        rc |= hbuf_append(out, "\r\n", 2);
+        rc |= PUT_LIT(out, "X-Request-Id: ");
+        rc |= put_str(out, fi->new_request_id(fi->ctx));
+        rc |= PUT_LIT(out, "\r\n");
     }
     if (fi->upgrade) {
-        rc |= hbuf_append_str(out, "Connection: upgrade\r\nUpgrade: ");
-        rc |= hbuf_append(out, m->upgrade.ptr, m->upgrade.len);
-        rc |= hbuf_append(out, "\r\n", 2);
+        rc |= PUT_LIT(out, "Connection: upgrade\r\nUpgrade: ");
+        rc |= put(out, m->upgrade.ptr, m->upgrade.len);
+        rc |= PUT_LIT(out, "\r\n");
     } else if (m->minor_version == 0) {
         /* HTTP/1.0 upstream requests are one-shot unless asked otherwise;
          * ask, so the connection can be pooled */
-        rc |= hbuf_append_str(out, "Connection: keep-alive\r\n");
+        rc |= PUT_LIT(out, "Connection: keep-alive\r\n");
     }
-    rc |= hbuf_append(out, "\r\n", 2);
+    rc |= PUT_LIT(out, "\r\n");
     return rc ? -1 : 0;
 }
 
@@ -319,9 +363,9 @@ int headers_build_response(struct hbuf *out, const struct http1_response *res,
     status_line[9] = (char)('0' + res->status / 100);
     status_line[10] = (char)('0' + res->status / 10 % 10);
     status_line[11] = (char)('0' + res->status % 10);
-    int rc = hbuf_append(out, status_line, sizeof(status_line) - 1);
-    rc |= hbuf_append(out, res->reason.ptr, res->reason.len);
-    rc |= hbuf_append(out, "\r\n", 2);
+    int rc = put(out, status_line, sizeof(status_line) - 1);
+    rc |= put(out, res->reason.ptr, res->reason.len);
+    rc |= PUT_LIT(out, "\r\n");
     struct framing_seen seen = {false, dechunk};
     for (size_t i = 0; i < m->num_headers; i++) {
         const struct http1_header *h = &m->headers[i];
@@ -335,18 +379,18 @@ int headers_build_response(struct hbuf *out, const struct http1_response *res,
     case RESPONSE_CONN_KEEP_ALIVE:
         break;
     case RESPONSE_CONN_KEEP_ALIVE_10:
-        rc |= hbuf_append_str(out, "Connection: keep-alive\r\n");
+        rc |= PUT_LIT(out, "Connection: keep-alive\r\n");
         break;
     case RESPONSE_CONN_CLOSE:
-        rc |= hbuf_append_str(out, "Connection: close\r\n");
+        rc |= PUT_LIT(out, "Connection: close\r\n");
         break;
     case RESPONSE_CONN_UPGRADE:
-        rc |= hbuf_append_str(out, "Connection: upgrade\r\nUpgrade: ");
-        rc |= hbuf_append(out, m->upgrade.ptr, m->upgrade.len);
-        rc |= hbuf_append(out, "\r\n", 2);
+        rc |= PUT_LIT(out, "Connection: upgrade\r\nUpgrade: ");
+        rc |= put(out, m->upgrade.ptr, m->upgrade.len);
+        rc |= PUT_LIT(out, "\r\n");
         break;
     }
-    rc |= hbuf_append(out, "\r\n", 2);
+    rc |= PUT_LIT(out, "\r\n");
     return rc ? -1 : 0;
 }
 
@@ -364,6 +408,6 @@ int headers_build_error(struct hbuf *out, int status, const char *detail, bool c
                          "Cache-Control: no-store\r\n%s\r\n",
                          status, text, body_len, close ? "Connection: close\r\n" : "");
     if (!head_only)
-        rc |= hbuf_append(out, body, (size_t)body_len);
+        rc |= put(out, body, (size_t)body_len);
     return rc ? -1 : 0;
 }
