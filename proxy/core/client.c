@@ -1,6 +1,6 @@
 /* Client connections: accept, the TLS handshake, the choice of protocol,
  * and the drain entry points. Once the protocol is known a mux drives the
- * connection — mux_h1.c (HTTP/1.1 and TCP mode) — and the exchanges it
+ * connection — mux_h1.c (HTTP/1.1 and TCP mode) or mux_h2.c (HTTP/2) — and the exchanges it
  * carries (exchange.c); the connection's timer, watcher and closes are in
  * conn.c. */
 #include "client.h"
@@ -17,6 +17,7 @@
 #include "conn.h"
 #include "fds.h"
 #include "mux_h1.h"
+#include "mux_h2.h"
 #include "tls.h"
 
 const char *client_state_str(enum client_state s)
@@ -51,8 +52,10 @@ static void start_protocol(struct client *c)
 {
     if (is_tcp_mode(c))
         mux_h1_start_tcp(c);
+    else if (c->down.ssl && c->listener->http2 && tls_alpn_is_h2(c->down.ssl))
+        mux_h2_start(c);
     else
-        mux_h1_start(c);
+        mux_h1_start(c); /* on a plain listener, the h2c preface turns it into HTTP/2 */
 }
 
 static void on_handshake(struct client *c)
@@ -162,7 +165,7 @@ bool client_is_idle(const struct client *c)
 
 bool client_spread_candidate(const struct client *c)
 {
-    return mux_h1_between_requests(c);
+    return mux_h1_between_requests(c) || mux_h2_spread_candidate(c);
 }
 
 void client_shutdown_idle(struct client *c, ev_tstamp close_at)

@@ -1125,6 +1125,10 @@ enum step exchange_step(struct exchange *x)
     return STEP_BLOCKED;
 }
 
+/* Every event of the exchange's own ends in a wake-up of its mux, also
+ * after an abort: the connection is closed then (HTTP/1.1: the wake-up
+ * finds it so) or has a reset to send (HTTP/2). Neither frees memory the
+ * wake-up would touch: both free at a safe point of their own. */
 static void on_upstream_event(void *owner, enum upstream_event ev, int err)
 {
     struct exchange *x = owner;
@@ -1133,15 +1137,14 @@ static void on_upstream_event(void *owner, enum upstream_event ev, int err)
     case UPSTREAM_WRITABLE:
         break;
     case UPSTREAM_CONNECT_FAILED:
-        if (connect_failed(x, err) == STEP_CLOSED)
-            return;
+        connect_failed(x, err);
         break;
     case UPSTREAM_READABLE:
         x->up.readable = true;
         break;
     case UPSTREAM_DRAIN_EXPIRED:
         x->ops->abort(x);
-        return;
+        break;
     case UPSTREAM_DRAIN_STARTED:
         if (!exchange_tunnel_deadline(x, x->upstream->server->hb->drain_deadline))
             return;
@@ -1168,7 +1171,6 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         arm_timer(x);
         return;
     }
-    enum step s = STEP_PROGRESS;
     switch (x->state) {
     case EXCHANGE_TUNNEL:
         if (x->ws && !x->ws->closing && x->ws->close_at > 0) {
@@ -1182,30 +1184,29 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
             break;
         }
         x->ops->abort(x);
-        return;
+        break;
     case EXCHANGE_RESPONDING:
         x->ops->abort(x);
-        return;
+        break;
     case EXCHANGE_CONNECTING:
-        s = connect_failed(x, 0);
+        connect_failed(x, 0);
         break;
     case EXCHANGE_FORWARDING:
         if (exchange_response_on_wire(x)) {
             x->ops->abort(x);
-            return;
+            break;
         }
         if (x->upstream && awaiting_first_byte(x)) {
-            s = upstream_failed(x, "no response within first_byte", RETRY_FIRST_BYTE);
+            upstream_failed(x, "no response within first_byte", RETRY_FIRST_BYTE);
             break;
         }
         if (x->upstream)
             server_passive_report(x->upstream->server, true, "timeout");
-        s = exchange_respond_error(x, 504, "backend timeout", false);
+        exchange_respond_error(x, 504, "backend timeout", false);
         break;
     case EXCHANGE_IDLE:
     case EXCHANGE_DONE:
         return;
     }
-    if (s != STEP_CLOSED)
-        x->ops->wake(x);
+    x->ops->wake(x); /* see on_upstream_event */
 }

@@ -104,6 +104,7 @@ struct listener {
     const struct conf_listener *conf; /* current generation; NULL once removed */
     enum conf_protocol protocol;      /* copied: open connections outlive a removed conf */
     bool tls;
+    bool http2; /* HTTP/2 offered (ALPN h2, h2c prior knowledge): copied as protocol */
     struct ssl_ctx_st *tls_ctx; /* certificate and key of a TLS listener */
     char *bind_text;
     int fd;
@@ -238,6 +239,19 @@ struct upstream {
     unsigned requests; /* requests sent over this connection */
 };
 
+/* Why usher sent an HTTP/2 connection a GOAWAY (metrics): the two-step
+ * drain (counted at its first GOAWAY), an idle connection closed the same
+ * way, or an error code: abuse (ENHANCE_YOUR_CALM), the client breaking
+ * the protocol, or usher's own failure. */
+enum h2_goaway_reason {
+    H2_GOAWAY_DRAIN = 0,
+    H2_GOAWAY_IDLE,
+    H2_GOAWAY_ENHANCE_YOUR_CALM,
+    H2_GOAWAY_PROTOCOL_ERROR,
+    H2_GOAWAY_INTERNAL_ERROR,
+    H2_GOAWAY_REASONS,
+};
+
 enum worker_state {
     WORKER_STARTING = 1, /* health checks have not completed a round */
     WORKER_RUNNING,
@@ -295,6 +309,8 @@ struct worker {
     struct prng rng; /* request ids: per worker, seeded from getrandom() */
     char request_id[REQUEST_ID_MAX + 1]; /* a new id while a head is rebuilt (no access log) */
     ev_tstamp drain_deadline; /* the process drain's deadline (0: not draining) */
+    unsigned h2_streams;      /* HTTP/2 streams whose exchange is in progress */
+    uint64_t h2_goaway[H2_GOAWAY_REASONS]; /* GOAWAYs sent to HTTP/2 clients, by reason */
     /* the first worker: a stop signal arrived (atomic, set by the signal
      * handler): every worker answers Connection: close from then on, also
      * before the control thread got to begin the drain */

@@ -340,6 +340,16 @@ void worker_pool_totals(const struct worker *w, const char *pool, struct pool_to
     }
 }
 
+void worker_h2_totals(const struct worker *w, struct h2_totals *t)
+{
+    memset(t, 0, sizeof(*t));
+    for (; w; w = w->next_replica) {
+        t->streams += w->h2_streams;
+        for (int r = 0; r < H2_GOAWAY_REASONS; r++)
+            t->goaway[r] += w->h2_goaway[r];
+    }
+}
+
 uint64_t worker_accept_paused(const struct worker *w)
 {
     uint64_t n = 0;
