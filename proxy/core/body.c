@@ -36,7 +36,9 @@ static int dechunk(struct body_state *bs, struct buf *b, size_t *fwd)
     char *wr = raw;
     while (rd < raw_len && !bs->done) {
         size_t avail = raw_len - rd, used, off, len;
-        if (bs->trailers && scanner_at(&bs->chunked, "trailer")) {
+        /* a trailer line starts, or the final CRLF's LF is still due */
+        if (bs->trailers &&
+            (scanner_at(&bs->chunked, "trailer") || scanner_at(&bs->chunked, "end-lf"))) {
             int rc = http1_chunked_filter(&bs->chunked, raw + rd, &avail, &used,
                                           headers_trailer_dropped);
             if (rc == HTTP1_ERROR || hbuf_append(bs->trailers, raw + rd, used) < 0)

@@ -415,13 +415,19 @@ int headers_build_error(struct hbuf *out, int status, const char *detail, bool c
 
 /* ---- HTTP/2 <-> HTTP/1.1 (RFC 9113 section 8) ------------------------------ */
 
-/* tchar (RFC 9110 5.6.2), lowercase only: an HTTP/2 field name
- * (RFC 9113 8.2.1: uppercase makes the message malformed). */
+/* tchar (RFC 9110 5.6.2): a method. */
+static bool tchar(unsigned char c)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return true;
+    return c && strchr("!#$%&'*+-.^_`|~", c) != NULL; /* strchr finds the NUL too */
+}
+
+/* tchar, lowercase only: an HTTP/2 field name (RFC 9113 8.2.1: uppercase
+ * makes the message malformed). */
 static bool h2_name_char(unsigned char c)
 {
-    if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'))
-        return true;
-    return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+    return tchar(c) && !(c >= 'A' && c <= 'Z');
 }
 
 /* A field value an HTTP/1.1 head can carry as it is (RFC 9113 8.2.1):
@@ -457,7 +463,7 @@ static bool authority_ok(struct http1_slice a)
     for (size_t i = 0; i < a.len; i++) {
         unsigned char c = (unsigned char)a.ptr[i];
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              strchr("-._~%!$&'()*+,;=:[]", c)))
+              (c && strchr("-._~%!$&'()*+,;=:[]", c)))) /* strchr finds the NUL too */
             return false;
     }
     return true;
@@ -588,7 +594,7 @@ static int h2_check(const struct h2_field *f, size_t n, bool end_stream,
     if (!seen[PSEUDO_METHOD] || ps[PSEUDO_METHOD].len == 0 || !visible_ascii(ps[PSEUDO_METHOD]))
         return h2_fail(req, 400, "missing or invalid :method");
     for (size_t k = 0; k < ps[PSEUDO_METHOD].len; k++)
-        if (!h2_name_char((unsigned char)(ps[PSEUDO_METHOD].ptr[k] | 0x20)))
+        if (!tchar((unsigned char)ps[PSEUDO_METHOD].ptr[k]))
             return h2_fail(req, 400, "missing or invalid :method");
     req->method = ps[PSEUDO_METHOD];
     req->method_id = method_id_of(req->method);
