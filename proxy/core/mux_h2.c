@@ -122,6 +122,7 @@ struct h2s {
                               buffer of worker->bufs_out (H2_STREAM_WINDOW) */
     size_t in_accounted;   /* bytes of in.buf the window was not given back for yet */
     bool end_stream;       /* the client's END_STREAM arrived */
+    bool no_body;          /* ... on its request HEADERS: a request without a body */
     bool chunked;          /* the body goes up chunked (no content-length) */
     bool chunk_open;       /* a chunk went up: its CRLF comes before the next */
     bool discard;          /* the request body is no longer wanted: consumed as it comes */
@@ -463,7 +464,7 @@ static void stream_start(struct h2s *s)
         x->log = calloc(1, sizeof(*x->log));
     struct h2_request req;
     int rc = s->too_many_fields ? -1
-                                : headers_h2_request(&x->req_head, f, s->nfields, s->end_stream,
+                                : headers_h2_request(&x->req_head, f, s->nfields, s->no_body,
                                                      &c->w->limits, &fi, &req);
     if (s->too_many_fields) {
         memset(&req, 0, sizeof(req));
@@ -495,7 +496,7 @@ static void stream_start(struct h2s *s)
     }
     x->req_body.framing = req.framing;
     x->req_body.left = req.content_length;
-    x->req_body.done = s->end_stream;
+    x->req_body.done = s->no_body; /* a body is done once request_pull saw all of it go */
     s->chunked = req.framing == HTTP1_BODY_CHUNKED;
     exchange_start(x);
 }
@@ -905,9 +906,11 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
         s->nfields++;
         return 0;
     }
-    /* trailers: for a chunked upload they follow its last chunk; the ones
-     * an HTTP/1.1 trailer must not carry are dropped, as for HTTP/1.1 */
-    if (!s->chunked || headers_trailer_dropped((struct http1_slice){(const char *)name, namelen}))
+    /* trailers: a chunked upload sends them after its last chunk (whether
+     * it goes chunked is known once the exchange starts, maybe after they
+     * arrived: they are kept either way); the ones an HTTP/1.1 trailer
+     * must not carry are dropped, as for HTTP/1.1 */
+    if (headers_trailer_dropped((struct http1_slice){(const char *)name, namelen}))
         return 0;
     if (!s->req_trailers && !(s->req_trailers = calloc(1, sizeof(*s->req_trailers))))
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
@@ -936,6 +939,9 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
             s->end_stream = true;
         if (s->state == H2S_HEADERS) {
+            /* not s->end_stream at the start: DATA and trailers that came
+             * in the same read as the HEADERS have ended the stream since */
+            s->no_body = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
             s->state = H2S_READY;
             h->head_started_at = 0;
         }

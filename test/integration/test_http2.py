@@ -346,3 +346,96 @@ def test_http2_false_turns_both_off(backend_factory, usher_factory, usher_bin, t
     with socket.create_connection((HOST, u.ports["tls"]), timeout=5) as s:
         with ctx.wrap_socket(s, server_hostname="localhost") as t:
             assert t.selected_alpn_protocol() == "http/1.1"
+
+
+# --- requests with bodies, interim answers, failures -------------------------------------------
+
+@pytest.mark.parametrize("one_write", [False, True], ids=["frame_by_frame", "one_write"])
+def test_chunked_upload_carries_request_trailers(servers, usher_factory, one_write):
+    seen = []
+
+    def script(s):
+        data = b""
+        s.settimeout(5.0)
+        while not data.endswith(b"0\r\nx-checksum: abc\r\n\r\n") and len(data) < 100000:
+            d = s.recv(65536)
+            if not d:
+                return
+            data += d
+        seen.append(data)
+        s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    srv = servers.add(ScriptedServer(script).start())
+    u = usher_factory(pools={"blue": [{"name": "b1", "address": srv.address}]})
+    c = H2Conn(u.port)
+    trailers = [("x-checksum", "abc"), ("authorization", "dropped")]
+    if one_write:  # the trailers arrive before the exchange even started
+        sid = c.conn.get_next_available_stream_id()
+        c.conn.send_headers(sid, [(":method", "POST"), (":path", "/up"), (":scheme", "http"),
+                                  (":authority", "a.test")])
+        c.conn.send_data(sid, b"hello ")
+        c.conn.send_data(sid, b"world")
+        c.conn.send_headers(sid, trailers, end_stream=True)
+        c.flush()
+    else:
+        sid = c.request("/up", method="POST", body=b"hello ", end_stream=False)
+        c.send_body(sid, b"world", end_stream=False)
+        c.conn.send_headers(sid, trailers, end_stream=True)
+        c.flush()
+    r = c.response(sid)
+    assert r.status == 200 and r.body == b"ok", r
+    raw = seen[0]
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding: chunked" in head
+    assert body.startswith(b"6\r\nhello \r\n5\r\nworld\r\n") or \
+        body.startswith(b"b\r\nhello world\r\n"), body
+    assert body.endswith(b"0\r\nx-checksum: abc\r\n\r\n") and b"authorization" not in body, body
+    c.close()
+
+
+def test_expect_100_continue(h2proxy):
+    u, b = h2proxy
+    c = H2Conn(u.port)
+    sid = c.request("/upload", method="POST", end_stream=False,
+                    headers=[("expect", "100-continue"), ("content-length", "5")])
+    r = c.responses[sid]
+    c.pump(3.0, until=lambda: r.interim)
+    assert [dict(h)[":status"] for h in r.interim] == ["100"], r.interim
+    c.send_body(sid, b"abcde")
+    r = c.response(sid)
+    assert r.status == 200 and json.loads(r.body)["len"] == 5
+    c.close()
+
+
+def test_connect_failure_retried_on_another_backend(backend_factory, usher_factory):
+    b = backend_factory("blue-1")
+    dead = {"name": "dead", "address": "%s:%d" % (HOST, wire.free_port())}
+    u = usher_factory(pools={"blue": [dead, b]})
+    c = H2Conn(u.port)
+    for _ in range(6):
+        r = c.get("/")
+        assert r.status == 200 and r.body == b"blue-1", r
+    c.close()
+
+
+def test_backend_reset_mid_response_resets_that_stream_only(h2proxy):
+    u, b = h2proxy
+    c = H2Conn(u.port)
+    slow = c.request("/slow?ms=600")
+    cut = c.request("/reset?bytes=20000")
+    r = c.response(cut)
+    assert r.reset == 0x2 and r.status == 200, r  # INTERNAL_ERROR after the head went out
+    r = c.response(slow)
+    assert r.status == 200 and r.body == b"blue-1"
+    assert c.get("/").status == 200 and not c.goaways
+    c.close()
+
+
+def test_many_streams_with_several_workers(backend_factory, usher_factory):
+    b = backend_factory("blue-1")
+    u = usher_factory(pools={"blue": [b]}, extra={"workers": 4})
+    conns = [H2Conn(u.port) for _ in range(4)]
+    sids = [(c, c.request("/slow?ms=100&i=%d" % i)) for c in conns for i in range(20)]
+    for c, sid in sids:
+        assert c.response(sid).status == 200
+    for c in conns:
+        c.close()
