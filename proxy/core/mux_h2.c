@@ -150,9 +150,11 @@ struct h2c {
     unsigned open;          /* streams usher holds (not closed by nghttp2) */
     unsigned active;        /* streams whose exchange runs */
     ev_tstamp notice_at;    /* H2C_DRAIN_NOTICE: when the first GOAWAY went */
+    ev_tstamp gone_at;      /* DRAIN_FINAL, FAILED: since when */
     ev_tstamp drain_at;     /* a close_spread slot for the first GOAWAY (0: none) */
     ev_tstamp head_started_at; /* a header block in progress since (0: none) */
     uint8_t ping[8];        /* the drain's PING payload */
+    bool goaway_counted;    /* fail() counted the GOAWAY it queued */
     struct h2_bucket flood, resets;
     struct list streams;
     struct list pending; /* streams to start or drive at the next safe point */
@@ -257,6 +259,7 @@ static void drain_begin(struct h2c *h, enum h2_goaway_reason why)
     if (nghttp2_submit_shutdown_notice(h->session) != 0) {
         nghttp2_session_terminate_session(h->session, NGHTTP2_INTERNAL_ERROR);
         h->state = H2C_FAILED;
+        h->gone_at = now_of(h);
         return;
     }
     h->drain_reason = why;
@@ -288,9 +291,11 @@ static void drain_final(struct h2c *h)
         0) {
         nghttp2_session_terminate_session(h->session, NGHTTP2_INTERNAL_ERROR);
         h->state = H2C_FAILED;
+        h->gone_at = now_of(h);
         return;
     }
     h->state = H2C_DRAIN_FINAL;
+    h->gone_at = now_of(h);
     log_debug("h2 drain final", "client=%s last_stream_id=%d streams=%u", h->c->peer, (int)last,
               h->open);
 }
@@ -301,11 +306,16 @@ static void fail(struct h2c *h, uint32_t code, const char *why)
 {
     if (h->state == H2C_FAILED)
         return;
-    log_kv(CONF_LOG_WARN, "h2 connection closed", LOG_STR("client", h->c->peer),
-           LOG_STR("listener", h->c->listener->name), LOG_STR("reason", why),
-           LOG_STR("error", nghttp2_http2_strerror(code)));
+    /* a connection that never asked anything is closed quietly, as an
+     * HTTP/1.1 one would be */
+    log_kv(code == NGHTTP2_NO_ERROR ? CONF_LOG_DEBUG : CONF_LOG_WARN, "h2 connection closed",
+           LOG_STR("client", h->c->peer), LOG_STR("listener", h->c->listener->name),
+           LOG_STR("reason", why), LOG_STR("error", nghttp2_http2_strerror(code)));
     nghttp2_session_terminate_session(h->session, code);
+    h->c->w->h2_goaway[code == NGHTTP2_NO_ERROR ? H2_GOAWAY_IDLE : reason_of_code(code)]++;
+    h->goaway_counted = true;
     h->state = H2C_FAILED;
+    h->gone_at = now_of(h);
 }
 
 /* nghttp2 failed for good (a flood it detected, too many CONTINUATION
@@ -1059,8 +1069,10 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
                 h->c->w->h2_goaway[h->drain_reason]++;
                 nghttp2_submit_ping(session, NGHTTP2_FLAG_NONE, h->ping);
             }
-        } else {
+        } else if (!h->goaway_counted) {
+            /* one nghttp2 sent on its own: a protocol error it detected */
             h->c->w->h2_goaway[reason_of_code(frame->goaway.error_code)]++;
+            h->goaway_counted = true;
         }
         return 0;
     default:
@@ -1252,22 +1264,35 @@ static void h2_drive(struct client *c)
 
 /* ---- the connection's deadline and the drain ----------------------------- */
 
+/* OPEN: the first request due client_header after accept, an idle
+ * connection's client_idle, a close_spread slot, a header block's
+ * client_header. DRAIN_NOTICE: the final GOAWAY 1 s after the first.
+ * DRAIN_FINAL and FAILED with no stream left: only the output is still to
+ * go, and a client that reads none of it for client_idle is cut. Streams
+ * in flight keep their exchanges' own deadlines. */
 static ev_tstamp h2_deadline(const struct client *c)
 {
     const struct h2c *h = c->h2;
     const struct conf *conf = c->w->conf;
     ev_tstamp d = NO_DEADLINE;
-    if (h->state == H2C_DRAIN_NOTICE)
-        d = h->notice_at + H2_DRAIN_PING_TIMEOUT_S;
-    if (h->state == H2C_OPEN && h->drain_at > 0)
-        d = earliest(d, h->drain_at);
     if (h->head_started_at > 0)
-        d = earliest(d, h->head_started_at + ms_to_s(conf->timeouts.client_header));
-    if (h->open == 0) {
-        if (c->requests == 0) /* the first request is due client_header after accept */
+        d = h->head_started_at + ms_to_s(conf->timeouts.client_header);
+    switch (h->state) {
+    case H2C_OPEN:
+        if (h->drain_at > 0)
+            d = earliest(d, h->drain_at);
+        if (h->open == 0 && c->requests == 0)
             d = earliest(d, c->head_started_at + ms_to_s(conf->timeouts.client_header));
-        else
+        else if (h->open == 0)
             d = earliest(d, c->last_activity + ms_to_s(conf->timeouts.client_idle));
+        return d;
+    case H2C_DRAIN_NOTICE:
+        return earliest(d, h->notice_at + H2_DRAIN_PING_TIMEOUT_S);
+    case H2C_DRAIN_FINAL:
+    case H2C_FAILED:
+        if (h->open == 0)
+            d = earliest(d, h->gone_at + ms_to_s(conf->timeouts.client_idle));
+        return d;
     }
     return d;
 }
@@ -1277,16 +1302,21 @@ static void h2_timeout(struct client *c)
     struct h2c *h = c->h2;
     const struct conf *conf = c->w->conf;
     ev_tstamp now = now_of(h);
-    if (h->state == H2C_DRAIN_NOTICE && now >= h->notice_at + H2_DRAIN_PING_TIMEOUT_S) {
-        drain_final(h); /* no acknowledgement within a second: the final GOAWAY anyway */
-    } else if (h->state == H2C_OPEN && h->drain_at > 0 && now >= h->drain_at) {
-        drain_begin(h, H2_GOAWAY_DRAIN); /* its close_spread slot */
-    } else if (h->head_started_at > 0 &&
-               now >= h->head_started_at + ms_to_s(conf->timeouts.client_header)) {
+    if (h->head_started_at > 0 &&
+        now >= h->head_started_at + ms_to_s(conf->timeouts.client_header)) {
         fail(h, NGHTTP2_ENHANCE_YOUR_CALM, "header block timeout");
-    } else if (h->open == 0 && c->requests == 0) {
+    } else if (h->state == H2C_DRAIN_NOTICE) {
+        drain_final(h); /* no acknowledgement within a second: the final GOAWAY anyway */
+    } else if (h->state != H2C_OPEN) {
+        /* going away, no stream left, and the client read nothing of what
+         * was sent to it for client_idle */
+        conn_close(c);
+        return;
+    } else if (h->drain_at > 0 && now >= h->drain_at) {
+        drain_begin(h, H2_GOAWAY_DRAIN); /* its close_spread slot */
+    } else if (c->requests == 0) {
         fail(h, NGHTTP2_NO_ERROR, "no request within client_header");
-    } else if (h->open == 0) {
+    } else {
         drain_begin(h, H2_GOAWAY_IDLE); /* idle: closed the safe way too */
     }
     pump(h);

@@ -302,3 +302,24 @@ def test_zero_window_reader_bounded_by_timeouts(backend_factory, usher_factory):
         raw.read(6.0, until=lambda f: raw.closed)
         assert raw.closed, "the idle connection outlived client_idle"
     w.check()
+
+
+def test_client_reading_nothing_at_all_is_closed(backend_factory, usher_factory):
+    """A client that stops reading its socket: its stream is cut at
+    timeouts.backend, and the connection, whose GOAWAYs cannot even be
+    written, is closed once it stayed so for client_idle."""
+    b = backend_factory("blue-1")
+    u = usher_factory(pools={"blue": [b]}, timeouts={"backend": "1s", "client_idle": "2s"})
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect((HOST, u.port))
+    enc = hpack.Encoder()
+    block = enc.encode([(":method", "GET"), (":path", "/big?bytes=%d" % (100 << 20)),
+                        (":scheme", "http"), (":authority", "a.test")])
+    s.sendall(PREFACE + frame(SETTINGS, 0, 0) + frame(HEADERS, END_HEADERS | END_STREAM, 1, block))
+    time.sleep(0.5)
+    wire.wait_until(lambda: u.metrics().get("usher_http2_streams_active") == 0, 5.0,
+                    what="the stalled stream to be cut")
+    wire.wait_until(lambda: u.status_json()["connections"] == 0, 8.0,
+                    what="the connection of a client that reads nothing to be closed")
+    s.close()

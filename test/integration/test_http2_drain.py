@@ -198,3 +198,44 @@ def test_drain_delay_new_stream_starts_the_drain(backend_factory, usher_factory)
     c2 = H2Conn(u.port)
     assert c2.get("/").status == 200
     assert u.wait_exit(15) == 0
+
+
+def test_upgrade_drains_http2_connections_of_the_old_process(backend_factory, usher_bin,
+                                                             tmp_path):
+    """SIGUSR2: the old process drains like a process drain; its HTTP/2
+    connection gets both GOAWAYs, its stream in flight is answered, and the
+    new process serves the next connection."""
+    import os
+    import shutil
+    import usher_proc
+    b = backend_factory("blue-1")
+    binary = str(tmp_path / "usher-bin")
+    shutil.copy(usher_bin, binary)
+    cfg = usher_proc.make_config(pools={"blue": [b]},
+                                 shutdown={"idle_close": "after_request", "timeout": "5s"},
+                                 extra={"upgrade": {"timeout": "3s"}})
+    u = usher_proc.Usher(binary, cfg, tmp_path)
+    u.start()
+    new_pid = None
+    try:
+        old_pid = u.status_json()["pid"]
+        c = H2Conn(u.port)
+        assert c.get("/").status == 200
+        sid = c.request("/slow?ms=1500")
+        b.wait_requests(2, timeout=3.0)
+        os.kill(old_pid, signal.SIGUSR2)
+        check_two_step(c, last_stream=sid, timeout=8.0)
+        r = c.response(sid, timeout=5.0)
+        assert r.status == 200 and r.reset is None
+        assert c.wait_closed(5.0)
+        wire.wait_until(lambda: not wire.pid_alive(old_pid), 8.0, what="the old usher to exit")
+        c2 = H2Conn(u.port)
+        assert c2.get("/").status == 200
+        new_pid = u.status_json()["pid"]
+        assert new_pid != old_pid
+        c2.close()
+    finally:
+        if new_pid and wire.pid_alive(new_pid):
+            os.kill(new_pid, signal.SIGTERM)
+            wire.wait_until(lambda: not wire.pid_alive(new_pid), 5.0, what="the new usher")
+        u.stop(timeout=5.0, check=False)
