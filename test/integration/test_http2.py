@@ -294,6 +294,7 @@ def test_slow_reader_memory_bounded_like_http1(h2proxy):
         s.sendall(b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % path.encode())
         return s
     h1sock, h1_grown = _rss_growth(u, start_h1)
+    print("RSS growth: HTTP/2 %d KiB, HTTP/1.1 %d KiB" % (h2_grown, h1_grown))
     assert h2_grown < 4096, "a stalled HTTP/2 reader grew usher by %d KiB" % h2_grown
     assert h2_grown <= h1_grown + 1024, (h2_grown, h1_grown)
     h2conn.close()
