@@ -440,3 +440,21 @@ def test_many_streams_with_several_workers(backend_factory, usher_factory):
         assert c.response(sid).status == 200
     for c in conns:
         c.close()
+
+
+def test_large_download_and_upload_over_tls(backend_factory, usher_factory, certs):
+    cert, key = certs
+    b = backend_factory("blue-1")
+    u = usher_factory(pools={"blue": [b]}, listeners=[
+        {"name": "web", "pools": {"blue": 100}, "tls": {"cert": cert, "key": key}}])
+    c = H2Conn(u.port, tls_ctx=tls_context(cert))
+    n = 8 * 1024 * 1024
+    sids = [c.request("/big?bytes=%d" % n) for _ in range(3)]
+    for sid in sids:
+        r = c.response(sid, timeout=30)
+        assert r.status == 200 and len(r.body) == n
+        assert hashlib.sha256(r.body).hexdigest() == wire.pattern_sha256(n)
+    body = os.urandom(2 * 1024 * 1024)
+    r = c.response(c.request("/upload", method="POST", body=body), timeout=30)
+    assert json.loads(r.body) == {"sha256": hashlib.sha256(body).hexdigest(), "len": len(body)}
+    c.close()
