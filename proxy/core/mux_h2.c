@@ -40,6 +40,10 @@
  * cannot starve the others (as MAX_DRIVE_ROUNDS for HTTP/1.1). */
 #define H2_READ_ROUNDS 4
 
+/* Rounds of one stream's exchange per turn, as MAX_DRIVE_ROUNDS for an
+ * HTTP/1.1 connection (mux_h1.c), so one stream cannot starve the others. */
+#define MAX_STREAM_ROUNDS 8
+
 /* Rounds of "drive the queued streams, write" per event: a stream driven
  * may queue more output, and written output may let more streams go. */
 #define H2_PUMP_ROUNDS 4
@@ -511,10 +515,12 @@ static void stream_start(struct h2s *s)
     exchange_start(x);
 }
 
-/* Drives the stream's exchange until it blocks or ends. */
+/* Drives the stream's exchange until it blocks or ends (at most
+ * MAX_STREAM_ROUNDS rounds: a stream queued again comes back at the next
+ * round of the safe point). */
 static void stream_run(struct h2s *s)
 {
-    for (int round = 0; round < 8; round++) {
+    for (int round = 0; round < MAX_STREAM_ROUNDS; round++) {
         enum step st = exchange_step(&s->x);
         if (st != STEP_PROGRESS)
             break;
