@@ -3,13 +3,25 @@
 #define USHER_PROXY_TLS_H
 
 #include <openssl/ssl.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
+/* The application protocols a listener offers by ALPN. */
+enum tls_alpn {
+    TLS_ALPN_NONE = 0,   /* TCP mode: no ALPN answer */
+    TLS_ALPN_HTTP11,     /* http/1.1 only (http2: false) */
+    TLS_ALPN_H2_HTTP11,  /* h2 first, then http/1.1 (http2: auto) */
+};
+
 /* Builds a server context from a PEM certificate chain and private key:
- * TLS 1.2 and later, no renegotiation, ALPN "http/1.1" when <http>.
- * Returns the context, or NULL with a reason in <err> (<cap> bytes). */
-SSL_CTX *tls_context_new(const char *cert, const char *key, int http, char *err, size_t cap);
+ * TLS 1.2 and later, no renegotiation, the ALPN choice <alpn>. Returns the
+ * context, or NULL with a reason in <err> (<cap> bytes). */
+SSL_CTX *tls_context_new(const char *cert, const char *key, enum tls_alpn alpn, char *err,
+                         size_t cap);
+
+/* True if the handshake of <ssl> (done) chose h2 by ALPN. */
+bool tls_alpn_is_h2(SSL *ssl);
 
 /* Drops a reference to <ctx> (connections hold their own). NULL is fine. */
 void tls_context_free(SSL_CTX *ctx);
