@@ -331,6 +331,9 @@ int headers_build_request(struct hbuf *out, const struct http1_request *req,
             }
             continue;
         }
+        if (k == FIELD_HOP_BY_HOP && fi->te_trailers && h->name.len == 2 &&
+            http1_list_has_token(h->value, "trailers"))
+            *fi->te_trailers = true;
         rc |= forward_field(out, m, h, k, &ct, &seen);
     }
 
@@ -834,4 +837,137 @@ int headers_error_text(char *out, size_t cap, int status, const char *detail)
     if (n < 0)
         return 0;
     return (size_t)n >= cap ? (int)cap - 1 : n;
+}
+
+/* ---- HTTP/2 backends: HTTP/1.1 -> HTTP/2 requests, HTTP/2 -> HTTP/1.1 responses ---- */
+
+/* Appends field <name> (lowercased into <scratch>, its offset kept in the
+ * slice until the end, as <scratch> may move) = <value> to <out>[*<n>]. */
+static int add_field(struct hbuf *scratch, struct h2_field *out, size_t *n,
+                     struct http1_slice name, struct http1_slice value)
+{
+    size_t off;
+    if (put_lower(scratch, name, &off) < 0)
+        return -1;
+    out[*n].name = (struct http1_slice){(const char *)(uintptr_t)off, name.len};
+    out[*n].value = value;
+    (*n)++;
+    return 0;
+}
+
+int headers_h2_from_h1_request(const struct http1_request *req, const char *scheme,
+                               bool te_trailers, struct hbuf *scratch, struct h2_field *out)
+{
+    const struct http1_message *m = &req->msg;
+    hbuf_reset(scratch);
+    /* the pseudo-headers are literals, not copied: only regular names move */
+    size_t n = 0;
+    out[n++] = (struct h2_field){{":method", 7}, req->method};
+    out[n++] = (struct h2_field){{":scheme", 7}, {scheme, strlen(scheme)}};
+    if (req->host.len)
+        out[n++] = (struct h2_field){{":authority", 10}, req->host};
+    struct http1_slice path = req->target;
+    if (path.len == 0)
+        path = (struct http1_slice){"/", 1}; /* absolute-form without a path */
+    out[n++] = (struct h2_field){{":path", 5}, path};
+    size_t first_regular = n;
+    for (size_t i = 0; i < m->num_headers; i++) {
+        const struct http1_header *h = &m->headers[i];
+        switch (field_kind(h->name)) {
+        case FIELD_HOST:            /* :authority */
+        case FIELD_HOP_BY_HOP:      /* RFC 9113 8.2.2; te: trailers is added below */
+        case FIELD_TRANSFER_CODING: /* HTTP/2 frames the body itself */
+            continue;
+        default:
+            break;
+        }
+        if (add_field(scratch, out, &n, h->name, h->value) < 0)
+            return -1;
+    }
+    if (te_trailers)
+        out[n++] = (struct h2_field){{"te", 2}, {"trailers", 8}};
+    /* the copied names hold offsets into <scratch>; "te" is a literal */
+    for (size_t i = first_regular; i < n - (te_trailers ? 1 : 0); i++)
+        out[i].name.ptr = scratch->data + (uintptr_t)out[i].name.ptr;
+    return (int)n;
+}
+
+/* "HTTP/1.1 NNN " without printf (as headers_build_response). */
+static int put_status_line(struct hbuf *out, int status)
+{
+    char line[] = "HTTP/1.1 000 ";
+    line[9] = (char)('0' + status / 100);
+    line[10] = (char)('0' + status / 10 % 10);
+    line[11] = (char)('0' + status % 10);
+    int rc = put(out, line, sizeof(line) - 1);
+    rc |= put_str(out, http1_status_text(status));
+    rc |= PUT_LIT(out, "\r\n");
+    return rc;
+}
+
+/* :status is three digits, 100..599 (RFC 9110 15). */
+static int status_of(struct http1_slice v)
+{
+    if (v.len != 3)
+        return -1;
+    int s = 0;
+    for (size_t i = 0; i < 3; i++) {
+        if (v.ptr[i] < '0' || v.ptr[i] > '9')
+            return -1;
+        s = s * 10 + (v.ptr[i] - '0');
+    }
+    return s >= 100 && s <= 599 ? s : -1;
+}
+
+int headers_h1_from_h2_response(struct hbuf *out, const struct h2_field *f, size_t n,
+                                bool end_stream, bool head_request, int *status,
+                                enum h2_body *body)
+{
+    int st = -1;
+    bool has_length = false;
+    for (size_t i = 0; i < n; i++) {
+        if (f[i].name.len > 0 && f[i].name.ptr[0] == ':') {
+            if (slice_is(f[i].name, ":status") && st < 0)
+                st = status_of(f[i].value);
+            else
+                return -1; /* a request's pseudo-header, or :status twice */
+        } else if (field_kind(f[i].name) == FIELD_CONTENT_LENGTH) {
+            uint64_t v;
+            if (!parse_length(f[i].value, &v))
+                return -1;
+            has_length = true;
+        }
+    }
+    if (st < 0)
+        return -1;
+    *status = st;
+    int rc = put_status_line(out, st);
+    for (size_t i = 0; i < n; i++) {
+        struct http1_slice name = f[i].name, value = f[i].value;
+        if (name.len == 0 || name.ptr[0] == ':')
+            continue;
+        enum field_kind k = field_kind(name);
+        if (k == FIELD_HOP_BY_HOP || k == FIELD_TRANSFER_CODING)
+            continue; /* never in a valid HTTP/2 response: nghttp2 refuses them */
+        for (size_t j = 0; j < value.len; j++)
+            if (value.ptr[j] == '\r' || value.ptr[j] == '\n' || value.ptr[j] == '\0')
+                return -1; /* nghttp2 refuses them too: the head must read back as one */
+        rc |= put(out, name.ptr, name.len);
+        rc |= PUT_LIT(out, ": ");
+        rc |= put(out, value.ptr, value.len);
+        rc |= PUT_LIT(out, "\r\n");
+    }
+    if (st < 200 || st == 204 || st == 304 || head_request) {
+        *body = H2_BODY_NONE; /* RFC 9110 6.4.1: these never carry content */
+    } else if (has_length) {
+        *body = H2_BODY_LENGTH;
+    } else if (end_stream) {
+        *body = H2_BODY_NONE;
+        rc |= PUT_LIT(out, "Content-Length: 0\r\n");
+    } else {
+        *body = H2_BODY_CHUNKED;
+        rc |= PUT_LIT(out, "Transfer-Encoding: chunked\r\n");
+    }
+    rc |= PUT_LIT(out, "\r\n");
+    return rc ? -1 : 0;
 }

@@ -22,6 +22,9 @@ struct forward_info {
     struct http1_slice *request_id_out;
     const char *(*new_request_id)(void *ctx);
     void *ctx;
+    /* set true if the request's TE lists "trailers" (kept toward HTTP/2
+     * backends, where TE: trailers is the one TE allowed); NULL: not asked */
+    bool *te_trailers;
 };
 
 /* The first non-empty X-Request-Id of <m> in *<id>. Returns false if none.
@@ -111,5 +114,40 @@ int headers_h2_response(const struct http1_response *res, struct hbuf *scratch,
  * lowercased into <scratch>. Returns the count, or -1 (memory). */
 int headers_h2_trailers(const struct hbuf *lines, struct hbuf *scratch, struct h2_field *out,
                         size_t cap);
+
+/* ---- HTTP/2 backends (pools[].protocol h2c | h2) ----------------------------- */
+
+/* The HTTP/2 request for the HTTP/1.1 head <req> usher rebuilt for a
+ * backend (headers_build_request, headers_h2_request): the inverse of
+ * headers_h2_request. :method, :scheme <scheme>, :authority from Host (none
+ * without one), :path the target, then its fields with names lowercased,
+ * without Host and the connection-specific ones (Connection, Keep-Alive,
+ * Proxy-Connection, Transfer-Encoding, Upgrade, TE, Trailer,
+ * HTTP2-Settings: RFC 9113 8.2.2), and "te: trailers" if <te_trailers>
+ * (the client said it takes trailers: gRPC servers want it). <out> has
+ * room for req->msg.num_headers + 5; names are copied into <scratch>,
+ * which the slices then point into. Returns the count, or -1 (memory). */
+int headers_h2_from_h1_request(const struct http1_request *req, const char *scheme,
+                               bool te_trailers, struct hbuf *scratch, struct h2_field *out);
+
+/* How the body of an HTTP/2 response goes on as HTTP/1.1. */
+enum h2_body {
+    H2_BODY_NONE = 1, /* no body bytes follow the head (END_STREAM on it, HEAD, 1xx, 204, 304) */
+    H2_BODY_LENGTH,   /* as they come: the response said its Content-Length (trailers dropped) */
+    H2_BODY_CHUNKED,  /* chunked, so its trailers can follow the last chunk */
+};
+
+/* The HTTP/1.1 head an exchange reads for the HTTP/2 response head <f>
+ * (<n> fields as nghttp2 validated them, :status among them), appended to
+ * <out>: "HTTP/1.1 <status> <reason>", its regular fields but the
+ * connection-specific ones, then its framing: none for an interim (1xx)
+ * head, for 204 and 304 and for an answer to HEAD (<head_request>);
+ * "Content-Length: 0" for a body-less one (<end_stream>) that names no
+ * length; its own Content-Length; else "Transfer-Encoding: chunked".
+ * *<status> and *<body> say what was written. Returns 0, or -1 (no valid
+ * :status, or memory). A pure function: fuzzed (fuzz_h2_response). */
+int headers_h1_from_h2_response(struct hbuf *out, const struct h2_field *f, size_t n,
+                                bool end_stream, bool head_request, int *status,
+                                enum h2_body *body);
 
 #endif
