@@ -23,6 +23,8 @@
 #include "wsframe.h"
 
 struct client;
+struct grpc_call;
+struct h2_stream;
 struct pool;
 struct server;
 struct upstream;
@@ -148,6 +150,7 @@ struct exchange {
     bool budget_counted;   /* this request was counted in its pool's retry budget */
     bool connect_failed;   /* a connect failed: the next backend picked is a retry */
     bool retried;          /* it already went to another backend after a failed answer */
+    bool te_trailers;      /* the client said "te: trailers" (kept toward HTTP/2 backends) */
     unsigned interim;      /* 1xx responses relayed so far */
     int status;            /* response status sent, 0 if none */
     size_t interim_len;    /* HTTP/1.1: their bytes at the front of res_head, whole messages */
@@ -171,12 +174,14 @@ struct exchange {
     int fail_status;      /* retried: the answer the failure called for (502, 504) */
     const char *fail_why; /* retried: its reason (static) */
     struct ws_tunnel *ws; /* NULL unless a WebSocket tunnel is followed */
-    /* The upstream side: today an HTTP/1.1 connection to a backend. An
-     * HTTP/2 backend stream takes its place later: the exchange reads the
-     * response from up.buf and writes the request through up's transport,
-     * whatever carries them. */
+    struct grpc_call *grpc; /* a gRPC request's call (grpc.h), NULL for any other */
+    /* The upstream side: an HTTP/1.1 connection to a backend, or a stream
+     * of an HTTP/2 one (<h2s>; <upstream> is then its shared connection).
+     * Either way the exchange reads the response from up.buf and writes
+     * the request through up's transport, as HTTP/1.1 bytes. */
     struct upstream *upstream; /* bound upstream, NULL if none */
-    struct side up;            /* its socket (fd -1 when none) */
+    struct h2_stream *h2s;     /* HTTP/2 backends: the stream bound (upstream_h2.h) */
+    struct side up;            /* its socket (fd -1 when none), or the stream */
     struct kpipe pipe;         /* splices the response body (rd -1 when none is held) */
 };
 

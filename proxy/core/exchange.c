@@ -27,7 +27,9 @@
 #include "balance.h"
 #include "clock.h"
 #include "fds.h"
+#include "grpc.h"
 #include "upstream.h"
+#include "upstream_h2.h"
 
 /* Interim (1xx) responses relayed for one request (DESIGN "HTTP
  * behaviour"); a backend that sends more is broken or hostile: 502. */
@@ -40,6 +42,8 @@
 
 static void ws_follow(struct ws_dir *wd, struct buf *b, size_t n);
 static void on_upstream_event(void *owner, enum upstream_event ev, int err);
+static void tunnel_deadline(struct exchange *x, ev_tstamp deadline);
+static enum step grpc_close_step(struct exchange *x);
 
 const char *exchange_state_str(enum exchange_state s)
 {
@@ -84,17 +88,27 @@ static bool awaiting_first_byte(const struct exchange *x)
            (!x->up.buf || buf_len(x->up.buf) == 0);
 }
 
+/* When a gRPC call ends with grpc-status 14 ahead of a drain deadline
+ * (NO_DEADLINE: none, or it is ending already). */
+static ev_tstamp grpc_close_at(const struct exchange *x)
+{
+    if (!x->grpc || x->grpc->closing || x->grpc->close_at <= 0)
+        return NO_DEADLINE;
+    return x->grpc->close_at;
+}
+
 static ev_tstamp deadline_of(const struct exchange *x)
 {
     const struct conf *conf = worker_of(x)->conf;
     switch (x->state) {
     case EXCHANGE_CONNECTING:
-        return x->last_activity + ms_to_s(conf->timeouts.connect);
+        return earliest(x->last_activity + ms_to_s(conf->timeouts.connect), grpc_close_at(x));
     case EXCHANGE_FORWARDING:
         if (awaiting_first_byte(x))
-            return earliest(x->req_sent_at + ms_to_s(conf->timeouts.first_byte),
-                            x->last_activity + ms_to_s(conf->timeouts.backend));
-        return x->last_activity + ms_to_s(conf->timeouts.backend);
+            return earliest(earliest(x->req_sent_at + ms_to_s(conf->timeouts.first_byte),
+                                     x->last_activity + ms_to_s(conf->timeouts.backend)),
+                            grpc_close_at(x));
+        return earliest(x->last_activity + ms_to_s(conf->timeouts.backend), grpc_close_at(x));
     case EXCHANGE_TUNNEL:
         if (x->ws && !x->ws->closing && x->ws->close_at > 0)
             return earliest(x->ws->close_at, x->last_activity + ms_to_s(conf->timeouts.tunnel));
@@ -186,6 +200,7 @@ void exchange_reset(struct exchange *x)
     }
     free(x->log);
     free(x->ws);
+    free(x->grpc);
     free(x->upgrade);
     buf_put(&worker_of(x)->bufs_out, x->up.buf);
     memset(&x->state, 0, sizeof(*x) - offsetof(struct exchange, state));
@@ -213,6 +228,7 @@ void exchange_init(struct exchange *x, struct client *c, const struct exchange_o
     x->trailers = NULL;
     x->log = NULL;
     x->ws = NULL;
+    x->grpc = NULL;
     x->upgrade = NULL;
     exchange_reset(x);
 }
@@ -230,21 +246,28 @@ bool exchange_response_on_wire(const struct exchange *x)
 
 /* ---- the upstream side ----------------------------------------------------- */
 
-/* Where the exchange meets its backend: binding an upstream connection,
- * letting it go, and its watcher. An HTTP/2 backend stream (issue 22)
- * takes the place of the upstream connection here and in the reads and
- * writes of forward() on x->up. */
+/* Where the exchange meets its backend: binding an upstream connection
+ * (HTTP/1.1) or a stream of a shared one (HTTP/2: <st>, and <u> its
+ * connection), letting it go, and its watcher. Either way the reads and
+ * writes of on_forward() go through x->up's transport. */
 
-static void bind_upstream(struct exchange *x, struct upstream *u, struct pool *p, bool from_pool)
+static void bind_upstream(struct exchange *x, struct upstream *u, struct h2_stream *st,
+                          struct pool *p, bool from_pool)
 {
     x->upstream = u;
+    x->h2s = st;
     x->pool = p;
     x->from_pool = from_pool;
     if (!x->budget_counted) {
         retry_budget_request(&p->retry_budget, now_of(x));
         x->budget_counted = true;
     }
-    side_attach(&x->up, u->fd, &transport_plain);
+    if (st) {
+        side_attach(&x->up, -1, &transport_h2_stream);
+        x->up.h2s = st;
+    } else {
+        side_attach(&x->up, u->fd, &transport_plain);
+    }
     server_inflight_add(u->server, 1);
     u->requests++;
     x->upstream_at = now_of(x);
@@ -259,6 +282,15 @@ static void unbind_upstream(struct exchange *x, bool reusable)
     x->upstream = NULL;
     x->up.fd = -1;
     server_inflight_add(u->server, -1);
+    if (x->h2s) {
+        /* the connection stays, shared: only the stream goes */
+        struct h2_stream *st = x->h2s;
+        x->h2s = NULL;
+        x->up.h2s = NULL;
+        x->up.tp = &transport_plain;
+        upstream_h2_detach(st);
+        return;
+    }
     if (reusable)
         upstream_release(u, true);
     else
@@ -300,7 +332,9 @@ unsigned exchange_watch(struct exchange *x)
     case EXCHANGE_DONE:
         break;
     }
-    if (x->upstream)
+    if (x->h2s)
+        upstream_h2_want(x->h2s, ue); /* a stream is woken by its connection */
+    else if (x->upstream)
         upstream_want(x->upstream, ue);
     return ce;
 }
@@ -446,18 +480,58 @@ static void connect_failure(struct exchange *x, struct server *s, int err)
     remember_tried(x, s);
 }
 
+/* True if the pool speaks HTTP/2 to its backends (h2c, h2); TCP mode
+ * tunnels bytes whatever the pool says. */
+static bool pool_h2(const struct exchange *x, const struct pool *p)
+{
+    return !is_tcp_mode(x) && p->conf && p->conf->protocol != CONF_POOL_HTTP1;
+}
+
+/* The response is on its way from now on: a gRPC call learns the drain
+ * deadlines that stand (a process drain, its backend's) before it. */
+static void forwarding_begins(struct exchange *x)
+{
+    set_state(x, EXCHANGE_FORWARDING);
+    if (!x->grpc)
+        return;
+    if (x->upstream->server->hb->drain_deadline > 0)
+        tunnel_deadline(x, x->upstream->server->hb->drain_deadline);
+    if (worker_of(x)->drain_deadline > 0 && x->state == EXCHANGE_FORWARDING)
+        tunnel_deadline(x, worker_of(x)->drain_deadline);
+}
+
+/* HTTP/2 backends: a stream on a connection to <s> with room, or on a new
+ * one (descriptors short: idle pooled connections are given up first). */
+static bool open_stream(struct exchange *x, struct server *s, struct pool *p, int *err)
+{
+    bool reused = false, te = x->te_trailers || x->grpc;
+    struct h2_stream *st = upstream_h2_attach(s, on_upstream_event, x, te, &reused, err);
+    if (!st && local_shortage(*err) && upstream_reclaim_idle(worker_of(x), 1) > 0)
+        st = upstream_h2_attach(s, on_upstream_event, x, te, &reused, err);
+    if (!st)
+        return false;
+    bind_upstream(x, upstream_h2_conn(st), st, p, reused);
+    if (upstream_h2_ready(st))
+        forwarding_begins(x);
+    else
+        set_state(x, EXCHANGE_CONNECTING);
+    return true;
+}
+
 /* Starts a new connection to <s> of pool <p> for the request. Short of
  * descriptors, idle pooled connections are given up first: a client never
  * fails for a connection nobody uses. Returns false if the connect failed
  * at once (*<err> set). */
 static bool open_upstream(struct exchange *x, struct server *s, struct pool *p, int *err)
 {
+    if (pool_h2(x, p))
+        return open_stream(x, s, p, err);
     struct upstream *u = upstream_connect(s, on_upstream_event, x, err);
     if (!u && local_shortage(*err) && upstream_reclaim_idle(worker_of(x), 1) > 0)
         u = upstream_connect(s, on_upstream_event, x, err);
     if (!u)
         return false;
-    bind_upstream(x, u, p, false);
+    bind_upstream(x, u, NULL, p, false);
     set_state(x, EXCHANGE_CONNECTING);
     return true;
 }
@@ -497,11 +571,12 @@ static enum step connect_upstream(struct exchange *x)
             x->connect_failed = false;
         }
         struct upstream *u =
-            is_tcp_mode(x) ? NULL
-                           : upstream_take_idle(s, request_replayable(x), on_upstream_event, x);
+            is_tcp_mode(x) || pool_h2(x, p)
+                ? NULL /* a stream finds its connection in open_stream */
+                : upstream_take_idle(s, request_replayable(x), on_upstream_event, x);
         if (u) {
-            bind_upstream(x, u, p, true);
-            set_state(x, EXCHANGE_FORWARDING);
+            bind_upstream(x, u, NULL, p, true);
+            forwarding_begins(x);
             return STEP_PROGRESS;
         }
         int err = 0;
@@ -592,11 +667,47 @@ static bool answer_untouched(const struct exchange *x)
     return !exchange_response_on_wire(x) && !x->response_started && x->interim == 0;
 }
 
+static bool was_tried(const struct exchange *x, const struct server *s)
+{
+    for (unsigned i = 0; i < x->attempts; i++)
+        if (x->tried[i] == s)
+            return true;
+    return false;
+}
+
+/* An HTTP/2 backend never processed the stream: above the last-stream-id
+ * of its GOAWAY, refused (REFUSED_STREAM), or it never left usher (RFC
+ * 9113 8.7, 6.8). It goes again whatever its method — nothing of it was
+ * acted on — with the request bytes the stream kept: first on another
+ * connection to the same backend (a GOAWAY drains only its connection;
+ * a backend that stops refuses the connect, and the next backend takes
+ * it), then elsewhere. Like a connect retry, it is never budgeted. */
+static enum step stream_refused(struct exchange *x)
+{
+    struct server *s = x->upstream->server;
+    struct pool *p = x->pool;
+    ssize_t kept = answer_untouched(x) ? upstream_h2_replay(x->h2s, &x->req_head) : -1;
+    if (kept < 0) {
+        log_kv(CONF_LOG_WARN, "backend failed", LOG_STR("pool", p->name),
+               LOG_STR("backend", s->hb->name),
+               LOG_STR("reason", "stream refused after more than it keeps to send again"));
+        return exchange_respond_error(x, 502, "backend refused the stream", false);
+    }
+    p->retries[RETRY_REFUSED]++;
+    log_kv(CONF_LOG_DEBUG, "backend refused stream, sending again", LOG_STR("pool", p->name),
+           LOG_STR("backend", s->hb->name), LOG_UINT("bytes", (uint64_t)kept));
+    bool same = server_in_rotation(s) && !was_tried(x, s);
+    remember_tried(x, s);
+    return resend(x, same ? s : NULL);
+}
+
 /* The upstream failed (<why>, of kind <reason>) before the response was
  * complete. An idempotent body-less request that got no byte of answer to
  * its client goes once to another backend, if the pool's budget allows. */
 static enum step upstream_failed(struct exchange *x, const char *why, enum retry_reason reason)
 {
+    if (x->h2s && upstream_h2_refused(x->h2s))
+        return stream_refused(x); /* not a failure: it was never processed */
     struct server *s = x->upstream->server;
     struct pool *p = x->pool;
     bool nothing_received = answer_untouched(x) && (!x->up.buf || buf_len(x->up.buf) == 0);
@@ -680,8 +791,6 @@ static void ws_tunnel_start(struct exchange *x)
         ws_follow(&ws->to_client, x->up.buf, buf_len(x->up.buf));
 }
 
-static void tunnel_deadline(struct exchange *x, ev_tstamp deadline);
-
 /* Parses the response head in x->up.buf. */
 static enum step on_response_head(struct exchange *x)
 {
@@ -749,6 +858,8 @@ static enum step on_response_head(struct exchange *x)
     }
     if (body_frame(&x->res_body, out, &x->out_fwd) < 0)
         return upstream_failed(x, x->res_body.chunked.error_reason, RETRY_RESET);
+    if (x->grpc)
+        grpc_follow(x->grpc, (const uint8_t *)buf_head(out), x->out_fwd);
     return STEP_PROGRESS;
 }
 
@@ -888,8 +999,12 @@ static enum step on_forward(struct exchange *x)
             } else {
                 x->last_activity = now_of(x);
                 progress = STEP_PROGRESS;
+                size_t framed = x->out_fwd;
                 if (x->response_started && body_frame(&x->res_body, u->buf, &x->out_fwd) < 0)
                     return upstream_failed(x, x->res_body.chunked.error_reason, RETRY_RESET);
+                if (x->grpc && x->out_fwd > framed)
+                    grpc_follow(x->grpc, (const uint8_t *)buf_head(u->buf) + framed,
+                                x->out_fwd - framed);
             }
         }
     }
@@ -897,6 +1012,14 @@ static enum step on_forward(struct exchange *x)
         s = on_response_head(x);
         if (s != STEP_BLOCKED)
             return s;
+    }
+
+    if (x->grpc && x->grpc->closing) {
+        s = grpc_close_step(x);
+        if (s == STEP_CLOSED || x->state != EXCHANGE_FORWARDING)
+            return s;
+        if (s == STEP_PROGRESS)
+            progress = s;
     }
 
     /* response bytes toward the client */
@@ -974,12 +1097,77 @@ static void ws_begin_close(struct exchange *x, const char *why)
     arm_timer(x);
 }
 
+/* ---- gRPC calls at a drain deadline: grpc-status 14, as a WebSocket's 1001 ---- */
+
+/* The call ends with grpc-status 14 (UNAVAILABLE: its client retries
+ * elsewhere): before any response head, as an answer of usher's own
+ * (trailers-only); after it, at the next message boundary (grpc_close_step). */
+static void grpc_begin_close(struct exchange *x)
+{
+    log_debug("grpc call closing", "client=%s reason=\"drain deadline\"", x->c->peer);
+    if (x->state != EXCHANGE_FORWARDING || !x->response_started) {
+        exchange_respond_error(x, 503, "drain deadline", false);
+        return;
+    }
+    x->grpc->closing = true;
+}
+
+/* Closing: the bytes framed so far reach a message boundary past what the
+ * client already has: the body ends there, the backend's rest is dropped,
+ * and the trailers say 14. Until then the call flows on (a message half
+ * sent is finished first, as a WebSocket frame is). */
+static enum step grpc_close_step(struct exchange *x)
+{
+    struct grpc_call *g = x->grpc;
+    if (x->res_body.done) {
+        g->closing = false; /* its own end came first */
+        return STEP_BLOCKED;
+    }
+    uint64_t cut, sent = g->framed - x->out_fwd;
+    if (!grpc_cut(g, sent, &cut))
+        return STEP_BLOCKED;
+    x->out_fwd = (size_t)(cut - sent);
+    if (x->up.buf)
+        x->up.buf->end = x->up.buf->start + x->out_fwd; /* the rest is not the client's */
+    x->res_body.done = true;
+    x->res_reusable = false; /* what the backend still sends is unread */
+    g->closing = false;
+    g->close_at = 0;
+    if (!x->trailers && !(x->trailers = calloc(1, sizeof(*x->trailers))))
+        return x->ops->abort(x);
+    hbuf_reset(x->trailers);
+    if (grpc_trailer_lines(x->trailers, GRPC_UNAVAILABLE, "drain deadline") < 0)
+        return x->ops->abort(x);
+    return STEP_PROGRESS;
+}
+
+/* Schedules a gRPC call's end for <deadline> - <grace>, or begins it now
+ * if less is left. */
+static void grpc_deadline(struct exchange *x, ev_tstamp deadline, conf_ms grace)
+{
+    struct grpc_call *g = x->grpc;
+    ev_tstamp at = deadline - ms_to_s(grace);
+    if (g->closing || (g->close_at > 0 && g->close_at <= at))
+        return;
+    g->close_at = at;
+    if (at > now_of(x))
+        arm_timer(x);
+    else
+        grpc_begin_close(x);
+}
+
 /* Schedules the close frames for <deadline>; starts closing now if the
- * grace is longer than what is left. No drive: callers inside a step let
- * the driver's next round pump the frames. */
+ * grace is longer than what is left (a gRPC call: its grpc-status 14).
+ * No drive: callers inside a step let the driver's next round pump the
+ * frames. */
 static void tunnel_deadline(struct exchange *x, ev_tstamp deadline)
 {
     conf_ms grace = worker_of(x)->conf->shutdown.tunnel_close_grace;
+    if (x->grpc && grace > 0 &&
+        (x->state == EXCHANGE_CONNECTING || x->state == EXCHANGE_FORWARDING)) {
+        grpc_deadline(x, deadline, grace);
+        return;
+    }
     if (x->state != EXCHANGE_TUNNEL || !x->ws || x->ws->closing || grace == 0)
         return; /* a grace of 0 turns close frames off: the tunnel runs to the deadline */
     ev_tstamp at = deadline - ms_to_s(grace);
@@ -994,6 +1182,12 @@ static void tunnel_deadline(struct exchange *x, ev_tstamp deadline)
 
 bool exchange_tunnel_deadline(struct exchange *x, ev_tstamp deadline)
 {
+    if (x->grpc) {
+        enum exchange_state before = x->state;
+        bool was_closing = x->grpc->closing;
+        tunnel_deadline(x, deadline);
+        return x->state != before || (!was_closing && x->grpc && x->grpc->closing);
+    }
     bool was_closing = x->ws && x->ws->closing;
     tunnel_deadline(x, deadline);
     return !was_closing && x->ws && x->ws->closing;
@@ -1099,9 +1293,12 @@ static enum step on_responding(struct exchange *x)
 /* The bound upstream's connect completed (its state tells). */
 static enum step on_connecting(struct exchange *x)
 {
-    if (x->upstream->state != UPSTREAM_ACTIVE)
+    if (x->h2s ? !upstream_h2_ready(x->h2s) : x->upstream->state != UPSTREAM_ACTIVE)
         return STEP_BLOCKED;
-    set_state(x, is_tcp_mode(x) ? EXCHANGE_TUNNEL : EXCHANGE_FORWARDING);
+    if (is_tcp_mode(x))
+        set_state(x, EXCHANGE_TUNNEL);
+    else
+        forwarding_begins(x);
     return STEP_PROGRESS;
 }
 
@@ -1149,6 +1346,11 @@ static void on_upstream_event(void *owner, enum upstream_event ev, int err)
         if (!exchange_tunnel_deadline(x, x->upstream->server->hb->drain_deadline))
             return;
         break;
+    case UPSTREAM_REFUSED:
+        stream_refused(x);
+        break;
+    case UPSTREAM_CLOSED: /* a mux connection's owner's only */
+        return;
     }
     x->ops->wake(x);
 }
@@ -1169,6 +1371,16 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         return; /* armed for an exchange that ended */
     if (ev_now(loop) < deadline) {
         arm_timer(x);
+        return;
+    }
+    if (grpc_close_at(x) <= ev_now(loop)) {
+        if (!tunnel_deadline_stands(x)) {
+            x->grpc->close_at = 0; /* its backend came back: no goodbye */
+            arm_timer(x);
+            return;
+        }
+        grpc_begin_close(x);
+        x->ops->wake(x);
         return;
     }
     switch (x->state) {

@@ -346,6 +346,7 @@ static enum step start_request(struct client *c, struct http1_request *req)
         .request_id_out = &rid,
         .new_request_id = exchange_new_request_id,
         .ctx = x,
+        .te_trailers = &x->te_trailers,
     };
     if (headers_build_request(&x->req_head, req, &fi) < 0) {
         conn_close(c);

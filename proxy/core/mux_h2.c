@@ -33,6 +33,7 @@
 #include "../base/prng.h"
 #include "conn.h"
 #include "exchange.h"
+#include "grpc.h"
 #include "h2conf.h"
 #include "headers.h"
 
@@ -93,6 +94,12 @@
  * nghttp2's GOAWAY. */
 #define H2_STREAMS_SLACK 256
 
+/* A gRPC request whose header block goes past max_head_bytes is answered
+ * RESOURCE_EXHAUSTED (DESIGN "gRPC"), its fields no longer kept, up to
+ * this many times the limit; beyond it the block is an HPACK bomb, and the
+ * connection is cut as for any other request. */
+#define H2_GRPC_OVERSIZE_FACTOR 4
+
 enum h2c_state {
     H2C_OPEN = 1,     /* serving streams */
     H2C_DRAIN_NOTICE, /* GOAWAY(2^31-1) and a PING sent: the final GOAWAY at the ack or after 1 s */
@@ -135,6 +142,8 @@ struct h2s {
     bool closed;           /* nghttp2 closed the stream */
     bool queued;           /* on h->pending */
     bool too_many_fields;  /* more than max_headers fields: 431 */
+    bool too_large;        /* a gRPC request's block past max_head_bytes: 431 */
+    bool grpc;             /* its content-type is gRPC's (seen among its fields) */
     size_t head_bytes;     /* RFC 9113 6.5.2 size of its header blocks so far */
     unsigned nfields;
     struct hbuf fields;    /* the request's header block, "name\0value\0" pairs */
@@ -465,6 +474,17 @@ static void stream_start(struct h2s *s)
         f[i].value = (struct http1_slice){s->fields.data + pos, vl};
         pos += vl + 1;
     }
+    /* gRPC (grpc.h): its errors become gRPC statuses, its call ends with
+     * grpc-status 14 ahead of a drain deadline; te: trailers goes on to an
+     * HTTP/2 backend */
+    if (s->grpc && !(x->grpc = calloc(1, sizeof(*x->grpc)))) {
+        free(f);
+        exchange_respond_error(x, 503, "proxy out of memory", false);
+        return;
+    }
+    for (unsigned i = 0; i < s->nfields; i++)
+        if (http1_slice_eq(f[i].name, "te") && http1_slice_eq(f[i].value, "trailers"))
+            x->te_trailers = true;
     struct http1_slice rid = {NULL, 0};
     struct forward_info fi = {
         .client_addr = c->peer,
@@ -477,13 +497,14 @@ static void stream_start(struct h2s *s)
     if (c->w->conf->log.access)
         x->log = calloc(1, sizeof(*x->log));
     struct h2_request req;
-    int rc = s->too_many_fields ? -1
-                                : headers_h2_request(&x->req_head, f, s->nfields, s->no_body,
-                                                     &c->w->limits, &fi, &req);
-    if (s->too_many_fields) {
+    bool oversize = s->too_many_fields || s->too_large;
+    int rc = oversize ? -1
+                      : headers_h2_request(&x->req_head, f, s->nfields, s->no_body,
+                                           &c->w->limits, &fi, &req);
+    if (oversize) {
         memset(&req, 0, sizeof(req));
         req.error_status = 431;
-        req.error_reason = "too many header fields";
+        req.error_reason = s->too_large ? "request head too large" : "too many header fields";
     }
     x->method = req.method_id ? req.method_id : HTTP1_METHOD_OTHER;
     if (x->log) {
@@ -632,6 +653,18 @@ static nghttp2_nv *to_nv(const struct h2_field *f, size_t n)
     return nv;
 }
 
+/* A gRPC answer without a body (trailers-only, as an HTTP/1.1 hop carried
+ * it: Content-Length: 0) goes without its Content-Length: gRPC frames its
+ * messages itself, and the field would read as the call's metadata. */
+static size_t drop_length(struct h2_field *f, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!http1_slice_eq(f[i].name, "content-length"))
+            f[k++] = f[i];
+    return k;
+}
+
 /* Submits the head of <res> on the stream: interim (no provider, no end
  * of stream), or final (the body pulled by data_read_cb, or none). */
 static int submit_head(struct h2s *s, const struct http1_response *res, bool interim, bool body)
@@ -643,6 +676,8 @@ static int submit_head(struct h2s *s, const struct http1_response *res, bool int
     if (!f)
         return -1;
     int n = headers_h2_response(res, &scratch, f);
+    if (n > 0 && s->x.grpc && !body)
+        n = (int)drop_length(f, (size_t)n);
     nghttp2_nv *nv = n < 0 ? NULL : to_nv(f, (size_t)n);
     if (nv) {
         nghttp2_data_provider dp = {.source.ptr = s, .read_callback = data_read_cb};
@@ -682,9 +717,33 @@ static int h2x_response_head(struct exchange *x, const struct http1_response *re
     return 0;
 }
 
+/* A gRPC request's error of usher's own: trailers-only (HEADERS with
+ * END_STREAM, HTTP 200, grpc-status, grpc-message), a status its client
+ * acts on where a plain HTTP error would read as INTERNAL. */
+static int respond_grpc(struct h2s *s, int status, const char *detail)
+{
+    struct grpc_error e;
+    size_t n = grpc_error_fields(&e, status, detail);
+    nghttp2_nv *nv = to_nv(e.f, n);
+    if (!nv)
+        return -1;
+    int rc = nghttp2_submit_response(s->h->session, s->id, nv, n, NULL);
+    free(nv);
+    if (rc != 0)
+        return -1;
+    hbuf_reset(&s->x.res_head);
+    s->x.head_committed = true;
+    drain_if_closing(s->h);
+    if (!s->discard)
+        discard_body(s);
+    return 0;
+}
+
 static int h2x_response_error(struct exchange *x, int status, const char *detail, bool close)
 {
     struct h2s *s = stream_of(x);
+    if (x->grpc)
+        return respond_grpc(s, status, detail);
     char body[256], len[24], code[4];
     int n = headers_error_text(body, sizeof(body), status, detail);
     snprintf(len, sizeof(len), "%d", n);
@@ -901,11 +960,22 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
      * past it the client ignored usher's limit, or decompresses a small
      * block into a huge one (HPACK bomb) */
     s->head_bytes += namelen + valuelen + 32;
-    if (s->head_bytes > h->c->w->limits.max_head_bytes) {
+    size_t max = h->c->w->limits.max_head_bytes;
+    if (s->head_bytes > max && s->grpc && frame->headers.cat == NGHTTP2_HCAT_REQUEST &&
+        s->head_bytes <= H2_GRPC_OVERSIZE_FACTOR * max) {
+        s->too_large = true; /* answered RESOURCE_EXHAUSTED; nothing more is kept */
+        return 0;
+    }
+    if (s->head_bytes > max) {
         fail(h, NGHTTP2_ENHANCE_YOUR_CALM, "header block too large");
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
+    if (s->too_large)
+        return 0;
     if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+        if (namelen == 12 && memcmp(name, "content-type", 12) == 0 &&
+            grpc_content_type((struct http1_slice){(const char *)value, valuelen}))
+            s->grpc = true;
         /* pseudo-headers (at most 4) do not count against max_headers */
         if (s->nfields >= h->c->w->limits.max_headers + 4) {
             s->too_many_fields = true;
@@ -1345,9 +1415,24 @@ static void h2_shutdown_idle(struct client *c, ev_tstamp close_at)
     pump(h);
 }
 
+/* No tunnels over HTTP/2 (RFC 8441 is not offered), but gRPC calls: each
+ * ends with grpc-status 14 tunnel_close_grace ahead of <deadline>. */
 static void h2_tunnel_deadline(struct client *c, ev_tstamp deadline)
 {
-    /* no tunnels over HTTP/2 (RFC 8441 is not offered) */
+    if (c->state != CLIENT_H2)
+        return;
+    struct h2c *h = c->h2;
+    bool now = false;
+    struct list *pos, *tmp;
+    list_for_each_safe (pos, tmp, &h->streams) {
+        struct h2s *s = container_of(pos, struct h2s, link);
+        if (s->state == H2S_EXCHANGE && s->x.grpc && exchange_tunnel_deadline(&s->x, deadline)) {
+            queue(s);
+            now = true;
+        }
+    }
+    if (now)
+        pump(h);
 }
 
 static bool h2_is_idle(const struct client *c)

@@ -49,6 +49,8 @@ const char *retry_reason_str(enum retry_reason r)
         return "invalid_head";
     case RETRY_FIRST_BYTE:
         return "first_byte";
+    case RETRY_REFUSED:
+        return "refused";
     case RETRY_REASONS:
         break;
     }

@@ -21,6 +21,8 @@ enum retry_reason {
     RETRY_RESET,        /* reset or closed before any response byte */
     RETRY_INVALID_HEAD, /* the response head did not parse */
     RETRY_FIRST_BYTE,   /* nothing within timeouts.first_byte */
+    RETRY_REFUSED,      /* an HTTP/2 backend never processed the stream (GOAWAY, REFUSED_STREAM):
+                           nothing was acted on (not budgeted) */
     RETRY_REASONS,
 };
 
@@ -41,7 +43,7 @@ void retry_budget_request(struct retry_budget *rb, double now);
  * Returns true if the retry may go, false if it is refused. */
 bool retry_budget_take(struct retry_budget *rb, double now);
 
-/* "connect", "reset", "invalid_head", "first_byte". */
+/* "connect", "reset", "invalid_head", "first_byte", "refused". */
 const char *retry_reason_str(enum retry_reason r);
 
 #endif

@@ -11,6 +11,7 @@
 
 struct side;
 struct ssl_st;
+struct h2_stream;
 
 /* A kernel pipe that carries a body from one socket to the other without
  * passing through user space (splice(2)). Bounded: what it holds is at most
@@ -63,6 +64,7 @@ struct side {
     unsigned tls_want;  /* events a TLS read waits for (EV_WRITE during a key update) */
     const struct transport *tp;
     struct ssl_st *ssl; /* TLS state (transport_tls) */
+    struct h2_stream *h2s; /* the HTTP/2 backend stream it moves bytes of (transport_h2_stream) */
     struct buf *buf;    /* bytes read from this side, not yet passed on */
     bool readable;      /* the socket may have bytes (cleared on EAGAIN or a short read) */
     bool eof;           /* the peer half-closed */

@@ -267,6 +267,11 @@ static void upstream_io_cb(struct ev_loop *loop, ev_io *io, int revents)
     int err = 0;
     switch (u->state) {
     case UPSTREAM_IDLE:
+        if (u->mux) {
+            /* HTTP/2: its peer may speak while no stream is open */
+            u->cb(u->owner, (revents & EV_READ) ? UPSTREAM_READABLE : UPSTREAM_WRITABLE, 0);
+            return;
+        }
         /* a pooled connection must stay silent: data or EOF means the
          * backend closed it (or broke the protocol), so it is never reused */
         upstream_close(u);
@@ -347,6 +352,11 @@ struct upstream *upstream_take_idle(struct server *s, bool replayable, upstream_
         /* the most recently used one: least likely to have been closed by a
          * backend's own keep-alive timeout */
         struct upstream *u = container_of(s->idle.prev, struct upstream, pool_link);
+        if (u->mux) {
+            /* an HTTP/2 one of a pool a reload moved back to http1 */
+            upstream_close(u);
+            continue;
+        }
         /* a replayable request that finds it closed goes again on a new
          * connection (RFC 9112 9.3.1): the peek, one syscall per request,
          * is for the ones that cannot */
@@ -356,16 +366,22 @@ struct upstream *upstream_take_idle(struct server *s, bool replayable, upstream_
         }
         if (!replayable && now - u->idle_since > max_idle)
             return NULL; /* the others idled longer still */
-        list_remove(&u->pool_link);
-        s->idle_count--;
-        list_append(&s->active, &u->pool_link);
-        ev_timer_stop(u->w->loop, &u->idle_timer);
-        u->state = UPSTREAM_ACTIVE;
-        u->cb = cb;
-        u->owner = owner;
+        upstream_take(u, cb, owner);
         return u;
     }
     return NULL;
+}
+
+void upstream_take(struct upstream *u, upstream_cb cb, void *owner)
+{
+    struct server *s = u->server;
+    list_remove(&u->pool_link);
+    s->idle_count--;
+    list_append(&s->active, &u->pool_link);
+    ev_timer_stop(u->w->loop, &u->idle_timer);
+    u->state = UPSTREAM_ACTIVE;
+    u->cb = cb;
+    u->owner = owner;
 }
 
 /* True if a runtime split override set <p> to 0 and no open listener
@@ -412,8 +428,10 @@ void upstream_release(struct upstream *u, bool reusable)
     list_append(&s->idle, &u->pool_link);
     s->idle_count++;
     u->state = UPSTREAM_IDLE;
-    u->cb = NULL;
-    u->owner = NULL;
+    if (!u->mux) {
+        u->cb = NULL;
+        u->owner = NULL;
+    }
     u->idle_since = ev_now(w->loop);
     upstream_want(u, EV_READ);
     ev_timer_set(&u->idle_timer, (double)conf->timeouts.backend_idle / 1000.0, 0.);
@@ -423,6 +441,11 @@ void upstream_release(struct upstream *u, bool reusable)
 void upstream_close(struct upstream *u)
 {
     struct server *s = u->server;
+    if (u->mux && u->cb) {
+        upstream_cb cb = u->cb;
+        u->cb = NULL;
+        cb(u->owner, UPSTREAM_CLOSED, 0); /* its session lets go of it */
+    }
     if (u->state == UPSTREAM_IDLE)
         s->idle_count--;
     list_remove(&u->pool_link);

@@ -66,12 +66,17 @@ struct upstream *upstream_connect(struct server *s, upstream_cb cb, void *owner,
  * on a new connection by the caller. NULL if none. */
 struct upstream *upstream_take_idle(struct server *s, bool replayable, upstream_cb cb, void *owner);
 
+/* Takes the pooled idle connection <u> back into use for <owner> (<cb>
+ * hears its events): an HTTP/2 one gets its next stream. */
+void upstream_take(struct upstream *u, upstream_cb cb, void *owner);
+
 /* The exchange on <u> ended: it goes back to the pool if upstream_keep_rule
  * allows (<reusable>: the request and response left it reusable), else it
  * closes. */
 void upstream_release(struct upstream *u, bool reusable);
 
-/* Closes <u> and frees it. */
+/* Closes <u> and frees it (a mux connection's owner hears
+ * UPSTREAM_CLOSED first, unless it cleared u->cb: its own close). */
 void upstream_close(struct upstream *u);
 
 /* Closes every idle pooled connection of <s>. */

@@ -219,6 +219,10 @@ enum upstream_event {
     UPSTREAM_WRITABLE,
     UPSTREAM_DRAIN_EXPIRED, /* its backend's drain deadline passed: the owner must let go */
     UPSTREAM_DRAIN_STARTED, /* its backend drains until server->hb->drain_deadline */
+    /* HTTP/2 backends (upstream_h2.c): */
+    UPSTREAM_REFUSED, /* the backend never processed the stream (GOAWAY above it,
+                         REFUSED_STREAM): it may go again, whatever its method */
+    UPSTREAM_CLOSED,  /* to a mux connection's owner only: the pool closes it (idle) */
 };
 
 typedef void (*upstream_cb)(void *owner, enum upstream_event ev, int err);
@@ -237,6 +241,11 @@ struct upstream {
     upstream_cb cb;        /* when ACTIVE or CONNECTING */
     void *owner;
     unsigned requests; /* requests sent over this connection */
+    /* A multiplexed connection (HTTP/2, upstream_h2.c): its owner is its
+     * session, not an exchange. Pooled while it has no stream, it keeps its
+     * cb and owner (its peer's PING, SETTINGS or GOAWAY are read, not taken
+     * for a close), and its owner hears UPSTREAM_CLOSED when the pool closes it. */
+    bool mux;
 };
 
 /* Why usher sent an HTTP/2 connection a GOAWAY (metrics): the two-step
