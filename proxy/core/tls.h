@@ -11,6 +11,23 @@
  * Returns the context, or NULL with a reason in <err> (<cap> bytes). */
 SSL_CTX *tls_context_new(const char *cert, const char *key, int http, char *err, size_t cap);
 
+/* An ALPN list a server accepts: protocol names in wire format
+ * (length-prefixed, "\x02h2\x08http/1.1"), in the server's order of
+ * preference. */
+struct tls_alpn {
+    const unsigned char *list;
+    size_t len;
+};
+
+/* Builds a server context with the settings of tls_context_new (TLS 1.2
+ * and later, no renegotiation) for the PEM certificate chain <cert> and
+ * key <key>. <alpn> (NULL or empty: no ALPN) is what ALPN may select, the
+ * first of its protocols the client offers; it is not copied and must
+ * outlive the context (proxy/core/certs.c keeps it in the set). Returns
+ * the context, or NULL with a reason naming the file in <err>. */
+SSL_CTX *tls_server_context_new(const char *cert, const char *key, const struct tls_alpn *alpn,
+                                char *err, size_t cap);
+
 /* Drops a reference to <ctx> (connections hold their own). NULL is fine. */
 void tls_context_free(SSL_CTX *ctx);
 
