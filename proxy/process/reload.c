@@ -15,6 +15,7 @@
 
 #include "../../conf/conf.h"
 #include "../base/log.h"
+#include "../core/certs.h"
 #include "../core/listener.h"
 #include "../core/worker.h"
 #include "../sources/discover.h"
@@ -23,6 +24,7 @@
 #include "../control/bgwork.h"
 #include "../control/overrides.h"
 #include "../net/list.h"
+#include "../net/tlsclient.h"
 
 /* What prepare built for one new config, so commit cannot fail on I/O and
  * abort knows exactly what to throw away. */
@@ -315,6 +317,68 @@ static const char why_nomem[] = "out of memory";
 static const char why_stopping[] = "usher is stopping";
 static const char why_unresolved[] = "cannot resolve a host name, running config kept";
 
+static void tls_error(void *arg, const char *msg)
+{
+    errors_add(arg, msg);
+}
+
+/* ALPN a listener's handshake may select: http/1.1 on an http listener, as
+ * before sets existed (HTTP/2 adds "h2" in front of it); none for tcp. */
+static const unsigned char alpn_http11[] = "\x08http/1.1";
+
+/* The TLS side of a loaded config, read on the background thread and read
+ * again at every reload, so files replaced in place are picked up:
+ *  - each TLS listener's certificate set (proxy/core/certs.h), handed on
+ *    as l->tls[i], its default context, which carries the whole set (the
+ *    handshake picks the certificate by SNI; strict_sni refuses);
+ *  - each pool's client context (pools[].tls: the CA, the client
+ *    certificate and key), built to check it. It is not handed on yet:
+ *    health checks build their own from the pool's conf until the data
+ *    plane takes these (backend_tls_set(), health/backend.h).
+ * Every problem is an error at its key's position. Returns 0 or -1. */
+static int tls_load(struct reload_loaded *l)
+{
+    const struct conf *nc = l->nc;
+    size_t before = l->errs.count;
+    for (size_t i = 0; i < nc->num_listeners; i++) {
+        const struct conf_listener *cl = &nc->listeners[i];
+        if (!cl->tls.enabled)
+            continue;
+        struct cert_set_params prm = {0};
+        if (cl->protocol == CONF_PROTO_HTTP)
+            prm.alpn = (struct tls_alpn){alpn_http11, sizeof(alpn_http11) - 1};
+        struct cert_set *set = NULL;
+        if (cert_set_build(nc, i, &prm, &set, tls_error, &l->errs) == 0)
+            l->tls[i] = cert_set_ctx(set); /* the set's reference */
+    }
+    for (size_t i = 0; i < nc->num_pools; i++) {
+        const struct conf_pool *cp = &nc->pools[i];
+        if (!cp->tls.enabled)
+            continue;
+        struct tlsc_params prm = {.ca = cp->tls.ca,
+                                  .verify = cp->tls.verify,
+                                  .sni = cp->tls.sni,
+                                  .cert = cp->tls.cert,
+                                  .key = cp->tls.key};
+        if (cp->protocol == CONF_POOL_H2) {
+            prm.alpn = TLSC_ALPN_H2;
+            prm.alpn_len = sizeof(TLSC_ALPN_H2) - 1;
+        } else {
+            prm.alpn = TLSC_ALPN_HTTP11;
+            prm.alpn_len = sizeof(TLSC_ALPN_HTTP11) - 1;
+        }
+        char err[768], msg[1024];
+        struct tlsc_ctx *c = tlsc_ctx_new(&prm, err, sizeof(err));
+        if (!c) {
+            snprintf(msg, sizeof(msg), "%s:%u:%u: pools[%zu].tls: %s", nc->path, cp->pos.line,
+                     cp->pos.column, i, err);
+            errors_add(&l->errs, msg);
+        }
+        tlsc_ctx_free(c);
+    }
+    return l->errs.count > before ? -1 : 0;
+}
+
 int reload_load(const char *path, unsigned conf_flags, struct reload_loaded *l)
 {
     memset(l, 0, sizeof(*l));
@@ -329,12 +393,15 @@ int reload_load(const char *path, unsigned conf_flags, struct reload_loaded *l)
     }
     char msg[512];
     l->tls = calloc(l->nc->num_listeners + 1, sizeof(*l->tls));
-    if (!l->tls)
+    if (!l->tls) {
         snprintf(msg, sizeof(msg), "%s: out of memory", path);
-    else if (listener_tls_prepare(l->nc, l->tls, msg, sizeof(msg)) == 0)
+        errors_add(&l->errs, msg);
+    } else if (tls_load(l) == 0) {
         return 0;
+    }
     /* a bad certificate is a config error like any other */
-    errors_add(&l->errs, msg);
+    if (l->tls)
+        listener_tls_release(l->tls, l->nc->num_listeners);
     free(l->tls);
     l->tls = NULL;
     conf_free(l->nc);
