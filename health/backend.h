@@ -49,6 +49,16 @@ void backend_admin_drain(struct backend *b, conf_ms delay_ms);
  * the API's to end). Returns true if it was admin-drained. */
 bool backend_admin_ready(struct backend *b);
 
+/* Gives <b> its pool's TLS client context <ctx> (tlsclient.h; a reference
+ * is taken), the one the pool's upstream connections use: the next check
+ * connects with it. NULL detaches it. Without one attached, a backend of a
+ * pool with `tls` builds its own from the pool's conf at its first check
+ * (reading the files on the loop: attaching the context the reload built
+ * off the loop is the better way). Only meaningful while the pool's conf
+ * has `tls`. The session slot stays: a session is only ever offered
+ * through the context that made it. */
+void backend_tls_set(struct backend *b, struct tlsc_ctx *ctx);
+
 /* Stops checks and timers and frees <b>. The proxy must hold no reference. */
 void backend_free(struct backend *b);
 
