@@ -325,6 +325,7 @@ static void failure_reason(SSL *ssl, int ssl_err, char *err, size_t cap)
 int tlsc_handshake(SSL *ssl, unsigned *want, char *err, size_t cap)
 {
     *want = 0;
+    ERR_clear_error(); /* SSL_get_error() reads the queue: only this call's errors */
     errno = 0;
     int ret = SSL_do_handshake(ssl);
     if (ret == 1)
@@ -395,6 +396,7 @@ const char *tlsc_error(const SSL *ssl)
 ssize_t tlsc_recv(SSL *ssl, char *p, size_t n, unsigned *want)
 {
     *want = 0;
+    ERR_clear_error();
     errno = 0;
     size_t got = 0;
     int ret = SSL_read_ex(ssl, p, n, &got);
@@ -406,6 +408,7 @@ ssize_t tlsc_recv(SSL *ssl, char *p, size_t n, unsigned *want)
 ssize_t tlsc_send(SSL *ssl, const char *p, size_t n, unsigned *want)
 {
     *want = 0;
+    ERR_clear_error();
     errno = 0;
     size_t put = 0;
     int ret = SSL_write_ex(ssl, p, n, &put);
