@@ -609,8 +609,8 @@ static void test_scale(void)
             continue;
         struct hs h;
         hs_run(&h, big, cctx, names[i], NULL, NULL, 0);
-        CHECK_INTF(h.rc, 0, "%s", names[i]);
-        CHECK_INTF(cert_set_presented(h.server), i + 1, "%s", names[i]);
+        CHECK_INTF(h.rc, 0, "%.63s", names[i]);
+        CHECK_INTF(cert_set_presented(h.server), i + 1, "%.63s", names[i]);
         X509 *peer = SSL_get1_peer_certificate(h.client);
         CHECK(peer && X509_check_host(peer, names[i], 0, 0, NULL) == 1, "%s", names[i]);
         X509_free(peer);

@@ -42,7 +42,7 @@
         }                                                                                          \
     } while (0)
 
-static char tlsfix_root[TLSFIX_PATH];
+static char tlsfix_root[64];
 
 static const char *tlsfix_dir(void)
 {
