@@ -435,7 +435,8 @@ static int tls_conf_copy(struct conf_pool_tls *to, const struct conf_pool_tls *f
     memset(to, 0, sizeof(*to));
     to->enabled = from->enabled;
     to->verify = from->verify;
-    if ((from->ca && !(to->ca = strdup(from->ca))) || (from->sni && !(to->sni = strdup(from->sni))) ||
+    if ((from->ca && !(to->ca = strdup(from->ca))) ||
+        (from->sni && !(to->sni = strdup(from->sni))) ||
         (from->cert && !(to->cert = strdup(from->cert))) ||
         (from->key && !(to->key = strdup(from->key)))) {
         tls_conf_clear(to);
@@ -453,9 +454,9 @@ static bool tls_conf_equal(const struct conf_pool_tls *a, const struct conf_pool
 {
     if (a->enabled != b->enabled)
         return false;
-    return !a->enabled || (a->verify == b->verify && str_eq(a->ca, b->ca) &&
-                           str_eq(a->sni, b->sni) && str_eq(a->cert, b->cert) &&
-                           str_eq(a->key, b->key));
+    return !a->enabled ||
+           (a->verify == b->verify && str_eq(a->ca, b->ca) && str_eq(a->sni, b->sni) &&
+            str_eq(a->cert, b->cert) && str_eq(a->key, b->key));
 }
 
 /* Takes the pool's connection settings (tls, send_proxy, protocol).

@@ -473,9 +473,9 @@ static void transport_start(struct backend *b)
     struct tlsc_ctx *ctx = tls_context(b);
     /* an http check speaks HTTP/1.1 whatever the pool offers (h2) */
     bool http = b->hc.protocol != CONF_PROTO_TCP;
-    c->ssl = ctx ? tlsc_conn_new(ctx, c->fd, b->host, &b->tls_session,
-                                 http ? TLSC_ALPN_HTTP11 : NULL,
-                                 http ? sizeof(TLSC_ALPN_HTTP11) - 1 : 0, c->tls_error,
+    const char *alpn = http ? TLSC_ALPN_HTTP11 : NULL;
+    size_t alpn_len = http ? sizeof(TLSC_ALPN_HTTP11) - 1 : 0;
+    c->ssl = ctx ? tlsc_conn_new(ctx, c->fd, b->host, &b->tls_session, alpn, alpn_len, c->tls_error,
                                  sizeof(c->tls_error))
                  : NULL;
     if (!c->ssl) {

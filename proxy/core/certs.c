@@ -77,8 +77,9 @@ static void info_clear(struct cert_info *ci)
     for (size_t i = 0; i < ci->num_names; i++)
         free(ci->names[i]);
     free(ci->names);
-    ci->names = NULL;
-    ci->num_names = 0;
+    free((char *)ci->cert);
+    free((char *)ci->key);
+    memset(ci, 0, sizeof(*ci));
 }
 
 /* Frees <set> and its contexts; the default one too unless OpenSSL is
@@ -359,8 +360,11 @@ static void report(const struct conf *conf, struct conf_pos pos, const char *key
 static int cert_load(struct cert_set *set, struct cert *c, const char *cert, const char *key,
                      bool need_names, char *err, size_t cap)
 {
-    c->info.cert = cert;
-    c->info.key = key;
+    /* the set outlives the config generation it was built from */
+    if (!(c->info.cert = strdup(cert)) || !(c->info.key = strdup(key))) {
+        snprintf(err, cap, "out of memory");
+        return -1;
+    }
     c->ctx = tls_server_context_new(cert, key, &set->alpn, err, cap);
     if (!c->ctx)
         return -1;

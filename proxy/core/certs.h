@@ -64,13 +64,13 @@ struct cert_set;
 
 /* One certificate of a set, as /status and the metrics show it. */
 struct cert_info {
-    char **names;       /* the names it covers, as the certificate writes them */
-    size_t num_names;   /* (0 only for a default that names no host) */
-    bool names_from_cn; /* no subjectAltName DNS name: names[] is the subject's CN */
+    char **names;                  /* the names it covers, as the certificate writes them */
+    size_t num_names;              /* (0 only for a default that names no host) */
+    bool names_from_cn;            /* no subjectAltName DNS name: names[] is the subject's CN */
     char not_after[CERT_TIME_LEN]; /* RFC 3339 UTC; usher_tls_certificate_expiry_seconds */
     int64_t not_after_unix;        /* the same as Unix time in seconds */
-    const char *cert;              /* the PEM files it was loaded from (the conf's paths) */
-    const char *key;
+    const char *cert;              /* the PEM files it was loaded from (copies of the */
+    const char *key;               /* conf's paths: a set outlives its generation) */
 };
 
 /* What a set is built with beside the config. */

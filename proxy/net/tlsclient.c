@@ -44,8 +44,7 @@ static int ctx_index = -1; /* SSL_CTX -> its struct tlsc_ctx (freed with it) */
 static int ssl_index = -1; /* SSL -> its backend's struct tlsc_session */
 static int err_index = -1; /* SSL -> OpenSSL's reason of its last TLS error (static text) */
 
-static void ctx_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
-                        void *argp)
+static void ctx_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
     struct tlsc_ctx *c = ptr;
     if (!c)
@@ -99,15 +98,16 @@ int tlsc_load_cert_key(SSL_CTX *ctx, const char *cert, const char *key, char *er
         return -1;
     if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
         if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH)
-            snprintf(err, cap, "the private key does not match the certificate: key %s, certificate %s",
-                     key, cert);
+            snprintf(err, cap,
+                     "the private key does not match the certificate: key %s, certificate %s", key,
+                     cert);
         else
             snprintf(err, cap, "no private key in %s (bad PEM?): %s", key, openssl_reason());
         goto fail;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
         snprintf(err, cap, "the private key does not match the certificate: key %s, certificate %s",
-                     key, cert);
+                 key, cert);
         goto fail;
     }
     ERR_clear_error();

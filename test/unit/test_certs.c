@@ -55,8 +55,8 @@ static void conf_set(int dflt, const int *extra, size_t n, bool strict)
     lis.tls.key = leaves[dflt].key;
     lis.tls.strict_sni = strict;
     for (size_t i = 0; i < n; i++) {
-        entries[i] = (struct conf_certificate){leaves[extra[i]].cert, leaves[extra[i]].key,
-                                               {(unsigned)(10 + i), 11}};
+        entries[i] = (struct conf_certificate){
+            leaves[extra[i]].cert, leaves[extra[i]].key, {(unsigned)(10 + i), 11}};
     }
     lis.tls.certificates = n ? entries : NULL;
     lis.tls.num_certificates = n;
@@ -169,18 +169,18 @@ static void test_selection(void)
         const char *sni;
         int want;
     } cases[] = {
-        {"api.example.com", API},      {"API.Example.COM", API},
-        {"www.example.com", WILD},     {"x.api.example.com", WILDAPI},
-        {"default.test", DEFAULT},     {"www.default.test", DEFAULT},
-        {"unknown.test", DEFAULT},     {"example.com", DEFAULT},
-        {"a.b.example.com", DEFAULT},  {NULL, DEFAULT},
-        {"api.example.com.", API},     {"www.other.test", OTHER},
+        {"api.example.com", API},     {"API.Example.COM", API},
+        {"www.example.com", WILD},    {"x.api.example.com", WILDAPI},
+        {"default.test", DEFAULT},    {"www.default.test", DEFAULT},
+        {"unknown.test", DEFAULT},    {"example.com", DEFAULT},
+        {"a.b.example.com", DEFAULT}, {NULL, DEFAULT},
+        {"api.example.com.", API},    {"www.other.test", OTHER},
     };
     const int all[] = {DEFAULT, API, WILD, WILDAPI, OTHER};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const char *sni = cases[i].sni;
         CHECK_INTF(cert_set_select(set, sni, sni ? strlen(sni) : 0), index_of(cases[i].want),
-                  "select %s", sni ? sni : "(none)");
+                   "select %s", sni ? sni : "(none)");
         struct hs h;
         hs_run(&h, set, cctx, sni, NULL, NULL, 0);
         CHECK_INTF(h.rc, 0, "handshake %s", sni ? sni : "(none)");
@@ -211,9 +211,12 @@ static void test_strict(void)
         const char *sni;
         const char *refusal; /* NULL: accepted */
     } cases[] = {
-        {"unknown.test", cert_refused_unknown_sni}, {NULL, cert_refused_no_sni},
-        {"example.com", cert_refused_unknown_sni},  {"default.test", NULL},
-        {"www.default.test", NULL},                 {"api.example.com", NULL},
+        {"unknown.test", cert_refused_unknown_sni},
+        {NULL, cert_refused_no_sni},
+        {"example.com", cert_refused_unknown_sni},
+        {"default.test", NULL},
+        {"www.default.test", NULL},
+        {"api.example.com", NULL},
         {"www.example.com", NULL},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -225,7 +228,7 @@ static void test_strict(void)
             CHECK(cert_set_refusal(h.server) == cases[i].refusal, "reason for %s",
                   sni ? sni : "(none)");
             CHECK_INTF(tlsfix_client_reason, SSL_R_TLSV1_UNRECOGNIZED_NAME, "alert for %s",
-                      sni ? sni : "(none)");
+                       sni ? sni : "(none)");
             CHECK_INT(cert_set_select(set, sni, sni ? strlen(sni) : 0), -1);
         } else {
             CHECK_INTF(h.rc, 0, "%s accepted", sni);
@@ -343,8 +346,9 @@ static void test_errors(void)
     CHECK(set == NULL);
     CHECK_UINT(num_errors, 4);
     char want[1200];
-    snprintf(want, sizeof(want), "usher.yaml:10:11: listeners[0].tls.certificates[0]: the private "
-                                 "key does not match the certificate: key %s, certificate %s",
+    snprintf(want, sizeof(want),
+             "usher.yaml:10:11: listeners[0].tls.certificates[0]: the private "
+             "key does not match the certificate: key %s, certificate %s",
              leaves[OTHER].key, leaves[API].cert);
     CHECK_STR(errors[0], want);
     snprintf(want, sizeof(want),

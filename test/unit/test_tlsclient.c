@@ -183,8 +183,8 @@ static void test_verify(void)
             CHECK(seen == NULL, "case %zu: SNI %s sent for an IP", i, seen);
         if (cases[i].fail) {
             CHECK_INTF(k.rc, NET_ERROR, "case %zu", i);
-            CHECK(strcmp(k.err, cases[i].fail) == 0, "case %zu: \"%s\", expected \"%s\"", i,
-                  k.err, cases[i].fail);
+            CHECK(strcmp(k.err, cases[i].fail) == 0, "case %zu: \"%s\", expected \"%s\"", i, k.err,
+                  cases[i].fail);
         } else {
             CHECK_INTF(k.rc, 0, "case %zu: %s", i, k.err);
             CHECK_INTF(conn_exchange(&k), 4, "case %zu", i);
@@ -386,8 +386,8 @@ static void test_lifetime(void)
     struct conn k;
     memset(&k, 0, sizeof(k));
     tlsfix_pair(k.fds);
-    k.c = tlsc_conn_new(tlsc_ctx_ref(c), k.fds[0], "127.0.0.1", &slot, NULL, 0, k.err,
-                        sizeof(k.err));
+    k.c =
+        tlsc_conn_new(tlsc_ctx_ref(c), k.fds[0], "127.0.0.1", &slot, NULL, 0, k.err, sizeof(k.err));
     tlsc_ctx_free(c);
     tlsc_ctx_free(c); /* the reload dropped it: the connection holds it */
     k.s = SSL_new(app);
@@ -418,12 +418,11 @@ int main(void)
     rogue = tlsfix_cert(rogue_key, "usher rogue CA", NULL, 3650, NULL, NULL, true);
     tlsfix_write("ca", ca, NULL, ca_pem, NULL);
     tlsfix_write("rogue-ca", rogue, NULL, rogue_pem, NULL);
-    X509 *app = tlsfix_cert(leaf_key, "app.internal",
-                            "DNS:app.internal,DNS:localhost,IP:127.0.0.1", 30, ca, ca_key, false);
+    X509 *app = tlsfix_cert(leaf_key, "app.internal", "DNS:app.internal,DNS:localhost,IP:127.0.0.1",
+                            30, ca, ca_key, false);
     tlsfix_write("app", app, leaf_key, app_cert, app_key);
-    X509 *bad = tlsfix_cert(leaf_key, "app.internal",
-                            "DNS:app.internal,DNS:localhost,IP:127.0.0.1", 30, rogue, rogue_key,
-                            false);
+    X509 *bad = tlsfix_cert(leaf_key, "app.internal", "DNS:app.internal,DNS:localhost,IP:127.0.0.1",
+                            30, rogue, rogue_key, false);
     tlsfix_write("rogue", bad, leaf_key, rogue_cert, rogue_key_pem);
     X509 *cl = tlsfix_cert(client_key, "usher-client", NULL, 30, ca, ca_key, false);
     tlsfix_write("client", cl, client_key, client_cert, client_key_pem);

@@ -35,7 +35,7 @@
     do {                                                                                           \
         long long a_ = (long long)(a), b_ = (long long)(b);                                        \
         if (a_ != b_) {                                                                            \
-            char note_[1024];                                                                       \
+            char note_[1024];                                                                      \
             snprintf(note_, sizeof(note_), __VA_ARGS__);                                           \
             check_fail(__FILE__, __LINE__, NULL, "%s == %lld, expected %lld (%s)", #a, a_, b_,     \
                        note_);                                                                     \
@@ -104,8 +104,7 @@ static X509 *tlsfix_cert(EVP_PKEY *key, const char *cn, const char *san, long da
     X509_set_pubkey(x, key);
     X509_NAME *name = X509_get_subject_name(x);
     if (cn)
-        X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1,
-                                   0);
+        X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
     else
         X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, (const unsigned char *)"usher tests",
                                    -1, -1, 0);
