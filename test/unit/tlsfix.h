@@ -30,6 +30,9 @@
 
 #define TLSFIX_PATH 512
 
+/* Every helper: static, and no warning in a test that uses only some. */
+#define TLSFIX_FN __attribute__((unused)) static
+
 /* CHECK_INT with a printf-style note on failure (check.h's takes none). */
 #define CHECK_INTF(a, b, ...)                                                                      \
     do {                                                                                           \
@@ -44,7 +47,7 @@
 
 static char tlsfix_root[64];
 
-static const char *tlsfix_dir(void)
+TLSFIX_FN const char *tlsfix_dir(void)
 {
     if (!tlsfix_root[0]) {
         snprintf(tlsfix_root, sizeof(tlsfix_root), "/tmp/usher-tlsfix-XXXXXX");
@@ -56,19 +59,19 @@ static const char *tlsfix_dir(void)
     return tlsfix_root;
 }
 
-static int tlsfix_unlink(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+TLSFIX_FN int tlsfix_unlink(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
     return remove(path);
 }
 
-static void tlsfix_cleanup(void)
+TLSFIX_FN void tlsfix_cleanup(void)
 {
     if (tlsfix_root[0])
         nftw(tlsfix_root, tlsfix_unlink, 16, FTW_DEPTH | FTW_PHYS);
     tlsfix_root[0] = '\0';
 }
 
-static EVP_PKEY *tlsfix_key(void)
+TLSFIX_FN EVP_PKEY *tlsfix_key(void)
 {
     EVP_PKEY *k = EVP_EC_gen("P-256");
     if (!k) {
@@ -78,7 +81,7 @@ static EVP_PKEY *tlsfix_key(void)
     return k;
 }
 
-static void tlsfix_ext(X509 *x, X509V3_CTX *v3, int nid, const char *value)
+TLSFIX_FN void tlsfix_ext(X509 *x, X509V3_CTX *v3, int nid, const char *value)
 {
     X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, v3, nid, value);
     if (!e || !X509_add_ext(x, e, -1)) {
@@ -92,8 +95,8 @@ static void tlsfix_ext(X509 *x, X509V3_CTX *v3, int nid, const char *value)
  * subjectAltName <san> (NULL: none), valid from an hour ago for <days>
  * days, signed by <issuer>/<issuer_key> (NULL: self-signed). <ca> makes a
  * CA. Exits on failure (a broken fixture is no test). */
-static X509 *tlsfix_cert(EVP_PKEY *key, const char *cn, const char *san, long days, X509 *issuer,
-                         EVP_PKEY *issuer_key, bool ca)
+TLSFIX_FN X509 *tlsfix_cert(EVP_PKEY *key, const char *cn, const char *san, long days, X509 *issuer,
+                            EVP_PKEY *issuer_key, bool ca)
 {
     static long serial = 1000;
     X509 *x = X509_new();
@@ -132,7 +135,7 @@ static X509 *tlsfix_cert(EVP_PKEY *key, const char *cn, const char *san, long da
 /* Writes <x> (and <issuer> after it when given: a chain) to
  * <dir>/<stem>.pem and <key> to <dir>/<stem>.key; the paths go to
  * <cert_out> and <key_out> (TLSFIX_PATH bytes each; either may be NULL). */
-static void tlsfix_write(const char *stem, X509 *x, EVP_PKEY *key, char *cert_out, char *key_out)
+TLSFIX_FN void tlsfix_write(const char *stem, X509 *x, EVP_PKEY *key, char *cert_out, char *key_out)
 {
     char c[TLSFIX_PATH], k[TLSFIX_PATH];
     snprintf(c, sizeof(c), "%s/%s.pem", tlsfix_dir(), stem);
@@ -156,7 +159,7 @@ static void tlsfix_write(const char *stem, X509 *x, EVP_PKEY *key, char *cert_ou
 }
 
 /* Writes <text> to <dir>/<name>; the path goes to <out>. */
-static void tlsfix_write_text(const char *name, const char *text, char *out)
+TLSFIX_FN void tlsfix_write_text(const char *name, const char *text, char *out)
 {
     snprintf(out, TLSFIX_PATH, "%s/%s", tlsfix_dir(), name);
     FILE *f = fopen(out, "w");
@@ -166,7 +169,7 @@ static void tlsfix_write_text(const char *name, const char *text, char *out)
     }
 }
 
-static void tlsfix_pair(int fds[2])
+TLSFIX_FN void tlsfix_pair(int fds[2])
 {
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, fds) < 0) {
         perror("socketpair");
@@ -182,7 +185,7 @@ static int tlsfix_client_reason, tlsfix_server_reason;
 
 /* One handshake step of <ssl>: 1 done, 0 wants more, -1 failed (its
  * reason code in *<reason>). */
-static int tlsfix_step(SSL *ssl, int *reason)
+TLSFIX_FN int tlsfix_step(SSL *ssl, int *reason)
 {
     ERR_clear_error();
     int r = SSL_do_handshake(ssl);
@@ -199,7 +202,7 @@ static int tlsfix_step(SSL *ssl, int *reason)
  * 0 when both completed, -1 when the client failed, -2 when the server
  * failed (the other side is stepped a few more times, so it reads the
  * alert), -3 when neither moved on. */
-__attribute__((unused)) static int tlsfix_pump(SSL *client, SSL *server)
+TLSFIX_FN int tlsfix_pump(SSL *client, SSL *server)
 {
     int c = 0, s = 0;
     tlsfix_client_reason = tlsfix_server_reason = 0;
