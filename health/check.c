@@ -440,6 +440,22 @@ static void handshake_step(struct backend *b)
     app_start(b);
 }
 
+/* Declared in backend.h; defined here, by its first user, since backend.c
+ * calls into this file and never the other way. */
+void backend_tls_params(const struct conf_pool_tls *t, enum conf_pool_protocol protocol,
+                        struct tlsc_params *out)
+{
+    *out = (struct tlsc_params){
+        .ca = t->ca, .verify = t->verify, .sni = t->sni, .cert = t->cert, .key = t->key};
+    if (protocol == CONF_POOL_H2) {
+        out->alpn = TLSC_ALPN_H2;
+        out->alpn_len = sizeof(TLSC_ALPN_H2) - 1;
+    } else {
+        out->alpn = TLSC_ALPN_HTTP11;
+        out->alpn_len = sizeof(TLSC_ALPN_HTTP11) - 1;
+    }
+}
+
 /* The pool's TLS context: the one attached (backend_tls_set), else one
  * built here from the pool's conf, kept until its settings change. NULL
  * with tls_error set when the files do not load. */
@@ -447,16 +463,8 @@ static struct tlsc_ctx *tls_context(struct backend *b)
 {
     if (b->tls)
         return b->tls;
-    const struct conf_pool_tls *t = &b->tls_conf;
-    struct tlsc_params p = {
-        .ca = t->ca, .verify = t->verify, .sni = t->sni, .cert = t->cert, .key = t->key};
-    if (b->protocol == CONF_POOL_H2) {
-        p.alpn = TLSC_ALPN_H2;
-        p.alpn_len = sizeof(TLSC_ALPN_H2) - 1;
-    } else {
-        p.alpn = TLSC_ALPN_HTTP11;
-        p.alpn_len = sizeof(TLSC_ALPN_HTTP11) - 1;
-    }
+    struct tlsc_params p;
+    backend_tls_params(&b->tls_conf, b->protocol, &p);
     b->tls = tlsc_ctx_new(&p, b->check.tls_error, sizeof(b->check.tls_error));
     return b->tls;
 }

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "../../conf/conf.h"
+#include "../../health/backend.h"
 #include "../base/log.h"
 #include "../core/certs.h"
 #include "../core/listener.h"
@@ -355,18 +356,8 @@ static int tls_load(struct reload_loaded *l)
         const struct conf_pool *cp = &nc->pools[i];
         if (!cp->tls.enabled)
             continue;
-        struct tlsc_params prm = {.ca = cp->tls.ca,
-                                  .verify = cp->tls.verify,
-                                  .sni = cp->tls.sni,
-                                  .cert = cp->tls.cert,
-                                  .key = cp->tls.key};
-        if (cp->protocol == CONF_POOL_H2) {
-            prm.alpn = TLSC_ALPN_H2;
-            prm.alpn_len = sizeof(TLSC_ALPN_H2) - 1;
-        } else {
-            prm.alpn = TLSC_ALPN_HTTP11;
-            prm.alpn_len = sizeof(TLSC_ALPN_HTTP11) - 1;
-        }
+        struct tlsc_params prm;
+        backend_tls_params(&cp->tls, cp->protocol, &prm);
         char err[768], msg[1024];
         struct tlsc_ctx *c = tlsc_ctx_new(&prm, err, sizeof(err));
         if (!c) {
