@@ -26,7 +26,7 @@ RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DUSHER_WERROR=ON >/d
 # HEALTHCHECK (the same list as the .deb's Depends, see scripts/package) -----
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libev4 libssl3 libyaml-0-2 libc-ares2 curl \
+ && apt-get install -y --no-install-recommends libev4 libssl3 libyaml-0-2 libc-ares2 libjansson4 libnghttp2-14 libsystemd0 curl \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 65532 usher \
  && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \

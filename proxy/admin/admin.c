@@ -24,6 +24,7 @@
 #include "../base/metrics.h"
 #include "../core/balance.h"
 #include "../core/listener.h"
+#include "../core/mux_h2.h"
 #include "../core/fds.h"
 #include "../core/upstream.h"
 #include "../core/worker.h"
@@ -188,16 +189,38 @@ static void build_metrics(struct hbuf *o, struct process *proc)
                  "Client connections accepted by listener.", "%llu",
                  (unsigned long long)lt.accepted);
     metrics_family(o, "usher_requests_total", "counter",
-                   "Requests by listener and response status class; code=\"aborted\": the "
-                   "response was cut short after its head went out.");
+                   "Requests by listener, response status class and client protocol (http1: "
+                   "HTTP/1.0 and 1.1, TCP sessions included; http2: streams, listed once a "
+                   "listener served one); code=\"aborted\": the response was cut short after "
+                   "its head went out.");
     for (struct listener *li = w->listeners; li; li = li->next) {
         struct listener_totals lt;
         listener_totals(li, &lt);
         const char *ll = listener_labels(&lb, li);
-        for (int k = 1; k < STATUS_CLASSES; k++)
-            hbuf_printf(o, "usher_requests_total{%s,code=\"%s\"} %llu\n", ll, status_class[k],
-                        (unsigned long long)lt.responses[k]);
+        uint64_t h2 = 0;
+        for (int k = 1; k < STATUS_CLASSES; k++) {
+            hbuf_printf(o, "usher_requests_total{%s,code=\"%s\",protocol=\"http1\"} %llu\n", ll,
+                        status_class[k],
+                        (unsigned long long)(lt.responses[k] - lt.h2_responses[k]));
+            h2 += lt.h2_responses[k];
+        }
+        for (int k = 1; h2 && k < STATUS_CLASSES; k++)
+            hbuf_printf(o, "usher_requests_total{%s,code=\"%s\",protocol=\"http2\"} %llu\n", ll,
+                        status_class[k], (unsigned long long)lt.h2_responses[k]);
     }
+    struct h2_totals h2t;
+    worker_h2_totals(w, &h2t);
+    metrics_family(o, "usher_http2_streams_active", "gauge",
+                   "HTTP/2 client streams whose request is in progress.");
+    hbuf_printf(o, "usher_http2_streams_active %u\n", h2t.streams);
+    metrics_family(o, "usher_http2_goaway_sent_total", "counter",
+                   "GOAWAY frames sent to HTTP/2 clients, by reason: drain and idle (the "
+                   "two-step drain, counted at its first GOAWAY), enhance_your_calm (abuse), "
+                   "protocol_error, internal_error.");
+    for (int r = 0; r < H2_GOAWAY_REASONS; r++)
+        hbuf_printf(o, "usher_http2_goaway_sent_total{reason=\"%s\"} %llu\n",
+                    h2_goaway_reason_str((enum h2_goaway_reason)r),
+                    (unsigned long long)h2t.goaway[r]);
     metrics_family(o, "usher_request_duration_seconds", "histogram",
                    "Request head complete to response complete, by listener (tunnels and "
                    "TCP sessions not included).");

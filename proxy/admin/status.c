@@ -175,9 +175,11 @@ void status_listener_json(struct hbuf *o, const struct process *p, const struct 
     log_json_str(o, l->bind_text);
     struct listener_totals lt;
     listener_totals(l, &lt);
-    hbuf_printf(o, ",\"protocol\":\"%s\",\"open\":%s,\"connections\":%u,\"pools\":",
+    hbuf_printf(o,
+                ",\"protocol\":\"%s\",\"open\":%s,\"connections\":%u,"
+                "\"connections_by_protocol\":{\"http1\":%u,\"http2\":%u},\"pools\":",
                 l->protocol == CONF_PROTO_TCP ? "tcp" : "http", l->closed ? "false" : "true",
-                lt.connections);
+                lt.connections, lt.connections - lt.h2_connections, lt.h2_connections);
     split_map(o, l);
     hbuf_append_str(o, ",\"split_override\":");
     if (l->split_overridden)
@@ -230,6 +232,14 @@ void status_json(struct hbuf *o, const struct process *p)
                 USHER_VERSION, (unsigned long long)w->generation, (int)getpid(), p->num_workers,
                 now - w->started_at, worker_clients(w));
     log_json_str(o, w->conf->path);
+    unsigned all = 0, h2 = 0;
+    for (const struct listener *l = w->listeners; l; l = l->next) {
+        struct listener_totals lt;
+        listener_totals(l, &lt);
+        all += lt.connections;
+        h2 += lt.h2_connections;
+    }
+    hbuf_printf(o, ",\"connections_by_protocol\":{\"http1\":%u,\"http2\":%u}", all - h2, h2);
     if (p->upgrade.role == UPGRADE_NONE)
         hbuf_append_str(o, ",\"upgrade\":null");
     else

@@ -11,20 +11,51 @@ void body_start(struct body_state *bs, const struct http1_message *m, bool dechu
     bs->dechunk = dechunk && m->framing == HTTP1_BODY_CHUNKED;
     bs->left = m->content_length;
     http1_chunked_init(&bs->chunked);
+    bs->trailers = NULL;
     bs->done = m->framing == HTTP1_BODY_NONE ||
                (m->framing == HTTP1_BODY_LENGTH && m->content_length == 0);
 }
 
+/* The scanner stands where a trailer line (or the final CRLF) starts, or
+ * inside a run of chunk data: the parser names its states. */
+static bool scanner_at(const struct http1_chunked *c, const char *state)
+{
+    return strcmp(http1_chunked_state_str(c), state) == 0;
+}
+
 /* The payload of the raw bytes after *<fwd> moves down to join the bytes
- * ready to send; the chunk framing is dropped. */
+ * ready to send; the chunk framing is dropped. With bs->trailers, the
+ * trailer section is filtered as for HTTP/1.1 (headers_trailer_dropped) and
+ * its kept lines move there instead of being dropped: the scanner is then
+ * fed a line at a time outside chunk data, so it stops where the trailers
+ * begin. */
 static int dechunk(struct body_state *bs, struct buf *b, size_t *fwd)
 {
     char *raw = buf_head(b) + *fwd;
     size_t raw_len = buf_len(b) - *fwd, rd = 0;
     char *wr = raw;
     while (rd < raw_len && !bs->done) {
-        size_t used, off, len;
-        int rc = http1_chunked_decode(&bs->chunked, raw + rd, raw_len - rd, &used, &off, &len);
+        size_t avail = raw_len - rd, used, off, len;
+        /* a trailer line starts, or the final CRLF's LF is still due */
+        if (bs->trailers &&
+            (scanner_at(&bs->chunked, "trailer") || scanner_at(&bs->chunked, "end-lf"))) {
+            int rc = http1_chunked_filter(&bs->chunked, raw + rd, &avail, &used,
+                                          headers_trailer_dropped);
+            if (rc == HTTP1_ERROR || hbuf_append(bs->trailers, raw + rd, used) < 0)
+                return -1;
+            raw_len = rd + avail; /* dropped lines are gone from the buffer */
+            rd += used;
+            bs->done = rc == HTTP1_OK;
+            if (rc == HTTP1_AGAIN)
+                break; /* a partial line waits for the rest */
+            continue;
+        }
+        if (bs->trailers && !scanner_at(&bs->chunked, "data")) {
+            const char *lf = memchr(raw + rd, '\n', avail);
+            if (lf)
+                avail = (size_t)(lf - (raw + rd)) + 1;
+        }
+        int rc = http1_chunked_decode(&bs->chunked, raw + rd, avail, &used, &off, &len);
         if (rc == HTTP1_ERROR)
             return -1;
         memmove(wr, raw + rd + off, len);

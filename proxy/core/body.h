@@ -17,6 +17,11 @@ struct body_state {
     bool dechunk;                 /* strip the chunked framing (for an HTTP/1.0 client) */
     uint64_t left;                /* HTTP1_BODY_LENGTH: bytes still to come */
     struct http1_chunked chunked; /* HTTP1_BODY_CHUNKED scanner */
+    /* dechunk: where the kept trailer lines go ("name: value\r\n", the ones
+     * headers_trailer_dropped spares, then the final CRLF), for an HTTP/2
+     * client's trailing HEADERS; NULL: trailers are dropped with the
+     * framing (an HTTP/1.0 client) */
+    struct hbuf *trailers;
 };
 
 /* Starts the body of message <m> (its head just parsed). <dechunk> strips

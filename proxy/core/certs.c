@@ -41,7 +41,7 @@ struct cert_set {
     struct hostidx *idx; /* name -> struct cert */
     bool strict;
     unsigned char *alpn_list; /* the params' copy; alpn points at it */
-    struct tls_alpn alpn;
+    struct tls_alpn_list alpn;
 };
 
 /* OpenSSL's ex_data indexes, registered once per process (read-only
@@ -423,7 +423,7 @@ int cert_set_build(const struct conf *conf, size_t li, const struct cert_set_par
         set->alpn_list = malloc(params->alpn.len);
         if (set->alpn_list) {
             memcpy(set->alpn_list, params->alpn.list, params->alpn.len);
-            set->alpn = (struct tls_alpn){set->alpn_list, params->alpn.len};
+            set->alpn = (struct tls_alpn_list){set->alpn_list, params->alpn.len};
         }
     }
     if (!set->certs || !set->idx || (params && params->alpn.len && !set->alpn_list)) {

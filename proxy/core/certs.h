@@ -78,7 +78,7 @@ struct cert_set_params {
     /* the ALPN protocols a handshake may select (wire format, server's
      * preference first; copied): "\x08http/1.1" for an http listener today,
      * "\x02h2\x08http/1.1" with HTTP/2; an empty list: no ALPN (tcp) */
-    struct tls_alpn alpn;
+    struct tls_alpn_list alpn;
 };
 
 /* Receives one error of cert_set_build(): "file:line:column: key: reason"

@@ -13,6 +13,7 @@
 #include "balance.h"
 #include "../base/log.h"
 #include "../base/metrics.h"
+#include "h2conf.h"
 #include "tls.h"
 
 /* Connections taken per readiness event: enough to drain a burst in one
@@ -72,6 +73,7 @@ struct listener *listener_open(struct ev_loop *loop, const struct conf_listener 
     l->conf = cl;
     l->protocol = cl->protocol;
     l->tls = cl->tls.enabled;
+    l->http2 = h2_enabled(cl);
     l->tls_ctx = tls_ctx;
     if (fd >= 0) {
         if (net_adopt_listener(fd, err) < 0) {
@@ -123,6 +125,7 @@ int listener_configure(struct listener *l, const struct conf_listener *cl, struc
     l->conf = cl;
     l->protocol = cl->protocol;
     l->tls = cl->tls.enabled;
+    l->http2 = h2_enabled(cl);
     return 0;
 }
 
@@ -178,9 +181,12 @@ void listener_totals(const struct listener *l, struct listener_totals *t)
     memset(t, 0, sizeof(*t));
     for (; l; l = l->next_replica) {
         t->connections += l->connections;
+        t->h2_connections += l->h2_connections;
         t->accepted += l->accepted_total;
-        for (int i = 0; i < STATUS_CLASSES; i++)
+        for (int i = 0; i < STATUS_CLASSES; i++) {
             t->responses[i] += l->responses[i];
+            t->h2_responses[i] += l->h2_responses[i];
+        }
         t->bytes_in += l->bytes_in;
         t->bytes_out += l->bytes_out;
         metrics_histogram_add(&t->duration, &l->duration);
@@ -248,8 +254,10 @@ int listener_tls_prepare(const struct conf *conf, struct ssl_ctx_st **ctxs, char
         if (!cl->tls.enabled)
             continue;
         char err[256];
-        ctxs[i] = tls_context_new(cl->tls.cert, cl->tls.key, cl->protocol == CONF_PROTO_HTTP, err,
-                                  sizeof(err));
+        enum tls_alpn alpn = cl->protocol != CONF_PROTO_HTTP ? TLS_ALPN_NONE
+                             : h2_enabled(cl)               ? TLS_ALPN_H2_HTTP11
+                                                            : TLS_ALPN_HTTP11;
+        ctxs[i] = tls_context_new(cl->tls.cert, cl->tls.key, alpn, err, sizeof(err));
         if (!ctxs[i]) {
             snprintf(msg, cap, "%s:%u:%u: listeners[%zu].tls: %s", conf->path, cl->pos.line,
                      cl->pos.column, i, err);

@@ -37,8 +37,10 @@ void listener_split_text(const struct listener *l, struct hbuf *out);
  * workers. */
 struct listener_totals {
     unsigned connections;
+    unsigned h2_connections; /* of connections: the HTTP/2 ones */
     uint64_t accepted;
     uint64_t responses[STATUS_CLASSES];
+    uint64_t h2_responses[STATUS_CLASSES]; /* of responses: to requests over HTTP/2 */
     uint64_t bytes_in, bytes_out;
     struct metrics_histogram duration;
 };

@@ -10,20 +10,35 @@
 #include "../net/net.h"
 #include "../net/tlsclient.h"
 
-/* ALPN wire format: length-prefixed protocol names. */
+/* ALPN wire format: length-prefixed protocol names, in usher's order of
+ * preference (SSL_select_next_proto picks the first of ours the client
+ * offers, whatever its own order). */
 static const unsigned char alpn_http11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+static const unsigned char alpn_h2_http11[] = {2,   'h', '2', 8,   'h', 't', 't',
+                                               'p', '/', '1', '.', '1'};
 
-/* Picks http/1.1 when the client offers it; a client offering only h2 gets
- * no ALPN answer and falls back or fails on its own terms. */
+/* Picks h2 (when offered on this listener) or http/1.1 among what the
+ * client offers; a client offering neither gets no ALPN answer and falls
+ * back or fails on its own terms (RFC 7301 allows both). */
 static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *out_len,
                        const unsigned char *in, unsigned int in_len, void *arg)
 {
+    const unsigned char *ours = arg ? alpn_h2_http11 : alpn_http11;
+    unsigned int ours_len = arg ? sizeof(alpn_h2_http11) : sizeof(alpn_http11);
     unsigned char *sel = NULL;
-    if (SSL_select_next_proto(&sel, out_len, alpn_http11, sizeof(alpn_http11), in, in_len) !=
+    if (SSL_select_next_proto(&sel, out_len, ours, ours_len, in, in_len) !=
         OPENSSL_NPN_NEGOTIATED)
         return SSL_TLSEXT_ERR_NOACK;
     *out = sel;
     return SSL_TLSEXT_ERR_OK;
+}
+
+bool tls_alpn_is_h2(SSL *ssl)
+{
+    const unsigned char *p = NULL;
+    unsigned int n = 0;
+    SSL_get0_alpn_selected(ssl, &p, &n);
+    return n == 2 && p[0] == 'h' && p[1] == '2';
 }
 
 static void openssl_reason(char *err, size_t cap, const char *what)
@@ -35,7 +50,8 @@ static void openssl_reason(char *err, size_t cap, const char *what)
     ERR_clear_error();
 }
 
-SSL_CTX *tls_context_new(const char *cert, const char *key, int http, char *err, size_t cap)
+SSL_CTX *tls_context_new(const char *cert, const char *key, enum tls_alpn alpn, char *err,
+                         size_t cap)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx) {
@@ -67,19 +83,35 @@ SSL_CTX *tls_context_new(const char *cert, const char *key, int http, char *err,
         openssl_reason(err, cap, "the private key does not match the certificate");
         goto fail;
     }
-    if (http)
-        SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
+    /* the callback's argument says whether h2 is on offer (non-NULL) */
+    static const char h2_offered;
+    if (alpn != TLS_ALPN_NONE)
+        SSL_CTX_set_alpn_select_cb(ctx, alpn_select,
+                                   alpn == TLS_ALPN_H2_HTTP11 ? (void *)&h2_offered : NULL);
     return ctx;
 fail:
     SSL_CTX_free(ctx);
     return NULL;
 }
 
+struct tls_alpn_list tls_alpn_wire(enum tls_alpn alpn)
+{
+    switch (alpn) {
+    case TLS_ALPN_HTTP11:
+        return (struct tls_alpn_list){alpn_http11, sizeof(alpn_http11)};
+    case TLS_ALPN_H2_HTTP11:
+        return (struct tls_alpn_list){alpn_h2_http11, sizeof(alpn_h2_http11)};
+    case TLS_ALPN_NONE:
+        break;
+    }
+    return (struct tls_alpn_list){NULL, 0};
+}
+
 /* The first protocol of the server's list that the client offers. */
 static int alpn_select_list(SSL *ssl, const unsigned char **out, unsigned char *out_len,
                             const unsigned char *in, unsigned int in_len, void *arg)
 {
-    const struct tls_alpn *a = arg;
+    const struct tls_alpn_list *a = arg;
     unsigned char *sel = NULL;
     if (SSL_select_next_proto(&sel, out_len, a->list, (unsigned)a->len, in, in_len) !=
         OPENSSL_NPN_NEGOTIATED)
@@ -88,7 +120,7 @@ static int alpn_select_list(SSL *ssl, const unsigned char **out, unsigned char *
     return SSL_TLSEXT_ERR_OK;
 }
 
-SSL_CTX *tls_server_context_new(const char *cert, const char *key, const struct tls_alpn *alpn,
+SSL_CTX *tls_server_context_new(const char *cert, const char *key, const struct tls_alpn_list *alpn,
                                 char *err, size_t cap)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());

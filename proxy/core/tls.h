@@ -3,21 +3,36 @@
 #define USHER_PROXY_TLS_H
 
 #include <openssl/ssl.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
+/* The application protocols a listener offers by ALPN. */
+enum tls_alpn {
+    TLS_ALPN_NONE = 0,   /* TCP mode: no ALPN answer */
+    TLS_ALPN_HTTP11,     /* http/1.1 only (http2: false) */
+    TLS_ALPN_H2_HTTP11,  /* h2 first, then http/1.1 (http2: auto) */
+};
+
 /* Builds a server context from a PEM certificate chain and private key:
- * TLS 1.2 and later, no renegotiation, ALPN "http/1.1" when <http>.
- * Returns the context, or NULL with a reason in <err> (<cap> bytes). */
-SSL_CTX *tls_context_new(const char *cert, const char *key, int http, char *err, size_t cap);
+ * TLS 1.2 and later, no renegotiation, the ALPN choice <alpn>. Returns the
+ * context, or NULL with a reason in <err> (<cap> bytes). */
+SSL_CTX *tls_context_new(const char *cert, const char *key, enum tls_alpn alpn, char *err,
+                         size_t cap);
+
+/* True if the handshake of <ssl> (done) chose h2 by ALPN. */
+bool tls_alpn_is_h2(SSL *ssl);
 
 /* An ALPN list a server accepts: protocol names in wire format
  * (length-prefixed, "\x02h2\x08http/1.1"), in the server's order of
  * preference. */
-struct tls_alpn {
+struct tls_alpn_list {
     const unsigned char *list;
     size_t len;
 };
+
+/* The wire-format list of an ALPN choice (TLS_ALPN_NONE: empty), static. */
+struct tls_alpn_list tls_alpn_wire(enum tls_alpn alpn);
 
 /* Builds a server context with the settings of tls_context_new (TLS 1.2
  * and later, no renegotiation) for the PEM certificate chain <cert> and
@@ -25,7 +40,7 @@ struct tls_alpn {
  * first of its protocols the client offers; it is not copied and must
  * outlive the context (proxy/core/certs.c keeps it in the set). Returns
  * the context, or NULL with a reason naming the file in <err>. */
-SSL_CTX *tls_server_context_new(const char *cert, const char *key, const struct tls_alpn *alpn,
+SSL_CTX *tls_server_context_new(const char *cert, const char *key, const struct tls_alpn_list *alpn,
                                 char *err, size_t cap);
 
 /* Drops a reference to <ctx> (connections hold their own). NULL is fine. */

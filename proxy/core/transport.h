@@ -69,6 +69,41 @@ struct side {
     bool shut;          /* we half-closed toward the peer */
 };
 
+/* True if <s> has room to read into (maybe after compacting), or no
+ * buffer yet (one is taken when it reads). */
+static inline bool side_can_read(const struct side *s)
+{
+    return !s->buf || buf_space(s->buf) > 0 || s->buf->start > 0;
+}
+
+/* Gives <s> a buffer from <pool> if it has none. False when none could be
+ * had (memory). */
+static inline bool side_ensure_buf(struct side *s, struct buf_pool *pool)
+{
+    if (!s->buf)
+        s->buf = buf_get(pool);
+    return s->buf != NULL;
+}
+
+/* Reads into s->buf through the side's transport (struct transport recv). */
+static inline ssize_t side_recv(struct side *s)
+{
+    return s->tp->recv(s);
+}
+
+/* Writes <head>'s unsent part, then up to *<fwd> bytes of <b> (struct
+ * transport send). */
+static inline ssize_t side_send(struct side *s, struct hbuf *head, struct buf *b, size_t *fwd)
+{
+    return s->tp->send(s, head, b, fwd);
+}
+
+/* True while part of <h> was not written yet. */
+static inline bool hbuf_pending(const struct hbuf *h)
+{
+    return h->sent < h->len;
+}
+
 /* Binds <s> to socket <fd> with <tp>; the rest of the side is cleared. */
 void side_attach(struct side *s, int fd, const struct transport *tp);
 

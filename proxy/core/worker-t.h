@@ -15,9 +15,9 @@
 #include "../base/metrics-t.h"
 #include "../base/prng.h"
 #include "body.h"
+#include "exchange-t.h"
 #include "transport.h"
 #include "retry.h"
-#include "wsframe.h"
 
 struct worker;
 struct client;
@@ -104,6 +104,7 @@ struct listener {
     const struct conf_listener *conf; /* current generation; NULL once removed */
     enum conf_protocol protocol;      /* copied: open connections outlive a removed conf */
     bool tls;
+    bool http2; /* HTTP/2 offered (ALPN h2, h2c prior knowledge): copied as protocol */
     struct ssl_ctx_st *tls_ctx; /* certificate and key of a TLS listener */
     char *bind_text;
     int fd;
@@ -113,6 +114,8 @@ struct listener {
     unsigned connections; /* client connections accepted here and still open */
     uint64_t accepted_total;
     uint64_t responses[STATUS_CLASSES];
+    uint64_t h2_responses[STATUS_CLASSES]; /* of responses[]: requests that came over HTTP/2 */
+    unsigned h2_connections;               /* of connections: the HTTP/2 ones */
     uint64_t bytes_in;                 /* from clients (heads, bodies, tunnels), at request end */
     uint64_t bytes_out;                /* to clients, at request end */
     struct metrics_histogram duration; /* request head complete -> request end (not tunnels) */
@@ -127,12 +130,11 @@ struct listener {
 
 enum client_state {
     CLIENT_TLS_HANDSHAKE = 1, /* TLS listener: handshake in progress */
-    CLIENT_IDLE,              /* keep-alive, no byte of the next request yet */
-    CLIENT_READING_HEAD,      /* part of a request head received */
-    CLIENT_CONNECTING,        /* request parsed, upstream connect in progress */
-    CLIENT_FORWARDING,        /* request and response flowing */
-    CLIENT_TUNNEL,            /* after 101 or in TCP mode: bytes both ways */
-    CLIENT_RESPONDING,        /* writing a response usher made itself */
+    CLIENT_IDLE,              /* HTTP/1.1: keep-alive, no byte of the next request yet */
+    CLIENT_READING_HEAD,      /* HTTP/1.1: part of a request head received */
+    CLIENT_EXCHANGE,          /* HTTP/1.1 (and TCP mode): an exchange in progress; its own
+                                 state says where */
+    CLIENT_H2,                /* HTTP/2: the h2 mux drives it (struct h2c has its state) */
     CLIENT_LINGERING,         /* done; write side shut, discarding what the client still sends */
     CLIENT_CLOSED,            /* closed, waiting to be freed at a safe point */
 };
@@ -149,87 +151,40 @@ enum client_state {
  * reason). */
 #define PIPES_MAX 256
 
-/* Retries: each backend at most once; a small bound keeps a blackholed
- * fleet from holding a client for many connect timeouts. */
-#define MAX_ATTEMPTS 8
-
-/* Longest X-Request-Id taken from a client; a longer one is replaced by
- * a generated id (the id in the log must be the one forwarded). */
-#define REQUEST_ID_MAX 128
-/* One direction of a WebSocket tunnel, followed frame by frame. */
-struct ws_dir {
-    struct ws_tracker t;
-    size_t boundary;     /* bytes at the front of the source side's buffer up to a frame end */
-    bool boundary_known; /* false: the front of the buffer is inside a frame */
-    bool close_sent;     /* a close frame went this way: what follows is dropped */
+/* The protocol a client connection speaks once chosen (ALPN, the
+ * connection preface): a mux below the exchanges. Every function gets the
+ * connection; none is called once it is closed. */
+struct mux_ops {
+    /* A socket event (or a wake-up of the connection's own). */
+    void (*drive)(struct client *c);
+    /* The connection's deadline in its state (CONN_NO_DEADLINE: none). */
+    ev_tstamp (*deadline)(const struct client *c);
+    /* The connection's timer reached that deadline. */
+    void (*timeout)(struct client *c);
+    /* Drain: see client_shutdown_idle. */
+    void (*shutdown_idle)(struct client *c, ev_tstamp close_at);
+    /* Drain deadline for tunnels: see client_tunnel_deadline. */
+    void (*tunnel_deadline)(struct client *c, ev_tstamp deadline);
+    /* True if nothing is in progress: a drain may close it, cutting nothing. */
+    bool (*is_idle)(const struct client *c);
+    /* The connection closes: every exchange on it ends (counted, logged,
+     * its upstream closed); nothing is freed that a caller may still use. */
+    void (*release)(struct client *c);
+    /* Frees what release left (called from the worker's reaper). */
+    void (*free)(struct client *c);
 };
 
-/* A tunnel after a 101 to Upgrade: websocket, whose frames are followed
- * (allocated when it starts: most connections never carry one). */
-struct ws_tunnel {
-    bool closing;             /* usher closes it: a close frame each way at the next boundary */
-    ev_tstamp close_at;       /* when to start closing (0: no deadline known) */
-    struct ws_dir to_backend; /* the bytes from the client (down.buf) */
-    struct ws_dir to_client;  /* the bytes from the backend (up.buf) */
-};
+struct h2c;
 
-/* What the access log says of an exchange, copied at its start. Allocated
- * only with log.access, so that a connection costs less than 1 KB. */
-struct exchange_log {
-    char request_id[REQUEST_ID_MAX + 1]; /* the client's X-Request-Id, or the one generated */
-    char method[16];
-    char path[128];
-    char host[128];
-    char user_agent[128];
-};
-
-/* Longest Upgrade protocol token kept (with its NUL); allocated only for a
- * request that asks to upgrade. */
-#define UPGRADE_MAX 32
-
-/* One request and its response on a client connection. It is zeroed when
- * the exchange begins, so nothing of the previous one can leak into it. */
-struct exchange {
-    enum http1_method method;
-    int req_minor;
-    bool keep_alive;       /* the client connection may persist after this request */
-    bool close_asked;      /* the client said it sends nothing more (Connection: close, 1.0) */
-    bool upgrading;        /* the request asked for a WebSocket upgrade */
-    bool res_reusable;     /* the backend allows reusing the connection */
-    bool response_started; /* a response head was queued for the client */
-    bool from_pool;        /* the upstream was reused from the pool */
-    unsigned interim;      /* 1xx responses relayed so far */
-    int status;            /* response status sent, 0 if none */
-    size_t interim_len;    /* their bytes at the front of res_head: whole messages */
-    char *upgrade;         /* the protocol the request asked to upgrade to (UPGRADE_MAX) */
-    struct body_state req_body;
-    struct body_state res_body;
-    size_t in_fwd;  /* bytes at the front of the client side's buffer ready to go upstream */
-    size_t out_fwd; /* bytes at the front of the upstream side's buffer ready for the client */
-    struct hbuf req_head;  /* rebuilt request head for the upstream */
-    struct hbuf res_head;  /* rebuilt response head (or usher's own response) */
-    uint64_t bytes_out;    /* bytes sent to the client for this request */
-    uint64_t bytes_in;     /* bytes received from the client for it: head, body, tunnel */
-    ev_tstamp started_at;  /* request head complete (0: no request in progress) */
-    ev_tstamp upstream_at; /* a backend was chosen for it (0: none yet) */
-    struct exchange_log *log; /* with log.access only (NULL otherwise) */
-    struct pool *pool;        /* pool of the chosen backend */
-    struct server *tried[MAX_ATTEMPTS];
-    unsigned attempts;
-    bool budget_counted;   /* this request was counted in its pool's retry budget */
-    bool connect_failed;   /* a connect failed: the next backend picked is a retry */
-    bool retried;          /* it already went to another backend after a failed answer */
-    int fail_status;       /* retried: the answer the failure called for (502, 504) */
-    const char *fail_why;  /* retried: its reason (static) */
-    ev_tstamp req_sent_at; /* the whole request went to the backend (0: not yet) */
-    struct ws_tunnel *ws; /* NULL unless a WebSocket tunnel is followed */
-};
-
+/* One client connection: its socket and transport (TLS), timer, watchers
+ * and lifecycle (drain, lingering close). Its protocol is a mux below the
+ * exchanges: HTTP/1.1 (and TCP mode) carries one exchange at a time, the
+ * embedded <x>; HTTP/2 carries many, one per stream (<h2>). */
 struct client {
     struct worker *w;
     struct listener *listener;
+    const struct mux_ops *mux;
     struct side down; /* the client's socket */
-    struct side up;   /* the bound upstream's socket (fd -1 when none) */
     ev_io io;
     ev_timer timer;
     ev_tstamp timer_at; /* when the armed timer fires (0: not armed) */
@@ -246,9 +201,8 @@ struct client {
                                 * spread slot, DBL_MAX: kept until its next request) */
     unsigned requests;         /* served on this connection */
 
-    struct upstream *upstream; /* bound upstream, NULL if none */
-    struct kpipe pipe;         /* splices the response body (rd -1 when none is held) */
-    struct exchange x;
+    struct h2c *h2;   /* HTTP/2: the mux's state (NULL on an HTTP/1.1 connection) */
+    struct exchange x; /* HTTP/1.1 and TCP mode: the exchange in progress */
 };
 
 enum upstream_state {
@@ -283,6 +237,19 @@ struct upstream {
     upstream_cb cb;        /* when ACTIVE or CONNECTING */
     void *owner;
     unsigned requests; /* requests sent over this connection */
+};
+
+/* Why usher sent an HTTP/2 connection a GOAWAY (metrics): the two-step
+ * drain (counted at its first GOAWAY), an idle connection closed the same
+ * way, or an error code: abuse (ENHANCE_YOUR_CALM), the client breaking
+ * the protocol, or usher's own failure. */
+enum h2_goaway_reason {
+    H2_GOAWAY_DRAIN = 0,
+    H2_GOAWAY_IDLE,
+    H2_GOAWAY_ENHANCE_YOUR_CALM,
+    H2_GOAWAY_PROTOCOL_ERROR,
+    H2_GOAWAY_INTERNAL_ERROR,
+    H2_GOAWAY_REASONS,
 };
 
 enum worker_state {
@@ -342,6 +309,8 @@ struct worker {
     struct prng rng; /* request ids: per worker, seeded from getrandom() */
     char request_id[REQUEST_ID_MAX + 1]; /* a new id while a head is rebuilt (no access log) */
     ev_tstamp drain_deadline; /* the process drain's deadline (0: not draining) */
+    unsigned h2_streams;      /* HTTP/2 streams whose exchange is in progress */
+    uint64_t h2_goaway[H2_GOAWAY_REASONS]; /* GOAWAYs sent to HTTP/2 clients, by reason */
     /* the first worker: a stop signal arrived (atomic, set by the signal
      * handler): every worker answers Connection: close from then on, also
      * before the control thread got to begin the drain */

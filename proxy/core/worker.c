@@ -343,6 +343,16 @@ void worker_pool_totals(const struct worker *w, const char *pool, struct pool_to
     }
 }
 
+void worker_h2_totals(const struct worker *w, struct h2_totals *t)
+{
+    memset(t, 0, sizeof(*t));
+    for (; w; w = w->next_replica) {
+        t->streams += w->h2_streams;
+        for (int r = 0; r < H2_GOAWAY_REASONS; r++)
+            t->goaway[r] += w->h2_goaway[r];
+    }
+}
+
 uint64_t worker_accept_paused(const struct worker *w)
 {
     uint64_t n = 0;
@@ -638,28 +648,20 @@ void worker_close_listeners(struct worker *w)
     close_listeners_one(w);
 }
 
-/* An idle keep-alive connection between two requests: what close
- * spreading spaces out (one that has not sent its first request yet gets
- * the first-request grace instead). */
-static bool spread_candidate(const struct client *c)
-{
-    return c->state == CLIENT_IDLE && c->requests > 0;
-}
-
 static void shutdown_idle_one(struct worker *w, conf_ms spread_ms, bool after_request)
 {
     ev_tstamp now = ev_now(w->loop);
     unsigned n = 0, i = 0;
     struct list *pos, *tmp;
     list_for_each_safe (pos, tmp, &w->clients)
-        if (spread_candidate(container_of(pos, struct client, link)))
+        if (client_spread_candidate(container_of(pos, struct client, link)))
             n++;
     list_for_each_safe (pos, tmp, &w->clients) {
         struct client *c = container_of(pos, struct client, link);
         ev_tstamp at = 0;
         if (after_request) {
             at = DBL_MAX;
-        } else if (spread_ms > 0 && spread_candidate(c)) {
+        } else if (spread_ms > 0 && client_spread_candidate(c)) {
             /* slot i of n, centred in its 1/n of the window: an even rate
              * of closes, so the next hop sees no reconnect burst */
             at = now + (double)spread_ms / 1000.0 * ((double)i + 0.5) / (double)n;

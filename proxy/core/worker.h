@@ -153,6 +153,13 @@ struct pool_totals {
 };
 void worker_pool_totals(const struct worker *w, const char *pool, struct pool_totals *t);
 
+/* HTTP/2 streams in progress and GOAWAYs sent, summed over the workers. */
+struct h2_totals {
+    unsigned streams;
+    uint64_t goaway[H2_GOAWAY_REASONS];
+};
+void worker_h2_totals(const struct worker *w, struct h2_totals *t);
+
 const char *worker_state_str(enum worker_state s);
 
 #endif

@@ -17,6 +17,7 @@
 #include "../../health/backend.h"
 #include "../base/log.h"
 #include "../core/certs.h"
+#include "../core/h2conf.h"
 #include "../core/listener.h"
 #include "../core/worker.h"
 #include "../sources/discover.h"
@@ -323,10 +324,6 @@ static void tls_error(void *arg, const char *msg)
     errors_add(arg, msg);
 }
 
-/* ALPN a listener's handshake may select: http/1.1 on an http listener, as
- * before sets existed (HTTP/2 adds "h2" in front of it); none for tcp. */
-static const unsigned char alpn_http11[] = "\x08http/1.1";
-
 /* The TLS side of a loaded config, read on the background thread and read
  * again at every reload, so files replaced in place are picked up:
  *  - each TLS listener's certificate set (proxy/core/certs.h), handed on
@@ -345,9 +342,12 @@ static int tls_load(struct reload_loaded *l)
         const struct conf_listener *cl = &nc->listeners[i];
         if (!cl->tls.enabled)
             continue;
-        struct cert_set_params prm = {0};
-        if (cl->protocol == CONF_PROTO_HTTP)
-            prm.alpn = (struct tls_alpn){alpn_http11, sizeof(alpn_http11) - 1};
+        /* ALPN: h2 then http/1.1 on an http listener with HTTP/2, http/1.1
+         * alone with http2: false, none for tcp (as listener_tls_prepare) */
+        enum tls_alpn alpn = cl->protocol != CONF_PROTO_HTTP ? TLS_ALPN_NONE
+                             : h2_enabled(cl)                ? TLS_ALPN_H2_HTTP11
+                                                             : TLS_ALPN_HTTP11;
+        struct cert_set_params prm = {.alpn = tls_alpn_wire(alpn)};
         struct cert_set *set = NULL;
         if (cert_set_build(nc, i, &prm, &set, tls_error, &l->errs) == 0)
             l->tls[i] = cert_set_ctx(set); /* the set's reference */

@@ -178,7 +178,7 @@ def readme_metric_table():
     end = text.index("\n## ", start + 1)
     rows = []
     for line in text[start:end].splitlines():
-        m = re.match(r"^\| `(usher_[a-z_]+)` \| (\w+) \|([^|]*)\|", line)
+        m = re.match(r"^\| `(usher_[a-z0-9_]+)` \| (\w+) \|([^|]*)\|", line)
         if m:
             labels = re.findall(r"`(\w+)`", m.group(3))
             rows.append((m.group(1), m.group(2), sorted(labels)))

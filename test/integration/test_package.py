@@ -56,7 +56,7 @@ def test_control_names_package_version_and_runtime_libraries(deb):
     assert v.stdout.splitlines()[0] == "usher " + field(path, "Version")
     assert field(path, "Architecture") == run(["dpkg", "--print-architecture"]).stdout.strip()
     depends = field(path, "Depends")
-    for lib in ("libev4", "libssl3", "libyaml-0-2", "libc-ares2", "libc6"):
+    for lib in ("libev4", "libssl3", "libyaml-0-2", "libc-ares2", "libjansson4", "libsystemd0", "libc6"):
         assert lib in depends, depends
     # an edited /etc/usher/usher.yaml survives an upgrade
     info = run(["dpkg-deb", "--info", path, "conffiles"])
@@ -178,7 +178,7 @@ def test_dockerfile_is_consistent_with_the_tree_and_the_package():
     assert run_from.split()[1] == "debian:bookworm-slim", run_from
     assert any("scripts/deps build" in l for l in build), build
     installs = " ".join(l for l in runtime if "apt-get install" in l)
-    for pkg in ("libev4", "libssl3", "libyaml-0-2", "libc-ares2", "curl"):
+    for pkg in ("libev4", "libssl3", "libyaml-0-2", "libc-ares2", "libjansson4", "libsystemd0", "curl"):
         assert pkg in installs.split(), installs
     assert not any(w.endswith("-dev") for w in installs.split()), installs
     user = [l.split()[1] for l in runtime if l.startswith("USER ")]
