@@ -11,6 +11,8 @@
 #include <sys/socket.h>
 
 #include "../conf/conf-t.h"
+#include "../parser/proxyproto-t.h"
+#include "../proxy/net/tlsclient-t.h"
 
 enum backend_state {
     BACKEND_CHECKING = 1, /* added with a health check, no result yet: no traffic */
@@ -65,9 +67,14 @@ enum hc_outcome {
 enum backend_check_phase {
     BACKEND_CHECK_IDLE = 0,   /* no attempt in progress; timer = next attempt */
     BACKEND_CHECK_CONNECTING, /* non-blocking connect pending (EV_WRITE) */
+    BACKEND_CHECK_PROXY,      /* send_proxy: writing the PROXY header (before TLS) */
+    BACKEND_CHECK_HANDSHAKE,  /* pools[].tls: the TLS handshake */
     BACKEND_CHECK_SENDING,    /* HTTP: writing the request; buf/buf_len = request */
     BACKEND_CHECK_READING,    /* HTTP: reading the response head into buf */
 };
+
+struct ssl_st;       /* OpenSSL's SSL */
+struct hc_transport; /* health/check.c: plain or TLS reads and writes */
 
 /* Active health check of one backend: its own socket and timers. */
 struct backend_check {
@@ -82,6 +89,17 @@ struct backend_check {
     enum backend_check_phase phase; /* drives the io callback */
     /* the state machine's result callback (health/check.h hc_done_cb) */
     void (*done)(struct backend *b, enum hc_outcome outcome, const char *reason, int status);
+    /* added: the PROXY header that starts the connection (send_proxy) */
+    char pre[PROXYPROTO_WRITE_MAX];
+    size_t pre_len, pre_sent;
+    /* added: the check's TLS connection (pools[].tls), NULL when plain,
+     * and the transport every read and write goes through */
+    struct ssl_st *ssl;
+    const struct hc_transport *io_ops;
+    /* the last TLS failure in OpenSSL's words ("certificate verify failed:
+     * hostname mismatch"), for the proxy's log; "" when the last attempt
+     * had none. last_result says "tls" then. */
+    char tls_error[192];
 };
 
 /* What a binary upgrade hands over about one backend, so the new process
@@ -160,6 +178,17 @@ struct backend {
     struct ev_loop *loop;
     const struct backend_hooks *hooks;
     void *hooks_ctx;
+
+    /* added: how usher connects to the backend, for its checks (and, once
+     * the data plane takes them from here, its upstream connections) */
+    char *host;                          /* the address's host: a DNS name or an IP literal
+                                            (SNI and the certificate's name check) */
+    enum conf_pool_protocol protocol;    /* the pool's */
+    enum conf_proxy_protocol send_proxy; /* CONF_PROXY_OFF, V1 or V2 */
+    struct conf_pool_tls tls_conf;       /* copy, strings owned; enabled false: plain */
+    struct tlsc_ctx *tls;                /* referenced; NULL until attached or built */
+    bool tls_attached;                   /* tls came from backend_tls_set() */
+    struct tlsc_session tls_session;     /* the last session, offered on the next connect */
 };
 
 #endif

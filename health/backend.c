@@ -25,6 +25,7 @@
 #include "check.h"
 
 #include "../proxy/net/list.h"
+#include "../proxy/net/tlsclient.h"
 
 static const char reason_removed[] = "removed";
 static const char reason_dns[] = "dns";
@@ -418,6 +419,82 @@ static char *dup_or_null(const char *s)
     return s ? strdup(s) : NULL;
 }
 
+static void tls_conf_clear(struct conf_pool_tls *t)
+{
+    free(t->ca);
+    free(t->sni);
+    free(t->cert);
+    free(t->key);
+    memset(t, 0, sizeof(*t));
+}
+
+/* Copies <from> into <to> (strings duplicated). Returns 0 or -1 (ENOMEM,
+ * <to> left empty). */
+static int tls_conf_copy(struct conf_pool_tls *to, const struct conf_pool_tls *from)
+{
+    memset(to, 0, sizeof(*to));
+    to->enabled = from->enabled;
+    to->verify = from->verify;
+    if ((from->ca && !(to->ca = strdup(from->ca))) ||
+        (from->sni && !(to->sni = strdup(from->sni))) ||
+        (from->cert && !(to->cert = strdup(from->cert))) ||
+        (from->key && !(to->key = strdup(from->key)))) {
+        tls_conf_clear(to);
+        return -1;
+    }
+    return 0;
+}
+
+static bool str_eq(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+static bool tls_conf_equal(const struct conf_pool_tls *a, const struct conf_pool_tls *b)
+{
+    if (a->enabled != b->enabled)
+        return false;
+    return !a->enabled ||
+           (a->verify == b->verify && str_eq(a->ca, b->ca) && str_eq(a->sni, b->sni) &&
+            str_eq(a->cert, b->cert) && str_eq(a->key, b->key));
+}
+
+/* Takes the pool's connection settings (tls, send_proxy, protocol).
+ * Returns true if they changed; -1 in *<rc> when out of memory. */
+static bool transport_take(struct backend *b, const struct conf_pool *cp, int *rc)
+{
+    *rc = 0;
+    bool changed = b->protocol != cp->protocol || b->send_proxy != cp->send_proxy ||
+                   !tls_conf_equal(&b->tls_conf, &cp->tls);
+    if (!changed)
+        return false;
+    struct conf_pool_tls t;
+    if (tls_conf_copy(&t, &cp->tls) < 0) {
+        *rc = -1;
+        return false;
+    }
+    tls_conf_clear(&b->tls_conf);
+    b->tls_conf = t;
+    b->protocol = cp->protocol;
+    b->send_proxy = cp->send_proxy ? cp->send_proxy : CONF_PROXY_OFF;
+    if (!b->tls_attached) {
+        /* one built here from the old settings: the next check builds anew */
+        tlsc_ctx_free(b->tls);
+        b->tls = NULL;
+    }
+    return true;
+}
+
+void backend_tls_set(struct backend *b, struct tlsc_ctx *ctx)
+{
+    if (ctx == b->tls && b->tls_attached)
+        return;
+    struct tlsc_ctx *old = b->tls;
+    b->tls = tlsc_ctx_ref(ctx);
+    b->tls_attached = ctx != NULL;
+    tlsc_ctx_free(old);
+}
+
 struct backend *backend_new(struct ev_loop *loop, const struct conf_pool *cp,
                             const struct conf_backend *cb, const struct backend_hooks *hooks,
                             void *hooks_ctx)
@@ -441,8 +518,14 @@ struct backend *backend_new(struct ev_loop *loop, const struct conf_pool *cp,
     b->pool_name = dup_or_null(cp->name);
     b->name = dup_or_null(cb->name);
     b->address_text = dup_or_null(cb->address.text);
+    b->host = dup_or_null(cb->address.host);
     if ((cp->name && !b->pool_name) || (cb->name && !b->name) ||
-        (cb->address.text && !b->address_text))
+        (cb->address.text && !b->address_text) || (cb->address.host && !b->host))
+        goto fail;
+    b->send_proxy = CONF_PROXY_OFF;
+    int trc;
+    transport_take(b, cp, &trc);
+    if (trc < 0)
         goto fail;
     b->hc = cp->health_check;
     b->hc.path = NULL;
@@ -475,13 +558,6 @@ fail:
     return NULL;
 }
 
-static bool str_eq(const char *a, const char *b)
-{
-    if (!a || !b)
-        return a == b;
-    return strcmp(a, b) == 0;
-}
-
 static bool hc_equal(const struct conf_health_check *a, const struct conf_health_check *b)
 {
     if (a->enabled != b->enabled)
@@ -505,7 +581,13 @@ int backend_reconfigure(struct backend *b, const struct conf_pool *cp,
         if (!path)
             return -1;
     }
-    changed = !hc_equal(&b->hc, &cp->health_check);
+    int trc;
+    bool transport_changed = transport_take(b, cp, &trc);
+    if (trc < 0) {
+        free(path);
+        return -1;
+    }
+    changed = !hc_equal(&b->hc, &cp->health_check) || transport_changed;
     free(b->hc.path);
     b->hc = cp->health_check;
     b->hc.path = path;
@@ -648,6 +730,11 @@ void backend_free(struct backend *b)
     ev_async_stop(b->loop, &b->wake);
     free(b->hc.path);
     b->hc.path = NULL;
+    tlsc_ctx_free(b->tls);
+    b->tls = NULL;
+    tlsc_session_clear(&b->tls_session);
+    tls_conf_clear(&b->tls_conf);
+    free(b->host);
     free(b->pool_name);
     free(b->name);
     free(b->address_text);

@@ -49,6 +49,23 @@ void backend_admin_drain(struct backend *b, conf_ms delay_ms);
  * the API's to end). Returns true if it was admin-drained. */
 bool backend_admin_ready(struct backend *b);
 
+/* The client TLS settings of a pool's `tls` <t> for tlsc_ctx_new()
+ * (proxy/net/tlsclient.h), with the ALPN its <protocol> offers ("h2" for
+ * h2, "http/1.1" otherwise). The strings stay <t>'s. One mapping for every
+ * builder: the reload's LOADING job, a backend's own build, the data plane. */
+void backend_tls_params(const struct conf_pool_tls *t, enum conf_pool_protocol protocol,
+                        struct tlsc_params *out);
+
+/* Gives <b> its pool's TLS client context <ctx> (tlsclient.h; a reference
+ * is taken), the one the pool's upstream connections use: the next check
+ * connects with it. NULL detaches it. Without one attached, a backend of a
+ * pool with `tls` builds its own from the pool's conf at its first check
+ * (reading the files on the loop: attaching the context the reload built
+ * off the loop is the better way). Only meaningful while the pool's conf
+ * has `tls`. The session slot stays: a session is only ever offered
+ * through the context that made it. */
+void backend_tls_set(struct backend *b, struct tlsc_ctx *ctx);
+
 /* Stops checks and timers and frees <b>. The proxy must hold no reference. */
 void backend_free(struct backend *b);
 

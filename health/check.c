@@ -1,5 +1,8 @@
 /* Active health checks: one non-blocking attempt at a time per backend, on
- * the backend's event loop. An attempt is connect (+ for http: send the
+ * the backend's event loop. An attempt is connect, the PROXY header
+ * (send_proxy: LOCAL for v2, "PROXY UNKNOWN" for v1: a check carries no
+ * client), the TLS handshake (pools[].tls: the pool's context, verified as
+ * its connections are; a failure is reason "tls") (+ for http: send the
  * request, read the response head) under one timeout; it ends in exactly
  * one result handed to the done callback, after its watchers are stopped
  * and its socket closed, so nothing of it can fire or count again.
@@ -18,11 +21,13 @@
 #include <unistd.h>
 
 #include "../parser/http1.h"
+#include "../parser/proxyproto.h"
 #include "backend.h"
 #include "check.h"
 #include "../proxy/net/io.h"
 #include "../proxy/net/list.h"
 #include "../proxy/net/net.h"
+#include "../proxy/net/tlsclient.h"
 
 /* Response-head buffer of an HTTP check. A health endpoint answers with a
  * short head; 4 KiB holds any sane one and bounds memory per backend. */
@@ -52,6 +57,9 @@ static const char reason_bad_response[] = "bad response";
 static const char reason_head_too_large[] = "head too large";
 static const char reason_unreachable[] = "unreachable";
 static const char reason_socket_error[] = "socket error";
+/* the handshake, the certificate's verification or a TLS record failed
+ * (backend_check.tls_error has OpenSSL's words) */
+static const char reason_tls[] = "tls";
 
 static const char request_fmt[] = "GET %s HTTP/1.1\r\n"
                                   "Host: %s\r\n"
@@ -101,6 +109,10 @@ const char *hc_phase_str(enum backend_check_phase p)
         return "idle";
     case BACKEND_CHECK_CONNECTING:
         return "connecting";
+    case BACKEND_CHECK_PROXY:
+        return "proxy header";
+    case BACKEND_CHECK_HANDSHAKE:
+        return "handshake";
     case BACKEND_CHECK_SENDING:
         return "sending";
     case BACKEND_CHECK_READING:
@@ -129,6 +141,73 @@ static const char *errno_reason(int err)
     }
 }
 
+/* ---- transports ---------------------------------------------------------
+ * Every read and write of an attempt goes through one of these: the socket
+ * itself or TLS over it. Each returns a count (> 0; recv: 0 on a close),
+ * NET_AGAIN with *<want> the events to wait for, or NET_ERROR with errno
+ * set for a socket error and 0 for a TLS one. */
+struct hc_transport {
+    ssize_t (*send)(struct backend *b, const char *p, size_t n, unsigned *want);
+    ssize_t (*recv)(struct backend *b, char *p, size_t n, unsigned *want);
+};
+
+static ssize_t plain_send(struct backend *b, const char *p, size_t n, unsigned *want)
+{
+    for (;;) {
+        ssize_t r = send(b->check.fd, p, n, MSG_NOSIGNAL);
+        if (r >= 0)
+            return r;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            *want = EV_WRITE;
+            return NET_AGAIN;
+        }
+        return NET_ERROR;
+    }
+}
+
+static ssize_t plain_recv(struct backend *b, char *p, size_t n, unsigned *want)
+{
+    for (;;) {
+        ssize_t r = recv(b->check.fd, p, n, 0);
+        if (r >= 0)
+            return r;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            *want = EV_READ;
+            return NET_AGAIN;
+        }
+        return NET_ERROR;
+    }
+}
+
+static ssize_t tls_send(struct backend *b, const char *p, size_t n, unsigned *want)
+{
+    return tlsc_send(b->check.ssl, p, n, want);
+}
+
+static ssize_t tls_recv(struct backend *b, char *p, size_t n, unsigned *want)
+{
+    return tlsc_recv(b->check.ssl, p, n, want);
+}
+
+static const struct hc_transport plain_ops = {plain_send, plain_recv};
+static const struct hc_transport tls_ops = {tls_send, tls_recv};
+
+/* Why a read or write failed: the socket's errno, else TLS (its reason
+ * kept in tls_error). Call right after the failure. */
+static const char *io_reason(struct backend *b)
+{
+    if (errno)
+        return errno_reason(errno);
+    const char *r = b->check.ssl ? tlsc_error(b->check.ssl) : NULL;
+    snprintf(b->check.tls_error, sizeof(b->check.tls_error), "%s",
+             r ? r : "TLS error after the handshake");
+    return reason_tls;
+}
+
 void hc_init(struct backend *b, hc_done_cb done)
 {
     struct backend_check *c = &b->check;
@@ -140,6 +219,10 @@ void hc_init(struct backend *b, hc_done_cb done)
     c->buf = NULL;
     c->buf_len = 0;
     c->sent = 0;
+    c->pre_len = c->pre_sent = 0;
+    c->ssl = NULL;
+    c->io_ops = &plain_ops;
+    c->tls_error[0] = '\0';
     ev_init(&c->io, io_cb);
     c->io_events = 0;
     ev_init(&c->timer, timer_cb);
@@ -152,6 +235,10 @@ static void attempt_clear(struct backend *b)
 
     watch(b, 0);
     ev_timer_stop(b->loop, &c->timer);
+    tlsc_close(c->ssl); /* close_notify if it can go at once, never waits */
+    c->ssl = NULL;
+    c->io_ops = &plain_ops;
+    c->pre_len = c->pre_sent = 0;
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
@@ -278,7 +365,8 @@ static void response_read(struct backend *b)
     struct backend_check *c = &b->check;
 
     for (;;) {
-        ssize_t n = recv(c->fd, c->buf + c->buf_len, HC_BUF_SIZE - c->buf_len, 0);
+        unsigned want = 0;
+        ssize_t n = c->io_ops->recv(b, c->buf + c->buf_len, HC_BUF_SIZE - c->buf_len, &want);
 
         if (n > 0) {
             c->buf_len += (size_t)n;
@@ -290,11 +378,11 @@ static void response_read(struct backend *b)
             finish(b, HC_FAILURE, reason_closed, 0);
             return;
         }
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
+        if (n == NET_AGAIN) {
+            watch(b, want); /* TLS may need to write to read on */
             return;
-        finish(b, HC_FAILURE, errno_reason(errno), 0);
+        }
+        finish(b, HC_FAILURE, io_reason(b), 0);
         return;
     }
 }
@@ -304,19 +392,18 @@ static void request_send(struct backend *b)
     struct backend_check *c = &b->check;
 
     while (c->sent < c->buf_len) {
-        ssize_t n = send(c->fd, c->buf + c->sent, c->buf_len - c->sent, MSG_NOSIGNAL);
+        unsigned want = 0;
+        ssize_t n = c->io_ops->send(b, c->buf + c->sent, c->buf_len - c->sent, &want);
 
-        if (n >= 0) {
+        if (n > 0) {
             c->sent += (size_t)n;
             continue;
         }
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            watch(b, EV_WRITE);
+        if (n == NET_AGAIN) {
+            watch(b, want);
             return;
         }
-        finish(b, HC_FAILURE, errno_reason(errno), 0);
+        finish(b, HC_FAILURE, io_reason(b), 0);
         return;
     }
     c->phase = BACKEND_CHECK_READING;
@@ -324,7 +411,9 @@ static void request_send(struct backend *b)
     watch(b, EV_READ);
 }
 
-static void connected(struct backend *b)
+/* The connection is ready for the check itself: a tcp check succeeded
+ * (over TLS: the handshake completed, verified), an http check sends. */
+static void app_start(struct backend *b)
 {
     if (b->hc.protocol == CONF_PROTO_TCP) {
         finish(b, HC_SUCCESS, hc_reason_ok, 0);
@@ -332,6 +421,122 @@ static void connected(struct backend *b)
     }
     b->check.phase = BACKEND_CHECK_SENDING;
     request_send(b);
+}
+
+static void handshake_step(struct backend *b)
+{
+    struct backend_check *c = &b->check;
+    unsigned want = 0;
+    int rc = tlsc_handshake(c->ssl, &want, c->tls_error, sizeof(c->tls_error));
+
+    if (rc == NET_AGAIN) {
+        watch(b, want);
+        return;
+    }
+    if (rc < 0) {
+        finish(b, HC_FAILURE, errno ? errno_reason(errno) : reason_tls, 0);
+        return;
+    }
+    app_start(b);
+}
+
+/* Declared in backend.h; defined here, by its first user, since backend.c
+ * calls into this file and never the other way. */
+void backend_tls_params(const struct conf_pool_tls *t, enum conf_pool_protocol protocol,
+                        struct tlsc_params *out)
+{
+    *out = (struct tlsc_params){
+        .ca = t->ca, .verify = t->verify, .sni = t->sni, .cert = t->cert, .key = t->key};
+    if (protocol == CONF_POOL_H2) {
+        out->alpn = TLSC_ALPN_H2;
+        out->alpn_len = sizeof(TLSC_ALPN_H2) - 1;
+    } else {
+        out->alpn = TLSC_ALPN_HTTP11;
+        out->alpn_len = sizeof(TLSC_ALPN_HTTP11) - 1;
+    }
+}
+
+/* The pool's TLS context: the one attached (backend_tls_set), else one
+ * built here from the pool's conf, kept until its settings change. NULL
+ * with tls_error set when the files do not load. */
+static struct tlsc_ctx *tls_context(struct backend *b)
+{
+    if (b->tls)
+        return b->tls;
+    struct tlsc_params p;
+    backend_tls_params(&b->tls_conf, b->protocol, &p);
+    b->tls = tlsc_ctx_new(&p, b->check.tls_error, sizeof(b->check.tls_error));
+    return b->tls;
+}
+
+/* After the PROXY header (if any): TLS for a pool with tls, then the check. */
+static void transport_start(struct backend *b)
+{
+    struct backend_check *c = &b->check;
+
+    if (!b->tls_conf.enabled) {
+        app_start(b);
+        return;
+    }
+    struct tlsc_ctx *ctx = tls_context(b);
+    /* an http check speaks HTTP/1.1 whatever the pool offers (h2) */
+    bool http = b->hc.protocol != CONF_PROTO_TCP;
+    const char *alpn = http ? TLSC_ALPN_HTTP11 : NULL;
+    size_t alpn_len = http ? sizeof(TLSC_ALPN_HTTP11) - 1 : 0;
+    c->ssl = ctx ? tlsc_conn_new(ctx, c->fd, b->host, &b->tls_session, alpn, alpn_len, c->tls_error,
+                                 sizeof(c->tls_error))
+                 : NULL;
+    if (!c->ssl) {
+        finish(b, HC_FAILURE, reason_tls, 0);
+        return;
+    }
+    c->io_ops = &tls_ops;
+    c->phase = BACKEND_CHECK_HANDSHAKE;
+    handshake_step(b);
+}
+
+/* send_proxy: the header goes first, in the clear, before any TLS. */
+static void proxy_send(struct backend *b)
+{
+    struct backend_check *c = &b->check;
+
+    while (c->pre_sent < c->pre_len) {
+        unsigned want = 0;
+        ssize_t n = plain_send(b, c->pre + c->pre_sent, c->pre_len - c->pre_sent, &want);
+        if (n > 0) {
+            c->pre_sent += (size_t)n;
+            continue;
+        }
+        if (n == NET_AGAIN) {
+            watch(b, want);
+            return;
+        }
+        finish(b, HC_FAILURE, errno_reason(errno), 0);
+        return;
+    }
+    transport_start(b);
+}
+
+static void connected(struct backend *b)
+{
+    b->check.phase = BACKEND_CHECK_PROXY;
+    proxy_send(b);
+}
+
+/* The header a check starts with under send_proxy: a check carries no
+ * client, so v2 says LOCAL and v1 "PROXY UNKNOWN" (DESIGN "PROXY protocol
+ * and TLS to backends"). */
+static void proxy_header_build(struct backend *b)
+{
+    struct backend_check *c = &b->check;
+    int n = 0;
+
+    if (b->send_proxy == CONF_PROXY_V1)
+        n = proxyproto_write_v1(c->pre, sizeof(c->pre), NULL, NULL);
+    else if (b->send_proxy == CONF_PROXY_V2)
+        n = proxyproto_write_v2((uint8_t *)c->pre, sizeof(c->pre), NULL, NULL);
+    c->pre_len = n > 0 ? (size_t)n : 0;
+    c->pre_sent = 0;
 }
 
 static void attempt_start(struct backend *b)
@@ -342,6 +547,8 @@ static void attempt_start(struct backend *b)
     int in_progress = 0, err = 0;
     if (b->hc.protocol != CONF_PROTO_TCP && request_build(b) < 0)
         goto fail;
+    c->tls_error[0] = '\0';
+    proxy_header_build(b);
     c->fd = net_connect_start((const struct sockaddr *)&b->addr, b->addr_len, &in_progress, &err);
     if (c->fd < 0 && (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM))
         goto fail;
@@ -395,6 +602,12 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
             return;
         }
         connected(b);
+        return;
+    case BACKEND_CHECK_PROXY:
+        proxy_send(b);
+        return;
+    case BACKEND_CHECK_HANDSHAKE:
+        handshake_step(b);
         return;
     case BACKEND_CHECK_SENDING:
         request_send(b);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "../net/net.h"
+#include "../net/tlsclient.h"
 
 /* ALPN wire format: length-prefixed protocol names, in usher's order of
  * preference (SSL_select_next_proto picks the first of ours the client
@@ -91,6 +92,57 @@ SSL_CTX *tls_context_new(const char *cert, const char *key, enum tls_alpn alpn, 
 fail:
     SSL_CTX_free(ctx);
     return NULL;
+}
+
+struct tls_alpn_list tls_alpn_wire(enum tls_alpn alpn)
+{
+    switch (alpn) {
+    case TLS_ALPN_HTTP11:
+        return (struct tls_alpn_list){alpn_http11, sizeof(alpn_http11)};
+    case TLS_ALPN_H2_HTTP11:
+        return (struct tls_alpn_list){alpn_h2_http11, sizeof(alpn_h2_http11)};
+    case TLS_ALPN_NONE:
+        break;
+    }
+    return (struct tls_alpn_list){NULL, 0};
+}
+
+/* The first protocol of the server's list that the client offers. */
+static int alpn_select_list(SSL *ssl, const unsigned char **out, unsigned char *out_len,
+                            const unsigned char *in, unsigned int in_len, void *arg)
+{
+    const struct tls_alpn_list *a = arg;
+    unsigned char *sel = NULL;
+    if (SSL_select_next_proto(&sel, out_len, a->list, (unsigned)a->len, in, in_len) !=
+        OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK;
+    *out = sel;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+SSL_CTX *tls_server_context_new(const char *cert, const char *key, const struct tls_alpn_list *alpn,
+                                char *err, size_t cap)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) {
+        openssl_reason(err, cap, "cannot create a TLS context");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    /* renegotiation is a CPU-exhaustion lever for clients and never needed */
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    /* partial writes, and retries from a buffer that moved (compaction) */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                              SSL_MODE_RELEASE_BUFFERS);
+    /* a record's header and body in one read(2), not two */
+    SSL_CTX_set_read_ahead(ctx, 1);
+    if (tlsc_load_cert_key(ctx, cert, key, err, cap) < 0) {
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    if (alpn && alpn->list && alpn->len)
+        SSL_CTX_set_alpn_select_cb(ctx, alpn_select_list, (void *)alpn);
+    return ctx;
 }
 
 void tls_context_free(SSL_CTX *ctx)

@@ -23,6 +23,26 @@ SSL_CTX *tls_context_new(const char *cert, const char *key, enum tls_alpn alpn, 
 /* True if the handshake of <ssl> (done) chose h2 by ALPN. */
 bool tls_alpn_is_h2(SSL *ssl);
 
+/* An ALPN list a server accepts: protocol names in wire format
+ * (length-prefixed, "\x02h2\x08http/1.1"), in the server's order of
+ * preference. */
+struct tls_alpn_list {
+    const unsigned char *list;
+    size_t len;
+};
+
+/* The wire-format list of an ALPN choice (TLS_ALPN_NONE: empty), static. */
+struct tls_alpn_list tls_alpn_wire(enum tls_alpn alpn);
+
+/* Builds a server context with the settings of tls_context_new (TLS 1.2
+ * and later, no renegotiation) for the PEM certificate chain <cert> and
+ * key <key>. <alpn> (NULL or empty: no ALPN) is what ALPN may select, the
+ * first of its protocols the client offers; it is not copied and must
+ * outlive the context (proxy/core/certs.c keeps it in the set). Returns
+ * the context, or NULL with a reason naming the file in <err>. */
+SSL_CTX *tls_server_context_new(const char *cert, const char *key, const struct tls_alpn_list *alpn,
+                                char *err, size_t cap);
+
 /* Drops a reference to <ctx> (connections hold their own). NULL is fine. */
 void tls_context_free(SSL_CTX *ctx);
 

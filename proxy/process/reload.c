@@ -14,7 +14,10 @@
 #include <time.h>
 
 #include "../../conf/conf.h"
+#include "../../health/backend.h"
 #include "../base/log.h"
+#include "../core/certs.h"
+#include "../core/h2conf.h"
 #include "../core/listener.h"
 #include "../core/worker.h"
 #include "../sources/discover.h"
@@ -23,6 +26,7 @@
 #include "../control/bgwork.h"
 #include "../control/overrides.h"
 #include "../net/list.h"
+#include "../net/tlsclient.h"
 
 /* What prepare built for one new config, so commit cannot fail on I/O and
  * abort knows exactly what to throw away. */
@@ -315,6 +319,57 @@ static const char why_nomem[] = "out of memory";
 static const char why_stopping[] = "usher is stopping";
 static const char why_unresolved[] = "cannot resolve a host name, running config kept";
 
+static void tls_error(void *arg, const char *msg)
+{
+    errors_add(arg, msg);
+}
+
+/* The TLS side of a loaded config, read on the background thread and read
+ * again at every reload, so files replaced in place are picked up:
+ *  - each TLS listener's certificate set (proxy/core/certs.h), handed on
+ *    as l->tls[i], its default context, which carries the whole set (the
+ *    handshake picks the certificate by SNI; strict_sni refuses);
+ *  - each pool's client context (pools[].tls: the CA, the client
+ *    certificate and key), built to check it. It is not handed on yet:
+ *    health checks build their own from the pool's conf until the data
+ *    plane takes these (backend_tls_set(), health/backend.h).
+ * Every problem is an error at its key's position. Returns 0 or -1. */
+static int tls_load(struct reload_loaded *l)
+{
+    const struct conf *nc = l->nc;
+    size_t before = l->errs.count;
+    for (size_t i = 0; i < nc->num_listeners; i++) {
+        const struct conf_listener *cl = &nc->listeners[i];
+        if (!cl->tls.enabled)
+            continue;
+        /* ALPN: h2 then http/1.1 on an http listener with HTTP/2, http/1.1
+         * alone with http2: false, none for tcp (as listener_tls_prepare) */
+        enum tls_alpn alpn = cl->protocol != CONF_PROTO_HTTP ? TLS_ALPN_NONE
+                             : h2_enabled(cl)                ? TLS_ALPN_H2_HTTP11
+                                                             : TLS_ALPN_HTTP11;
+        struct cert_set_params prm = {.alpn = tls_alpn_wire(alpn)};
+        struct cert_set *set = NULL;
+        if (cert_set_build(nc, i, &prm, &set, tls_error, &l->errs) == 0)
+            l->tls[i] = cert_set_ctx(set); /* the set's reference */
+    }
+    for (size_t i = 0; i < nc->num_pools; i++) {
+        const struct conf_pool *cp = &nc->pools[i];
+        if (!cp->tls.enabled)
+            continue;
+        struct tlsc_params prm;
+        backend_tls_params(&cp->tls, cp->protocol, &prm);
+        char err[768], msg[1024];
+        struct tlsc_ctx *c = tlsc_ctx_new(&prm, err, sizeof(err));
+        if (!c) {
+            snprintf(msg, sizeof(msg), "%s:%u:%u: pools[%zu].tls: %s", nc->path, cp->pos.line,
+                     cp->pos.column, i, err);
+            errors_add(&l->errs, msg);
+        }
+        tlsc_ctx_free(c);
+    }
+    return l->errs.count > before ? -1 : 0;
+}
+
 int reload_load(const char *path, unsigned conf_flags, struct reload_loaded *l)
 {
     memset(l, 0, sizeof(*l));
@@ -329,12 +384,15 @@ int reload_load(const char *path, unsigned conf_flags, struct reload_loaded *l)
     }
     char msg[512];
     l->tls = calloc(l->nc->num_listeners + 1, sizeof(*l->tls));
-    if (!l->tls)
+    if (!l->tls) {
         snprintf(msg, sizeof(msg), "%s: out of memory", path);
-    else if (listener_tls_prepare(l->nc, l->tls, msg, sizeof(msg)) == 0)
+        errors_add(&l->errs, msg);
+    } else if (tls_load(l) == 0) {
         return 0;
+    }
     /* a bad certificate is a config error like any other */
-    errors_add(&l->errs, msg);
+    if (l->tls)
+        listener_tls_release(l->tls, l->nc->num_listeners);
     free(l->tls);
     l->tls = NULL;
     conf_free(l->nc);

@@ -17,6 +17,8 @@ backends and clients).
                    a ThreadSanitizer data race)
   proxy            one backend "blue-1" in pool "blue" behind listener "web":
                    a namespace with .usher, .backend, .port, .conn() (wire.RawConn)
+  pki              (session) a test CA, a rogue CA and the leaf certificates of
+                   edge_util.LEAVES, made with the openssl CLI (edge_util.Pki)
 
 Ask for servers / backend_factory before usher_factory: fixtures are torn
 down in reverse order, so usher stops before the servers behind it.
@@ -31,6 +33,7 @@ import types
 
 import pytest
 
+import edge_util
 import usher_proc
 import wire
 from servers import Backend
@@ -125,3 +128,9 @@ def proxy(backend_factory, usher_factory):
     ns = types.SimpleNamespace(usher=u, backend=b, port=u.port)
     ns.conn = lambda timeout=5.0: wire.RawConn(u.port, timeout=timeout)
     return ns
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    """The edge tests' certificates (edge_util.make_pki), made once per run."""
+    return edge_util.make_pki(tmp_path_factory.mktemp("pki"))

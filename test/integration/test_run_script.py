@@ -37,8 +37,11 @@ def demo_ports_free():
 
 def start_run(tmp_path):
     out = open(tmp_path / "run.out", "wb")
+    # SIGINT at its default in the script: a shell cannot trap a signal it
+    # inherited ignored, as pytest does when it runs as a background job
     p = subprocess.Popen([os.path.join(REPO, "scripts", "run")], cwd=REPO, stdin=subprocess.DEVNULL,
-                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return p, out
 
 
