@@ -30,6 +30,8 @@ enum backend_drain_reason {
     BACKEND_DRAIN_REMOVED, /* removed from the config by a reload: gone once drained */
     BACKEND_DRAIN_ADMIN,   /* drained through the runtime API: stays, whatever checks say,
                             * until backend_admin_ready() */
+    BACKEND_DRAIN_NOT_SERVING, /* its gRPC health check answered NOT_SERVING: back after
+                                  healthy_threshold successes, as a 503 */
 };
 
 struct backend;
@@ -60,7 +62,7 @@ struct backend_hooks {
 enum hc_outcome {
     HC_SUCCESS = 1, /* status within expect_status (http), connected (tcp) */
     HC_FAILURE,     /* refused, timeout, reset, closed, bad status, ... */
-    HC_DRAINING,    /* HTTP 503: the backend asks to be deregistered */
+    HC_DRAINING,    /* HTTP 503 (gRPC: NOT_SERVING): the backend asks to be deregistered */
 };
 
 /* Where one check attempt stands (added by health/). */
@@ -71,10 +73,12 @@ enum backend_check_phase {
     BACKEND_CHECK_HANDSHAKE,  /* pools[].tls: the TLS handshake */
     BACKEND_CHECK_SENDING,    /* HTTP: writing the request; buf/buf_len = request */
     BACKEND_CHECK_READING,    /* HTTP: reading the response head into buf */
+    BACKEND_CHECK_GRPC,       /* gRPC: the HTTP/2 exchange of Health/Check (check.grpc) */
 };
 
 struct ssl_st;       /* OpenSSL's SSL */
 struct hc_transport; /* health/check.c: plain or TLS reads and writes */
+struct hc_grpc;      /* health/check.c: a gRPC check's HTTP/2 session */
 
 /* Active health check of one backend: its own socket and timers. */
 struct backend_check {
@@ -100,6 +104,8 @@ struct backend_check {
      * hostname mismatch"), for the proxy's log; "" when the last attempt
      * had none. last_result says "tls" then. */
     char tls_error[192];
+    /* a gRPC check in progress: its HTTP/2 session and answer (NULL otherwise) */
+    struct hc_grpc *grpc;
 };
 
 /* What a binary upgrade hands over about one backend, so the new process

@@ -66,6 +66,14 @@ void backend_tls_params(const struct conf_pool_tls *t, enum conf_pool_protocol p
  * through the context that made it. */
 void backend_tls_set(struct backend *b, struct tlsc_ctx *ctx);
 
+/* The pool's TLS client context for <b>'s connections: the one attached
+ * (backend_tls_set), else one built from the pool's conf and kept (as a
+ * check builds it: dropped when the pool's TLS settings change). Safe on
+ * any thread that may read <b>'s settings (a worker's first HTTP/2
+ * connection to it, its checks). NULL with the reason in <err> (<cap>)
+ * when the files do not load. */
+struct tlsc_ctx *backend_tls_ctx(struct backend *b, char *err, size_t cap);
+
 /* Stops checks and timers and frees <b>. The proxy must hold no reference. */
 void backend_free(struct backend *b);
 

@@ -20,14 +20,24 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <nghttp2/nghttp2.h>
+
 #include "../parser/http1.h"
 #include "../parser/proxyproto.h"
 #include "backend.h"
 #include "check.h"
+#include "grpcpb.h"
 #include "../proxy/net/io.h"
 #include "../proxy/net/list.h"
 #include "../proxy/net/net.h"
 #include "../proxy/net/tlsclient.h"
+
+/* The body of a gRPC check's answer: a HealthCheckResponse is a few
+ * bytes; anything longer is not one. */
+#define HC_GRPC_BODY_MAX 1024
+
+/* The gRPC health service's one method (health.proto). */
+#define HC_GRPC_PATH "/grpc.health.v1.Health/Check"
 
 /* Response-head buffer of an HTTP check. A health endpoint answers with a
  * short head; 4 KiB holds any sane one and bounds memory per backend. */
@@ -46,6 +56,7 @@
 
 const char hc_reason_ok[] = "ok";
 const char hc_reason_503[] = "503";
+const char hc_reason_not_serving[] = "not_serving";
 const char hc_reason_none[] = "none";
 
 static const char reason_refused[] = "refused";
@@ -57,6 +68,8 @@ static const char reason_bad_response[] = "bad response";
 static const char reason_head_too_large[] = "head too large";
 static const char reason_unreachable[] = "unreachable";
 static const char reason_socket_error[] = "socket error";
+static const char reason_grpc_error[] = "grpc error";         /* a grpc-status other than OK */
+static const char reason_serving_status[] = "serving status"; /* UNKNOWN or SERVICE_UNKNOWN */
 /* the handshake, the certificate's verification or a TLS record failed
  * (backend_check.tls_error has OpenSSL's words) */
 static const char reason_tls[] = "tls";
@@ -69,6 +82,7 @@ static const char request_fmt[] = "GET %s HTTP/1.1\r\n"
 
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void io_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void grpc_free(struct hc_grpc *g);
 static void watch(struct backend *b, unsigned events);
 
 static ev_tstamp ms_to_s(conf_ms ms)
@@ -117,6 +131,8 @@ const char *hc_phase_str(enum backend_check_phase p)
         return "sending";
     case BACKEND_CHECK_READING:
         return "reading";
+    case BACKEND_CHECK_GRPC:
+        return "grpc";
     }
     return "unknown";
 }
@@ -223,6 +239,7 @@ void hc_init(struct backend *b, hc_done_cb done)
     c->ssl = NULL;
     c->io_ops = &plain_ops;
     c->tls_error[0] = '\0';
+    c->grpc = NULL;
     ev_init(&c->io, io_cb);
     c->io_events = 0;
     ev_init(&c->timer, timer_cb);
@@ -239,6 +256,8 @@ static void attempt_clear(struct backend *b)
     c->ssl = NULL;
     c->io_ops = &plain_ops;
     c->pre_len = c->pre_sent = 0;
+    grpc_free(c->grpc);
+    c->grpc = NULL;
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
@@ -411,12 +430,266 @@ static void request_send(struct backend *b)
     watch(b, EV_READ);
 }
 
+/* ---- gRPC: grpc.health.v1.Health/Check over HTTP/2 ----------------------
+ * One request per attempt on a minimal nghttp2 client session over the
+ * check's connection (h2c, or TLS with ALPN h2 for an h2 pool): POST
+ * HC_GRPC_PATH with a HealthCheckRequest for hc.service. SERVING is a
+ * success, NOT_SERVING a drain (as a 503: reason not_serving), anything
+ * else — another status, a gRPC error, a broken answer — a failure. */
+
+struct hc_grpc {
+    nghttp2_session *session;
+    uint8_t *req; /* the framed HealthCheckRequest */
+    size_t req_len, req_sent;
+    int32_t stream_id;
+    int status;      /* :status (0 until it came) */
+    int grpc_status; /* -1 until grpc-status came, in the head (trailers-only) or trailers */
+    bool grpc_type;  /* content-type application/grpc... */
+    uint8_t body[HC_GRPC_BODY_MAX];
+    size_t body_len;
+    bool body_too_long;
+    bool closed; /* the stream ended (close_code says how) */
+    uint32_t close_code;
+    const uint8_t *out; /* what mem_send gave, not written yet */
+    size_t out_len;
+};
+
+static void grpc_free(struct hc_grpc *g)
+{
+    if (!g)
+        return;
+    nghttp2_session_del(g->session);
+    free(g->req);
+    free(g);
+}
+
+static bool slice_lit(const uint8_t *p, size_t n, const char *lit)
+{
+    size_t k = strlen(lit);
+    return n == k && memcmp(p, lit, k) == 0;
+}
+
+/* A small non-negative decimal (a status); -1 if it is not one. */
+static int small_int(const uint8_t *p, size_t n)
+{
+    if (n == 0 || n > 3)
+        return -1;
+    int v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return -1;
+        v = v * 10 + (p[i] - '0');
+    }
+    return v;
+}
+
+static int grpc_on_header(nghttp2_session *session, const nghttp2_frame *frame,
+                          const uint8_t *name, size_t namelen, const uint8_t *value,
+                          size_t valuelen, uint8_t flags, void *user_data)
+{
+    struct hc_grpc *g = user_data;
+    if (frame->hd.stream_id != g->stream_id)
+        return 0;
+    if (slice_lit(name, namelen, ":status"))
+        g->status = small_int(value, valuelen);
+    else if (slice_lit(name, namelen, "grpc-status"))
+        g->grpc_status = small_int(value, valuelen);
+    else if (slice_lit(name, namelen, "content-type"))
+        g->grpc_type = valuelen >= 16 && memcmp(value, "application/grpc", 16) == 0;
+    return 0;
+}
+
+static int grpc_on_data(nghttp2_session *session, uint8_t flags, int32_t stream_id,
+                        const uint8_t *data, size_t len, void *user_data)
+{
+    struct hc_grpc *g = user_data;
+    if (stream_id != g->stream_id)
+        return 0;
+    if (len > sizeof(g->body) - g->body_len) {
+        g->body_too_long = true;
+        return 0;
+    }
+    memcpy(g->body + g->body_len, data, len);
+    g->body_len += len;
+    return 0;
+}
+
+static int grpc_on_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code,
+                         void *user_data)
+{
+    struct hc_grpc *g = user_data;
+    if (stream_id == g->stream_id) {
+        g->closed = true;
+        g->close_code = error_code;
+    }
+    return 0;
+}
+
+static ssize_t grpc_read_req(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
+                             size_t length, uint32_t *data_flags, nghttp2_data_source *source,
+                             void *user_data)
+{
+    struct hc_grpc *g = user_data;
+    size_t n = g->req_len - g->req_sent;
+    if (n > length)
+        n = length;
+    memcpy(buf, g->req + g->req_sent, n);
+    g->req_sent += n;
+    if (g->req_sent == g->req_len)
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+/* The stream ended: what its answer says. */
+static void grpc_done(struct backend *b)
+{
+    struct hc_grpc *g = b->check.grpc;
+    int status = g->status;
+    if (g->close_code != NGHTTP2_NO_ERROR) {
+        finish(b, HC_FAILURE, reason_reset, status);
+        return;
+    }
+    if (status != 200) {
+        finish(b, HC_FAILURE, status > 0 ? reason_bad_status : reason_bad_response, status);
+        return;
+    }
+    if (!g->grpc_type || g->grpc_status < 0) {
+        finish(b, HC_FAILURE, reason_bad_response, status);
+        return;
+    }
+    if (g->grpc_status != 0) {
+        finish(b, HC_FAILURE, reason_grpc_error, status); /* UNIMPLEMENTED, NOT_FOUND... */
+        return;
+    }
+    int serving = g->body_too_long ? -1 : grpcpb_health_response(g->body, g->body_len);
+    if (serving == GRPCPB_SERVING)
+        finish(b, HC_SUCCESS, hc_reason_ok, status);
+    else if (serving == GRPCPB_NOT_SERVING)
+        finish(b, HC_DRAINING, hc_reason_not_serving, status);
+    else
+        finish(b, HC_FAILURE, serving < 0 ? reason_bad_response : reason_serving_status, status);
+}
+
+/* Writes what the session has to send and reads what came, until the
+ * socket would block or the answer is complete. */
+static void grpc_step(struct backend *b)
+{
+    struct backend_check *c = &b->check;
+    struct hc_grpc *g = c->grpc;
+    unsigned want_w = 0, want_r = EV_READ;
+    for (int progress = 1; progress;) {
+        progress = 0;
+        for (;;) {
+            if (g->out_len == 0) {
+                ssize_t n = nghttp2_session_mem_send(g->session, &g->out);
+                if (n < 0) {
+                    finish(b, HC_FAILURE, reason_bad_response, 0);
+                    return;
+                }
+                if (n == 0)
+                    break;
+                g->out_len = (size_t)n;
+            }
+            want_w = 0;
+            ssize_t n = c->io_ops->send(b, (const char *)g->out, g->out_len, &want_w);
+            if (n == NET_AGAIN)
+                break;
+            if (n < 0) {
+                finish(b, HC_FAILURE, io_reason(b), 0);
+                return;
+            }
+            g->out += n;
+            g->out_len -= (size_t)n;
+        }
+        char in[4096];
+        ssize_t n = c->io_ops->recv(b, in, sizeof(in), &want_r);
+        if (n == 0) {
+            finish(b, HC_FAILURE, reason_closed, g->status);
+            return;
+        }
+        if (n < 0 && n != NET_AGAIN) {
+            finish(b, HC_FAILURE, io_reason(b), g->status);
+            return;
+        }
+        if (n > 0) {
+            if (nghttp2_session_mem_recv(g->session, (const uint8_t *)in, (size_t)n) < 0) {
+                finish(b, HC_FAILURE, reason_bad_response, g->status);
+                return;
+            }
+            progress = 1;
+        }
+        if (g->closed) {
+            grpc_done(b);
+            return;
+        }
+    }
+    watch(b, want_r | (g->out_len ? want_w : 0));
+}
+
+/* The connection is ready: the session, its SETTINGS and the one request. */
+static void grpc_start(struct backend *b)
+{
+    struct backend_check *c = &b->check;
+    const char *service = b->hc.service ? b->hc.service : "";
+    size_t slen = strlen(service);
+    nghttp2_session_callbacks *cb = NULL;
+    struct hc_grpc *g = calloc(1, sizeof(*g));
+    if (!g)
+        goto fail;
+    c->grpc = g;
+    g->grpc_status = -1;
+    g->req_len = GRPCPB_PREFIX_LEN + 1 + 10 + slen;
+    if (!(g->req = malloc(g->req_len)))
+        goto fail;
+    int n = grpcpb_health_request(g->req, g->req_len, service, slen);
+    if (n < 0 || nghttp2_session_callbacks_new(&cb) != 0)
+        goto fail;
+    g->req_len = (size_t)n;
+    nghttp2_session_callbacks_set_on_header_callback(cb, grpc_on_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, grpc_on_data);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, grpc_on_close);
+    int rc = nghttp2_session_client_new(&g->session, cb, g);
+    nghttp2_session_callbacks_del(cb);
+    if (rc != 0)
+        goto fail;
+    nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_ENABLE_PUSH, 0}};
+    const char *authority = b->address_text ? b->address_text : "";
+    const char *scheme = c->ssl ? "https" : "http";
+#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), strlen(n), strlen(v), NGHTTP2_NV_FLAG_NONE}
+    nghttp2_nv nv[] = {
+        NV(":method", "POST"),
+        NV(":scheme", scheme),
+        NV(":authority", authority),
+        NV(":path", HC_GRPC_PATH),
+        NV("content-type", "application/grpc"),
+        NV("te", "trailers"),
+        NV("user-agent", "usher-health-check"),
+    };
+#undef NV
+    nghttp2_data_provider dp = {.read_callback = grpc_read_req};
+    if (nghttp2_submit_settings(g->session, NGHTTP2_FLAG_NONE, iv, 1) != 0 ||
+        (g->stream_id = nghttp2_submit_request(g->session, NULL, nv, sizeof(nv) / sizeof(nv[0]),
+                                               &dp, NULL)) < 0)
+        goto fail;
+    c->phase = BACKEND_CHECK_GRPC;
+    grpc_step(b);
+    return;
+fail:
+    /* out of memory: no result, as when usher could not even try */
+    attempt_clear(b);
+    hc_schedule(b, hc_next_delay(b));
+}
+
 /* The connection is ready for the check itself: a tcp check succeeded
  * (over TLS: the handshake completed, verified), an http check sends. */
 static void app_start(struct backend *b)
 {
     if (b->hc.protocol == CONF_PROTO_TCP) {
         finish(b, HC_SUCCESS, hc_reason_ok, 0);
+        return;
+    }
+    if (b->hc.protocol == CONF_PROTO_GRPC) {
+        grpc_start(b);
         return;
     }
     b->check.phase = BACKEND_CHECK_SENDING;
@@ -461,12 +734,7 @@ void backend_tls_params(const struct conf_pool_tls *t, enum conf_pool_protocol p
  * with tls_error set when the files do not load. */
 static struct tlsc_ctx *tls_context(struct backend *b)
 {
-    if (b->tls)
-        return b->tls;
-    struct tlsc_params p;
-    backend_tls_params(&b->tls_conf, b->protocol, &p);
-    b->tls = tlsc_ctx_new(&p, b->check.tls_error, sizeof(b->check.tls_error));
-    return b->tls;
+    return backend_tls_ctx(b, b->check.tls_error, sizeof(b->check.tls_error));
 }
 
 /* After the PROXY header (if any): TLS for a pool with tls, then the check. */
@@ -479,8 +747,9 @@ static void transport_start(struct backend *b)
         return;
     }
     struct tlsc_ctx *ctx = tls_context(b);
-    /* an http check speaks HTTP/1.1 whatever the pool offers (h2) */
-    bool http = b->hc.protocol != CONF_PROTO_TCP;
+    /* an http check speaks HTTP/1.1 whatever the pool offers (h2); a grpc
+     * one the pool's h2 */
+    bool http = b->hc.protocol == CONF_PROTO_HTTP;
     const char *alpn = http ? TLSC_ALPN_HTTP11 : NULL;
     size_t alpn_len = http ? sizeof(TLSC_ALPN_HTTP11) - 1 : 0;
     c->ssl = ctx ? tlsc_conn_new(ctx, c->fd, b->host, &b->tls_session, alpn, alpn_len, c->tls_error,
@@ -545,7 +814,7 @@ static void attempt_start(struct backend *b)
     ev_tstamp timeout = ms_to_s(b->hc.timeout);
 
     int in_progress = 0, err = 0;
-    if (b->hc.protocol != CONF_PROTO_TCP && request_build(b) < 0)
+    if (b->hc.protocol == CONF_PROTO_HTTP && request_build(b) < 0)
         goto fail;
     c->tls_error[0] = '\0';
     proxy_header_build(b);
@@ -614,6 +883,9 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
         return;
     case BACKEND_CHECK_READING:
         response_read(b);
+        return;
+    case BACKEND_CHECK_GRPC:
+        grpc_step(b);
         return;
     case BACKEND_CHECK_IDLE:
         watch(b, 0);

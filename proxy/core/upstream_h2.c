@@ -36,8 +36,10 @@
 #include "../../parser/http1.h"
 #include "../base/log.h"
 #include "../net/net.h"
+#include "../net/tlsclient.h"
 #include "body.h"
 #include "clock.h"
+#include "grpc.h"
 #include "headers.h"
 #include "upstream.h"
 
@@ -97,6 +99,7 @@ struct h2_stream {
     upstream_cb cb; /* NULL once detached */
     void *owner;
     bool te_trailers;
+    bool grpc; /* the request's content-type is gRPC's */
     unsigned news;
     int connect_err;
 
@@ -297,8 +300,9 @@ static void stream_free(struct h2_stream *st)
     free(st);
 }
 
-/* The backend acted on the stream: it can no longer be refused, and the
- * bytes kept to send it again go. */
+/* The backend answered the stream (a response head that is not the whole
+ * answer, or DATA): it can no longer be refused, and the bytes kept to
+ * send it again go. */
 static void confirm(struct h2_stream *st)
 {
     if (st->confirmed)
@@ -557,12 +561,44 @@ static struct h2_field *fields_of(struct h2_stream *st)
     return f;
 }
 
+/* grpc-core's answer to a call that arrived as its server began to stop
+ * (server.stop: its first GOAWAY went, the stream is at or below the last
+ * one): the call is cancelled before any handler saw it, with a
+ * trailers-only CANCELLED — where RFC 9113 8.7 would have REFUSED_STREAM.
+ * Taken as that refusal: a gRPC stream, on a connection whose backend
+ * already said GOAWAY, answered by one HEADERS with END_STREAM, :status 200
+ * and grpc-status 1 (no message, no metadata of its own). */
+static bool shutdown_cancel(const struct h2b *h, const struct h2_stream *st,
+                            const struct h2_field *f)
+{
+    if (!st->grpc || h->state != H2B_GOING_AWAY || st->rx_head.len > 0)
+        return false;
+    bool ok200 = false, cancelled = false;
+    for (size_t i = 0; i < st->rx_nfields; i++) {
+        if (http1_slice_eq(f[i].name, ":status"))
+            ok200 = f[i].value.len == 3 && memcmp(f[i].value.ptr, "200", 3) == 0;
+        else if (http1_slice_eq(f[i].name, "grpc-status"))
+            cancelled = f[i].value.len == 1 && f[i].value.ptr[0] == '1';
+        else if (!http1_slice_eq(f[i].name, "content-type") &&
+                 !http1_slice_eq(f[i].name, "grpc-message"))
+            return false; /* metadata: a handler ran */
+    }
+    return ok200 && cancelled;
+}
+
 /* A response head (interim or final) or the trailers arrived whole. */
 static void on_header_block(struct h2b *h, struct h2_stream *st, bool end_stream)
 {
     struct h2_field *f = fields_of(st);
     if (!f) {
         stream_error(st, "out of memory");
+        return;
+    }
+    if (!st->final_head && end_stream && shutdown_cancel(h, st, f)) {
+        st->refused = true; /* never run: it goes again */
+        free(f);
+        hbuf_free(&st->rx_fields);
+        st->rx_nfields = 0;
         return;
     }
     if (!st->final_head) {
@@ -602,8 +638,13 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     case NGHTTP2_HEADERS:
         if (!st || !st->cb)
             return 0;
-        confirm(st);
+        if (!(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+            confirm(st); /* trailers-only answers may still be a refusal */
         on_header_block(h, st, frame->hd.flags & NGHTTP2_FLAG_END_STREAM);
+        if (st->refused) {
+            news(st, NEWS_REFUSED);
+            return 0;
+        }
         break;
     case NGHTTP2_DATA:
         if (!st || !st->cb)
@@ -611,8 +652,6 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         confirm(st);
         break;
     case NGHTTP2_WINDOW_UPDATE:
-        if (st)
-            confirm(st); /* it read the stream's DATA */
         return 0;
     case NGHTTP2_SETTINGS:
         if (!(frame->hd.flags & NGHTTP2_FLAG_ACK))
@@ -628,9 +667,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         struct list *pos, *tmp;
         list_for_each_safe (pos, tmp, &h->streams) {
             struct h2_stream *s = container_of(pos, struct h2_stream, link);
-            if (s->id > 0 && s->id <= last)
-                confirm(s);
-            else if (s->id > last && !s->closed)
+            if (s->id > last && !s->closed)
                 above++;
         }
         log_kv(CONF_LOG_INFO, "backend goaway", LOG_STR("pool", pool_of(h)),
@@ -688,6 +725,12 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
     if (!st)
         return 0;
     st->closed = true;
+    if (error_code != NGHTTP2_NO_ERROR)
+        log_kv(CONF_LOG_DEBUG, "backend stream reset", LOG_STR("pool", pool_of(h)),
+               LOG_STR("backend", backend_of(h)), LOG_INT("stream", stream_id),
+               LOG_STR("error", nghttp2_http2_strerror(error_code)),
+               LOG_STR("response", st->rx_end ? "complete" : st->final_head ? "started" : "none"),
+               LOG_STR("exchange", st->cb ? "bound" : "gone"));
     if (!st->cb) {
         stream_bury(st); /* detached: it only waited for this */
         return 0;
@@ -849,19 +892,63 @@ static void conn_connect_failed(struct h2b *h, int err)
     }
 }
 
-static void on_connected(struct h2b *h)
+/* A TLS failure is a connect failure (DESIGN "PROXY protocol and TLS to
+ * backends"): OpenSSL's reason in the log, EPROTO to the streams. */
+static void tls_failed(struct h2b *h, const char *why)
 {
-    if (h->tls) {
-        /* pools[].protocol h2: TLS with ALPN h2 comes from the client TLS
-         * module (proxy/net/tlsclient, issue 20); until it is in, the
-         * connection fails as a connect would */
-        log_kv(CONF_LOG_WARN, "backend connect failed", LOG_STR("pool", pool_of(h)),
-               LOG_STR("backend", backend_of(h)),
-               LOG_STR("error", "TLS to backends is not available in this build"));
-        conn_connect_failed(h, EPROTONOSUPPORT);
+    log_kv(CONF_LOG_WARN, "backend connect failed", LOG_STR("pool", pool_of(h)),
+           LOG_STR("backend", backend_of(h)), LOG_STR("address", h->s->hb->address_text),
+           LOG_STR("error", why));
+    conn_connect_failed(h, errno ? errno : EPROTO);
+}
+
+/* pools[].protocol h2: the handshake, until done; then ALPN must have
+ * picked h2 (a backend that only speaks HTTP/1.1 over TLS is one this
+ * pool cannot use). */
+static void tls_step(struct h2b *h)
+{
+    char err[256];
+    unsigned want = 0;
+    int rc = tlsc_handshake(h->io.ssl, &want, err, sizeof(err));
+    if (rc == NET_AGAIN) {
+        upstream_want(h->u, want ? want : EV_READ);
+        return;
+    }
+    if (rc < 0) {
+        tls_failed(h, err);
+        return;
+    }
+    const unsigned char *proto;
+    unsigned len;
+    tlsc_alpn_selected(h->io.ssl, &proto, &len);
+    if (len != 2 || memcmp(proto, "h2", 2) != 0) {
+        errno = 0;
+        tls_failed(h, "the backend did not choose h2 by ALPN");
         return;
     }
     conn_ready(h);
+}
+
+static void on_connected(struct h2b *h)
+{
+    if (!h->tls) {
+        conn_ready(h);
+        return;
+    }
+    char err[768];
+    struct backend *b = h->s->hb;
+    struct tlsc_ctx *ctx = backend_tls_ctx(b, err, sizeof(err));
+    SSL *ssl = ctx ? tlsc_conn_new(ctx, h->io.fd, b->host, &b->tls_session, NULL, 0, err,
+                                   sizeof(err))
+                   : NULL;
+    if (!ssl) {
+        errno = 0;
+        tls_failed(h, err);
+        return;
+    }
+    side_attach(&h->io, h->io.fd, &transport_tls);
+    h->io.ssl = ssl;
+    tls_step(h);
 }
 
 static void conn_event(void *owner, enum upstream_event ev, int err)
@@ -876,11 +963,13 @@ static void conn_event(void *owner, enum upstream_event ev, int err)
         conn_connect_failed(h, err);
         break;
     case UPSTREAM_READABLE:
-        h->io.readable = true;
-        conn_read(h);
-        break;
     case UPSTREAM_WRITABLE:
-        if (h->io.ssl && h->io.tls_want == EV_WRITE)
+        if (h->state == H2B_CONNECTING) {
+            if (h->io.ssl)
+                tls_step(h); /* the handshake's next step */
+            break;
+        }
+        if (ev == UPSTREAM_READABLE || (h->io.ssl && h->io.tls_want == EV_WRITE))
             h->io.readable = true;
         conn_read(h);
         break;
@@ -1195,6 +1284,9 @@ static int submit_head(struct h2_stream *st)
                                  (uint8_t *)(uintptr_t)f[i].value.ptr, f[i].name.len,
                                  f[i].value.len, NGHTTP2_NV_FLAG_NONE};
         body_start(&st->tx_body, &req.msg, true);
+        for (size_t i = 0; i < req.msg.num_headers; i++)
+            if (http1_slice_eq(req.msg.headers[i].name, "content-type"))
+                st->grpc = grpc_content_type(req.msg.headers[i].value);
         st->tx_body.trailers = &st->tx_trailers;
         st->head_request = req.method_id == HTTP1_METHOD_HEAD;
         nghttp2_data_provider dp = {.source.ptr = st, .read_callback = tx_read_cb};
