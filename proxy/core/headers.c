@@ -949,9 +949,13 @@ int headers_h1_from_h2_response(struct hbuf *out, const struct h2_field *f, size
         enum field_kind k = field_kind(name);
         if (k == FIELD_HOP_BY_HOP || k == FIELD_TRANSFER_CODING)
             continue; /* never in a valid HTTP/2 response: nghttp2 refuses them */
-        for (size_t j = 0; j < value.len; j++)
-            if (value.ptr[j] == '\r' || value.ptr[j] == '\n' || value.ptr[j] == '\0')
-                return -1; /* nghttp2 refuses them too: the head must read back as one */
+        /* nghttp2 refuses these too (RFC 9113 8.2.1); checked again, as
+         * the head must read back as exactly one */
+        for (size_t j = 0; j < name.len; j++)
+            if (!h2_name_char((unsigned char)name.ptr[j]))
+                return -1;
+        if (!h2_value_ok(value))
+            return -1;
         rc |= put(out, name.ptr, name.len);
         rc |= PUT_LIT(out, ": ");
         rc |= put(out, value.ptr, value.len);
