@@ -44,6 +44,7 @@ static void ws_follow(struct ws_dir *wd, struct buf *b, size_t n);
 static void on_upstream_event(void *owner, enum upstream_event ev, int err);
 static void tunnel_deadline(struct exchange *x, ev_tstamp deadline);
 static enum step grpc_close_step(struct exchange *x);
+static bool grpc_end(struct exchange *x, enum grpc_code code, const char *why);
 
 const char *exchange_state_str(enum exchange_state s)
 {
@@ -741,6 +742,11 @@ static enum step upstream_failed(struct exchange *x, const char *why, enum retry
         x->response_started = false;
         return exchange_respond_error(x, reason == RETRY_FIRST_BYTE ? 504 : 502, why, false);
     }
+    /* a gRPC call whose answer is under way: status 14 after its last
+     * whole message, not a reset its client would read as INTERNAL */
+    if (x->grpc && x->response_started && !x->res_body.done &&
+        grpc_end(x, GRPC_UNAVAILABLE, why))
+        return STEP_PROGRESS;
     return x->ops->abort(x);
 }
 
@@ -1123,22 +1129,36 @@ static enum step grpc_close_step(struct exchange *x)
         g->closing = false; /* its own end came first */
         return STEP_BLOCKED;
     }
+    if (!grpc_end(x, GRPC_UNAVAILABLE, "drain deadline"))
+        return STEP_BLOCKED; /* a message half sent: finished first */
+    g->closing = false;
+    g->close_at = 0;
+    return STEP_PROGRESS;
+}
+
+/* Ends a gRPC call whose response is under way with trailers saying
+ * <code> (<why> their grpc-message) after the last whole message: what
+ * the backend sent past it, and whatever it still sends, is dropped. The
+ * response goes on to its end as any other (HTTP/2 clients: trailing
+ * HEADERS). False if a message is half sent (only a reset can end it
+ * then) or the client is not an HTTP/2 one. */
+static bool grpc_end(struct exchange *x, enum grpc_code code, const char *why)
+{
+    struct grpc_call *g = x->grpc;
     uint64_t cut, sent = g->framed - x->out_fwd;
-    if (!grpc_cut(g, sent, &cut))
-        return STEP_BLOCKED;
+    if (x->req_major != 2 || !grpc_cut(g, sent, &cut))
+        return false;
+    if (!x->trailers && !(x->trailers = calloc(1, sizeof(*x->trailers))))
+        return false;
+    hbuf_reset(x->trailers);
+    if (grpc_trailer_lines(x->trailers, code, why) < 0)
+        return false;
     x->out_fwd = (size_t)(cut - sent);
     if (x->up.buf)
         x->up.buf->end = x->up.buf->start + x->out_fwd; /* the rest is not the client's */
     x->res_body.done = true;
     x->res_reusable = false; /* what the backend still sends is unread */
-    g->closing = false;
-    g->close_at = 0;
-    if (!x->trailers && !(x->trailers = calloc(1, sizeof(*x->trailers))))
-        return x->ops->abort(x);
-    hbuf_reset(x->trailers);
-    if (grpc_trailer_lines(x->trailers, GRPC_UNAVAILABLE, "drain deadline") < 0)
-        return x->ops->abort(x);
-    return STEP_PROGRESS;
+    return true;
 }
 
 /* Schedules a gRPC call's end for <deadline> - <grace>, or begins it now
@@ -1373,7 +1393,8 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         arm_timer(x);
         return;
     }
-    if (grpc_close_at(x) <= ev_now(loop)) {
+    if ((x->state == EXCHANGE_CONNECTING || x->state == EXCHANGE_FORWARDING) &&
+        grpc_close_at(x) <= ev_now(loop)) {
         if (!tunnel_deadline_stands(x)) {
             x->grpc->close_at = 0; /* its backend came back: no goodbye */
             arm_timer(x);
@@ -1405,7 +1426,10 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         break;
     case EXCHANGE_FORWARDING:
         if (exchange_response_on_wire(x)) {
-            x->ops->abort(x);
+            /* a gRPC call: DEADLINE_EXCEEDED after its last whole message */
+            if (!(x->grpc && x->response_started && !x->res_body.done &&
+                  grpc_end(x, GRPC_DEADLINE_EXCEEDED, "backend timeout")))
+                x->ops->abort(x);
             break;
         }
         if (x->upstream && awaiting_first_byte(x)) {

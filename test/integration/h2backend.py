@@ -9,6 +9,7 @@ level. Every request is recorded (.reqs) and answered by its path:
   /silent        never answered (per-stream timeouts)
   /trailers      200, a body, then trailers x-checksum and x-count
   /status?code=N N, a short body
+  /grpc-hang/M   a gRPC answer: its head and one message, then nothing
   anything else  200, "conn=C stream=S method=M path=P len=L\\n"
 
   b = H2Backend("h2-1", max_streams=None, goaway_hold=0, window=None,
@@ -206,6 +207,10 @@ class _H2ServerConn:
         elif path.startswith("/status"):
             status = int(q.get("code", ["200"])[0])
             body = b"status %d\n" % status
+        elif path.startswith("/grpc-hang"):
+            self.h2.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc")])
+            self.h2.send_data(sid, b"\x00\x00\x00\x00\x05first")
+            return  # and nothing more
         else:
             body = ("conn=%d stream=%d method=%s path=%s len=%d\n" % (
                 self.id, sid, hs.get(":method"), path, len(st["body"]))).encode()

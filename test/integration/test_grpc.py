@@ -158,6 +158,36 @@ def test_trailers_only_frames_and_head_too_large(servers, usher_factory):
     h.close()
 
 
+def test_answers_cut_mid_stream_end_with_a_grpc_status(servers, usher_factory):
+    """A response under way when its backend fails ends with trailers
+    after its last whole message — DEADLINE_EXCEEDED for a silent backend,
+    UNAVAILABLE for one reset — not with a reset the client reads as
+    INTERNAL."""
+    from h2backend import H2Backend
+    hb = servers.add(H2Backend("h2-1").start())
+    u = start(usher_factory, {"p": [hb]}, timeouts={"backend": "600ms"})
+    ch = channel(u.port)
+    call = ch.unary_stream("/grpc-hang/M")
+    got = []
+    t0 = time.monotonic()
+    with pytest.raises(grpc.RpcError) as e:
+        for m in call(b"x", timeout=10):
+            got.append(m)
+    assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, e.value
+    assert got == [b"first"] and 0.5 < time.monotonic() - t0 < 3.0
+    # the same, its backend reset under it
+    got = []
+    it = call(b"x", timeout=10)
+    got.append(next(it))
+    hb.kill()
+    with pytest.raises(grpc.RpcError) as e:
+        for m in it:
+            got.append(m)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE, e.value
+    assert got == [b"first"]
+    ch.close()
+
+
 # --- graceful stops, one backend after the other ------------------------------------------------
 
 def test_two_backends_stopped_gracefully_under_call_loop(servers, usher_factory):
