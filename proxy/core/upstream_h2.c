@@ -159,6 +159,12 @@ struct h2b {
     struct list dead;    /* streams to free at the end of the settle */
     struct http1_header *hdrs; /* parse scratch for request heads */
     size_t hdrs_cap;
+    /* translation scratch, grown as needed and kept: no allocation per
+     * request once a connection has seen its largest head */
+    struct h2_field *fields;
+    nghttp2_nv *nv;
+    size_t fields_cap;
+    struct hbuf names;
     ev_timer timer;     /* the connect timeout */
     ev_prepare kick_w;  /* never started: fed to settle after the current callback */
     bool kicked;
@@ -343,6 +349,9 @@ static void conn_free(struct h2b *h)
     buf_put(&h->w->bufs_in, h->io.buf);
     nghttp2_session_del(h->session);
     hbuf_free(&h->out);
+    hbuf_free(&h->names);
+    free(h->fields);
+    free(h->nv);
     free(h->hdrs);
     free(h);
 }
@@ -543,12 +552,31 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     return 0;
 }
 
-/* The fields of the block just received, as slices into rx_fields. */
+/* Room for <n> fields (and their nghttp2_nv) in the connection's scratch. */
+static bool scratch_fit(struct h2b *h, size_t n)
+{
+    if (n <= h->fields_cap)
+        return true;
+    size_t cap = n < 32 ? 32 : n;
+    struct h2_field *f = realloc(h->fields, cap * sizeof(*f));
+    if (f)
+        h->fields = f;
+    nghttp2_nv *nv = f ? realloc(h->nv, cap * sizeof(*nv)) : NULL;
+    if (nv)
+        h->nv = nv;
+    if (!f || !nv)
+        return false;
+    h->fields_cap = cap;
+    return true;
+}
+
+/* The fields of the block just received, as slices into rx_fields (in the
+ * connection's scratch). */
 static struct h2_field *fields_of(struct h2_stream *st)
 {
-    struct h2_field *f = calloc(st->rx_nfields ? st->rx_nfields : 1, sizeof(*f));
-    if (!f)
+    if (!scratch_fit(st->h, st->rx_nfields))
         return NULL;
+    struct h2_field *f = st->h->fields;
     size_t pos = 0;
     for (size_t i = 0; i < st->rx_nfields; i++) {
         size_t nl = strlen(st->rx_fields.data + pos);
@@ -596,7 +624,6 @@ static void on_header_block(struct h2b *h, struct h2_stream *st, bool end_stream
     }
     if (!st->final_head && end_stream && shutdown_cancel(h, st, f)) {
         st->refused = true; /* never run: it goes again */
-        free(f);
         hbuf_free(&st->rx_fields);
         st->rx_nfields = 0;
         return;
@@ -625,7 +652,6 @@ static void on_header_block(struct h2b *h, struct h2_stream *st, bool end_stream
                 stream_error(st, "out of memory");
         }
     }
-    free(f);
     hbuf_free(&st->rx_fields);
     st->rx_nfields = 0;
 }
@@ -1271,13 +1297,13 @@ static int submit_head(struct h2_stream *st)
     struct http1_limits lim = {SIZE_MAX, h->hdrs_cap, SIZE_MAX};
     if (http1_parse_request(st->tx_head.data, st->tx_head.len, &lim, &req) != HTTP1_OK)
         return -1; /* usher's own head: never */
-    struct h2_field *f = calloc(req.msg.num_headers + 5, sizeof(*f));
-    nghttp2_nv *nv = calloc(req.msg.num_headers + 5, sizeof(*nv));
-    struct hbuf scratch = {0};
     int rc = -1;
-    int n = f && nv ? headers_h2_from_h1_request(&req, h->tls ? "https" : "http", st->te_trailers,
-                                                 &scratch, f)
-                    : -1;
+    bool room = scratch_fit(h, req.msg.num_headers + 5);
+    struct h2_field *f = h->fields;
+    nghttp2_nv *nv = h->nv;
+    int n = room ? headers_h2_from_h1_request(&req, h->tls ? "https" : "http", st->te_trailers,
+                                              &h->names, f)
+                 : -1;
     if (n > 0) {
         for (int i = 0; i < n; i++)
             nv[i] = (nghttp2_nv){(uint8_t *)(uintptr_t)f[i].name.ptr,
@@ -1305,9 +1331,6 @@ static int submit_head(struct h2_stream *st)
             rc = 0;
         }
     }
-    free(nv);
-    free(f);
-    hbuf_free(&scratch);
     hbuf_free(&st->tx_head);
     return rc;
 }
