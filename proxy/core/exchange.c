@@ -679,10 +679,12 @@ static bool was_tried(const struct exchange *x, const struct server *s)
 /* An HTTP/2 backend never processed the stream: above the last-stream-id
  * of its GOAWAY, refused (REFUSED_STREAM), or it never left usher (RFC
  * 9113 8.7, 6.8). It goes again whatever its method — nothing of it was
- * acted on — with the request bytes the stream kept: first on another
- * connection to the same backend (a GOAWAY drains only its connection;
- * a backend that stops refuses the connect, and the next backend takes
- * it), then elsewhere. Like a connect retry, it is never budgeted. */
+ * acted on — with the request bytes the stream kept: to another backend
+ * (the one that refused is likely stopping: a connection it still accepts
+ * as it stops would hold the stream until its grace ends), or, alone in
+ * rotation, once more to the same backend on another connection (one
+ * that only renews its connections keeps serving). Like a connect retry,
+ * it is never budgeted. */
 static enum step stream_refused(struct exchange *x)
 {
     struct server *s = x->upstream->server;
@@ -697,9 +699,17 @@ static enum step stream_refused(struct exchange *x)
     p->retries[RETRY_REFUSED]++;
     log_kv(CONF_LOG_DEBUG, "backend refused stream, sending again", LOG_STR("pool", p->name),
            LOG_STR("backend", s->hb->name), LOG_UINT("bytes", (uint64_t)kept));
-    bool same = server_in_rotation(s) && !was_tried(x, s);
+    bool first = !was_tried(x, s);
     remember_tried(x, s);
-    return resend(x, same ? s : NULL);
+    struct pool *op = NULL;
+    struct server *other = x->attempts < MAX_ATTEMPTS
+                               ? balance_pick(x->c->listener, x->tried, x->attempts, &op)
+                               : NULL;
+    if (other) {
+        x->pool = op;
+        return resend(x, other);
+    }
+    return resend(x, first && server_in_rotation(s) ? s : NULL);
 }
 
 /* The upstream failed (<why>, of kind <reason>) before the response was

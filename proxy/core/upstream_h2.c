@@ -68,6 +68,10 @@
  * the next loop iteration, after the other connections. */
 #define H2B_SETTLE_ROUNDS 4
 
+/* The payload of the PING that tells whether a backend whose answer looked
+ * like grpc-core's at its stop is going away (shutdown_cancel). */
+#define H2B_HOLD_PING "usher-go"
+
 /* Header fields parsed from a request head usher rebuilt: the client's
  * limits.max_headers plus what usher adds (X-Forwarded-*, X-Request-Id,
  * framing). */
@@ -132,6 +136,8 @@ struct h2_stream {
     bool rx_end;             /* END_STREAM came */
     bool last_chunk;         /* the last chunk (and trailers) is in rx_framing */
     bool rx_last_given;      /* the body's end went to the exchange */
+    bool held;               /* a trailers-only CANCELLED kept from its exchange until a PING
+                                round trip says whether its backend is stopping */
 
     bool closed;       /* nghttp2 closed it */
     bool refused;      /* never processed by the backend */
@@ -168,6 +174,8 @@ struct h2b {
     ev_timer timer;     /* the connect timeout */
     ev_prepare kick_w;  /* never started: fed to settle after the current callback */
     bool kicked;
+    bool hold_ping;    /* H2B_HOLD_PING sent, its ACK not yet back */
+    unsigned held;     /* streams held for it */
     unsigned busy; /* inside its own callbacks: frees wait */
     bool freeing;  /* freed when no longer busy */
 };
@@ -380,6 +388,12 @@ static void conn_broken(struct h2b *h, const char *why)
     struct list *pos, *tmp;
     list_for_each_safe (pos, tmp, &h->streams) {
         struct h2_stream *st = container_of(pos, struct h2_stream, link);
+        if (st->held) {
+            st->held = false;
+            h->held--;
+            news(st, NEWS_READ); /* no verdict came: the answer as it was */
+            continue;
+        }
         if (!st->cb || st->closed)
             continue;
         if (!st->headers_sent && !st->confirmed) {
@@ -590,16 +604,17 @@ static struct h2_field *fields_of(struct h2_stream *st)
 }
 
 /* grpc-core's answer to a call that arrived as its server began to stop
- * (server.stop: its first GOAWAY went, the stream is at or below the last
- * one): the call is cancelled before any handler saw it, with a
- * trailers-only CANCELLED — where RFC 9113 8.7 would have REFUSED_STREAM.
- * Taken as that refusal: a gRPC stream, on a connection whose backend
- * already said GOAWAY, answered by one HEADERS with END_STREAM, :status 200
- * and grpc-status 1 (no message, no metadata of its own). */
+ * (server.stop: the stream is at or below its GOAWAY's last-stream-id):
+ * the call is cancelled before any handler saw it, with a trailers-only
+ * CANCELLED — where RFC 9113 8.7 would have REFUSED_STREAM. Taken as that
+ * refusal: a gRPC stream answered by one HEADERS with END_STREAM, :status
+ * 200 and grpc-status 1 (no message, no metadata of its own), on a
+ * connection whose backend says GOAWAY — already, or by the time a PING
+ * sent when the answer came is acknowledged (the answer may come first). */
 static bool shutdown_cancel(const struct h2b *h, const struct h2_stream *st,
                             const struct h2_field *f)
 {
-    if (!st->grpc || h->state != H2B_GOING_AWAY || st->rx_head.len > 0)
+    if (!st->grpc || st->rx_head.len > 0)
         return false;
     bool ok200 = false, cancelled = false;
     for (size_t i = 0; i < st->rx_nfields; i++) {
@@ -623,10 +638,18 @@ static void on_header_block(struct h2b *h, struct h2_stream *st, bool end_stream
         return;
     }
     if (!st->final_head && end_stream && shutdown_cancel(h, st, f)) {
-        st->refused = true; /* never run: it goes again */
-        hbuf_free(&st->rx_fields);
-        st->rx_nfields = 0;
-        return;
+        if (h->state == H2B_GOING_AWAY) {
+            st->refused = true; /* never run: it goes again */
+            hbuf_free(&st->rx_fields);
+            st->rx_nfields = 0;
+            return;
+        }
+        /* the answer is kept (below) but not told until the PING's ACK */
+        st->held = true;
+        h->held++;
+        if (!h->hold_ping &&
+            nghttp2_submit_ping(h->session, NGHTTP2_FLAG_NONE, (const uint8_t *)H2B_HOLD_PING) == 0)
+            h->hold_ping = true;
     }
     if (!st->final_head) {
         int status;
@@ -656,6 +679,30 @@ static void on_header_block(struct h2b *h, struct h2_stream *st, bool end_stream
     st->rx_nfields = 0;
 }
 
+/* The streams held for a PING round trip: refused if their backend is
+ * going away by now, else their CANCELLED is told as it came. */
+static void release_held(struct h2b *h)
+{
+    if (h->held == 0)
+        return;
+    struct list *pos, *tmp;
+    list_for_each_safe (pos, tmp, &h->streams) {
+        struct h2_stream *s = container_of(pos, struct h2_stream, link);
+        if (!s->held)
+            continue;
+        s->held = false;
+        h->held--;
+        if (h->state == H2B_GOING_AWAY) {
+            s->refused = true;
+            hbuf_free(&s->rx_head);
+            s->final_head = false;
+            news(s, NEWS_REFUSED);
+        } else {
+            news(s, NEWS_READ);
+        }
+    }
+}
+
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
     struct h2b *h = user_data;
@@ -683,6 +730,13 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         if (!(frame->hd.flags & NGHTTP2_FLAG_ACK))
             h->settings_seen = true;
         return 0;
+    case NGHTTP2_PING:
+        if ((frame->hd.flags & NGHTTP2_FLAG_ACK) && h->hold_ping &&
+            memcmp(frame->ping.opaque_data, H2B_HOLD_PING, 8) == 0) {
+            h->hold_ping = false;
+            release_held(h);
+        }
+        return 0;
     case NGHTTP2_GOAWAY: {
         /* a drain, not a failure: no new stream here; the streams above
          * its last-stream-id were never processed (nghttp2 closes them
@@ -704,6 +758,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
             h->state = H2B_GOING_AWAY;
             h->goaway_last = last;
         }
+        release_held(h);
         return 0;
     }
     default:
@@ -711,7 +766,8 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     }
     if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
         st->rx_end = true;
-    news(st, NEWS_READ);
+    if (!st->held)
+        news(st, NEWS_READ);
     return 0;
 }
 
@@ -1234,6 +1290,10 @@ void upstream_h2_detach(struct h2_stream *st)
     struct h2b *h = st->h;
     st->cb = NULL;
     st->owner = NULL;
+    if (st->held) {
+        st->held = false;
+        h->held--;
+    }
     list_remove(&st->pending);
     list_init(&st->pending);
     st->queued = false;
@@ -1253,6 +1313,8 @@ void upstream_h2_detach(struct h2_stream *st)
 /* Bytes (or an end, or an error) wait for the exchange's next read. */
 static bool rx_pending(const struct h2_stream *st)
 {
+    if (st->held)
+        return false;
     return st->refused || st->error || st->rx_head.len > 0 || (st->rx && buf_len(st->rx) > 0) ||
            st->rx_framing.len > 0 || (st->final_head && st->rx_end && !st->rx_last_given);
 }
@@ -1508,6 +1570,10 @@ static ssize_t ts_recv(struct side *sd)
     struct buf *b = sd->buf;
     if (st->refused || (st->error && !st->rx_last_given))
         return NET_ERROR;
+    if (st->held) {
+        sd->readable = false;
+        return NET_AGAIN;
+    }
     if (buf_space(b) == 0)
         buf_compact(b);
     size_t before = buf_len(b);
