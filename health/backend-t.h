@@ -27,9 +27,9 @@ enum backend_drain_reason {
     BACKEND_DRAIN_NONE = 0,
     BACKEND_DRAIN_DNS, /* its address vanished from a DNS answer (discovery): gone once drained */
     BACKEND_DRAIN_503, /* its health check answered 503: back after healthy_threshold successes */
-    BACKEND_DRAIN_REMOVED, /* removed from the config by a reload: gone once drained */
-    BACKEND_DRAIN_ADMIN,   /* drained through the runtime API: stays, whatever checks say,
-                            * until backend_admin_ready() */
+    BACKEND_DRAIN_REMOVED,     /* removed from the config by a reload: gone once drained */
+    BACKEND_DRAIN_ADMIN,       /* drained through the runtime API: stays, whatever checks say,
+                                * until backend_admin_ready() */
     BACKEND_DRAIN_NOT_SERVING, /* its gRPC health check answered NOT_SERVING: back after
                                   healthy_threshold successes, as a 503 */
 };

@@ -256,8 +256,7 @@ static void check_done(struct backend *b, enum hc_outcome outcome, const char *r
             ev_timer_stop(b->loop, &b->eject_timer);
             drain_begin(b, b->deregistration_delay);
             enter(b, BACKEND_DRAINING,
-                  b->hc.protocol == CONF_PROTO_GRPC ? BACKEND_DRAIN_NOT_SERVING
-                                                    : BACKEND_DRAIN_503,
+                  b->hc.protocol == CONF_PROTO_GRPC ? BACKEND_DRAIN_NOT_SERVING : BACKEND_DRAIN_503,
                   reason, false);
         }
         break;
@@ -488,25 +487,6 @@ static bool transport_take(struct backend *b, const struct conf_pool *cp, int *r
         b->tls = NULL;
     }
     return true;
-}
-
-struct tlsc_ctx *backend_tls_ctx(struct backend *b, char *err, size_t cap)
-{
-    struct tlsc_ctx *c = __atomic_load_n(&b->tls, __ATOMIC_ACQUIRE);
-    if (c)
-        return c;
-    struct tlsc_params p;
-    backend_tls_params(&b->tls_conf, b->protocol, &p);
-    if (!(c = tlsc_ctx_new(&p, err, cap)))
-        return NULL;
-    /* two workers may build it at once: the first one kept wins */
-    struct tlsc_ctx *none = NULL;
-    if (!__atomic_compare_exchange_n(&b->tls, &none, c, false, __ATOMIC_ACQ_REL,
-                                     __ATOMIC_ACQUIRE)) {
-        tlsc_ctx_free(c);
-        return none;
-    }
-    return c;
 }
 
 void backend_tls_set(struct backend *b, struct tlsc_ctx *ctx)

@@ -483,9 +483,9 @@ static int small_int(const uint8_t *p, size_t n)
     return v;
 }
 
-static int grpc_on_header(nghttp2_session *session, const nghttp2_frame *frame,
-                          const uint8_t *name, size_t namelen, const uint8_t *value,
-                          size_t valuelen, uint8_t flags, void *user_data)
+static int grpc_on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
+                          size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                          void *user_data)
 {
     struct hc_grpc *g = user_data;
     if (frame->hd.stream_id != g->stream_id)
@@ -727,6 +727,27 @@ void backend_tls_params(const struct conf_pool_tls *t, enum conf_pool_protocol p
         out->alpn = TLSC_ALPN_HTTP11;
         out->alpn_len = sizeof(TLSC_ALPN_HTTP11) - 1;
     }
+}
+
+/* Declared in backend.h; defined here beside backend_tls_params, for the
+ * same reason (backend.c calls into this file, never the other way). */
+struct tlsc_ctx *backend_tls_ctx(struct backend *b, char *err, size_t cap)
+{
+    struct tlsc_ctx *c = __atomic_load_n(&b->tls, __ATOMIC_ACQUIRE);
+    if (c)
+        return c;
+    struct tlsc_params p;
+    backend_tls_params(&b->tls_conf, b->protocol, &p);
+    if (!(c = tlsc_ctx_new(&p, err, cap)))
+        return NULL;
+    /* two workers may build it at once: the first one kept wins */
+    struct tlsc_ctx *none = NULL;
+    if (!__atomic_compare_exchange_n(&b->tls, &none, c, false, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE)) {
+        tlsc_ctx_free(c);
+        return none;
+    }
+    return c;
 }
 
 /* The pool's TLS context: the one attached (backend_tls_set), else one

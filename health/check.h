@@ -10,10 +10,10 @@ typedef void (*hc_done_cb)(struct backend *b, enum hc_outcome outcome, const cha
                            int status);
 
 /* Static reasons, shared with the state machine (and the logs via hooks). */
-extern const char hc_reason_ok[];   /* "ok" */
-extern const char hc_reason_503[];  /* "503" */
+extern const char hc_reason_ok[];          /* "ok" */
+extern const char hc_reason_503[];         /* "503" */
 extern const char hc_reason_not_serving[]; /* "not_serving": a gRPC check's NOT_SERVING */
-extern const char hc_reason_none[]; /* "none": no check completed yet */
+extern const char hc_reason_none[];        /* "none": no check completed yet */
 
 /* Prepares the check watchers of <b> (fd -1, nothing armed). Each attempt
  * that ends reports its one result to <done>: <reason> is static, <status>

@@ -754,8 +754,7 @@ static enum step upstream_failed(struct exchange *x, const char *why, enum retry
     }
     /* a gRPC call whose answer is under way: status 14 after its last
      * whole message, not a reset its client would read as INTERNAL */
-    if (x->grpc && x->response_started && !x->res_body.done &&
-        grpc_end(x, GRPC_UNAVAILABLE, why))
+    if (x->grpc && x->response_started && !x->res_body.done && grpc_end(x, GRPC_UNAVAILABLE, why))
         return STEP_PROGRESS;
     return x->ops->abort(x);
 }

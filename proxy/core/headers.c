@@ -843,8 +843,8 @@ int headers_error_text(char *out, size_t cap, int status, const char *detail)
 
 /* Appends field <name> (lowercased into <scratch>, its offset kept in the
  * slice until the end, as <scratch> may move) = <value> to <out>[*<n>]. */
-static int add_field(struct hbuf *scratch, struct h2_field *out, size_t *n,
-                     struct http1_slice name, struct http1_slice value)
+static int add_field(struct hbuf *scratch, struct h2_field *out, size_t *n, struct http1_slice name,
+                     struct http1_slice value)
 {
     size_t off;
     if (put_lower(scratch, name, &off) < 0)
@@ -920,8 +920,7 @@ static int status_of(struct http1_slice v)
 }
 
 int headers_h1_from_h2_response(struct hbuf *out, const struct h2_field *f, size_t n,
-                                bool end_stream, bool head_request, int *status,
-                                enum h2_body *body)
+                                bool end_stream, bool head_request, int *status, enum h2_body *body)
 {
     int st = -1;
     bool has_length = false;

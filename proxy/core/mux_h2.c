@@ -499,8 +499,8 @@ static void stream_start(struct h2s *s)
     struct h2_request req;
     bool oversize = s->too_many_fields || s->too_large;
     int rc = oversize ? -1
-                      : headers_h2_request(&x->req_head, f, s->nfields, s->no_body,
-                                           &c->w->limits, &fi, &req);
+                      : headers_h2_request(&x->req_head, f, s->nfields, s->no_body, &c->w->limits,
+                                           &fi, &req);
     if (oversize) {
         memset(&req, 0, sizeof(req));
         req.error_status = 431;

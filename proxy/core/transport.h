@@ -60,15 +60,15 @@ extern const struct transport transport_plain;
 extern const struct transport transport_tls;
 
 struct side {
-    int fd;             /* -1 when nothing is bound */
-    unsigned tls_want;  /* events a TLS read waits for (EV_WRITE during a key update) */
+    int fd;            /* -1 when nothing is bound */
+    unsigned tls_want; /* events a TLS read waits for (EV_WRITE during a key update) */
     const struct transport *tp;
-    struct ssl_st *ssl; /* TLS state (transport_tls) */
+    struct ssl_st *ssl;    /* TLS state (transport_tls) */
     struct h2_stream *h2s; /* the HTTP/2 backend stream it moves bytes of (transport_h2_stream) */
-    struct buf *buf;    /* bytes read from this side, not yet passed on */
-    bool readable;      /* the socket may have bytes (cleared on EAGAIN or a short read) */
-    bool eof;           /* the peer half-closed */
-    bool shut;          /* we half-closed toward the peer */
+    struct buf *buf;       /* bytes read from this side, not yet passed on */
+    bool readable;         /* the socket may have bytes (cleared on EAGAIN or a short read) */
+    bool eof;              /* the peer half-closed */
+    bool shut;             /* we half-closed toward the peer */
 };
 
 /* True if <s> has room to read into (maybe after compacting), or no

@@ -99,7 +99,7 @@ struct h2b;
 
 struct h2_stream {
     struct h2b *h;
-    int32_t id; /* 0 until its HEADERS are submitted */
+    int32_t id;     /* 0 until its HEADERS are submitted */
     upstream_cb cb; /* NULL once detached */
     void *owner;
     bool te_trailers;
@@ -108,10 +108,10 @@ struct h2_stream {
     int connect_err;
 
     /* the request: HTTP/1.1 bytes in */
-    bool head_done;          /* HEADERS submitted */
-    bool head_request;       /* HEAD: no response body */
-    struct hbuf tx_head;     /* the head while it arrives */
-    struct buf *tx;          /* body bytes: payload ready at the front (tx_ready), framing after */
+    bool head_done;      /* HEADERS submitted */
+    bool head_request;   /* HEAD: no response body */
+    struct hbuf tx_head; /* the head while it arrives */
+    struct buf *tx;      /* body bytes: payload ready at the front (tx_ready), framing after */
     size_t tx_ready;
     struct body_state tx_body;
     struct hbuf tx_trailers; /* a chunked body's kept trailer lines */
@@ -123,11 +123,11 @@ struct h2_stream {
     bool headers_sent;       /* its HEADERS frame went out */
 
     /* the response: HTTP/1.1 bytes out */
-    struct hbuf rx_fields;   /* "name\0value\0" of the header block arriving */
+    struct hbuf rx_fields; /* "name\0value\0" of the header block arriving */
     size_t rx_nfields;
-    size_t rx_field_bytes;   /* RFC 9113 6.5.2 size of the block */
-    struct hbuf rx_head;     /* HTTP/1.1 heads for the exchange; .sent: given */
-    bool final_head;         /* the final (non-1xx) head came */
+    size_t rx_field_bytes; /* RFC 9113 6.5.2 size of the block */
+    struct hbuf rx_head;   /* HTTP/1.1 heads for the exchange; .sent: given */
+    bool final_head;       /* the final (non-1xx) head came */
     enum h2_body rx_body;
     struct buf *rx;          /* DATA payload not yet given */
     struct hbuf rx_trailers; /* trailer lines */
@@ -153,16 +153,16 @@ struct h2b {
     struct worker *w;
     nghttp2_session *session;
     enum h2b_state state;
-    bool tls;            /* pool protocol h2 */
-    struct side io;      /* its socket and transport */
-    struct hbuf out;     /* frames serialized, not yet written */
-    unsigned nstreams;   /* stream structs alive: attached, or waiting for nghttp2 to close them */
-    bool settings_seen;  /* the backend's first SETTINGS came */
+    bool tls;             /* pool protocol h2 */
+    struct side io;       /* its socket and transport */
+    struct hbuf out;      /* frames serialized, not yet written */
+    unsigned nstreams;    /* stream structs alive: attached, or waiting for nghttp2 to close them */
+    bool settings_seen;   /* the backend's first SETTINGS came */
     uint32_t assumed_max; /* streams it takes until its SETTINGS say (a sibling's, else 100) */
-    int32_t goaway_last; /* the last-stream-id of its GOAWAY (state GOING_AWAY) */
+    int32_t goaway_last;  /* the last-stream-id of its GOAWAY (state GOING_AWAY) */
     struct list streams;
-    struct list pending; /* streams with news */
-    struct list dead;    /* streams to free at the end of the settle */
+    struct list pending;       /* streams with news */
+    struct list dead;          /* streams to free at the end of the settle */
     struct http1_header *hdrs; /* parse scratch for request heads */
     size_t hdrs_cap;
     /* translation scratch, grown as needed and kept: no allocation per
@@ -171,13 +171,13 @@ struct h2b {
     nghttp2_nv *nv;
     size_t fields_cap;
     struct hbuf names;
-    ev_timer timer;     /* the connect timeout */
-    ev_prepare kick_w;  /* never started: fed to settle after the current callback */
+    ev_timer timer;    /* the connect timeout */
+    ev_prepare kick_w; /* never started: fed to settle after the current callback */
     bool kicked;
-    bool hold_ping;    /* H2B_HOLD_PING sent, its ACK not yet back */
-    unsigned held;     /* streams held for it */
-    unsigned busy; /* inside its own callbacks: frees wait */
-    bool freeing;  /* freed when no longer busy */
+    bool hold_ping; /* H2B_HOLD_PING sent, its ACK not yet back */
+    unsigned held;  /* streams held for it */
+    unsigned busy;  /* inside its own callbacks: frees wait */
+    bool freeing;   /* freed when no longer busy */
 };
 
 static void settle(struct h2b *h);
@@ -529,8 +529,7 @@ static struct h2_stream *stream_get(struct h2b *h, int32_t id)
     return nghttp2_session_get_stream_user_data(h->session, id);
 }
 
-static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame,
-                            void *user_data)
+static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
     struct h2_stream *st = stream_get(user_data, frame->hd.stream_id);
     if (st) {
@@ -811,7 +810,9 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
         log_kv(CONF_LOG_DEBUG, "backend stream reset", LOG_STR("pool", pool_of(h)),
                LOG_STR("backend", backend_of(h)), LOG_INT("stream", stream_id),
                LOG_STR("error", nghttp2_http2_strerror(error_code)),
-               LOG_STR("response", st->rx_end ? "complete" : st->final_head ? "started" : "none"),
+               LOG_STR("response", st->rx_end       ? "complete"
+                                   : st->final_head ? "started"
+                                                    : "none"),
                LOG_STR("exchange", st->cb ? "bound" : "gone"));
     if (!st->cb) {
         stream_bury(st); /* detached: it only waited for this */
@@ -846,9 +847,8 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
 /* nghttp2 asks for up to <length> bytes of the request body: how many are
  * ready (copied by send_data_cb, NO_COPY), its end (with trailers), or
  * none yet (DEFERRED: a write resumes it). */
-static ssize_t tx_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
-                          size_t length, uint32_t *data_flags, nghttp2_data_source *source,
-                          void *user_data)
+static ssize_t tx_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
+                          uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
 {
     struct h2_stream *st = source->ptr;
     if (!st->cb)
@@ -1020,9 +1020,9 @@ static void on_connected(struct h2b *h)
     char err[768];
     struct backend *b = h->s->hb;
     struct tlsc_ctx *ctx = backend_tls_ctx(b, err, sizeof(err));
-    SSL *ssl = ctx ? tlsc_conn_new(ctx, h->io.fd, b->host, &b->tls_session, NULL, 0, err,
-                                   sizeof(err))
-                   : NULL;
+    SSL *ssl =
+        ctx ? tlsc_conn_new(ctx, h->io.fd, b->host, &b->tls_session, NULL, 0, err, sizeof(err))
+            : NULL;
     if (!ssl) {
         errno = 0;
         tls_failed(h, err);
@@ -1578,8 +1578,8 @@ static ssize_t ts_recv(struct side *sd)
         buf_compact(b);
     size_t before = buf_len(b);
     if (st->rx_head.sent < st->rx_head.len) {
-        size_t k = put_some(b, st->rx_head.data + st->rx_head.sent,
-                            st->rx_head.len - st->rx_head.sent);
+        size_t k =
+            put_some(b, st->rx_head.data + st->rx_head.sent, st->rx_head.len - st->rx_head.sent);
         st->rx_head.sent += k;
         if (st->rx_head.sent == st->rx_head.len)
             hbuf_free(&st->rx_head);

@@ -121,9 +121,10 @@ static struct http1_header hs[64];
 
 static void request_to_h2(void)
 {
-    const char *head = "POST /svc/M?x=1 HTTP/1.1\r\nHost: api.test:8080\r\nUser-Agent: u\r\n"
-                       "Content-Type: application/grpc\r\nTE: trailers\r\nConnection: keep-alive\r\n"
-                       "Transfer-Encoding: chunked\r\nX-Forwarded-For: 1.2.3.4\r\nCookie: a=1\r\n\r\n";
+    const char *head =
+        "POST /svc/M?x=1 HTTP/1.1\r\nHost: api.test:8080\r\nUser-Agent: u\r\n"
+        "Content-Type: application/grpc\r\nTE: trailers\r\nConnection: keep-alive\r\n"
+        "Transfer-Encoding: chunked\r\nX-Forwarded-For: 1.2.3.4\r\nCookie: a=1\r\n\r\n";
     struct http1_request req = {.msg.headers = hs};
     CHECK_INT(http1_parse_request(head, strlen(head), &big, &req), HTTP1_OK);
     struct h2_field f[64 + 5];
@@ -194,10 +195,10 @@ static void expect_res(int line, const char *const *lines, bool end_stream, bool
                    out.data ? out.data : "", want);
     /* and the strict parser reads it back as exactly one head */
     struct http1_response res = {.msg.headers = hs};
-    if (rc == 0 && (http1_parse_response(out.data, out.len, &big,
-                                         head ? HTTP1_METHOD_HEAD : HTTP1_METHOD_GET,
-                                         &res) != HTTP1_OK ||
-                    res.msg.head_len != out.len || res.status != status))
+    if (rc == 0 &&
+        (http1_parse_response(out.data, out.len, &big, head ? HTTP1_METHOD_HEAD : HTTP1_METHOD_GET,
+                              &res) != HTTP1_OK ||
+         res.msg.head_len != out.len || res.status != status))
         check_fail(__FILE__, line, NULL, "does not read back");
     hbuf_free(&out);
 }
@@ -238,8 +239,8 @@ static void response_to_h1(void)
     CHECK_INT(headers_h1_from_h2_response(&out, f, 2, false, false, &st, &b), -1);
     hbuf_free(&out);
     /* connection-specific fields never make it */
-    expect_res(__LINE__, RES(":status: 200", "connection: close", "content-length: 0"), true,
-               false, "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", H2_BODY_LENGTH);
+    expect_res(__LINE__, RES(":status: 200", "connection: close", "content-length: 0"), true, false,
+               "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", H2_BODY_LENGTH);
 }
 
 int main(void)

@@ -40,14 +40,14 @@ int main(void)
                      5 + 0x18),
               GRPCPB_SERVING);
     /* malformed */
-    CHECK_INT(decode("\0\0\0\0", 4), -1);                 /* a short prefix */
-    CHECK_INT(decode("\x01\0\0\0\x02\x08\x01", 7), -1);   /* compressed */
-    CHECK_INT(decode("\0\0\0\0\x03\x08\x01", 7), -1);     /* truncated */
-    CHECK_INT(decode("\0\0\0\0\x02\x08\x01\0", 8), -1);   /* a byte after the message */
-    CHECK_INT(decode("\0\0\0\0\x01\x08", 6), -1);         /* a key without value */
-    CHECK_INT(decode("\0\0\0\0\x02\x00\x01", 7), -1);     /* field 0 */
-    CHECK_INT(decode("\0\0\0\0\x02\x0b\x01", 7), -1);     /* a group */
-    CHECK_INT(decode("\0\0\0\0\x03\x12\x05x", 8), -1);    /* a length past the end */
+    CHECK_INT(decode("\0\0\0\0", 4), -1);               /* a short prefix */
+    CHECK_INT(decode("\x01\0\0\0\x02\x08\x01", 7), -1); /* compressed */
+    CHECK_INT(decode("\0\0\0\0\x03\x08\x01", 7), -1);   /* truncated */
+    CHECK_INT(decode("\0\0\0\0\x02\x08\x01\0", 8), -1); /* a byte after the message */
+    CHECK_INT(decode("\0\0\0\0\x01\x08", 6), -1);       /* a key without value */
+    CHECK_INT(decode("\0\0\0\0\x02\x00\x01", 7), -1);   /* field 0 */
+    CHECK_INT(decode("\0\0\0\0\x02\x0b\x01", 7), -1);   /* a group */
+    CHECK_INT(decode("\0\0\0\0\x03\x12\x05x", 8), -1);  /* a length past the end */
     CHECK_INT(decode("\0\0\0\0\x0b\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 16), -1);
     CHECK_INT(decode("\0\0\0\0\x0c\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 17), -1);
     return check_report("test_grpcpb");
