@@ -174,6 +174,12 @@ struct backend {
      * (atomic): a drain completes when the last one closes */
     unsigned connections;
 
+    /* when (ms of a worker's clock) an HTTP/2 connection of the proxy last
+     * got this backend's GOAWAY NO_ERROR — its graceful stop, maybe a
+     * restart — and no connection to it was made since (0: none); set and
+     * read by the proxy's workers (atomic), never by health */
+    uint64_t goaway_ms;
+
     /* The proxy's worker threads report to a backend owned by another
      * thread's loop: <wake> brings what they reported (a last connection
      * released, an ejection wanted) to <loop>'s thread. */

@@ -473,7 +473,11 @@ static bool local_shortage(int err)
 static void connect_failure(struct exchange *x, struct server *s, int err)
 {
     s->connect_failures++;
-    server_passive_report(s, true, err ? "connect failed" : "connect timeout");
+    /* a backend that just said GOAWAY is stopping (maybe restarting): its
+     * refusals are no sign of sickness, and ejecting it would leave its
+     * peers alone when they restart in turn */
+    if (!(err == ECONNREFUSED && upstream_h2_stopping(s, now_of(x))))
+        server_passive_report(s, true, err ? "connect failed" : "connect timeout");
     x->connect_failed = true;
     log_warn("backend connect failed", "pool=%s backend=%s address=%s error=\"%s\"",
              s->hb->pool_name, s->hb->name, s->hb->address_text,

@@ -757,6 +757,9 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
             h->state = H2B_GOING_AWAY;
             h->goaway_last = last;
         }
+        if (frame->goaway.error_code == NGHTTP2_NO_ERROR)
+            __atomic_store_n(&h->s->hb->goaway_ms, (uint64_t)(ev_now(h->w->loop) * 1000.0),
+                             __ATOMIC_RELAXED);
         release_held(h);
         return 0;
     }
@@ -954,6 +957,8 @@ static void every_stream(struct h2b *h, unsigned what)
 static void conn_ready(struct h2b *h)
 {
     ev_timer_stop(h->w->loop, &h->timer);
+    if (__atomic_load_n(&h->s->hb->goaway_ms, __ATOMIC_RELAXED))
+        __atomic_store_n(&h->s->hb->goaway_ms, 0, __ATOMIC_RELAXED); /* it is back */
     h->state = H2B_READY;
     h->io.readable = true;
     every_stream(h, NEWS_CONNECTED);
@@ -1253,6 +1258,12 @@ struct h2_stream *upstream_h2_attach(struct server *s, upstream_cb cb, void *own
         return NULL;
     }
     return st;
+}
+
+bool upstream_h2_stopping(const struct server *s, ev_tstamp now)
+{
+    uint64_t at = __atomic_load_n(&s->hb->goaway_ms, __ATOMIC_RELAXED);
+    return at && (double)at / 1000.0 + H2_STOP_GRACE_S > now;
 }
 
 struct upstream *upstream_h2_conn(const struct h2_stream *st)

@@ -30,6 +30,18 @@ struct h2_stream;
  * that sent more before the backend's first frame for it cannot be. */
 #define H2_REPLAY_MAX (65535u + 16384u)
 
+/* How long after a backend's GOAWAY (NO_ERROR) its refused connects are
+ * taken for its graceful stop, maybe a restart, rather than a failure:
+ * server.stop(grace) and a start again take a second or two; a backend
+ * that is still unreachable after this is failing like any other. */
+#define H2_STOP_GRACE_S 10.0
+
+/* True if <s>'s backend said GOAWAY (NO_ERROR) to an HTTP/2 connection
+ * less than H2_STOP_GRACE_S before <now> and no connection to it was made
+ * since: a connect it refuses meanwhile is its stop, not a failure for
+ * passive health (it still goes to another backend). */
+bool upstream_h2_stopping(const struct server *s, ev_tstamp now);
+
 /* Attaches a new stream for <owner> (an exchange, told of every event
  * through <cb>, as by an upstream connection) to a connection to <s>: the
  * first of its HTTP/2 connections with room for another stream (below the
