@@ -1180,6 +1180,14 @@ static void update_watchers(struct h2c *h)
         ev |= EV_READ;
     if (out_pending(h) > 0)
         ev |= EV_WRITE;
+    /* h2_drive stopped at H2_READ_ROUNDS with more to read: on TLS it may
+     * all be records OpenSSL already took from the socket (read_ahead), so
+     * no read event would come for them — an upload's END_STREAM waited
+     * forever. A write event (the socket takes writes) brings the
+     * connection back next iteration, after the others, as for HTTP/1.1's
+     * buffered pipelined request (mux_h1.c update_watchers). */
+    if ((ev & EV_READ) && c->down.readable && h->state != H2C_FAILED)
+        ev |= EV_WRITE;
     if (c->down.ssl && (ev & EV_READ) && c->down.tls_want == EV_WRITE)
         ev |= EV_WRITE; /* a TLS read waits for the socket to take a write */
     conn_want(c, ev);
