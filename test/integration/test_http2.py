@@ -211,6 +211,39 @@ def test_chunked_response_trailers_become_trailing_headers(servers, usher_factor
     c.close()
 
 
+@pytest.mark.parametrize("trailer", [b"", b"Content-Length: 99\r\nHost: x\r\n"],
+                         ids=["no-trailers", "only-dropped-trailers"])
+def test_chunked_response_without_trailers_ends_with_its_data(servers, usher_factory, trailer):
+    """A chunked response with no trailer section (just the last chunk and
+    the final CRLF), or one whose every trailer is dropped, ends with
+    END_STREAM on its DATA — no trailing HEADERS, no empty frame — and
+    usher lives on (the final CRLF once reached the trailer path, which
+    ended the stream through nghttp2_submit_data without a provider:
+    SIGSEGV)."""
+    def script(s):
+        while read_head(s):
+            s.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+            time.sleep(0.05)  # the last chunk in a read of its own
+            s.sendall(b"6\r\n world\r\n0\r\n" + trailer + b"\r\n")
+    srv = servers.add(ScriptedServer(script).start())
+    u = usher_factory(pools={"blue": [{"name": "b1", "address": srv.address}]})
+    c = H2Conn(u.port)
+    for _ in range(2):
+        r = c.get("/t")
+        assert r.status == 200 and r.body == b"hello world" and r.ended, r
+        assert r.trailers is None, r.trailers
+    c.close()
+    assert u.running(), "usher died: %s" % u.proc.returncode
+    # the backend's own chunked path too (the access log's view: answered whole)
+    b = servers.backend("blue-2")
+    u2 = usher_factory(pools={"blue": [b]})
+    c = H2Conn(u2.port)
+    r = c.get("/chunked?n=3")
+    assert r.status == 200 and r.ended and r.body.count(b"chunk") == 3, r
+    c.close()
+    assert u2.running()
+
+
 def test_interim_responses_relayed(h2proxy):
     u, b = h2proxy
     c = H2Conn(u.port)
