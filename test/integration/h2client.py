@@ -152,7 +152,9 @@ class H2Conn:
                 self.flush()
                 if time.monotonic() > deadline:
                     raise TimeoutError("no window to send the body")
-                self.pump(0.05)
+                # back as soon as a WINDOW_UPDATE opens it: only the server paces the body
+                self.pump(0.05, until=lambda: self.conn.local_flow_control_window(sid) > 0
+                          or self.closed)
                 continue
             n = min(room, len(view))
             self.conn.send_data(sid, bytes(view[:n]))

@@ -468,6 +468,81 @@ def test_many_streams_with_several_workers(backend_factory, usher_factory):
         c.close()
 
 
+UPLOAD_BYTES = 12 * 1024 * 1024
+
+
+def upload_ahead_max():
+    """What may be on its way while the backend reads nothing: the kernel's
+    buffers toward the backend (usher's send buffer autotunes up to
+    tcp_wmem's maximum, the backend's receive buffer), usher's request
+    buffer (64 KiB) and the stream's window (65,535): twice tcp_wmem's
+    maximum is ample (4 MB measured here with a 4 MiB maximum). A usher that
+    opened windows as bytes arrived would take the whole body."""
+    with open("/proc/sys/net/ipv4/tcp_wmem") as f:
+        return 2 * int(f.read().split()[2])
+
+
+# The stalled backend's window: closed this long at the end means usher
+# stopped opening it (it reopens within a round trip while bytes move).
+WINDOW_SHUT_S = 0.5
+
+
+def test_upload_window_opens_as_the_backend_reads(servers, usher_factory):
+    """Flow control is backpressure (DESIGN "HTTP/2 and gRPC"): while the
+    backend reads nothing of an upload, the client can send only what the
+    stream's window and the buffers on the way hold; once the backend
+    reads, the windows reopen and the whole body arrives intact."""
+    go = threading.Event()
+    got = {}
+
+    def script(s):
+        head = read_head(s)
+        if not head:
+            return
+        body = head.split(b"\r\n\r\n", 1)[1]
+        go.wait(10)
+        s.settimeout(10)
+        while len(body) < UPLOAD_BYTES:
+            d = s.recv(65536)
+            if not d:
+                break
+            body += d
+        got["sha"] = hashlib.sha256(body).hexdigest()
+        out = b'{"len": %d}' % len(body)
+        s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(out), out))
+
+    srv = servers.add(ScriptedServer(script).start())
+    u = usher_factory(pools={"blue": [{"name": "b1", "address": srv.address}]})
+    c = H2Conn(u.port)
+    body = os.urandom(UPLOAD_BYTES)
+    sid = c.request("/up", method="POST", end_stream=False,
+                    headers=[("content-length", str(UPLOAD_BYTES))])
+    view, sent = memoryview(body), 0
+    start = last_open = time.monotonic()
+    while time.monotonic() < start + 2.5:  # send what the windows let through
+        room = min(c.conn.local_flow_control_window(sid), c.conn.max_outbound_frame_size,
+                   UPLOAD_BYTES - sent)
+        if room > 0:
+            last_open = time.monotonic()
+            c.conn.send_data(sid, bytes(view[sent:sent + room]))
+            sent += room
+            c.flush()
+        else:  # back at the first WINDOW_UPDATE: only usher paces the client
+            c.pump(0.05, until=lambda: c.conn.local_flow_control_window(sid) > 0)
+    shut = time.monotonic() - last_open
+    assert shut >= WINDOW_SHUT_S, \
+        "the window kept opening for a backend that reads nothing (%d bytes sent)" % sent
+    assert 65535 <= sent < upload_ahead_max(), \
+        "the client sent %d bytes to a stalled backend" % sent
+    go.set()
+    c.send_body(sid, bytes(view[sent:]), timeout=30.0)
+    r = c.response(sid, timeout=30)
+    assert r.status == 200 and json.loads(r.body) == {"len": UPLOAD_BYTES}, r
+    assert got["sha"] == hashlib.sha256(body).hexdigest()
+    print("sent to a stalled backend: %d bytes, then the window stayed shut %.1fs" % (sent, shut))
+    c.close()
+
+
 def test_large_download_and_upload_over_tls(backend_factory, usher_factory, certs):
     cert, key = certs
     b = backend_factory("blue-1")
