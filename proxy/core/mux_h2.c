@@ -779,8 +779,11 @@ static const struct exchange_ops h2_exchange_ops = {
 
 /* ---- response bodies: pulled by nghttp2 ---------------------------------- */
 
-/* Trailing HEADERS from the trailer lines a chunked response ended with. */
-static void submit_trailers(struct h2s *s)
+/* Trailing HEADERS from the trailer lines a chunked response ended with.
+ * The lines always hold the section's final CRLF, so a response without
+ * trailers (or whose every trailer was dropped) comes here too: false
+ * then, and the last DATA frame ends the stream itself. */
+static bool submit_trailers(struct h2s *s)
 {
     const struct hbuf *lines = s->x.trailers;
     size_t cap = s->h->c->w->limits.max_headers;
@@ -788,13 +791,11 @@ static void submit_trailers(struct h2s *s)
     struct hbuf scratch = {0};
     int n = f ? headers_h2_trailers(lines, &scratch, f, cap) : -1;
     nghttp2_nv *nv = n > 0 ? to_nv(f, (size_t)n) : NULL;
-    if (nv)
-        nghttp2_submit_trailer(s->h->session, s->id, nv, (size_t)n);
-    else /* nothing kept: an empty DATA frame ends the stream */
-        nghttp2_submit_data(s->h->session, NGHTTP2_FLAG_END_STREAM, s->id, NULL);
+    bool sent = nv && nghttp2_submit_trailer(s->h->session, s->id, nv, (size_t)n) == 0;
     free(nv);
     free(f);
     hbuf_free(&scratch);
+    return sent;
 }
 
 /* nghttp2 asks for up to <length> bytes of DATA: how many are ready
@@ -824,10 +825,8 @@ static ssize_t data_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t
         *data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
     if (last && n == avail) {
         *data_flags |= NGHTTP2_DATA_FLAG_EOF;
-        if (x->trailers && x->trailers->len > 0) {
+        if (x->trailers && x->trailers->len > 0 && submit_trailers(s))
             *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-            submit_trailers(s);
-        }
     }
     return (ssize_t)n;
 }
@@ -1179,6 +1178,14 @@ static void update_watchers(struct h2c *h)
     if (out_pending(h) < H2_OUT_SOFT_LIMIT && !c->down.eof && nghttp2_session_want_read(h->session))
         ev |= EV_READ;
     if (out_pending(h) > 0)
+        ev |= EV_WRITE;
+    /* h2_drive stopped at H2_READ_ROUNDS with more to read: on TLS it may
+     * all be records OpenSSL already took from the socket (read_ahead), so
+     * no read event would come for them — an upload's END_STREAM waited
+     * forever. A write event (the socket takes writes) brings the
+     * connection back next iteration, after the others, as for HTTP/1.1's
+     * buffered pipelined request (mux_h1.c update_watchers). */
+    if ((ev & EV_READ) && c->down.readable && h->state != H2C_FAILED)
         ev |= EV_WRITE;
     if (c->down.ssl && (ev & EV_READ) && c->down.tls_want == EV_WRITE)
         ev |= EV_WRITE; /* a TLS read waits for the socket to take a write */
