@@ -839,8 +839,9 @@ static const struct exchange_ops h2_exchange_ops = {
 /* ---- response bodies: pulled by nghttp2 ---------------------------------- */
 
 /* Trailing HEADERS from the trailer lines a chunked response ended with.
- * False if they hold no field (a last chunk and the final CRLF alone):
- * the DATA then ends the stream itself. */
+ * The lines always hold the section's final CRLF, so a response without
+ * trailers (or whose every trailer was dropped) comes here too: false
+ * then, and the last DATA frame ends the stream itself. */
 static bool submit_trailers(struct h2s *s)
 {
     const struct hbuf *lines = s->x.trailers;
@@ -1247,6 +1248,14 @@ static void update_watchers(struct h2c *h)
     if (out_pending(h) < H2_OUT_SOFT_LIMIT && !c->down.eof && nghttp2_session_want_read(h->session))
         ev |= EV_READ;
     if (out_pending(h) > 0)
+        ev |= EV_WRITE;
+    /* h2_drive stopped at H2_READ_ROUNDS with more to read: on TLS it may
+     * all be records OpenSSL already took from the socket (read_ahead), so
+     * no read event would come for them — an upload's END_STREAM waited
+     * forever. A write event (the socket takes writes) brings the
+     * connection back next iteration, after the others, as for HTTP/1.1's
+     * buffered pipelined request (mux_h1.c update_watchers). */
+    if ((ev & EV_READ) && c->down.readable && h->state != H2C_FAILED)
         ev |= EV_WRITE;
     if (c->down.ssl && (ev & EV_READ) && c->down.tls_want == EV_WRITE)
         ev |= EV_WRITE; /* a TLS read waits for the socket to take a write */

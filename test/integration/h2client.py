@@ -12,6 +12,8 @@ last-stream-id and the time they came, PINGs — and can also write raw frames
   c.goaways                             # [(last_stream_id, error_code, monotonic time)]
   c.closed                              # the server closed the TCP connection
   c.raw(bytes)                          # write bytes as they are
+  c.flush(records=True)                 # what h2 has to send, one TLS record per frame, in one
+                                        #   TCP write (H2Conn(..., tls_records=True))
 
 Standard library + Debian's python3-h2 (and its hyperframe, hpack)."""
 
@@ -69,10 +71,12 @@ class Response:
 
 class H2Conn:
     def __init__(self, port, host=HOST, tls_ctx=None, timeout=5.0, auto_ack_data=True,
-                 settings=None, wait_settings=True, validate=True):
+                 settings=None, wait_settings=True, validate=True, tls_records=False):
         sock = socket.create_connection((host, port), timeout=timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if tls_ctx is not None:
+        if tls_ctx is not None and tls_records:
+            sock = RecordTLSSocket(sock, tls_ctx, timeout)
+        elif tls_ctx is not None:
             sock = tls_ctx.wrap_socket(sock, server_hostname="localhost")
         self.sock = sock
         self.sock.settimeout(timeout)
@@ -99,13 +103,24 @@ class H2Conn:
 
     # --- writing -----------------------------------------------------------------
 
-    def flush(self):
+    def flush(self, records=False):
+        """Writes what h2 has to send; with <records> (a RecordTLSSocket),
+        each frame as a TLS record of its own, all of them in one write."""
         data = self.conn.data_to_send()
-        if data:
-            try:
+        if not data:
+            return
+        try:
+            if records:
+                frames = []
+                while data:
+                    n = int.from_bytes(data[:3], "big") + 9
+                    frames.append(data[:n])
+                    data = data[n:]
+                self.sock.send_records(frames)
+            else:
                 self.sock.sendall(data)
-            except OSError:
-                self.closed = True
+        except OSError:
+            self.closed = True
 
     def raw(self, data):
         try:
@@ -114,7 +129,7 @@ class H2Conn:
             self.closed = True
 
     def request(self, path="/", method="GET", headers=None, body=None, authority=None,
-                end_stream=True, scheme="http"):
+                end_stream=True, scheme="http", flush=True):
         sid = self.conn.get_next_available_stream_id()
         hs = [(":method", method), (":path", path), (":scheme", scheme),
               (":authority", authority or "%s:%d" % (HOST, self.sock.getpeername()[1]))]
@@ -123,7 +138,8 @@ class H2Conn:
         self.conn.send_headers(sid, hs, end_stream=end_stream and body is None)
         if body is not None:
             self.send_body(sid, body, end_stream=end_stream)
-        self.flush()
+        if flush:
+            self.flush()
         return sid
 
     def send_body(self, sid, body, end_stream=True, timeout=10.0):
@@ -136,7 +152,9 @@ class H2Conn:
                 self.flush()
                 if time.monotonic() > deadline:
                     raise TimeoutError("no window to send the body")
-                self.pump(0.05)
+                # back as soon as a WINDOW_UPDATE opens it: only the server paces the body
+                self.pump(0.05, until=lambda: self.conn.local_flow_control_window(sid) > 0
+                          or self.closed)
                 continue
             n = min(room, len(view))
             self.conn.send_data(sid, bytes(view[:n]))
@@ -259,6 +277,76 @@ class H2Conn:
             pass
 
     stop = close
+
+
+class RecordTLSSocket:
+    """TLS over a memory BIO, so the test decides how records meet the
+    wire: send_records() makes each chunk a record of its own and writes
+    them all in one TCP write (they arrive together, and the server's
+    OpenSSL takes them in one read). Enough of a socket for H2Conn."""
+
+    def __init__(self, sock, ctx, timeout):
+        self.raw = sock
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
+        self.raw.settimeout(timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("TLS handshake")
+                self._out()
+                self._in()
+        self._out()
+
+    def _out(self):
+        data = self.outgoing.read()
+        if data:
+            self.raw.sendall(data)
+
+    def _in(self):
+        data = self.raw.recv(65536)
+        if not data:
+            self.incoming.write_eof()
+        else:
+            self.incoming.write(data)
+        return data
+
+    def send_records(self, chunks):
+        for ch in chunks:
+            self.obj.write(ch)
+        self._out()
+
+    def sendall(self, data):
+        self.obj.write(data)
+        self._out()
+
+    def recv(self, n):
+        while True:
+            try:
+                return self.obj.read(n)
+            except ssl.SSLWantReadError:
+                self._out()
+                if not self._in():
+                    return b""
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return b""
+
+    def settimeout(self, t):
+        self.raw.settimeout(t)
+
+    def getpeername(self):
+        return self.raw.getpeername()
+
+    def selected_alpn_protocol(self):
+        return self.obj.selected_alpn_protocol()
+
+    def close(self):
+        self.raw.close()
 
 
 def tls_context(cafile=None, alpn=("h2",)):

@@ -211,6 +211,39 @@ def test_chunked_response_trailers_become_trailing_headers(servers, usher_factor
     c.close()
 
 
+@pytest.mark.parametrize("trailer", [b"", b"Content-Length: 99\r\nHost: x\r\n"],
+                         ids=["no-trailers", "only-dropped-trailers"])
+def test_chunked_response_without_trailers_ends_with_its_data(servers, usher_factory, trailer):
+    """A chunked response with no trailer section (just the last chunk and
+    the final CRLF), or one whose every trailer is dropped, ends with
+    END_STREAM on its DATA — no trailing HEADERS, no empty frame — and
+    usher lives on (the final CRLF once reached the trailer path, which
+    ended the stream through nghttp2_submit_data without a provider:
+    SIGSEGV)."""
+    def script(s):
+        while read_head(s):
+            s.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+            time.sleep(0.05)  # the last chunk in a read of its own
+            s.sendall(b"6\r\n world\r\n0\r\n" + trailer + b"\r\n")
+    srv = servers.add(ScriptedServer(script).start())
+    u = usher_factory(pools={"blue": [{"name": "b1", "address": srv.address}]})
+    c = H2Conn(u.port)
+    for _ in range(2):
+        r = c.get("/t")
+        assert r.status == 200 and r.body == b"hello world" and r.ended, r
+        assert r.trailers is None, r.trailers
+    c.close()
+    assert u.running(), "usher died: %s" % u.proc.returncode
+    # the backend's own chunked path too (the access log's view: answered whole)
+    b = servers.backend("blue-2")
+    u2 = usher_factory(pools={"blue": [b]})
+    c = H2Conn(u2.port)
+    r = c.get("/chunked?n=3")
+    assert r.status == 200 and r.ended and r.body.count(b"chunk") == 3, r
+    c.close()
+    assert u2.running()
+
+
 def test_interim_responses_relayed(h2proxy):
     u, b = h2proxy
     c = H2Conn(u.port)
@@ -435,6 +468,81 @@ def test_many_streams_with_several_workers(backend_factory, usher_factory):
         c.close()
 
 
+UPLOAD_BYTES = 12 * 1024 * 1024
+
+
+def upload_ahead_max():
+    """What may be on its way while the backend reads nothing: the kernel's
+    buffers toward the backend (usher's send buffer autotunes up to
+    tcp_wmem's maximum, the backend's receive buffer), usher's request
+    buffer (64 KiB) and the stream's window (65,535): twice tcp_wmem's
+    maximum is ample (4 MB measured here with a 4 MiB maximum). A usher that
+    opened windows as bytes arrived would take the whole body."""
+    with open("/proc/sys/net/ipv4/tcp_wmem") as f:
+        return 2 * int(f.read().split()[2])
+
+
+# The stalled backend's window: closed this long at the end means usher
+# stopped opening it (it reopens within a round trip while bytes move).
+WINDOW_SHUT_S = 0.5
+
+
+def test_upload_window_opens_as_the_backend_reads(servers, usher_factory):
+    """Flow control is backpressure (DESIGN "HTTP/2 and gRPC"): while the
+    backend reads nothing of an upload, the client can send only what the
+    stream's window and the buffers on the way hold; once the backend
+    reads, the windows reopen and the whole body arrives intact."""
+    go = threading.Event()
+    got = {}
+
+    def script(s):
+        head = read_head(s)
+        if not head:
+            return
+        body = head.split(b"\r\n\r\n", 1)[1]
+        go.wait(10)
+        s.settimeout(10)
+        while len(body) < UPLOAD_BYTES:
+            d = s.recv(65536)
+            if not d:
+                break
+            body += d
+        got["sha"] = hashlib.sha256(body).hexdigest()
+        out = b'{"len": %d}' % len(body)
+        s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(out), out))
+
+    srv = servers.add(ScriptedServer(script).start())
+    u = usher_factory(pools={"blue": [{"name": "b1", "address": srv.address}]})
+    c = H2Conn(u.port)
+    body = os.urandom(UPLOAD_BYTES)
+    sid = c.request("/up", method="POST", end_stream=False,
+                    headers=[("content-length", str(UPLOAD_BYTES))])
+    view, sent = memoryview(body), 0
+    start = last_open = time.monotonic()
+    while time.monotonic() < start + 2.5:  # send what the windows let through
+        room = min(c.conn.local_flow_control_window(sid), c.conn.max_outbound_frame_size,
+                   UPLOAD_BYTES - sent)
+        if room > 0:
+            last_open = time.monotonic()
+            c.conn.send_data(sid, bytes(view[sent:sent + room]))
+            sent += room
+            c.flush()
+        else:  # back at the first WINDOW_UPDATE: only usher paces the client
+            c.pump(0.05, until=lambda: c.conn.local_flow_control_window(sid) > 0)
+    shut = time.monotonic() - last_open
+    assert shut >= WINDOW_SHUT_S, \
+        "the window kept opening for a backend that reads nothing (%d bytes sent)" % sent
+    assert 65535 <= sent < upload_ahead_max(), \
+        "the client sent %d bytes to a stalled backend" % sent
+    go.set()
+    c.send_body(sid, bytes(view[sent:]), timeout=30.0)
+    r = c.response(sid, timeout=30)
+    assert r.status == 200 and json.loads(r.body) == {"len": UPLOAD_BYTES}, r
+    assert got["sha"] == hashlib.sha256(body).hexdigest()
+    print("sent to a stalled backend: %d bytes, then the window stayed shut %.1fs" % (sent, shut))
+    c.close()
+
+
 def test_large_download_and_upload_over_tls(backend_factory, usher_factory, certs):
     cert, key = certs
     b = backend_factory("blue-1")
@@ -449,5 +557,47 @@ def test_large_download_and_upload_over_tls(backend_factory, usher_factory, cert
         assert hashlib.sha256(r.body).hexdigest() == wire.pattern_sha256(n)
     body = os.urandom(2 * 1024 * 1024)
     r = c.response(c.request("/upload", method="POST", body=body), timeout=30)
+    assert json.loads(r.body) == {"sha256": hashlib.sha256(body).hexdigest(), "len": len(body)}
+    c.close()
+
+
+# --- TLS records held inside OpenSSL --------------------------------------------------------
+
+# More records than usher reads per socket event (H2_READ_ROUNDS, 4): with
+# read_ahead its OpenSSL takes all of them from the socket at the first read.
+MANY_RECORDS = 24
+
+
+def test_tls_records_held_by_openssl_are_read(backend_factory, usher_factory, certs):
+    """Frames in small TLS records that arrive together: usher reads a few
+    records per event and OpenSSL keeps the rest, decrypted or not, with the
+    socket empty — no read event will ever come for them. The client then
+    sends nothing more (no WINDOW_UPDATE: auto_ack_data off), so every
+    request, and an upload's END_STREAM in the last record, must be read
+    without one. (The cause of test_large_download_and_upload_over_tls
+    hanging once in three runs: its upload's END_STREAM, a record of its
+    own, was held this way.)"""
+    cert, key = certs
+    b = backend_factory("blue-1")
+    u = usher_factory(pools={"blue": [b]}, listeners=[
+        {"name": "web", "pools": {"blue": 100}, "tls": {"cert": cert, "key": key}}])
+    c = H2Conn(u.port, tls_ctx=tls_context(cert), tls_records=True, auto_ack_data=False)
+    # many requests, one record each
+    sids = [c.request("/?n=%d" % i, flush=False) for i in range(MANY_RECORDS)]
+    c.flush(records=True)
+    for sid in sids:
+        r = c.response(sid, timeout=5)
+        assert r.status == 200 and r.body == b"blue-1", (sid, r)
+    # an upload whose DATA frames and END_STREAM are records of their own
+    sid = c.request("/upload", method="POST", end_stream=False, flush=False)
+    body = b""
+    for i in range(MANY_RECORDS):
+        piece = b"%03d" % i * 30
+        c.conn.send_data(sid, piece)
+        body += piece
+    c.conn.end_stream(sid)
+    c.flush(records=True)
+    r = c.response(sid, timeout=5)
+    assert r.status == 200, r
     assert json.loads(r.body) == {"sha256": hashlib.sha256(body).hexdigest(), "len": len(body)}
     c.close()

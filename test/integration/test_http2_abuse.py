@@ -323,3 +323,44 @@ def test_client_reading_nothing_at_all_is_closed(backend_factory, usher_factory)
     wire.wait_until(lambda: u.status_json()["connections"] == 0, 8.0,
                     what="the connection of a client that reads nothing to be closed")
     s.close()
+
+
+ZERO_WINDOW_READERS = 30
+ZERO_WINDOW_ROUNDS = 4
+# 30 stalled streams hold ~2.7 MB of buffers at once (measured); a round
+# that kept its streams' buffers would keep at least their 64 KiB response
+# buffers: 1.9 MB a round
+ZERO_WINDOW_GROWTH_MAX_KB = 1024
+
+
+def test_zero_window_readers_free_their_buffers(backend_factory, usher_factory):
+    """Rounds of 30 readers that never open their windows, each asking for
+    200 MB: every stream is cut at timeouts.backend, every connection closed
+    at client_idle, and the buffers they held go back — after the first
+    round, later rounds cost usher no more memory (one worker, so its
+    buffer pools are the only ones)."""
+    b = backend_factory("blue-1")
+    u = usher_factory(pools={"blue": [b]}, timeouts={"backend": "500ms", "client_idle": "1s"},
+                      extra={"workers": 1})
+    after = []
+    with Watcher(u.port) as w:
+        for rnd in range(ZERO_WINDOW_ROUNDS):
+            raws = []
+            for _ in range(ZERO_WINDOW_READERS):
+                raw = Raw(u.port, settings=struct.pack(">HI", 4, 0))
+                raw.send(raw.headers(1, "/big?bytes=%d" % (200 * 1024 * 1024)))
+                raws.append(raw)
+            wire.wait_until(lambda: u.metrics().get("usher_http2_streams_active") ==
+                            ZERO_WINDOW_READERS, 5.0, what="every stalled stream running")
+            wire.wait_until(lambda: u.metrics().get("usher_http2_streams_active") == 0, 5.0,
+                            what="every stalled stream cut at timeouts.backend")
+            wire.wait_until(lambda: u.status_json()["connections"] <= 1, 5.0,  # the watcher
+                            what="every stalled connection closed at client_idle")
+            for raw in raws:
+                raw.close()
+            after.append(u.rss_kb())
+    w.check()
+    growth = after[-1] - after[0]
+    print("RSS after each round (KiB): %r" % after)
+    assert growth < ZERO_WINDOW_GROWTH_MAX_KB, \
+        "RSS grew %d KiB over %d rounds after the first: %r" % (growth, len(after) - 1, after)
