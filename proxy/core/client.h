@@ -40,8 +40,9 @@ bool client_is_idle(const struct client *c);
 
 /* A deadline for <c>'s tunnel (process drain, backend drain): a WebSocket
  * tunnel gets its close frames shutdown.tunnel_close_grace before it (at
- * once if less is left). The earliest deadline given wins; other
- * connections ignore it. */
+ * once if less is left), every gRPC call of an HTTP/2 connection its
+ * grpc-status 14. The earliest deadline given wins; other connections
+ * ignore it. */
 void client_tunnel_deadline(struct client *c, ev_tstamp deadline);
 
 /* Frees a closed client (called by the worker's reaper). */

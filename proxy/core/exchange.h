@@ -46,9 +46,11 @@ unsigned exchange_watch(struct exchange *x);
 
 /* A drain deadline for the exchange's tunnel (process drain, backend
  * drain): a WebSocket tunnel gets its close frames
- * shutdown.tunnel_close_grace before it (at once if less is left); the
- * earliest deadline given wins. True if closing began now (the caller
- * drives the exchange so the frames go out). */
+ * shutdown.tunnel_close_grace before it (at once if less is left), and a
+ * gRPC call its grpc-status 14 (after its last whole message, or as a
+ * trailers-only answer before any); the earliest deadline given wins.
+ * True if closing began now (the caller drives the exchange so the frames
+ * go out). */
 bool exchange_tunnel_deadline(struct exchange *x, ev_tstamp deadline);
 
 /* The request went out whole (head and body). */
